@@ -1,0 +1,91 @@
+"""Builds the Typer application and runs it with medxfer's error handling."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+import typer
+
+from medxfer.cli import config_cmd, plugins_cmd, run_cmd
+from medxfer.cli.console import error, warn
+from medxfer.cli.state import CliState
+from medxfer.errors import MedxferError
+from medxfer.plugins import PluginLoadWarning, create_plugin_manager
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from medxfer import __version__
+
+        typer.echo(f"medxfer {__version__}")
+        raise typer.Exit()
+
+
+def build_app(state: CliState) -> typer.Typer:
+    """The root ``medxfer`` app with core commands and commands added by plugins."""
+    app = typer.Typer(
+        name="medxfer",
+        help="Transfer learning for medical images: adapt pretrained CNNs to small 2D/3D "
+        "medical datasets.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"obj": state},
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", callback=_version_callback,
+                                     is_eager=True, help="Print the version and exit."),
+    ) -> None:
+        """medxfer command-line interface."""
+
+    run_cmd.register(app)
+    plugins_cmd.register(app)
+    config_cmd.register(app)
+    _register_optional(app, "medxfer.cli.data_cmd")
+    state.manager.hook.medxfer_register_commands(app=app)
+    return app
+
+
+def _register_optional(app: typer.Typer, module_name: str) -> None:
+    """Add the commands of a core CLI module that is present."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return
+        raise
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the console script exits with it).
+
+    User errors (:class:`medxfer.MedxferError`) are printed as one message without a
+    traceback and exit with their code (2 for bad config, data or plugins).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginLoadWarning)
+            manager = create_plugin_manager()
+        for broken in manager.broken:
+            warn(broken.describe())
+        state = CliState(manager)
+        command = typer.main.get_command(build_app(state))
+        result = command.main(args=argv, prog_name="medxfer", standalone_mode=False)
+    except MedxferError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        error("aborted")
+        return 130
+    return result if isinstance(result, int) else 0

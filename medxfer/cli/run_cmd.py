@@ -1,0 +1,72 @@
+"""``medxfer run``: validate a config, then train, evaluate and report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from medxfer.cli.console import err
+from medxfer.cli.state import state_of
+from medxfer.config import load_config
+from medxfer.errors import ConfigError
+from medxfer.plugins import check_plugin_specs
+
+
+def default_output_dir() -> Path:
+    """``runs/run-YYYYmmdd-HHMMSS`` under the current folder."""
+    return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def check_output_dir(output: Path, resume: bool) -> None:
+    """Refuse to write into a folder that already holds results, unless resuming.
+
+    Raises:
+        ConfigError: when ``output`` is a file, or holds a run and ``resume`` is false.
+    """
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {str(output)!r} is a file, not a folder")
+    if resume:
+        if not output.is_dir():
+            raise ConfigError(f"--resume: run folder {str(output)!r} does not exist")
+        return
+    if output.is_dir() and any(output.iterdir()):
+        raise ConfigError(
+            f"--output {str(output)!r} already holds files; results are never overwritten. "
+            "Pass --resume to continue that run, or choose another folder.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``run`` command to ``app``."""
+
+    @app.command("run")
+    def run(
+        ctx: typer.Context,
+        config: Path | None = typer.Argument(
+            None, help="Run config (YAML). Omit to train on the embedded sample data."),
+        output: Path | None = typer.Option(
+            None, "--output", "-o", help="Run folder (default: runs/run-<timestamp>)."),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue the run in --output from its last checkpoint."),
+        check: bool = typer.Option(
+            False, "--check", help="Validate the config and plugins, then stop."),
+    ) -> None:
+        """Fine-tune a pretrained CNN on a dataset and write metrics, figures and a report."""
+        if resume and output is None:
+            raise ConfigError("--resume needs --output DIR naming the run to continue")
+        if resume and config is None and not overrides:
+            config = output / "config.yaml"  # type: ignore[operator]
+        cfg = load_config(config, overrides)
+        registries = state_of(ctx).registries
+        check_plugin_specs(cfg.plugin_specs(), registries)
+        if check:
+            err().print("config and plugins are valid")
+            return
+        output = output or default_output_dir()
+        check_output_dir(output, resume)
+        from medxfer.engine.pipeline import run_pipeline
+
+        run_pipeline(cfg, output, registries=registries, resume=resume)

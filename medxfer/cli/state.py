@@ -1,0 +1,32 @@
+"""What CLI commands share: the plugin manager and lazily built registries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import typer
+
+from medxfer.plugins import MedxferPluginManager, Registries, build_registries
+
+
+@dataclass
+class CliState:
+    """Per-invocation state stored in ``typer.Context.obj``."""
+
+    manager: MedxferPluginManager
+    _registries: Registries | None = field(default=None, repr=False)
+
+    @property
+    def registries(self) -> Registries:
+        """Registries, built on first use."""
+        if self._registries is None:
+            self._registries = build_registries(self.manager)
+        return self._registries
+
+
+def state_of(ctx: typer.Context) -> CliState:
+    """The :class:`CliState` of the running command."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        raise RuntimeError("medxfer CLI state missing: call medxfer.cli.main()")
+    return root.obj

@@ -1,0 +1,386 @@
+"""One typed run config: YAML in, validated with pydantic, resolved YAML out.
+
+Every pluggable part is a :class:`PluginSpec` (``{name: ..., **kwargs}``) whose extra keys
+go straight to the plugin's factory. Everything else is strict: an unknown key, a wrong
+type or a value outside the allowed choices fails validation with a message naming the
+key. Nothing in a config is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medxfer.errors import ConfigError
+
+RESOLVED_CONFIG_NAME = "config.yaml"
+
+
+class StrictModel(BaseModel):
+    """A config section that refuses unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginSpec(BaseModel):
+    """A pluggable part: ``name`` picks the registered plugin, other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="registered plugin name (see `medxfer plugins`)")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The options passed to the plugin's factory."""
+        return dict(self.model_extra or {})
+
+
+# ---------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------
+
+
+class SplitConfig(StrictModel):
+    """How cases are divided into train, validation and test."""
+
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0,
+                                description="share of cases for validation when the data has no split")
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0,
+                                 description="share of cases for test when the data has no split")
+    seed: int = Field(0, description="seed of the split (independent of the training seed)")
+    stratify: bool = Field(True, description="keep class proportions in every split (classification)")
+    group_by: str | None = Field(
+        "patient_id",
+        description="manifest column whose values never cross splits (patient-level split)")
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation: number of folds")
+    fold: int | None = Field(None, ge=0, description="which fold is the validation fold")
+    use_existing: bool = Field(True, description="use the split stored in the data when it has one")
+
+
+class PreprocessConfig(StrictModel):
+    """Deterministic preprocessing (MONAI transforms), applied in training and evaluation."""
+
+    image_size: list[int] | None = Field(
+        None, description="resize (2D: [H, W]; 3D: [D, H, W]) after cropping; null keeps the size")
+    spacing: list[float] | None = Field(None, description="resample to this voxel spacing in mm")
+    orientation: str | None = Field("RAS", description="reorient 3D volumes to this axis code")
+    intensity: Literal["auto", "zscore", "percentile", "ct_window", "minmax", "none"] = Field(
+        "auto", description="intensity normalisation: auto picks by modality")
+    ct_window: list[float] = Field([-1000.0, 400.0], description="HU window for ct_window")
+    percentiles: list[float] = Field([0.5, 99.5], description="percentiles for percentile")
+    channels: Literal["auto", "grey", "rgb"] = Field(
+        "auto", description="auto: 3 channels when the backbone's weights expect RGB")
+    imagenet_norm: Literal["auto", "on", "off"] = Field(
+        "auto", description="ImageNet mean/std when the source weights were trained on ImageNet")
+
+
+class AugmentConfig(StrictModel):
+    """Training-time augmentation: a named preset, optionally replaced by an explicit list."""
+
+    preset: Literal["none", "light", "standard", "heavy"] = Field(
+        "standard", description="named augmentation preset")
+    ops: list[PluginSpec] | None = Field(
+        None, description="explicit list of {name, **options} that replaces the preset's ops")
+
+
+class DataConfig(StrictModel):
+    """Where the data is and how it becomes tensors."""
+
+    format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
+        "auto", description="dataset layout; auto detects it from the path")
+    path: str | None = Field(
+        None, description="dataset file or folder (relative to the config file); "
+        "null: the embedded sample data for the task")
+    classes: list[str] | None = Field(None, description="class names, in label order")
+    image_key: str = Field("image", description="manifest column of image paths")
+    label_key: str = Field("label", description="manifest column of labels or mask paths")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    cache: Literal["none", "memory", "disk"] = Field(
+        "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
+    num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    limit: int | None = Field(None, ge=1, description="use at most this many cases per split")
+
+
+# ---------------------------------------------------------------------------------------
+# model, training, evaluation
+# ---------------------------------------------------------------------------------------
+
+
+class HeadConfig(StrictModel):
+    """The task head the core builds on top of the backbone."""
+
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the last layer")
+    hidden: int | None = Field(None, ge=1, description="width of an optional hidden layer")
+
+
+class ModelConfig(StrictModel):
+    """The network: a registered backbone plus a task head."""
+
+    backbone: PluginSpec = Field(
+        default_factory=lambda: PluginSpec(name="mobilenet_v2", pretrained="imagenet"),
+        description="backbone plugin and its options (e.g. pretrained: imagenet | none | PATH)")
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+
+class OptimizerConfig(StrictModel):
+    """Optimizer settings."""
+
+    name: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
+    lr: float = Field(1e-3, gt=0, description="base learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+
+
+class SchedulerConfig(StrictModel):
+    """Learning-rate schedule."""
+
+    name: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="schedule")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length (cosine)")
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Best-checkpoint selection and early stopping on a validation metric."""
+
+    metric: str = Field("auto", description="validation metric to monitor; auto picks by task")
+    patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+
+
+class TrainConfig(StrictModel):
+    """The training loop."""
+
+    epochs: int = Field(5, ge=1, description="number of epochs")
+    batch_size: int = Field(32, ge=1, description="batch size")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    imbalance: Literal["none", "class_weights", "balanced_sampler"] = Field(
+        "none", description="how to treat imbalanced classes")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    amp: Literal["auto", "off", "fp16", "bf16"] = Field(
+        "off", description="mixed precision: fp16 (CUDA, with GradScaler) or bf16; auto: fp16 on CUDA")
+    compile: bool = Field(False, description="torch.compile the model")
+    channels_last: bool = Field(False, description="channels-last memory format (2D)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = Field(0, description="training seed")
+    deterministic: bool = Field(True, description="deterministic algorithms where possible")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (null: default)")
+
+
+class LossConfig(StrictModel):
+    """The combined loss ``L_total = alpha * L_pre + beta * L_new``."""
+
+    alpha: float = Field(1.0, ge=0, description="weight of the knowledge-retention term L_pre")
+    beta: float = Field(1.0, ge=0, description="weight of the task loss L_new")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="classification label smoothing")
+
+
+class EvalConfig(StrictModel):
+    """Final evaluation."""
+
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0: off)")
+    threshold: Literal["val_youden", "val_f1", "fixed"] = Field(
+        "val_youden", description="binary decision threshold, chosen on validation only")
+    fixed_threshold: float = Field(0.5, gt=0, lt=1, description="threshold when threshold: fixed")
+
+
+class RunConfig(StrictModel):
+    """A complete medxfer run."""
+
+    task: Literal["classification", "regression", "segmentation"] = Field(
+        "classification", description="what the model predicts")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: PluginSpec = Field(
+        default_factory=lambda: PluginSpec(name="full_finetune"),
+        description="transfer strategy plugin and its options")
+    domain_adaptation: PluginSpec | None = Field(
+        None, description="domain-adaptation plugin and its options (null: none)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_fold(self) -> RunConfig:
+        split = self.data.split
+        if split.fold is not None and (split.folds is None or split.fold >= split.folds):
+            raise ValueError("data.split.fold needs data.split.folds > fold")
+        return self
+
+    def plugin_specs(self) -> dict[str, tuple[str, PluginSpec]]:
+        """Config key -> (plugin kind, spec) for every pluggable part that is set."""
+        specs = {"model.backbone": ("backbone", self.model.backbone),
+                 "strategy": ("strategy", self.strategy)}
+        if self.domain_adaptation is not None:
+            specs["domain_adaptation"] = ("domain_adaptation", self.domain_adaptation)
+        return specs
+
+
+# ---------------------------------------------------------------------------------------
+# loading, overrides, writing
+# ---------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=c`` into ``(["a", "b"], value)``; the value is read as YAML (no code).
+
+    Raises:
+        ConfigError: when ``text`` has no ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with every ``--set`` override applied in order."""
+    data = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                dotted = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {text!r}: {dotted} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted key and what is allowed."""
+    lines = [f"invalid config ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = _section_model(tuple(err["loc"][:-1]))
+            allowed = ", ".join(parent.model_fields) if parent else ""
+            msg = f"unknown key. Allowed keys here: {allowed}"
+        else:
+            msg = err["msg"]
+            if "input" in err and err["type"] not in ("missing",):
+                msg += f" (got {err['input']!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig`.
+
+    Raises:
+        ConfigError: naming every bad key and the allowed values.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config ({source}): the top level must be a mapping of keys")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load`` (no tags, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r}: the top level must be a mapping of keys")
+    return raw
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Load a run config from YAML (or the defaults when ``path`` is None), apply overrides.
+
+    A relative ``data.path`` in a file is taken relative to that file's folder.
+
+    Raises:
+        ConfigError: for a missing or malformed file, a bad override, or invalid values.
+    """
+    raw = read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    source = str(path) if path is not None else "default config"
+    config = validate_config(raw, source)
+    if path is not None and config.data.path and "path" in (raw.get("data") or {}):
+        data_path = Path(config.data.path).expanduser()
+        if not data_path.is_absolute():
+            config.data.path = str((Path(path).resolve().parent / data_path))
+    return config
+
+
+def config_to_yaml(config: RunConfig) -> str:
+    """The fully resolved config as YAML (every default spelt out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def write_resolved_config(config: RunConfig, run_dir: str | os.PathLike[str]) -> Path:
+    """Write the resolved config to ``run_dir/config.yaml`` atomically."""
+    from medxfer.io import atomic_write_text
+
+    target = Path(run_dir) / RESOLVED_CONFIG_NAME
+    atomic_write_text(target, config_to_yaml(config))
+    return target
+
+
+def commented_default_config() -> str:
+    """The default config as YAML with each key's description as a comment."""
+    lines = ["# medxfer run config: every key with its default.",
+             "# Pluggable parts are {name: ..., **options}; see `medxfer plugins`."]
+    _emit_commented(RunConfig(), lines, indent=0)
+    return "\n".join(lines) + "\n"
+
+
+def _emit_commented(model: BaseModel, lines: list[str], indent: int) -> None:
+    pad = " " * indent
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if field.description:
+            lines.append(f"{pad}# {field.description}")
+        if isinstance(value, BaseModel) and not isinstance(value, PluginSpec):
+            lines.append(f"{pad}{name}:")
+            _emit_commented(value, lines, indent + 2)
+        else:
+            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            if isinstance(dumped, dict) and dumped:
+                text = yaml.safe_dump({name: dumped}, sort_keys=False, default_flow_style=None)
+            else:
+                text = yaml.safe_dump({name: dumped}, default_flow_style=True, width=200)
+                text = text.strip()[1:-1] + "\n"
+            lines.extend(pad + ln for ln in text.rstrip("\n").split("\n"))

@@ -1,0 +1,1 @@
+"""Readers, datalists, splits, MONAI transform presets and datasets."""

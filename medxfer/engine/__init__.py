@@ -1,0 +1,1 @@
+"""Training engine: fit context, trainer, evaluator, checkpoints."""

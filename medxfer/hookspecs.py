@@ -1,0 +1,227 @@
+"""Every hook medxfer calls, typed, one docstring each.
+
+pluggy always calls hooks with keyword arguments: an implementation names the
+arguments it wants (any subset, in any order) and receives exactly those. Never give
+an implementation argument a default value: pluggy ignores it.
+
+Two families of hooks live here:
+
+* **Registration** hooks are called once per plugin when a registry is built (on demand,
+  when a run or command needs it). Each receives a ``register`` callback.
+* **Lifecycle** hooks are called by the trainer. The trainer knows no plugin by name: the
+  run's chosen strategy and domain-adaptation method are registered on the run's own plugin
+  manager and receive these calls.
+
+The documentation of every hook, with an example, is in ``docs/plugin_hooks.md``;
+``tests/test_hookspecs.py`` fails when a hook is missing there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    import torch
+    import typer
+
+    from medxfer.engine.context import FitContext, LossTerm
+
+PROJECT_NAME = "medxfer"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+RegisterFn = Callable[..., None]
+
+
+# ---------------------------------------------------------------------------------------
+# Registration hooks
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def medxfer_register_backbones(register: RegisterFn) -> None:
+    """Register backbone factories.
+
+    Call ``register(name, factory, description=...)`` once per backbone. The factory is
+    called as ``factory(in_channels=..., spatial_dims=..., pretrained=..., **kwargs)`` with
+    the config's extra keys as ``kwargs`` and returns a :class:`medxfer.models.Backbone`.
+
+    Args:
+        register: Callback that adds one named factory to the backbone registry.
+    """
+
+
+@hookspec
+def medxfer_register_strategies(register: RegisterFn) -> None:
+    """Register transfer-strategy factories.
+
+    Call ``register(name, factory, description=...)``. The factory receives the config's
+    extra keys of ``strategy`` as keyword arguments and returns an object whose methods are
+    lifecycle hook implementations (marked with ``medxfer.hookimpl``); the trainer registers
+    that object on the run's plugin manager.
+
+    Args:
+        register: Callback that adds one named factory to the strategy registry.
+    """
+
+
+@hookspec
+def medxfer_register_domain_adaptation(register: RegisterFn) -> None:
+    """Register domain-adaptation method factories.
+
+    Same contract as :func:`medxfer_register_strategies`: the factory returns an object of
+    lifecycle hook implementations, which sees source and target batches.
+
+    Args:
+        register: Callback that adds one named factory to the domain-adaptation registry.
+    """
+
+
+@hookspec
+def medxfer_register_combiners(register: RegisterFn) -> None:
+    """Register ensemble combiner factories.
+
+    Call ``register(name, factory, description=...)``. The factory returns a callable
+    ``combine(outputs, weights=None)`` mapping member outputs shaped ``[E, N, C, *spatial]``
+    to ``[N, C, *spatial]``.
+
+    Args:
+        register: Callback that adds one named factory to the combiner registry.
+    """
+
+
+@hookspec
+def medxfer_register_commands(app: typer.Typer) -> None:
+    """Add sub-commands to the ``medxfer`` command-line interface.
+
+    Args:
+        app: The root Typer application; use ``@app.command()`` or ``app.add_typer``.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Trainer lifecycle hooks
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def medxfer_fit_start(ctx: FitContext) -> None:
+    """Prepare the model before the optimizer is built.
+
+    Called once after the model is built and moved to its device, before parameter groups
+    are collected. Freeze layers here, swap normalisation layers, or snapshot the
+    pretrained weights. When a run resumes, it is called again before the saved state is
+    restored, so that the model has the same structure as when it was saved.
+
+    Args:
+        ctx: The run's fit context (model, config, device, epochs, shared state).
+    """
+
+
+@hookspec(firstresult=True)
+def medxfer_parameter_groups(ctx: FitContext, base_lr: float) -> list[dict[str, Any]] | None:
+    """Return the optimizer's parameter groups, or ``None`` to leave the default.
+
+    The first implementation that returns a list wins. Each group is a dict as
+    ``torch.optim`` expects it (``params``, optionally ``lr`` and ``weight_decay``) and
+    may carry a ``name``. The default is one group of all trainable parameters.
+
+    Args:
+        ctx: The run's fit context.
+        base_lr: The configured learning rate.
+
+    Returns:
+        A list of parameter groups, or ``None``.
+    """
+
+
+@hookspec
+def medxfer_epoch_start(ctx: FitContext, epoch: int) -> None:
+    """Act at the start of each epoch (e.g. unfreeze one more layer group).
+
+    ``ctx.optimizer`` is live here: a strategy that unfreezes parameters adds them with
+    ``ctx.add_param_group(...)`` so the optimizer is updated in place.
+
+    Args:
+        ctx: The run's fit context.
+        epoch: The zero-based index of the epoch about to run.
+    """
+
+
+@hookspec
+def medxfer_extra_loss_terms(
+    ctx: FitContext,
+    batch: dict[str, Any],
+    outputs: torch.Tensor,
+    features: torch.Tensor,
+    target_batch: dict[str, Any] | None,
+    target_features: torch.Tensor | None,
+) -> list[LossTerm] | None:
+    """Return extra loss terms for this training step.
+
+    The trainer adds them to the task loss as
+    ``L_total = beta * L_new + alpha * sum(knowledge-retention terms) + sum(weight * other)``:
+    a term whose ``role`` is ``"retention"`` (L2-SP, LwF) is the ``L_pre`` of the
+    combined loss and is scaled by the config's ``loss.alpha``; other terms
+    (domain-adaptation losses) are scaled by their own ``weight``. Each term is logged
+    under its name.
+
+    Args:
+        ctx: The run's fit context.
+        batch: The labelled (source) batch, with ``image`` and ``label`` tensors.
+        outputs: The model's outputs for ``batch`` (logits).
+        features: The backbone's pooled features for ``batch``.
+        target_batch: An unlabelled target-domain batch, when the run has a target.
+        target_features: The backbone's pooled features for ``target_batch``.
+
+    Returns:
+        A list of :class:`medxfer.engine.context.LossTerm`, or ``None``.
+    """
+
+
+@hookspec
+def medxfer_after_backward(ctx: FitContext, step: int) -> None:
+    """Act after gradients are computed and before the optimizer steps.
+
+    Gradients are unscaled here when AMP with a gradient scaler is in use.
+
+    Args:
+        ctx: The run's fit context.
+        step: The global step index.
+    """
+
+
+@hookspec
+def medxfer_epoch_end(ctx: FitContext, epoch: int, metrics: dict[str, float]) -> None:
+    """Act at the end of each epoch, after validation.
+
+    Args:
+        ctx: The run's fit context.
+        epoch: The zero-based index of the epoch that ended.
+        metrics: Training losses and validation metrics of this epoch, by name; an
+            implementation may add entries, which are logged.
+    """
+
+
+@hookspec
+def medxfer_fit_end(ctx: FitContext) -> None:
+    """Act once after the last epoch, before the final evaluation.
+
+    Recompute statistics here (AdaBN) or restore temporary changes.
+
+    Args:
+        ctx: The run's fit context.
+    """
+
+
+@hookspec
+def medxfer_on_exception(ctx: FitContext, exception: BaseException) -> None:
+    """Clean up when training fails or is interrupted; the exception is re-raised after.
+
+    Args:
+        ctx: The run's fit context.
+        exception: What was raised.
+    """

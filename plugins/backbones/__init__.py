@@ -1,0 +1,1 @@
+"""Backbone plugins: one architecture family per module."""

@@ -1,0 +1,1 @@
+"""Domain-adaptation plugins: one method per module."""

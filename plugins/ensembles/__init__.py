@@ -1,0 +1,1 @@
+"""Ensemble combiner plugins: one combiner per module."""

@@ -1,0 +1,1 @@
+"""Transfer-strategy plugins: one strategy per module."""
