@@ -163,7 +163,8 @@ class TrainConfig(StrictModel):
         "none", description="how to treat imbalanced classes")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     amp: Literal["auto", "off", "fp16", "bf16"] = Field(
-        "off", description="mixed precision: fp16 (CUDA, with GradScaler) or bf16; auto: fp16 on CUDA")
+        "auto", description="mixed precision: fp16 (CUDA, GradScaler) or bf16 (CUDA or CPU); "
+        "auto: fp16 on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model")
     channels_last: bool = Field(False, description="channels-last memory format (2D)")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")

@@ -57,7 +57,7 @@ class BrokenPlugin:
     def describe(self) -> str:
         """One line naming the plugin, its distribution and what went wrong."""
         return (
-            f"plugin {self.plugin!r} from {self.distribution} {self.version} was skipped: "
+            f"plugin {self.plugin!r} from {self.distribution} {self.version} failed to load: "
             f"{self.error}"
         )
 
@@ -179,7 +179,8 @@ def _skip(manager: MedxferPluginManager, origin: PluginOrigin, error: str,
     if strict:
         raise PluginError(broken.describe() + f" (strict mode: unset {STRICT_ENV} to skip it)")
     manager.broken.append(broken)
-    warnings.warn(broken.describe(), PluginLoadWarning, stacklevel=3)
+    warnings.warn(broken.describe() + f" (skipped; set {STRICT_ENV}=1 to make this fatal)",
+                  PluginLoadWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", PluginLoadWarning)
             manager = create_plugin_manager()
         for broken in manager.broken:
-            warn(broken.describe())
+            warn(broken.describe() + " (skipped)")
         state = CliState(manager)
         command = typer.main.get_command(build_app(state))
         result = command.main(args=argv, prog_name="medxfer", standalone_mode=False)

@@ -1,0 +1,117 @@
+"""Checkpoints: written atomically, loaded safely (safetensors or ``weights_only=True``).
+
+A run folder holds:
+
+* ``checkpoints/last.pt``: the full training state after the last finished epoch (model,
+  optimizer, epoch, history, best score, RNG states), for ``--resume``;
+* ``model.safetensors`` with ``model.json`` beside it: the selected (best) model weights
+  and what produced them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from medxfer.errors import CheckpointError
+from medxfer.io import atomic_open, atomic_write_json
+
+LAST_STATE = Path("checkpoints") / "last.pt"
+BEST_WEIGHTS = "model.safetensors"
+BEST_SIDECAR = "model.json"
+
+
+def save_training_state(run_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write the resumable training state to ``run_dir/checkpoints/last.pt`` atomically."""
+    path = Path(run_dir) / LAST_STATE
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
+    return path
+
+
+def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load ``checkpoints/last.pt`` with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: when the file is missing, truncated or not a medxfer state.
+    """
+    path = Path(run_dir) / LAST_STATE
+    if not path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {str(path)!r} does not exist (the run finished no epoch yet); "
+            "start it again without --resume in a new --output folder")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
+            "delete it to restart the run from scratch") from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a medxfer training state")
+    return state
+
+
+def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
+               sidecar: dict[str, Any]) -> Path:
+    """Write model weights as safetensors with a JSON sidecar, both atomically."""
+    run_dir = Path(run_dir)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = run_dir / BEST_WEIGHTS
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})
+    os.replace(tmp, path)
+    atomic_write_json(run_dir / BEST_SIDECAR, sidecar)
+    return path
+
+
+def load_model_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load a safetensors weights file.
+
+    Raises:
+        CheckpointError: when the file is missing or corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model weights {str(path)!r} do not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"model weights {str(path)!r} are corrupt ({exc})") from None
+
+
+def read_sidecar(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON sidecar of a run's saved model ({} when absent)."""
+    path = Path(run_dir) / BEST_SIDECAR
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states in a form ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,65 @@
+"""Data loaders and the task loss for a run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from medxfer.config import RunConfig
+
+
+def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """Inverse-frequency class weights, normalised to mean 1 (absent classes get 0)."""
+    counts = Counter(labels)
+    weights = torch.tensor([1.0 / counts[c] if counts.get(c) else 0.0
+                            for c in range(num_classes)])
+    return weights * (num_classes / weights.sum().clamp_min(1e-12))
+
+
+def make_loader(dataset: Any, config: RunConfig, *, train: bool,
+                labels: list[int] | None = None,
+                device: torch.device | None = None) -> DataLoader:
+    """A data loader for one split.
+
+    Training loaders shuffle with a generator seeded by ``train.seed`` (or draw a
+    class-balanced sample when ``train.imbalance: balanced_sampler``) and drop a last
+    batch of one item (batch norm cannot train on it).
+    """
+    generator = torch.Generator().manual_seed(config.train.seed)
+    sampler = None
+    shuffle = train
+    if train and config.train.imbalance == "balanced_sampler" and labels:
+        per_class = class_weights(labels, max(labels) + 1)
+        sampler = WeightedRandomSampler([float(per_class[y]) for y in labels],
+                                        num_samples=len(labels), replacement=True,
+                                        generator=generator)
+        shuffle = False
+    batch_size = config.train.batch_size
+    drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    workers = config.data.num_workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                      generator=generator if shuffle else None, drop_last=drop_last,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device is not None and device.type == "cuda")
+
+
+def make_loss(config: RunConfig, train_labels: list[int], num_classes: int,
+              device: torch.device) -> torch.nn.Module:
+    """The task loss ``L_new``: cross-entropy (optionally class-weighted) or MSE."""
+    if config.task == "regression":
+        return _RegressionLoss()
+    weight = None
+    if config.train.imbalance == "class_weights" and train_labels:
+        weight = class_weights(train_labels, num_classes).to(device)
+    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.loss.label_smoothing)
+
+
+class _RegressionLoss(torch.nn.Module):
+    """MSE between a one-output head and float targets."""
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(outputs.reshape(-1).float(),
+                                            targets.reshape(-1).float())

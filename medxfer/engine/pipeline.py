@@ -1,0 +1,147 @@
+"""``medxfer run`` end to end: data, model, training, evaluation, report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medxfer.config import RunConfig, config_to_yaml, load_config, write_resolved_config
+from medxfer.engine.amp import resolve_device, resolve_precision
+from medxfer.engine.checkpoints import BEST_WEIGHTS, load_model_weights
+from medxfer.engine.evaluate import predict
+from medxfer.engine.loaders import make_loader, make_loss
+from medxfer.engine.logging import TensorBoardLogger
+from medxfer.engine.seeding import seed_everything
+from medxfer.engine.trainer import Trainer
+from medxfer.engine.results import evaluate_and_report
+from medxfer.errors import ConfigError
+from medxfer.models import build_network
+from medxfer.plugins import Registries, build_registries, create_plugin_manager
+
+
+def resolve_run_config(config: RunConfig, run_dir: Path, resume: bool) -> RunConfig:
+    """The config a run uses: on resume, the run's own saved config (which must agree)."""
+    saved_path = run_dir / "config.yaml"
+    if not resume:
+        return config
+    saved = load_config(saved_path)
+    if config_to_yaml(saved) != config_to_yaml(config) and config.data.path is not None:
+        raise ConfigError(
+            f"--resume: the given config differs from {str(saved_path)!r}; resume with the "
+            "run's own config (omit CONFIG) or start a new run in another --output folder")
+    return saved
+
+
+def wants_imagenet_norm(config: RunConfig, pretrained: Any) -> bool:
+    """Whether inputs get ImageNet mean/std (``auto``: when the weights are ImageNet's)."""
+    mode = config.data.preprocess.imagenet_norm
+    if mode != "auto":
+        return mode == "on"
+    return isinstance(pretrained, str) and pretrained.lower() == "imagenet"
+
+
+def run_pipeline(config: RunConfig, run_dir: str | Path, *,
+                 registries: Registries | None = None, resume: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Train, select, evaluate and report one run into ``run_dir``.
+
+    Args:
+        config: The validated run config.
+        run_dir: The run folder; created if needed (the CLI refuses a used one).
+        registries: Plugin registries (built from installed plugins when omitted).
+        resume: Continue from ``run_dir/checkpoints/last.pt``.
+        progress: Show progress bars and per-epoch lines.
+
+    Returns:
+        The summary also written to ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    registries = registries or build_registries()
+    config = resolve_run_config(config, run_dir, resume)
+    if config.task == "segmentation":
+        raise ConfigError("task: segmentation is not available yet; use classification or "
+                          "regression")
+    if config.domain_adaptation is not None:
+        raise ConfigError("domain_adaptation: no domain-adaptation training is available yet; "
+                          "set it to null")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_resolved_config(config, run_dir)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed, deterministic=config.train.deterministic)
+
+    strategy_spec = config.strategy
+    strategy = registries.strategy.create(strategy_spec.name, key="strategy",
+                                          **strategy_spec.kwargs)
+    backbone_spec = config.model.backbone
+    backbone_kwargs = dict(backbone_spec.kwargs)
+    if not getattr(strategy, "uses_pretrained", True):
+        backbone_kwargs["pretrained"] = "none"
+    pretrained = backbone_kwargs.get("pretrained", "none")
+
+    from medxfer.data import load_data
+
+    bundle = load_data(config, imagenet_norm=wants_imagenet_norm(config, pretrained),
+                       cache_dir=run_dir / "cache")
+    backbone = registries.backbone.create(
+        backbone_spec.name, key="model.backbone", in_channels=bundle.in_channels,
+        spatial_dims=bundle.spatial_dims, **backbone_kwargs)
+    out_features = bundle.num_classes if config.task == "classification" else 1
+    model = build_network(backbone, out_features, dropout=config.model.head.dropout,
+                          hidden=config.model.head.hidden)
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.amp, device)
+    model.to(device)
+    if config.train.channels_last and bundle.spatial_dims == 2:
+        model.to(memory_format=torch.channels_last)
+    if config.train.compile:
+        model.compile()
+
+    hooks = create_plugin_manager(load_entry_points=False)
+    hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
+    hooks.register(TensorBoardLogger(run_dir / "tensorboard"), name="medxfer:tensorboard")
+
+    train_loader = make_loader(bundle.train, config, train=True, labels=bundle.train_labels,
+                               device=device)
+    val_loader = make_loader(bundle.val, config, train=False, device=device)
+    test_loader = make_loader(bundle.test, config, train=False, device=device)
+    loss_fn = make_loss(config, bundle.train_labels, bundle.num_classes, device)
+
+    from medxfer.metrics import classification_metrics, regression_metrics, select_monitor_metric
+
+    monitor = select_monitor_metric(config.task, config.train.early_stopping.metric)
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        preds = predict(net, val_loader, device, precision, config.task, loss_fn)
+        if config.task == "classification":
+            values = classification_metrics(preds.targets.astype(int), preds.scores)
+        else:
+            values = regression_metrics(preds.targets, preds.scores)
+        return {"val_loss": preds.loss, **{f"val_{k}": v for k, v in values.items() if k != "n"}}
+
+    monitor_key = monitor[0] if monitor[0].startswith("val_") else f"val_{monitor[0]}"
+    describe = getattr(strategy, "describe", None)
+    sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
+               "task": config.task, "num_classes": bundle.num_classes,
+               "class_names": bundle.class_names, "in_channels": bundle.in_channels,
+               "spatial_dims": bundle.spatial_dims}
+    trainer = Trainer(config, model, hooks, device, precision, run_dir, train_loader, validate,
+                      loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress)
+    tic = time.perf_counter()
+    result = trainer.fit(resume=resume)
+    model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    run_info = {
+        "backbone": backbone_spec.name,
+        "strategy": describe() if callable(describe) else {"name": strategy_spec.name},
+        "pretrained": str(pretrained),
+        "load_report": backbone.load_report.as_dict() if backbone.load_report else None,
+        "device": str(device), "precision": precision.describe(),
+        "data_source": bundle.source, "fit_wall_seconds": time.perf_counter() - tic,
+    }
+    return evaluate_and_report(config, run_dir, model, bundle, result, run_info,
+                               val_loader=val_loader, test_loader=test_loader, device=device,
+                               precision=precision, loss_fn=loss_fn)

@@ -1,0 +1,112 @@
+"""Final evaluation of the selected model: metrics, CIs, predictions, figures, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medxfer.config import RunConfig
+from medxfer.engine.amp import Precision
+from medxfer.engine.evaluate import Predictions, predict
+from medxfer.engine.trainer import FitResult
+from medxfer.io import atomic_write_json
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe floats (NaN → None)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (float, np.floating)):
+            out[key] = None if np.isnan(value) else float(value)
+        elif isinstance(value, (np.integer,)):
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module, bundle: Any,
+                        result: FitResult, run_info: dict[str, Any], *, val_loader: Any,
+                        test_loader: Any, device: torch.device, precision: Precision,
+                        loss_fn: torch.nn.Module) -> dict[str, Any]:
+    """Evaluate on validation and test, write every output file, return the summary.
+
+    The binary decision threshold is chosen on validation (``eval.threshold``) and only
+    applied to test. Test metrics get percentile-bootstrap 95% confidence intervals.
+    """
+    from medxfer import metrics as M
+    from medxfer import report as R
+
+    val = predict(model, val_loader, device, precision, config.task, loss_fn)
+    test = predict(model, test_loader, device, precision, config.task, loss_fn)
+    figures_dir = run_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"task": config.task}
+    if config.task == "classification":
+        threshold = _threshold(config, val, M)
+        val_m = M.classification_metrics(val.targets.astype(int), val.scores, threshold=threshold)
+        test_m = M.classification_metrics(test.targets.astype(int), test.scores,
+                                          threshold=threshold)
+        y_pred = _decide(test.scores, threshold)
+        cm = M.confusion_matrix(test.targets.astype(int), y_pred, bundle.num_classes)
+        metric_fn = lambda y, s: M.classification_metrics(y, s, threshold=threshold)  # noqa: E731
+        ci = M.bootstrap_ci(test.targets.astype(int), test.scores, metric_fn,
+                            n_boot=config.eval.bootstrap, seed=config.train.seed) \
+            if config.eval.bootstrap else {}
+        R.plot_confusion_matrix(cm, bundle.class_names, figures_dir / "confusion_matrix.png",
+                                title="Test confusion matrix")
+        R.plot_roc_curve(test.targets.astype(int), test.scores, figures_dir / "roc_curve.png",
+                         bundle.class_names)
+        R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets.astype(int),
+                                test.scores, y_pred, bundle.class_names)
+        summary.update(threshold=threshold, confusion_matrix=cm,
+                       class_names=bundle.class_names,
+                       threshold_source=("fixed" if threshold is None or
+                                         config.eval.threshold == "fixed"
+                                         else f"{config.eval.threshold} on validation"))
+    else:
+        val_m = M.regression_metrics(val.targets, val.scores)
+        test_m = M.regression_metrics(test.targets, test.scores)
+        ci = M.bootstrap_ci(test.targets, test.scores, M.regression_metrics,
+                            n_boot=config.eval.bootstrap, seed=config.train.seed) \
+            if config.eval.bootstrap else {}
+        R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets,
+                                test.scores, test.scores, bundle.class_names)
+    R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+    val_m["loss"], test_m["loss"] = val.loss, test.loss
+    summary.update(
+        val=_clean(val_m), test=_clean(test_m),
+        ci95={k: [None if np.isnan(lo) else float(lo), None if np.isnan(hi) else float(hi)]
+              for k, (lo, hi) in ci.items()},
+        train_seconds=result.train_seconds, best_epoch=result.best_epoch,
+        monitor=result.monitor, stopped_early=result.stopped_early,
+        epochs_run=len(result.history),
+        loss={"alpha": config.loss.alpha, "beta": config.loss.beta},
+        figures=sorted(str(p.relative_to(run_dir)) for p in figures_dir.glob("*.png")),
+        history=[_clean(h) for h in result.history], config_path="config.yaml",
+        splits={"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)},
+        **run_info,
+    )
+    atomic_write_json(run_dir / "metrics.json", summary)
+    R.write_report(run_dir, summary)
+    return summary
+
+
+def _threshold(config: RunConfig, val: Predictions, metrics_module: Any) -> float | None:
+    if val.scores.ndim != 2 or val.scores.shape[1] != 2:
+        return None
+    if config.eval.threshold == "fixed":
+        return config.eval.fixed_threshold
+    if len(np.unique(val.targets)) < 2:
+        return 0.5
+    return float(metrics_module.choose_threshold(val.targets.astype(int), val.scores,
+                                                 config.eval.threshold))
+
+
+def _decide(scores: np.ndarray, threshold: float | None) -> np.ndarray:
+    if threshold is not None and scores.shape[1] == 2:
+        return (scores[:, 1] >= threshold).astype(int)
+    return scores.argmax(axis=1)

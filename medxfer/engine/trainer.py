@@ -1,0 +1,306 @@
+"""The training loop. It calls lifecycle hooks and knows no plugin by name."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from medxfer.config import RunConfig
+from medxfer.engine.amp import Precision
+from medxfer.engine.checkpoints import (
+    load_training_state,
+    rng_state,
+    save_model,
+    save_training_state,
+    set_rng_state,
+)
+from medxfer.engine.context import FitContext, LossTerm
+from medxfer.engine.schedule import apply_lr, lr_factor
+from medxfer.errors import CheckpointError
+from medxfer.plugins import MedxferPluginManager
+
+#: Evaluate the model on validation data: returns metrics such as ``val_loss``, ``val_auc``.
+ValidateFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` produced."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_score: float
+    monitor: str
+    train_seconds: float
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains a :class:`~medxfer.models.TransferNetwork`, calling lifecycle hooks.
+
+    Args:
+        config: The resolved run config.
+        model: The network, already on ``device``.
+        hooks: The run's plugin manager (strategy and domain adaptation registered).
+        device: Training device.
+        precision: Autocast dtype and scaler choice.
+        run_dir: The run folder (checkpoints are written there).
+        train_loader: Labelled training batches (dicts with ``image`` and ``label``).
+        validate: Computes validation metrics for the model.
+        loss_fn: The task loss ``L_new(outputs, labels)``.
+        monitor: ``(metric name, "max" | "min")`` for best-checkpoint selection.
+        target_loader: Optional unlabelled target-domain batches.
+        sidecar: Extra facts written beside the saved model.
+        progress: Show a rich progress bar.
+    """
+
+    def __init__(self, config: RunConfig, model: nn.Module, hooks: MedxferPluginManager,
+                 device: torch.device, precision: Precision, run_dir: Path,
+                 train_loader: Any, validate: ValidateFn, loss_fn: Callable[..., torch.Tensor],
+                 monitor: tuple[str, str], *, target_loader: Any = None,
+                 sidecar: dict[str, Any] | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.hooks = hooks.hook
+        self.device = device
+        self.precision = precision
+        self.run_dir = Path(run_dir)
+        self.train_loader = train_loader
+        self.validate = validate
+        self.loss_fn = loss_fn
+        self.monitor, self.mode = monitor
+        self.sidecar = sidecar or {}
+        self.progress = progress
+        self.ctx = FitContext(config=config, model=model, device=device,
+                              max_epochs=config.train.epochs, run_dir=self.run_dir,
+                              target_loader=target_loader, train_loader=train_loader,
+                              base_lr=config.train.optimizer.lr)
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        opt = self.config.train.optimizer
+        groups = self.hooks.medxfer_parameter_groups(ctx=self.ctx, base_lr=opt.lr)
+        if groups is None:
+            params = [p for p in self.ctx.model.parameters() if p.requires_grad]
+            groups = [{"params": params, "name": "all"}]
+        groups = [g for g in groups if list(g["params"])]
+        if not groups:
+            raise RuntimeError("the strategy left no trainable parameters")
+        for g in groups:
+            g["params"] = list(g["params"])
+            g.setdefault("lr", opt.lr)
+        if opt.name == "sgd":
+            return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum,
+                                   weight_decay=opt.weight_decay, nesterov=True)
+        return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay)
+
+    def _steps_per_epoch(self) -> int:
+        return max(len(self.train_loader), 1)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def fit(self, *, resume: bool = False) -> FitResult:
+        """Train for the configured epochs (continuing a killed run when ``resume``)."""
+        ctx = self.ctx
+        self.hooks.medxfer_fit_start(ctx=ctx)
+        state = load_training_state(self.run_dir) if resume else None
+        start_epoch = int(state["epoch"]) + 1 if state else 0
+        ctx.epoch = start_epoch
+        ctx.optimizer = self._build_optimizer()
+        scaler = self.precision.scaler()
+        history: list[dict[str, float]] = list(state["history"]) if state else []
+        best_score = float(state["best_score"]) if state else -math.inf
+        best_epoch = int(state["best_epoch"]) if state else -1
+        bad_epochs = int(state.get("bad_epochs", 0)) if state else 0
+        seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+        if state:
+            self._restore(state, scaler)
+        total_steps = self._steps_per_epoch() * self.config.train.epochs
+        warmup = int(self.config.train.scheduler.warmup_epochs * self._steps_per_epoch())
+        ctx.step = start_epoch * self._steps_per_epoch()
+        patience = self.config.train.early_stopping.patience
+        stopped = False
+        try:
+            for epoch in range(start_epoch, self.config.train.epochs):
+                ctx.epoch = epoch
+                tic = time.perf_counter()
+                ctx.model.train()
+                self.hooks.medxfer_epoch_start(ctx=ctx, epoch=epoch)
+                metrics = self._train_epoch(epoch, scaler, total_steps, warmup)
+                metrics.update(self.validate(ctx.model))
+                metrics["epoch"] = epoch
+                metrics["lr"] = max(g["lr"] for g in ctx.optimizer.param_groups)
+                self.hooks.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
+                seconds += time.perf_counter() - tic
+                metrics["seconds"] = seconds
+                history.append(metrics)
+                if self.progress:
+                    _print_epoch(metrics, cfg_epochs=self.config.train.epochs,
+                                 monitor=self.monitor)
+                score = self._score(metrics)
+                if score > best_score or best_epoch < 0:
+                    best_score, best_epoch, bad_epochs = score, epoch, 0
+                    save_model(self.run_dir, ctx.model,
+                               {**self.sidecar, "epoch": epoch, "monitor": self.monitor,
+                                "score": metrics.get(self.monitor)})
+                else:
+                    bad_epochs += 1
+                stopped = patience is not None and bad_epochs >= patience
+                save_training_state(self.run_dir, {
+                    "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
+                    "best_score": best_score, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs, "train_seconds": seconds, "rng": rng_state(),
+                    "stopped": stopped, "plugin_state": _tensor_state(ctx.state)})
+                if stopped:
+                    break
+            self.hooks.medxfer_fit_end(ctx=ctx)
+        except BaseException as exc:
+            self.hooks.medxfer_on_exception(ctx=ctx, exception=exc)
+            raise
+        return FitResult(history, best_epoch, best_score, self.monitor, seconds, stopped)
+
+    def _restore(self, state: dict[str, Any], scaler: torch.amp.GradScaler) -> None:
+        ctx = self.ctx
+        try:
+            ctx.model.load_state_dict(state["model"])
+            ctx.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"checkpoint in {str(self.run_dir)!r} does not match this model/config "
+                f"({exc}); resume with the run's own config.yaml") from None
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ctx.state.update(state.get("plugin_state") or {})
+        set_rng_state(state["rng"])
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        value = metrics.get(self.monitor, float("nan"))
+        if value is None or math.isnan(value):
+            return -math.inf
+        return value if self.mode == "max" else -value
+
+    def _batches(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        target_iter = iter(self.ctx.target_loader) if self.ctx.target_loader is not None else None
+        for batch in self.train_loader:
+            target = None
+            if target_iter is not None:
+                try:
+                    target = next(target_iter)
+                except StopIteration:  # cycle the shorter loader
+                    target_iter = iter(self.ctx.target_loader)
+                    target = next(target_iter)
+            yield batch, target
+
+    def _train_epoch(self, epoch: int, scaler: torch.amp.GradScaler, total_steps: int,
+                     warmup: int) -> dict[str, float]:
+        ctx, cfg = self.ctx, self.config
+        alpha, beta = cfg.loss.alpha, cfg.loss.beta
+        sums: dict[str, torch.Tensor] = {}
+        n_steps = 0
+        channels_last = cfg.train.channels_last
+        bar = _progress(self.progress, f"epoch {epoch + 1}/{cfg.train.epochs}",
+                        self._steps_per_epoch())
+        with bar as advance:
+            for batch, target_batch in self._batches():
+                apply_lr(ctx.optimizer, lr_factor(cfg.train.scheduler.name, ctx.step,
+                                                  total_steps, warmup))
+                images = batch["image"].to(self.device, non_blocking=True)
+                if channels_last and images.ndim == 4:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                labels = batch["label"].to(self.device, non_blocking=True)
+                target_images = target_features = None
+                with self.precision.autocast():
+                    outputs, features = ctx.model.forward_features(images)
+                    if target_batch is not None:
+                        target_images = target_batch["image"].to(self.device, non_blocking=True)
+                        _, target_features = ctx.model.forward_features(target_images)
+                    l_new = self.loss_fn(outputs, labels)
+                    terms = [t for ts in self.hooks.medxfer_extra_loss_terms(
+                        ctx=ctx, batch={**batch, "image": images, "label": labels},
+                        outputs=outputs, features=features,
+                        target_batch=(None if target_batch is None
+                                      else {**target_batch, "image": target_images}),
+                        target_features=target_features) if ts for t in ts]
+                    loss = beta * l_new + _combine(terms, alpha)
+                ctx.optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(ctx.optimizer)
+                self.hooks.medxfer_after_backward(ctx=ctx, step=ctx.step)
+                if cfg.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.train.grad_clip)
+                scaler.step(ctx.optimizer)
+                scaler.update()
+                _accumulate(sums, "train_loss", loss)
+                _accumulate(sums, "train_L_new", l_new)
+                if terms:
+                    retention = [t.value for t in terms if t.role == "retention"]
+                    if retention:
+                        _accumulate(sums, "train_L_pre", torch.stack(
+                            [r.float() for r in retention]).sum())
+                    for term in terms:
+                        _accumulate(sums, f"train_{term.name}", term.value)
+                ctx.step += 1
+                n_steps += 1
+                advance()
+        return {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
+
+
+def _print_epoch(metrics: dict[str, float], *, cfg_epochs: int, monitor: str) -> None:
+    from rich.console import Console
+
+    shown = [f"epoch {int(metrics['epoch']) + 1}/{cfg_epochs}",
+             f"loss {metrics.get('train_loss', float('nan')):.4f}"]
+    for key in dict.fromkeys(("val_loss", monitor)):
+        if key in metrics:
+            shown.append(f"{key} {metrics[key]:.4f}")
+    Console(stderr=True).print("  ".join(shown), highlight=False)
+
+
+def _combine(terms: list[LossTerm], alpha: float) -> torch.Tensor | float:
+    total: torch.Tensor | float = 0.0
+    for term in terms:
+        scale = alpha if term.role == "retention" else term.weight
+        total = total + scale * term.value
+    return total
+
+
+def _accumulate(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    value = value.detach().float()
+    sums[key] = sums[key] + value if key in sums else value
+
+
+def _tensor_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The part of the plugins' shared state that can be checkpointed safely."""
+    return {k: v for k, v in state.items()
+            if not k.startswith("_") and isinstance(v, (int, float, str, bool, torch.Tensor))}
+
+
+class _progress:
+    """A rich progress bar for one epoch (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.enabled, self.label, self.total = enabled, label, total
+        self._progress: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self._progress.__enter__()
+        task = self._progress.add_task(self.label, total=self.total)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

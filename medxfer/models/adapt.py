@@ -1,0 +1,163 @@
+"""Module surgery shared by backbone plugins: input channels, layer groups, input checks.
+
+These helpers are public so that built-in and third-party backbone plugins alike can use
+them without reaching into private modules of the core.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from medxfer.errors import ConfigError, PluginError
+
+#: Backbones that build 3D networks, suggested when a 2D-only backbone is asked for 3D.
+BACKBONES_3D = ("basic_cnn", "lenet", "resnet10_3d", "resnet18_3d", "resnet50_3d",
+                "densenet121_3d")
+
+
+class LayerGroup(nn.ModuleList):
+    """An ordered set of existing submodules that strategies treat as one unit.
+
+    The group holds references to modules of a backbone's body (it does not copy them),
+    so freezing ``group.parameters()`` freezes those layers of the body.
+
+    Args:
+        name: A short name for reports (``stem``, ``layer1``...).
+        modules: The body's submodules that make up the group.
+    """
+
+    def __init__(self, name: str, modules: Iterable[nn.Module]) -> None:
+        super().__init__(list(modules))
+        self.name = name
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def require_spatial_dims(backbone: str, spatial_dims: int, supported: Sequence[int]) -> None:
+    """Refuse a ``spatial_dims`` the backbone cannot build.
+
+    Raises:
+        ConfigError: naming the backbone and, for 3D, the backbones that can do it.
+    """
+    if spatial_dims in supported:
+        return
+    dims = " or ".join(f"{d}D" for d in supported)
+    hint = ""
+    if spatial_dims == 3:
+        hint = f" For 3D images use one of: {', '.join(BACKBONES_3D)}."
+    elif spatial_dims == 2:
+        hint = " For 2D images use e.g. resnet18, mobilenet_v2, basic_cnn or timm."
+    raise ConfigError(
+        f"model.backbone: backbone {backbone!r} only builds {dims} networks, but the data is "
+        f"{spatial_dims}D.{hint}"
+    )
+
+
+def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt pretrained first-convolution weights ``[O, I, *k]`` to ``in_channels`` inputs.
+
+    One channel gets the sum over the pretrained input channels (grey = R + G + B, as timm
+    and segmentation-models-pytorch do); other counts repeat the channels cyclically and
+    scale by ``I / in_channels`` so activations keep their magnitude. 2D weights go through
+    timm's ``adapt_input_conv``; 3D weights get the same rule here.
+
+    Args:
+        weight: The pretrained convolution weight.
+        in_channels: The channel count of the new model.
+
+    Returns:
+        The adapted weight, same dtype.
+    """
+    base = weight.shape[1]
+    if in_channels == base:
+        return weight
+    if weight.ndim == 4:
+        from timm.models import adapt_input_conv
+
+        return adapt_input_conv(in_channels, weight, base_chans=base)
+    dtype = weight.dtype
+    w = weight.float()
+    if in_channels == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        repeat = math.ceil(in_channels / base)
+        w = w.repeat(1, repeat, *([1] * (w.ndim - 2)))[:, :in_channels] * (base / in_channels)
+    return w.to(dtype)
+
+
+def replace_input_conv(model: nn.Module, path: str, in_channels: int) -> nn.Module:
+    """Swap the convolution at ``path`` (dotted) for one taking ``in_channels`` inputs.
+
+    Everything else about the convolution (kernel, stride, padding, bias...) is kept; the
+    new weight is Kaiming-initialised. Nothing happens when the count already matches.
+
+    Returns:
+        The convolution now at ``path``.
+    """
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old = getattr(parent, attr)
+    if not isinstance(old, nn.modules.conv._ConvNd):  # noqa: SLF001 - the public base type
+        raise PluginError(f"{path} is a {type(old).__name__}, not a convolution")
+    if old.in_channels == in_channels:
+        return old
+    if old.groups != 1:
+        raise PluginError(f"cannot change the input channels of grouped convolution {path}")
+    new = type(old)(in_channels, old.out_channels, old.kernel_size, stride=old.stride,
+                    padding=old.padding, dilation=old.dilation, bias=old.bias is not None,
+                    padding_mode=old.padding_mode)
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    setattr(parent, attr, new)
+    return new
+
+
+def check_layer_groups(backbone: str, body: nn.Module, groups: Sequence[nn.Module]) -> None:
+    """Check that every trainable parameter of ``body`` is in exactly one group.
+
+    Raises:
+        PluginError: naming the backbone and the first parameters left out, or in two
+            groups, or not part of the body.
+    """
+    names = {id(p): n for n, p in body.named_parameters()}
+    seen: dict[int, int] = {}
+    for index, group in enumerate(groups):
+        for p in group.parameters():
+            if id(p) not in names:
+                raise PluginError(f"backbone {backbone!r}: group {index} holds a parameter "
+                                  "that is not part of the body")
+            if id(p) in seen and seen[id(p)] != index:
+                raise PluginError(f"backbone {backbone!r}: parameter {names[id(p)]!r} is in "
+                                  f"groups {seen[id(p)]} and {index}")
+            seen[id(p)] = index
+    missing = [n for n, p in body.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise PluginError(f"backbone {backbone!r}: {len(missing)} parameter(s) belong to no "
+                          f"layer group, e.g. {', '.join(missing[:3])}")
+
+
+def require_min_input_size(body: nn.Module, backbone: str, min_size: int) -> None:
+    """Make ``body`` refuse inputs smaller than ``min_size`` with a clear error.
+
+    A forward pre-hook checks every spatial side, so the message names the backbone and
+    the smallest size it takes instead of a shape error from deep inside torch.
+    """
+
+    def check(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        spatial = tuple(x.shape[2:])
+        if spatial and min(spatial) < min_size:
+            size = "x".join(str(s) for s in spatial)
+            raise ConfigError(
+                f"backbone {backbone!r} needs inputs of at least {min_size} pixels per side, "
+                f"got {size}: resize the images (e.g. data spatial size) or choose a backbone "
+                "that takes small inputs (basic_cnn, lenet, resnet18, mobilenet_v2)"
+            )
+
+    body.register_forward_pre_hook(check)

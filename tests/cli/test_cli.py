@@ -1,0 +1,119 @@
+"""The Typer CLI: help, version, plugins, config show, run's config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import medxfer
+from medxfer.cli import main
+from tests.helpers import make_distribution
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin-package"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m medxfer`` in a subprocess."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "medxfer", *args], capture_output=True,
+                          text=True, env=full_env, timeout=300)
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"medxfer {medxfer.__version__}"
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("run", "plugins", "config"):
+        assert command in out
+
+
+def test_plugins_json_has_the_required_keys(capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows, "no plugin registered"
+    for row in rows:
+        assert {"name", "kind", "distribution", "version"} <= set(row)
+        assert row["kind"] in {"backbone", "strategy", "domain_adaptation", "combiner"}
+
+
+def test_config_show_prints_the_commented_default(capsys):
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# medxfer run config")
+    assert "epochs: 5" in out
+
+
+def test_run_rejects_bad_config_before_any_work(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochs: three\n")
+    out_dir = tmp_path / "out"
+    assert main(["run", str(config), "--output", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs" in err
+    assert not out_dir.exists()
+
+
+def test_run_rejects_unknown_plugin_with_choices(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code = main(["run", "--set", "strategy.name=full_finetun", "--output", str(out_dir)])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "strategy.name: unknown strategy 'full_finetun'" in err
+    assert "Available:" in err
+    assert not out_dir.exists()
+
+
+def test_run_refuses_to_overwrite_results(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "metrics.json").write_text("{}")
+    assert main(["run", "--output", str(out_dir), "--set", "strategy.name=full_finetune"]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert (out_dir / "metrics.json").read_text() == "{}"
+
+
+def test_console_script_exit_code_for_a_bad_override(tmp_path):
+    result = run_cli("run", "--set", "train.epochs=0", "--output", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "train.epochs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_broken_plugin_is_reported_and_cli_still_works(tmp_path):
+    make_distribution(tmp_path, "bad-dist", "0.3", {"broken": "broken_plugin"},
+                      {"broken_plugin": "raise ImportError('missing dependency xyz')\n"})
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = run_cli("plugins", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "'broken' from bad-dist 0.3" in result.stderr
+    assert "missing dependency xyz" in result.stderr
+    assert json.loads(result.stdout)
+    strict = run_cli("plugins", "--json", env={**env, "MEDXFER_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2
+    assert "'broken' from bad-dist 0.3" in strict.stderr
+
+
+def test_example_plugin_package_shows_in_plugins(tmp_path):
+    """Register the example package through its entry-point metadata, as pip would."""
+    import tomllib
+
+    meta = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    project = meta["project"]
+    make_distribution(tmp_path, project["name"], project["version"],
+                      project["entry-points"]["medxfer"])
+    path = os.pathsep.join([str(tmp_path), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
+    result = run_cli("plugins", "--json", env={"PYTHONPATH": path})
+    assert result.returncode == 0, result.stderr
+    rows = {(r["name"], r["kind"]): r for r in json.loads(result.stdout)}
+    for key in (("tiny_cnn", "backbone"), ("freeze_first_group", "strategy")):
+        assert rows[key]["distribution"] == "medxfer-example-plugin"
+        assert rows[key]["version"] == "0.1.0"

@@ -1,0 +1,116 @@
+"""Run config: validation messages, overrides, resolved output, commented default."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from medxfer.config import (
+    RunConfig,
+    apply_overrides,
+    commented_default_config,
+    config_to_yaml,
+    load_config,
+    parse_override,
+    write_resolved_config,
+)
+from medxfer.errors import ConfigError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_validate():
+    config = load_config()
+    assert config.task == "classification"
+    assert config.model.backbone.name == "mobilenet_v2"
+    assert config.model.backbone.kwargs == {"pretrained": "imagenet"}
+
+
+def test_unknown_key_names_the_key_and_the_allowed_keys(tmp_path):
+    path = write(tmp_path, "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "train.epochz: unknown key" in text
+    assert "epochs" in text and str(path) in text
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.batch_size: .*integer.*'many'"):
+        load_config(write(tmp_path, "train:\n  batch_size: many\n"))
+
+
+def test_bad_choice_lists_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.optimizer.name: .*'adamw' or 'sgd'"):
+        load_config(write(tmp_path, "train:\n  optimizer: {name: adam}\n"))
+
+
+def test_plugin_spec_keeps_extra_options(tmp_path):
+    config = load_config(write(tmp_path, "strategy: {name: partial_finetune, freeze_groups: 3}\n"))
+    assert config.strategy.name == "partial_finetune"
+    assert config.strategy.kwargs == {"freeze_groups": 3}
+
+
+def test_plugin_spec_requires_a_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"strategy.name: Field required"):
+        load_config(write(tmp_path, "strategy: {freeze_groups: 3}\n"))
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
+    assert parse_override("data.preprocess.image_size=[64, 64]")[1] == [64, 64]
+    assert parse_override("domain_adaptation=null")[1] is None
+    raw = apply_overrides({"train": {"epochs": 1}}, ["train.epochs=7", "strategy.name=l2sp"])
+    assert raw == {"train": {"epochs": 7}, "strategy": {"name": "l2sp"}}
+
+
+def test_override_errors_are_clear():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("train.epochs")
+    with pytest.raises(ConfigError, match="train.epochs is a value, not a section"):
+        apply_overrides({"train": {"epochs": 1}}, ["train.epochs.x=1"])
+
+
+def test_overrides_are_validated(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.epochs: .*greater than or equal to 1"):
+        load_config(None, ["train.epochs=0"])
+
+
+def test_yaml_is_never_evaluated(tmp_path):
+    path = write(tmp_path, "task: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_relative_data_path_is_relative_to_the_config(tmp_path):
+    config = load_config(write(tmp_path, "data: {path: images}\n"))
+    assert config.data.path == str(tmp_path / "images")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(None, ["train.epochs=2", "strategy.name=l2sp", "strategy.beta2=1"])
+    path = write_resolved_config(config, tmp_path / "run")
+    again = load_config(path)
+    assert config_to_yaml(again) == config_to_yaml(config)
+
+
+def test_commented_default_is_valid_yaml_equal_to_the_defaults():
+    text = commented_default_config()
+    assert "# number of epochs" in text
+    assert RunConfig.model_validate(yaml.safe_load(text)) == RunConfig()
+
+
+def test_fold_needs_folds():
+    with pytest.raises(ConfigError, match="data.split.fold needs data.split.folds"):
+        load_config(None, ["data.split.fold=1"])
