@@ -64,6 +64,7 @@ def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
                sidecar: dict[str, Any]) -> Path:
     """Write model weights as safetensors with a JSON sidecar, both atomically."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = run_dir / BEST_WEIGHTS
     tmp = path.with_name(f".{path.name}.tmp")

@@ -85,8 +85,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
 
     from medxfer.data import load_data
 
-    bundle = load_data(config, imagenet_norm=wants_imagenet_norm(config, pretrained),
-                       cache_dir=run_dir / "cache")
+    imagenet_norm = wants_imagenet_norm(config, pretrained)
+    bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=run_dir / "cache")
     backbone = registries.backbone.create(
         backbone_spec.name, key="model.backbone", in_channels=bundle.in_channels,
         spatial_dims=bundle.spatial_dims, **backbone_kwargs)
@@ -128,7 +128,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
                "task": config.task, "num_classes": bundle.num_classes,
                "class_names": bundle.class_names, "in_channels": bundle.in_channels,
-               "spatial_dims": bundle.spatial_dims}
+               "spatial_dims": bundle.spatial_dims, "imagenet_norm": imagenet_norm}
     trainer = Trainer(config, model, hooks, device, precision, run_dir, train_loader, validate,
                       loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress)
     tic = time.perf_counter()

@@ -1,0 +1,83 @@
+"""``medxfer predict``: apply a finished run's model to new image files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+import typer
+
+from medxfer.cli.console import err
+from medxfer.cli.state import state_of
+from medxfer.errors import ConfigError
+from medxfer.io import atomic_write_text
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``predict`` command to ``app``."""
+
+    @app.command("predict")
+    def predict(
+        ctx: typer.Context,
+        inputs: list[Path] = typer.Argument(..., help="Image files (any supported format)."),
+        run: Path = typer.Option(..., "--run", help="Folder of a finished `medxfer run`."),
+        output: Path | None = typer.Option(
+            None, "--output", "-o", help="CSV file to write (default: print to stdout)."),
+    ) -> None:
+        """Classify new files with a trained run; writes one CSV row per input."""
+        from medxfer.data import inference_transform
+        from medxfer.engine.inference import load_run
+        from medxfer.engine.pipeline import wants_imagenet_norm
+
+        if output is not None and output.exists():
+            raise ConfigError(f"--output {str(output)!r} exists; results are never overwritten")
+        loaded = load_run(run, registries=state_of(ctx).registries)
+        if loaded.config.task == "segmentation":
+            raise ConfigError("predict: segmentation runs are not supported yet")
+        pretrained = loaded.config.model.backbone.kwargs.get("pretrained", "none")
+        if loaded.config.strategy.name == "scratch":
+            pretrained = "none"
+        if "imagenet_norm" in loaded.sidecar:
+            norm = bool(loaded.sidecar["imagenet_norm"])
+        else:
+            norm = wants_imagenet_norm(loaded.config, pretrained)
+        transform = inference_transform(loaded.config, imagenet_norm=norm,
+                                        spatial_dims=int(loaded.sidecar["spatial_dims"]))
+        threshold = _threshold(run)
+        names = loaded.class_names
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        if loaded.config.task == "classification":
+            writer.writerow(["file", "prediction", *[f"prob_{n}" for n in names]])
+        else:
+            writer.writerow(["file", "prediction"])
+        with torch.no_grad():
+            for path in inputs:
+                image = transform(str(path)).unsqueeze(0)
+                out = loaded.model(image).float()
+                if loaded.config.task == "classification":
+                    probs = torch.softmax(out, dim=1)[0]
+                    if threshold is not None and len(probs) == 2:
+                        label = int(probs[1] >= threshold)
+                    else:
+                        label = int(probs.argmax())
+                    writer.writerow([str(path), names[label] if names else label,
+                                     *[f"{p:.6f}" for p in probs.tolist()]])
+                else:
+                    writer.writerow([str(path), f"{float(out.reshape(-1)[0]):.6f}"])
+        if output is None:
+            typer.echo(buffer.getvalue(), nl=False)
+        else:
+            atomic_write_text(output, buffer.getvalue())
+            err().print(f"wrote {len(inputs)} predictions to {output}")
+
+
+def _threshold(run: Path) -> float | None:
+    import json
+
+    metrics = run / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text()).get("threshold")

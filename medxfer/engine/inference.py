@@ -1,0 +1,67 @@
+"""Rebuilding a finished run's model for prediction on new files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medxfer.config import RunConfig, load_config
+from medxfer.engine.checkpoints import BEST_WEIGHTS, load_model_weights, read_sidecar
+from medxfer.errors import CheckpointError
+from medxfer.models import TransferNetwork, build_network
+from medxfer.plugins import Registries, build_registries
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's config, model (eval mode) and what produced it."""
+
+    run_dir: Path
+    config: RunConfig
+    model: TransferNetwork
+    sidecar: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return list(self.sidecar.get("class_names") or [])
+
+
+def load_run(run_dir: str | Path, *, registries: Registries | None = None,
+             device: torch.device | None = None) -> LoadedRun:
+    """Rebuild the network of ``run_dir`` and load its selected weights.
+
+    The backbone is built without pretrained weights (the run's own weights replace
+    them), with the channels and dimensions recorded in ``model.json``.
+
+    Raises:
+        CheckpointError: when the folder is not a finished medxfer run or its weights do
+            not fit the rebuilt network.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / BEST_WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{str(run_dir)!r} is not a finished medxfer run (needs config.yaml and "
+            f"{BEST_WEIGHTS}); pass the --output folder of `medxfer run`")
+    config = load_config(run_dir / "config.yaml")
+    sidecar = read_sidecar(run_dir)
+    registries = registries or build_registries()
+    spec = config.model.backbone
+    kwargs = {**spec.kwargs, "pretrained": "none"}
+    backbone = registries.backbone.create(
+        spec.name, key="model.backbone", in_channels=int(sidecar["in_channels"]),
+        spatial_dims=int(sidecar["spatial_dims"]), **kwargs)
+    out = int(sidecar["num_classes"]) if config.task == "classification" else 1
+    model = build_network(backbone, out, dropout=config.model.head.dropout,
+                          hidden=config.model.head.hidden)
+    try:
+        model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights in {str(run_dir / BEST_WEIGHTS)!r} do not fit the network described by "
+            f"its config.yaml ({str(exc).splitlines()[0]})") from None
+    model.to(device or torch.device("cpu")).eval()
+    return LoadedRun(run_dir, config, model, sidecar)
