@@ -69,4 +69,28 @@ def register(app: typer.Typer) -> None:
         check_output_dir(output, resume)
         from medxfer.engine.pipeline import run_pipeline
 
-        run_pipeline(cfg, output, registries=registries, resume=resume)
+        summary = run_pipeline(cfg, output, registries=registries, resume=resume)
+        print_summary(summary, output)
+
+
+def print_summary(summary: dict, output: Path) -> None:
+    """Print the test metrics and where the report is."""
+    from rich.table import Table
+
+    from medxfer.cli.console import out
+
+    table = Table(title=f"{summary.get('backbone')} / "
+                        f"{(summary.get('strategy') or {}).get('name')} — test split")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_column("95% CI")
+    ci = summary.get("ci95") or {}
+    for key, value in (summary.get("test") or {}).items():
+        if key in ("n",) or value is None:
+            continue
+        lo_hi = ci.get(key)
+        interval = f"[{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi and None not in lo_hi else ""
+        table.add_row(key, f"{value:.4f}", interval)
+    console = out()
+    console.print(table)
+    console.print(f"report: {output / 'report.html'}  (train {summary['train_seconds']:.0f} s)")

@@ -1,12 +1,19 @@
 """Gradual unfreezing (ULMFiT-style): train the head first, then unfreeze one backbone
 layer group at a time, from the output side towards the input.
 
-The state at epoch ``e`` is a pure function of ``e``: ``min(G, e // every)`` of the ``G``
-backbone groups are unfrozen, the deepest ones. Unfrozen groups join the live optimizer
-in place (``FitContext.add_param_group``), one parameter group each, in the order
-``head, [other], backbone.G-1, backbone.G-2, ...``. On resume, ``medxfer_parameter_groups``
-returns exactly the groups that exist at ``ctx.epoch``, in that order, so the optimizer's
-saved state dict fits the rebuilt optimizer.
+The state during epoch ``e`` is a pure function of ``e``: ``min(G, e // every)`` of the
+``G`` backbone groups train, the deepest ones. ``medxfer_epoch_start(e)`` unfreezes the
+groups due by ``e`` and adds each to the live optimizer in place
+(``FitContext.add_param_group``), one parameter group per layer group, so the optimizer's
+groups are always ``head, [other], backbone.G-1, backbone.G-2, ...``.
+
+Resume: a checkpoint written after epoch ``e - 1`` holds the optimizer of epoch ``e - 1``;
+the trainer calls ``medxfer_fit_start``, sets ``ctx.epoch = e`` (the epoch about to run),
+calls ``medxfer_parameter_groups`` and then restores the optimizer's state. So
+``medxfer_parameter_groups`` returns the groups that exist when epoch ``ctx.epoch`` is
+about to start, *before* its ``medxfer_epoch_start``: those of epoch ``ctx.epoch - 1``
+(just the head on a fresh run). The saved state dict then fits, and
+``medxfer_epoch_start(e)`` adds the group due at ``e`` as in the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -79,17 +86,17 @@ class GradualUnfreeze(Strategy):
 
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:
-        """Freeze the backbone, then unfreeze what ``ctx.epoch`` calls for (none at 0)."""
+        """Freeze the whole backbone (``medxfer_parameter_groups`` unfreezes on resume)."""
         freeze(ctx.model.backbone, train_bn=self.train_bn)
-        self.apply(ctx, ctx.epoch)
 
     @medxfer.hookimpl
     def medxfer_parameter_groups(self, ctx: FitContext,
                                  base_lr: float) -> list[dict[str, Any]] | None:
-        """The groups that exist at ``ctx.epoch``: head, other, then each unfrozen group."""
+        """The groups that exist before ``medxfer_epoch_start(ctx.epoch)``, i.e. at the end
+        of epoch ``ctx.epoch - 1``: head, other, then each unfrozen layer group."""
         ctx.state[_BASE_LR_KEY] = float(base_lr)
         groups = backbone_groups(ctx)
-        unfrozen = self.apply(ctx, ctx.epoch)
+        unfrozen = self.apply(ctx, ctx.epoch - 1)
         head = parameter_group(ctx.model.head, lr=base_lr, name="head")
         param_groups = [head] if head is not None else []
         for index in unfrozen:

@@ -118,7 +118,8 @@ class LearningWithoutForgetting(Strategy):
         self._release(ctx)
 
 
-def lwf(temperature: float = 2.0, source_head: nn.Module | None = None) -> LearningWithoutForgetting:
+def lwf(temperature: float = 2.0,
+        source_head: nn.Module | None = None) -> LearningWithoutForgetting:
     """Learning without Forgetting: distil the frozen pretrained backbone's features (or, with
     a ``source_head``, its softened source logits) while fine-tuning.
 

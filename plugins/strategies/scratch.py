@@ -56,7 +56,8 @@ class Scratch(Strategy):
         left = reinitialize(backbone)
         backbone.load_report = None
         ctx.state["scratch.reinitialized_from"] = source
-        note = f"; {len(left)} parameter(s) could not be reset: {', '.join(left[:5])}" if left else ""
+        note = (f"; {len(left)} parameter(s) could not be reset: {', '.join(left[:5])}"
+                if left else "")
         warnings.warn(
             f"strategy 'scratch': backbone {backbone_name(ctx)!r} was built with pretrained "
             f"weights ({source}); re-initialised it at random{note}",
@@ -73,4 +74,4 @@ def scratch() -> Scratch:
 def medxfer_register_strategies(register):
     """Register ``scratch``."""
     register("scratch", scratch,
-             description="random-initialisation baseline (no pretrained weights), everything trains")
+             description="random-initialisation baseline: no pretrained weights, all layers train")

@@ -67,9 +67,9 @@ class ReferenceLoop:
         self.terms: list[dict[str, float]] = []
 
     def start(self, epoch: int = 0) -> FitContext:
-        """Fit start, parameter groups, optimizer (``epoch`` > 0: as on resume)."""
-        self.ctx.epoch = epoch
+        """Fit start, parameter groups, optimizer (``epoch`` > 0: resuming before it)."""
         self.hook.medxfer_fit_start(ctx=self.ctx)
+        self.ctx.epoch = epoch
         groups = self.hook.medxfer_parameter_groups(ctx=self.ctx, base_lr=self.lr)
         if groups is None:
             groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
@@ -94,13 +94,13 @@ class ReferenceLoop:
             other = sum((t.weight * t.value for t in terms if t.role != "retention"),
                         torch.zeros(()))
             loss = cfg.beta * loss_new + cfg.alpha * retention + other
-            self.terms.append({t.name: float(t.value) for t in terms})
+            self.terms.append({t.name: float(t.value.detach()) for t in terms})
             ctx.optimizer.zero_grad()
             loss.backward()
             self.hook.medxfer_after_backward(ctx=ctx, step=ctx.step)
             ctx.optimizer.step()
             ctx.step += 1
-        metrics = {"loss": float(loss)}
+        metrics = {"loss": float(loss.detach())}
         self.hook.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
         return metrics
 
@@ -113,10 +113,25 @@ class ReferenceLoop:
         return self.ctx
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny nets run fastest, and steadiest on shared CPUs, with one intra-op thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_network() -> Callable[..., TransferNetwork]:
     """Factory of tiny 2D/3D transfer networks."""
     return tiny_network
+
+
+@pytest.fixture
+def make_batches() -> Callable[..., list[dict[str, Any]]]:
+    """Factory of tiny labelled batches."""
+    return tiny_batches
 
 
 @pytest.fixture
