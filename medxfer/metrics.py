@@ -13,6 +13,7 @@ call, formats inputs and handles the degenerate cases a small medical test set p
   (scikit-learn's convention); ``auc`` is the macro one-vs-rest AUC over the classes that
   have both positive and negative cases.
 
+Classification values come from torchmetrics in float32 (about 7 significant digits).
 Classification metrics are computed for a whole batch of resamples in one call, which is
 what makes :func:`bootstrap_ci` fast; a single evaluation is a batch of one.
 """
@@ -26,9 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn import metrics as skm
-from torchmetrics.functional import classification as tmc
 
 from medxfer.errors import ConfigError
 
@@ -36,11 +35,15 @@ ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
 
 THRESHOLD_METHODS = ("val_youden", "val_f1")
+CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1",
+                       "auc", "n")
 TASK_DEFAULT_MONITOR = {"classification": "auc", "regression": "mae", "segmentation": "dice"}
 # Metrics where smaller is better; any other name is maximised.
 _MINIMISED = {"loss", "mae", "mse", "rmse", "hausdorff", "hd95", "surface_distance", "brier"}
-# Elements (resamples x cases x classes) handled per batch in bootstrap_ci.
-_BATCH_ELEMENTS = 4_000_000
+# Elements (resamples x cases x classes) per batch in bootstrap_ci. Kept below torch's
+# intra-op grain size (32768) so the many small ops run single-threaded: threads gain
+# nothing at this size and cost a tenfold slowdown on an oversubscribed CPU.
+_BATCH_ELEMENTS = 32_768
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,7 +136,8 @@ def choose_threshold(y_true: ArrayLike, probs: ArrayLike, method: str) -> float:
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim == 2:
         if p.shape[1] != 2:
-            raise ValueError(f"choose_threshold is for binary tasks; probs has {p.shape[1]} classes")
+            raise ValueError(f"choose_threshold is for binary tasks; probs has "
+                             f"{p.shape[1]} classes")
         p = p[:, 1]
     if p.shape != y.shape:
         raise ValueError(f"y_true has {y.size} cases but probs has {p.shape[0]}")
@@ -174,9 +178,12 @@ def _classification_batch(y: np.ndarray, p: np.ndarray,
     num_classes = p.shape[-1]
     n_batch, n = y.shape
     if n == 0:
-        nan = np.full(n_batch, np.nan)
-        return {k: nan for k in ("accuracy", "balanced_accuracy", "precision", "recall",
-                                 "specificity", "f1", "auc")} | {"n": np.zeros(n_batch)}
+        return {k: np.full(n_batch, 0.0 if k == "n" else np.nan) for k in CLASSIFICATION_KEYS}
+    # Imported here: torchmetrics takes seconds to import, select_monitor_metric and
+    # regression_metrics do not need it.
+    import torch
+    from torchmetrics.functional import classification as tmc
+
     target = torch.from_numpy(y)
     pred = torch.from_numpy(predict_labels(p, threshold))
     kw: dict[str, Any] = {"multidim_average": "samplewise", "validate_args": False}
@@ -185,7 +192,8 @@ def _classification_batch(y: np.ndarray, p: np.ndarray,
     def per_resample(fn: Callable[..., torch.Tensor], **extra: Any) -> np.ndarray:
         # samplewise results drop the batch axis for a batch of one: restore it.
         values = fn(pred, target, **extra).numpy()
-        return values.reshape(n_batch, *values.shape[values.ndim - (extra.get("average") == "none"):])
+        per_class = extra.get("average") == "none"
+        return values.reshape(n_batch, num_classes) if per_class else values.reshape(n_batch)
 
     present = np.stack([(y == c).any(axis=1) for c in range(num_classes)], axis=1)
     if num_classes == 2:
@@ -212,20 +220,24 @@ def _classification_batch(y: np.ndarray, p: np.ndarray,
         out["balanced_accuracy"] = np.nanmean(per_class_recall, axis=1)
     out["auc"] = np.array([_auc(y[b], p[b], present[b]) for b in range(n_batch)])
     out["n"] = np.full(n_batch, n)
-    order = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "auc", "n")
-    return {key: out[key].astype(np.float64) for key in order}
+    return {key: out[key].astype(np.float64) for key in CLASSIFICATION_KEYS}
 
 
 def _auc(y: np.ndarray, p: np.ndarray, present: np.ndarray) -> float:
     """Binary ROC AUC, or macro one-vs-rest AUC over classes with both outcomes present."""
     if present.sum() < 2:
         return math.nan
+    import torch
+    from torchmetrics.functional import classification as tmc
+
     target = torch.from_numpy(y)
     if p.shape[1] == 2:
         return float(tmc.binary_auroc(torch.from_numpy(p[:, 1]), target, validate_args=False))
     # A class absent from y has no positives: leave it out (its OvR AUC is undefined).
-    per_class = tmc.multiclass_auroc(torch.from_numpy(p), target, num_classes=p.shape[1],
-                                     average="none", validate_args=False).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchmetrics: "No positive samples"
+        per_class = tmc.multiclass_auroc(torch.from_numpy(p), target, num_classes=p.shape[1],
+                                         average="none", validate_args=False).numpy()
     return float(per_class[present].mean())
 
 
@@ -321,7 +333,8 @@ def bootstrap_ci(y_true: ArrayLike, scores: ArrayLike, metric_fn: MetricFn, *, n
     batched = _batched_form(metric_fn)
     chunks: list[dict[str, np.ndarray]] = []
     per_resample = max(1, n * int(np.prod(s.shape[1:], dtype=np.int64)))
-    chunk_size = max(1, _BATCH_ELEMENTS // per_resample) if batched else n_boot
+    # Index matrices are drawn per chunk (the same stream as drawing them all at once).
+    chunk_size = max(1, (_BATCH_ELEMENTS if batched else 2**24) // per_resample)
     done = 0
     while done < n_boot:
         size = min(chunk_size, n_boot - done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
                                           threshold=threshold)
         y_pred = _decide(test.scores, threshold)
         cm = M.confusion_matrix(test.targets.astype(int), y_pred, bundle.num_classes)
-        metric_fn = lambda y, s: M.classification_metrics(y, s, threshold=threshold)  # noqa: E731
+        metric_fn = functools.partial(M.classification_metrics, threshold=threshold)
         ci = M.bootstrap_ci(test.targets.astype(int), test.scores, metric_fn,
                             n_boot=config.eval.bootstrap, seed=config.train.seed) \
             if config.eval.bootstrap else {}

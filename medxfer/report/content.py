@@ -1,0 +1,274 @@
+"""What a run report says, independent of how it is rendered (Markdown or HTML).
+
+:func:`build_report_content` turns the run summary (the dict also written as
+``metrics.json``) into plain strings and tables. Every optional key may be missing and every
+number may be NaN or None: a missing section is left out, an undefined value reads ``n/a``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from medxfer.report.tables import (
+    NA,
+    as_list,
+    as_number,
+    ci_bounds,
+    format_ci,
+    format_value,
+    ordered_metrics,
+)
+
+METRIC_LABELS = {
+    "auc": "AUC (ROC)", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
+    "precision": "Precision (PPV)", "recall": "Recall (sensitivity)", "sensitivity": "Sensitivity",
+    "specificity": "Specificity", "f1": "F1", "dice": "Dice", "iou": "IoU", "hd95": "HD95",
+    "mae": "MAE", "mse": "MSE", "rmse": "RMSE", "r2": "R²", "loss": "Loss", "n": "Cases (n)",
+}
+THRESHOLD_METHODS = {
+    "val_youden": "chosen on the validation set by maximising Youden's J "
+                  "(sensitivity + specificity - 1)",
+    "val_f1": "chosen on the validation set by maximising F1",
+    "fixed": "fixed in the config (eval.fixed_threshold)",
+}
+_LOADED_KEYS = ("loaded", "tensors_loaded", "n_loaded", "num_loaded")
+_EXPECTED_KEYS = ("expected", "tensors_expected", "n_expected", "num_expected", "total")
+
+
+@dataclass
+class ReportContent:
+    """A run report as text: each field is one section (empty means left out)."""
+
+    title: str
+    info: list[tuple[str, str]] = field(default_factory=list)
+    metric_header: list[str] = field(default_factory=list)
+    metric_rows: list[list[str]] = field(default_factory=list)
+    metric_notes: list[str] = field(default_factory=list)
+    threshold: str | None = None
+    cm_labels: list[str] = field(default_factory=list)
+    cm: list[list[str]] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (URL-quoted path, caption)
+
+
+def build_report_content(summary: Mapping[str, Any],
+                         run_dir: str | os.PathLike[str] | None = None) -> ReportContent:
+    """The sections of a run report from a run summary.
+
+    Args:
+        summary: ``task``, ``val``, ``test``, ``ci95``, ``train_seconds``, ``backbone``,
+            ``strategy``, ``pretrained`` and optionally ``threshold`` (a number or
+            ``{value, method}``), ``threshold_method``, ``confusion_matrix``,
+            ``class_names``, ``figures``, ``history``, ``loss`` (``{alpha, beta}``),
+            ``threshold_source``, ``load_report``, ``best_epoch``, ``monitor``, ``device``,
+            ``precision``, ``config_path``, ``bootstrap`` (number of resamples),
+            ``domain_adaptation``, ``epochs``/``epochs_run``, ``stopped_early``, ``splits``,
+            ``data_source``, ``title``.
+        run_dir: The run folder; figure paths are made relative to it.
+    """
+    task = str(summary.get("task") or "run")
+    content = ReportContent(title=_title(summary, task))
+    content.info = _run_info(summary, task, run_dir)
+    _metric_table(content, summary)
+    content.threshold = _threshold(summary)
+    _confusion(content, summary)
+    content.figures = _figures(summary.get("figures"), run_dir)
+    return content
+
+
+def describe(value: Any) -> str:
+    """A config-like value in one line: ``name (k=v, ...)``, ``k=v, ...``, or ``n/a``."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return NA
+    if isinstance(value, Mapping):
+        options = {k: v for k, v in value.items() if k != "name" and v is not None}
+        text = ", ".join(f"{k}={describe(v)}" for k, v in options.items())
+        if "name" in value:
+            return f"{value['name']} ({text})" if text else str(value["name"])
+        return text or NA
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(describe(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _title(summary: Mapping[str, Any], task: str) -> str:
+    if summary.get("title"):
+        return str(summary["title"])
+    parts = [_name(summary.get(k)) for k in ("backbone", "strategy")]
+    parts = [p for p in parts if p]
+    return f"medxfer {task} report" + (f": {' + '.join(parts)}" if parts else "")
+
+
+def _name(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        return str(value["name"]) if value.get("name") is not None else None
+    return None if value is None else str(value)
+
+
+def _run_info(summary: Mapping[str, Any], task: str,
+              run_dir: str | os.PathLike[str] | None) -> list[tuple[str, str]]:
+    info: list[tuple[str, str]] = []
+    if run_dir is not None:
+        info.append(("Run folder", Path(run_dir).name))
+    names = as_list(summary.get("class_names"))
+    info.append(("Task", task + (f" ({len(names)} classes: {', '.join(map(str, names))})"
+                                 if names else "")))
+    for key, label in (("backbone", "Backbone"), ("strategy", "Strategy"),
+                       ("domain_adaptation", "Domain adaptation"),
+                       ("pretrained", "Pretrained weights")):
+        if key in summary and summary[key] is not None:
+            info.append((label, describe(summary[key])))
+    if summary.get("load_report") is not None:
+        info.append(("Tensors loaded", _load_report(summary["load_report"])))
+    loss = summary.get("loss")
+    if isinstance(loss, Mapping):
+        alpha, beta = (_plain(loss.get(k)) for k in ("alpha", "beta"))
+        info.append(("Combined loss", f"L_total = alpha * L_pre + beta * L_new, "
+                                      f"alpha = {alpha}, beta = {beta}"))
+    history = summary.get("history")
+    history = as_list(history)
+    epochs = next((summary[k] for k in ("epochs", "epochs_run") if summary.get(k) is not None),
+                  len(history) if history else None)
+    if epochs is not None:
+        stopped = " (stopped early)" if summary.get("stopped_early") else ""
+        info.append(("Epochs", format_value(epochs) + stopped))
+    if summary.get("best_epoch") is not None:
+        monitor = as_list(summary.get("monitor"))
+        by = f" (by {monitor[0]}, {monitor[1]})" if monitor and len(monitor) == 2 else ""
+        info.append(("Best epoch", format_value(summary["best_epoch"]) + by))
+    splits = summary.get("splits")
+    if isinstance(splits, Mapping) and splits:
+        info.append(("Cases", ", ".join(f"{k} {format_value(v)}" for k, v in splits.items())))
+    if summary.get("data_source") is not None:
+        info.append(("Data", describe(summary["data_source"])))
+    if "train_seconds" in summary:
+        info.append(("Training time", _duration(summary["train_seconds"])))
+    for key, label in (("device", "Device"), ("precision", "Precision"),
+                       ("config_path", "Config")):
+        if summary.get(key) is not None:
+            info.append((label, str(summary[key])))
+    return info
+
+
+def _plain(value: Any) -> str:
+    number = as_number(value)
+    return NA if number is None else f"{number:g}"
+
+
+def _load_report(report: Any) -> str:
+    if not isinstance(report, Mapping):
+        return describe(report)
+    loaded = next((report[k] for k in _LOADED_KEYS if k in report), None)
+    expected = next((report[k] for k in _EXPECTED_KEYS if k in report), None)
+    parts = []
+    if loaded is not None:
+        parts.append(f"{format_value(loaded)} of {format_value(expected)}" if expected is not None
+                     else format_value(loaded))
+    used = set(_LOADED_KEYS + _EXPECTED_KEYS)
+    for key, value in report.items():
+        if key in used:
+            continue
+        if isinstance(value, (list, tuple)):
+            shown = ", ".join(map(str, value[:5])) + (", ..." if len(value) > 5 else "")
+            parts.append(f"{key}: {len(value)}" + (f" ({shown})" if value else ""))
+        else:
+            parts.append(f"{key}: {describe(value)}")
+    return "; ".join(parts) or NA
+
+
+def _duration(seconds: Any) -> str:
+    number = as_number(seconds)
+    if number is None:
+        return NA
+    if number < 60:
+        return f"{number:.1f} s"
+    minutes, secs = divmod(int(round(number)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{number:.0f} s ({f'{hours} h ' if hours else ''}{minutes} min {secs} s)"
+
+
+def _metric_table(content: ReportContent, summary: Mapping[str, Any]) -> None:
+    val = summary.get("val") if isinstance(summary.get("val"), Mapping) else {}
+    test = summary.get("test") if isinstance(summary.get("test"), Mapping) else {}
+    ci = summary.get("ci95") if isinstance(summary.get("ci95"), Mapping) else {}
+    names = ordered_metrics(val, test)
+    if not names:
+        return
+    has_ci = any(None not in ci_bounds(bounds) for bounds in ci.values())
+    content.metric_header = ["Metric", "Validation", "Test (95% CI)" if has_ci else "Test"]
+    for name in names:
+        content.metric_rows.append([METRIC_LABELS.get(name, name), format_value(val.get(name)),
+                                    format_ci(test.get(name), ci.get(name))])
+    if has_ci:
+        n_boot = as_number(summary.get("bootstrap"))
+        resamples = f"{int(n_boot)} resamples, " if n_boot else ""
+        content.metric_notes.append(
+            f"95% CI: percentile bootstrap over test cases ({resamples}fixed seed).")
+    content.metric_notes.append(f"{NA}: undefined on this data (e.g. AUC when only one class "
+                                "is present) or not computed.")
+
+
+def _threshold(summary: Mapping[str, Any]) -> str | None:
+    raw = summary.get("threshold")
+    method = summary.get("threshold_method") or summary.get("threshold_source")
+    if isinstance(raw, Mapping):
+        method = raw.get("method", method)
+        raw = raw.get("value")
+    if raw is None:
+        return None
+    text = format_value(raw)
+    if method:
+        # "val_youden" or a longer source such as "val_youden on validation"
+        known = THRESHOLD_METHODS.get(str(method).split()[0]) if str(method).strip() else None
+        text += f", {known or f'chosen by: {method}'}"
+    return (text + ". A case is predicted positive when its positive-class probability is at "
+            "least this value.")
+
+
+def _confusion(content: ReportContent, summary: Mapping[str, Any]) -> None:
+    cm = as_list(summary.get("confusion_matrix"))
+    if not cm or not all(as_list(row) for row in cm):
+        return
+    names = as_list(summary.get("class_names")) or []
+    if len(names) != len(cm):
+        names = [str(i) for i in range(len(cm))]
+    content.cm_labels = [str(n) for n in names]
+    content.cm = [[format_value(int(v)) if as_number(v) is not None else NA for v in as_list(row)]
+                  for row in cm]
+
+
+def _figures(figures: Any, run_dir: str | os.PathLike[str] | None) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for item in as_list(figures) or []:
+        rel = _relative(str(item), run_dir)
+        if rel is None:
+            continue
+        caption = PurePosixPath(rel).stem.replace("_", " ").replace("-", " ")
+        caption = caption[:1].upper() + caption[1:]
+        out.append((quote(rel, safe="/"), caption.replace("Roc", "ROC")))
+    return out
+
+
+def _relative(path: str, run_dir: str | os.PathLike[str] | None) -> str | None:
+    """``path`` relative to the run folder in POSIX form, or None when it points outside."""
+    if urlsplit(path).scheme and len(urlsplit(path).scheme) > 1:
+        return None  # a URL (http:, data:, javascript:): reports only link their own files
+    candidate = Path(path)
+    if candidate.is_absolute():
+        if run_dir is None:
+            return None
+        try:
+            candidate = candidate.resolve().relative_to(Path(run_dir).resolve())
+        except ValueError:
+            return None
+    posix = PurePosixPath(candidate.as_posix())
+    if ".." in posix.parts or not posix.parts:
+        return None
+    return str(posix)
