@@ -55,8 +55,9 @@ OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
 }
 
 #: Where a medxfer run keeps the checkpoint a later run can transfer from, in order.
-RUN_CHECKPOINTS = ("checkpoints/best.safetensors", "checkpoints/last.safetensors",
-                   "model.safetensors")
+#: ``model.safetensors`` (with ``model.json`` beside it) is what ``medxfer run`` writes.
+RUN_CHECKPOINTS = ("model.safetensors", "checkpoints/best.safetensors",
+                   "checkpoints/last.safetensors")
 
 _TORCHVISION_HASH = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _NONE_VALUES = {"", "none", "null", "false", "no", "random", "scratch"}
@@ -191,7 +192,7 @@ def download_url(url: str, dest: Path, *, hash_prefix: str | None = None) -> Pat
     if os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
         raise WeightsError(f"downloads are switched off ({OFFLINE_ENV} is set)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(dest), hash_prefix=None, progress=True)
+    torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix, progress=True)
     return dest
 
 
@@ -221,6 +222,7 @@ def resolve_weights_file(source: WeightsSource, *, local: str | os.PathLike[str]
             fails, naming the file to place and where.
     """
     dirs = [Path(d) for d in (cache_dirs if cache_dirs is not None else weights_cache_dirs())]
+    download_dir = dirs[0] if dirs else Path(torch.hub.get_dir()) / "checkpoints"
     if local is not None:
         local = Path(local).expanduser()
         if local.is_file():
@@ -236,17 +238,14 @@ def resolve_weights_file(source: WeightsSource, *, local: str | os.PathLike[str]
             return _checked(packaged, f"package:{packaged}", source.sha256)
     reason = "no download is known for it"
     if allow_download and source.download is not None:
-        dest_dir = dirs[-1] if cache_dirs is None and not os.environ.get(WEIGHTS_DIR_ENV) \
-            else dirs[0]
         try:
-            path = Path(source.download(dest_dir))
-            return _checked(path, f"download:{source.url or path}", source.sha256)
+            path = Path(source.download(download_dir))
         except WeightsError as exc:
-            if "sha256" in str(exc):
-                raise
             reason = f"the download failed: {exc}"
         except Exception as exc:  # noqa: BLE001 - any network error becomes one clear message
             reason = f"the download failed: {type(exc).__name__}: {exc}"
+        else:
+            return _checked(path, f"download:{source.url or path}", source.sha256)
     name = source.file_names[0]
     where = " or ".join(str(d) for d in dirs)
     env_note = "" if os.environ.get(WEIGHTS_DIR_ENV) else f" (or set ${WEIGHTS_DIR_ENV})"
@@ -404,15 +403,24 @@ def load_backbone_from_run(run_dir: str | os.PathLike[str]) -> dict[str, torch.T
 
 
 def _run_expects_imagenet_norm(run_dir: Path) -> bool:
+    # The checkpoint's JSON sidecar (``model.json``) records ``imagenet_norm``.
     ckpt = find_run_checkpoint(run_dir)
     sidecar = ckpt.with_suffix(".json") if ckpt else None
     if sidecar is None or not sidecar.is_file():
         return False
     try:
-        text = json.dumps(json.loads(sidecar.read_text()))
+        pending: list[Any] = [json.loads(sidecar.read_text())]
     except (OSError, ValueError):
         return False
-    return '"expects_imagenet_norm": true' in text
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if item.get("imagenet_norm") is True or item.get("expects_imagenet_norm") is True:
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -474,10 +482,10 @@ def load_pretrained(body: nn.Module, pretrained: object, *, backbone: str,
         names = imagenet.file_names if imagenet else ()
         if path.is_file():
             is_imagenet = path.name in names or path.name in KNOWN_SHA256
-            resolved = _checked(path, f"file:{path}", imagenet.sha256 if imagenet else None)
+            known = imagenet.sha256 if imagenet is not None and path.name in names else None
+            resolved = _checked(path, f"file:{path}", known)
             imagenet_norm = is_imagenet or resolved.sha256 in KNOWN_SHA256.values()
-        elif path.is_dir() and any((path / n).is_file() for n in names):
-            assert imagenet is not None
+        elif imagenet is not None and path.is_dir() and any((path / n).is_file() for n in names):
             resolved = resolve_weights_file(imagenet, local=path, allow_download=False)
             imagenet_norm = True
         elif path.is_dir() and find_run_checkpoint(path) is not None:
@@ -516,3 +524,26 @@ def _adapt_input_convs(state: dict[str, torch.Tensor], body: nn.Module,
                 and state[key].shape[1] != target[key].shape[1]:
             state[key] = adapt_input_conv_weight(state[key], target[key].shape[1])
     return state
+
+
+def torchvision_source(backbone: str, model_name: str, tag: str) -> WeightsSource:
+    """The :class:`WeightsSource` of torchvision's ``model_name`` weight set ``tag``.
+
+    Args:
+        backbone: The backbone name, for messages.
+        model_name: torchvision's builder name (``resnet50``).
+        tag: A member of its weights enum (``IMAGENET1K_V1``, ``DEFAULT``...).
+
+    Raises:
+        ConfigError: for a tag the enum lacks, listing the ones it has.
+    """
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(model_name)
+    try:
+        member = enum[tag]
+    except KeyError:
+        choices = ", ".join(["DEFAULT", *enum.__members__])
+        raise ConfigError(f"model.backbone.weights: torchvision has no weight set {tag!r} for "
+                          f"{model_name}; choose from {choices}") from None
+    return WeightsSource.from_torchvision(backbone, member)

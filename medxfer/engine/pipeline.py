@@ -43,6 +43,20 @@ def wants_imagenet_norm(config: RunConfig, pretrained: Any) -> bool:
     return isinstance(pretrained, str) and pretrained.lower() == "imagenet"
 
 
+def _default_option(registries: Registries, name: str, option: str, fallback: Any) -> Any:
+    """The default of ``option`` in the factory of backbone ``name``."""
+    import inspect
+
+    factory = registries.backbone.get(name, key="model.backbone.name").factory
+    try:
+        param = inspect.signature(factory).parameters.get(option)
+    except (TypeError, ValueError):
+        return fallback
+    if param is None or param.default is inspect.Parameter.empty:
+        return fallback
+    return param.default
+
+
 def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                  registries: Registries | None = None, resume: bool = False,
                  progress: bool = True) -> dict[str, Any]:
@@ -81,7 +95,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     backbone_kwargs = dict(backbone_spec.kwargs)
     if not getattr(strategy, "uses_pretrained", True):
         backbone_kwargs["pretrained"] = "none"
-    pretrained = backbone_kwargs.get("pretrained", "none")
+    pretrained = backbone_kwargs.get(
+        "pretrained", _default_option(registries, backbone_spec.name, "pretrained", "none"))
 
     from medxfer.data import load_data
 

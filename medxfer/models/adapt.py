@@ -7,12 +7,16 @@ them without reaching into private modules of the core.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from medxfer.errors import ConfigError, PluginError
+from medxfer.models.backbone import Backbone
+
+if TYPE_CHECKING:  # pragma: no cover - medxfer.weights imports this module
+    from medxfer.weights import WeightsSource
 
 #: Backbones that build 3D networks, suggested when a 2D-only backbone is asked for 3D.
 BACKBONES_3D = ("basic_cnn", "lenet", "resnet10_3d", "resnet18_3d", "resnet50_3d",
@@ -33,6 +37,27 @@ class LayerGroup(nn.ModuleList):
     def __init__(self, name: str, modules: Iterable[nn.Module]) -> None:
         super().__init__(list(modules))
         self.name = name
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+class ParameterGroup(nn.Module):
+    """A layer group made of parameters rather than whole modules.
+
+    For architectures whose natural groups cut across modules (a vision transformer's
+    ``cls_token`` and ``pos_embed`` belong to the root module). The parameters are the
+    body's own objects, registered here by reference.
+
+    Args:
+        name: A short name for reports.
+        parameters: The body's parameters that make up the group.
+    """
+
+    def __init__(self, name: str, parameters: Iterable[nn.Parameter]) -> None:
+        super().__init__()
+        self.name = name
+        self.params = nn.ParameterList(list(parameters))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
@@ -161,3 +186,45 @@ def require_min_input_size(body: nn.Module, backbone: str, min_size: int) -> Non
             )
 
     body.register_forward_pre_hook(check)
+
+
+def assemble_backbone(name: str, body: nn.Module, groups: Sequence[nn.Module],
+                      feature_dim: int, *, in_channels: int, spatial_dims: int,
+                      pretrained: object, imagenet: WeightsSource | None = None,
+                      input_convs: Sequence[str] = (),
+                      key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+                      | None = None,
+                      min_input_size: int | None = None) -> Backbone:
+    """Load the requested weights into ``body``, check its groups and wrap it.
+
+    The last step of every backbone factory: weights come from
+    :func:`medxfer.weights.load_pretrained`, the layer groups are checked with
+    :func:`check_layer_groups`, and inputs smaller than ``min_input_size`` are refused.
+
+    Args:
+        name: The backbone's registered name.
+        body: The feature extractor; its key names match the library's checkpoints.
+        groups: Layer groups, input to output.
+        feature_dim: Width of the pooled features.
+        in_channels: Channels the body takes.
+        spatial_dims: 2 or 3.
+        pretrained: The config's ``pretrained`` value.
+        imagenet: A :class:`medxfer.weights.WeightsSource`, or ``None``.
+        input_convs: Weight keys of the input convolutions, adapted to ``in_channels``.
+        key_map: Optional renaming of a library checkpoint's keys.
+        min_input_size: Smallest spatial side the architecture takes.
+
+    Returns:
+        The :class:`medxfer.models.Backbone`.
+    """
+    from medxfer.weights import load_pretrained
+
+    report, imagenet_norm = load_pretrained(body, pretrained, backbone=name,
+                                            imagenet=imagenet, input_convs=input_convs,
+                                            key_map=key_map)
+    check_layer_groups(name, body, groups)
+    if min_input_size:
+        require_min_input_size(body, name, min_input_size)
+    return Backbone(body, groups, feature_dim, spatial_dims=spatial_dims,
+                    in_channels=in_channels, expects_imagenet_norm=imagenet_norm,
+                    load_report=report)

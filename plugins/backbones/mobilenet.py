@@ -1,0 +1,63 @@
+"""torchvision MobileNets: ``mobilenet_v2``, ``mobilenet_v3_small``, ``mobilenet_v3_large``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torchvision
+from torch import nn
+
+import medxfer
+from medxfer.models import Backbone
+from medxfer.models.adapt import (
+    LayerGroup,
+    assemble_backbone,
+    replace_input_conv,
+    require_spatial_dims,
+)
+from medxfer.weights import torchvision_source
+
+#: Registered name -> (feature width, stage boundaries in ``features``).
+VARIANTS: dict[str, tuple[int, tuple[int, ...]]] = {
+    # Stages end where the resolution halves next: 16, 24, 32, 64/96, 160/320/1280 channels.
+    "mobilenet_v2": (1280, (0, 2, 4, 7, 14, 19)),
+    "mobilenet_v3_small": (576, (0, 2, 4, 9, 13)),
+    "mobilenet_v3_large": (960, (0, 2, 4, 7, 13, 17)),
+}
+
+
+def build_mobilenet(variant: str, *, in_channels: int, spatial_dims: int, pretrained: object,
+                    weights: str) -> Backbone:
+    """Build torchvision's ``variant`` without its classifier.
+
+    Layer groups are runs of ``features`` at one resolution, input to output.
+    """
+    require_spatial_dims(variant, spatial_dims, (2,))
+    width, bounds = VARIANTS[variant]
+    model = getattr(torchvision.models, variant)(weights=None)
+    model.classifier = nn.Identity()
+    replace_input_conv(model, "features.0.0", in_channels)
+    groups = [LayerGroup(f"features[{a}:{b}]", list(model.features[a:b]))
+              for a, b in zip(bounds, bounds[1:])]
+    return assemble_backbone(
+        variant, model, groups, width, in_channels=in_channels, spatial_dims=spatial_dims,
+        pretrained=pretrained, imagenet=torchvision_source(variant, variant, weights),
+        input_convs=["features.0.0.weight"])
+
+
+def _factory(variant: str) -> Callable[..., Backbone]:
+    def factory(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = "imagenet",
+                weights: str = "IMAGENET1K_V1") -> Backbone:
+        return build_mobilenet(variant, in_channels=in_channels, spatial_dims=spatial_dims,
+                               pretrained=pretrained, weights=weights)
+
+    factory.__name__ = variant
+    factory.__doc__ = f"torchvision {variant} (2D); ``weights`` picks the ImageNet weight set."
+    return factory
+
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    for variant, (width, _) in VARIANTS.items():
+        register(variant, _factory(variant),
+                 description=f"torchvision {variant}, 2D, ImageNet weights, {width} features")
