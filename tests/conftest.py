@@ -32,3 +32,14 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not available at {path} (set MEDXFER_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors run fastest on one thread (and CI shares 2 cores); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -113,15 +113,6 @@ class ReferenceLoop:
         return self.ctx
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny nets run fastest, and steadiest on shared CPUs, with one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def make_network() -> Callable[..., TransferNetwork]:
     """Factory of tiny 2D/3D transfer networks."""
