@@ -68,6 +68,8 @@ class PreprocessConfig(StrictModel):
     image_size: list[int] | None = Field(
         None, description="resize (2D: [H, W]; 3D: [D, H, W]) after cropping; null keeps the size")
     spacing: list[float] | None = Field(None, description="resample to this voxel spacing in mm")
+    crop_size: list[int] | None = Field(
+        None, description="centre-crop or zero-pad to this size before resizing; null keeps it")
     orientation: str | None = Field("RAS", description="reorient 3D volumes to this axis code")
     intensity: Literal["auto", "zscore", "percentile", "ct_window", "minmax", "none"] = Field(
         "auto", description="intensity normalisation: auto picks by modality")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import zipfile
 from pathlib import Path
@@ -51,7 +52,8 @@ def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "start it again without --resume in a new --output folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            pickle.UnpicklingError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
             "delete it to restart the run from scratch") from None

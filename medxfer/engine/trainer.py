@@ -249,7 +249,7 @@ class Trainer:
                         _accumulate(sums, f"train_{term.name}", term.value)
                 ctx.step += 1
                 n_steps += 1
-                advance()
+                advance(loss)
         return {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
 
 
@@ -290,16 +290,29 @@ class _progress:
         self.enabled, self.label, self.total = enabled, label, total
         self._progress: Any = None
 
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
+    def __enter__(self) -> Callable[[torch.Tensor], None]:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not self.enabled or not console.is_terminal:
+            return lambda loss: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         self._progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+                                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                                  transient=True)
         self._progress.__enter__()
         task = self._progress.add_task(self.label, total=self.total)
-        return lambda: self._progress.advance(task)
+        steps = 0
+
+        def advance(loss: torch.Tensor) -> None:
+            nonlocal steps
+            steps += 1
+            if steps % 10 == 1:  # reading the loss syncs the device: not every step
+                self._progress.update(task, description=f"{self.label} loss {float(loss):.4f}")
+            self._progress.advance(task)
+
+        return advance
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

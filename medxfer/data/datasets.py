@@ -1,0 +1,172 @@
+"""Datasets the trainer iterates: cached preprocessing, then seeded augmentation.
+
+Two stages: a *base* dataset yields preprocessed case dicts (file cases through the MONAI
+chain of :mod:`medxfer.data.transforms`, cached by ``data.cache``; MedMNIST arrays kept
+in memory and resized per item), and :class:`CaseDataset` applies augmentation (training
+only), channel adaptation and returns trainer items ``{"image", "label", "id"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from medxfer.errors import ConfigError, MedxferError
+from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
+
+
+class ArrayCases(Dataset):
+    """In-memory images (e.g. MedMNIST uint8) preprocessed per item, cheaply.
+
+    Args:
+        images: ``[N, C, *spatial]`` array.
+        labels: ``[N]`` labels.
+        ids: Case ids.
+        intensity: Concrete intensity mode (``uint8`` scales by 1/255).
+        image_size: Resize target, or None.
+        ct_window: Window for ``ct_window``.
+        percentiles: Percentiles for ``percentile``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: list[Any], ids: list[str], *, intensity: str,
+                 image_size: list[int] | None, ct_window: list[float],
+                 percentiles: list[float]) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = list(labels)
+        self.ids = list(ids)
+        self.intensity = intensity
+        self.image_size = image_size
+        self.ct_window = ct_window
+        self.percentiles = percentiles
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = normalise_intensity(self.images[index], self.intensity,
+                                    ct_window=self.ct_window, percentiles=self.percentiles)
+        return {"image": resize_tensor(image, self.image_size), "label": self.labels[index],
+                "id": self.ids[index]}
+
+
+def unwrap_errors(exc: BaseException) -> BaseException:
+    """The user error (:class:`MedxferError`) MONAI wrapped in its ``RuntimeError``, if any."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, MedxferError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
+                   cache_dir: Path | None, key: dict[str, Any]) -> Dataset:
+    """A MONAI dataset over ``cases`` with ``transform``: plain, cached in memory or on disk.
+
+    Args:
+        cases: Case dicts.
+        transform: Deterministic transform (its output is what gets cached).
+        cache: ``none``, ``memory`` (``CacheDataset``) or ``disk`` (``PersistentDataset``).
+        cache_dir: Folder of the disk cache (under the run folder).
+        key: Settings the cached output depends on; they name the cache sub-folder so that
+            changed preprocessing never reuses stale files.
+
+    Raises:
+        ConfigError: for ``disk`` without a cache folder.
+    """
+    from monai.data import CacheDataset, Dataset as MonaiDataset, PersistentDataset
+
+    if cache == "memory":
+        try:
+            return CacheDataset(cases, transform, cache_rate=1.0, num_workers=1, progress=False,
+                                copy_cache=False)
+        except RuntimeError as exc:
+            raise unwrap_errors(exc) from None
+    if cache == "disk":
+        if cache_dir is None:
+            raise ConfigError("data.cache: disk needs a cache folder (the run folder's cache/); "
+                              "use memory or none here")
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+        folder = Path(cache_dir) / f"preprocessed-{digest.hexdigest()[:12]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(cases, transform, cache_dir=folder)
+    return MonaiDataset(cases, transform)
+
+
+class CaseDataset(Dataset):
+    """Trainer-facing items from a base dataset: augmentation, channels, label types.
+
+    Random transforms are seeded from ``seed`` in the main process; in a data-loader
+    worker from ``seed`` and the worker's own seed (which the loader's generator fixes),
+    so every worker draws a different, reproducible stream.
+
+    Args:
+        base: Yields dicts with ``image`` ``[C, *spatial]``, ``label`` and ``id``.
+        task: ``classification``, ``regression`` or ``segmentation``.
+        adapt: Channel handling and ImageNet normalisation, applied last.
+        augment: Seeded random transforms (training only), or None.
+        seed: The training seed.
+    """
+
+    def __init__(self, base: Dataset, *, task: str, adapt: AdaptChannels,
+                 augment: Any | None = None, seed: int = 0) -> None:
+        self.base = base
+        self.task = task
+        self.adapt = adapt
+        self.augment = augment
+        self.seed = seed
+        self._seeded_for: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def _ensure_seeded(self) -> None:
+        info = get_worker_info()
+        worker = -1 if info is None else info.id
+        if self._seeded_for == worker:
+            return
+        seed = self.seed if info is None else (self.seed * 1_000_003 + info.seed) % (2 ** 32)
+        self.augment.set_random_state(seed=seed % (2 ** 32))
+        self._seeded_for = worker
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            item = self.base[index]
+        except RuntimeError as exc:
+            raise unwrap_errors(exc) from None
+        data = {"image": item["image"]}
+        if self.task == "segmentation":
+            data["label"] = item["label"]
+        if self.augment is not None:
+            from monai.data import get_track_meta, set_track_meta
+
+            self._ensure_seeded()
+            previous = get_track_meta()
+            set_track_meta(False)  # 3x faster: no metadata or inverse bookkeeping needed here
+            try:
+                data = self.augment(data)
+            finally:
+                set_track_meta(previous)
+        image = _plain_float(data["image"])
+        out = {"image": self.adapt(image), "id": str(item["id"])}
+        if self.task == "segmentation":
+            out["label"] = _plain_float(data["label"]).round().long()
+        elif self.task == "regression":
+            out["label"] = torch.tensor(float(item["label"]), dtype=torch.float32)
+        else:
+            out["label"] = torch.tensor(int(item["label"]), dtype=torch.long)
+        return out
+
+
+def _plain_float(x: Any) -> torch.Tensor:
+    from monai.data import MetaTensor
+
+    if isinstance(x, MetaTensor):
+        x = x.as_tensor()
+    return torch.as_tensor(x).float()

@@ -1,0 +1,210 @@
+"""``load_data``: from a run config to train/val/test datasets; ``inference_transform``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medxfer.errors import DataError
+from medxfer.data.augment import build_augmentation
+from medxfer.data.datalist import Datalist, build_datalist, detect_format
+from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
+from medxfer.data.readers import read_image
+from medxfer.data.sample import ensure_sample_data
+from medxfer.data.splits import SPLITS, assign_splits, check_splits, limit_cases
+from medxfer.data.transforms import AdaptChannels, preprocess_transform
+
+if TYPE_CHECKING:
+    from medxfer.config import RunConfig
+
+
+@dataclass
+class DataBundle:
+    """Everything the trainer needs from the data layer.
+
+    Items of ``train``/``val``/``test`` are ``{"image": float32 [C, *spatial], "label": ...,
+    "id": str}``; the label is an int64 scalar (classification), a float32 scalar
+    (regression) or an int64 ``[1, *spatial]`` mask (segmentation).
+    """
+
+    task: str
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+    class_names: list[str]
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    train_labels: list[int] = field(default_factory=list)
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+
+def resolve_data_path(config: RunConfig) -> Path:
+    """``data.path``, or the embedded sample data for the task when it is null.
+
+    Raises:
+        DataError: for regression without a path (there is no regression sample).
+    """
+    if config.data.path:
+        return Path(config.data.path).expanduser()
+    if config.task == "regression":
+        raise DataError("there is no embedded sample data for regression; set data.path to a "
+                        "manifest with numeric labels")
+    return ensure_sample_data(config.task)
+
+
+def load_datalist(config: RunConfig) -> Datalist:
+    """The datalist of ``config.data`` for ``config.task``.
+
+    Raises:
+        DataError: when the data cannot be read or has no labels for the task.
+    """
+    data = config.data
+    dl = build_datalist(resolve_data_path(config), format=data.format, task=config.task,
+                        classes=data.classes, image_key=data.image_key, label_key=data.label_key)
+    if dl.task == "unlabelled":
+        raise DataError(f"{dl.describe()} has no labels; a {config.task} run needs them "
+                        "(a manifest with image and label columns, for example)")
+    return dl
+
+
+def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
+    """Cases with ``split`` assigned, limited and checked (see :mod:`medxfer.data.splits`)."""
+    sp = config.data.split
+    cases = assign_splits(dl.cases, val_fraction=sp.val_fraction, test_fraction=sp.test_fraction,
+                          seed=sp.seed, stratify=sp.stratify and config.task == "classification",
+                          group_by=sp.group_by, folds=sp.folds, fold=sp.fold,
+                          use_existing=sp.use_existing)
+    cases = limit_cases(cases, config.data.limit, seed=sp.seed)
+    check_splits(cases, task=config.task, class_names=dl.class_names, source=dl.describe())
+    return cases
+
+
+def load_data(config: RunConfig, *, imagenet_norm: bool,
+              cache_dir: Path | None = None) -> DataBundle:
+    """Read, split, preprocess and (for training) augment the data of a run.
+
+    Args:
+        config: The run config (``task``, ``data``, ``train.seed``).
+        imagenet_norm: Apply ImageNet mean/std (the backbone's weights expect it).
+        cache_dir: Folder for ``data.cache: disk`` (the run folder's ``cache/``).
+
+    Returns:
+        The datasets and what the model needs to know about them.
+
+    Raises:
+        DataError: for unreadable or inconsistent data (the message names the file).
+        ConfigError: for invalid augmentation ops or a disk cache without a folder.
+    """
+    data, pre = config.data, config.data.preprocess
+    dl = load_datalist(config)
+    cases = split_datalist(dl, config)
+    by_split = {s: [c for c in cases if c["split"] == s] for s in SPLITS}
+    seg = config.task == "segmentation"
+    if dl.medmnist is not None:
+        spatial_dims = dl.medmnist.spatial_dims
+        mode = "uint8" if pre.intensity == "auto" else pre.intensity
+        bases = {s: _medmnist_base(dl, by_split[s], mode, pre) for s in SPLITS}
+    else:
+        spatial_dims = dl.spatial_dims or read_image(
+            by_split["train"][0]["image"], series_uid=by_split["train"][0].get("series_uid")
+        ).spatial_dims
+        transform = preprocess_transform(pre, task=config.task, spatial_dims=spatial_dims,
+                                         num_classes=len(dl.class_names) if seg else 2,
+                                         imagenet_norm=imagenet_norm, modality=dl.modality)
+        key = {"preprocess": pre.model_dump(), "task": config.task, "imagenet": imagenet_norm,
+               "classes": dl.class_names, "modality": dl.modality}
+        bases = {s: cached_dataset(by_split[s], transform, cache=data.cache, cache_dir=cache_dir,
+                                   key=key) for s in SPLITS}
+    try:
+        first = bases["train"][0]["image"]
+    except RuntimeError as exc:
+        raise unwrap_errors(exc) from None
+    adapt = AdaptChannels(pre.channels, imagenet_norm)
+    augment = build_augmentation(data.augment.preset, data.augment.ops,
+                                 spatial_dims=spatial_dims, segmentation=seg,
+                                 spatial_size=list(first.shape[1:]), seed=config.train.seed)
+    datasets = {s: CaseDataset(bases[s], task=config.task, adapt=adapt,
+                               augment=augment if s == "train" else None, seed=config.train.seed)
+                for s in SPLITS}
+    counts = ", ".join(f"{s} {len(by_split[s])}" for s in SPLITS)
+    return DataBundle(
+        task=config.task, spatial_dims=spatial_dims,
+        in_channels=adapt.out_channels(int(first.shape[0])),
+        num_classes=len(dl.class_names) if config.task != "regression" else 1,
+        class_names=list(dl.class_names), train=datasets["train"], val=datasets["val"],
+        test=datasets["test"],
+        train_labels=[int(c["label"]) for c in by_split["train"]]
+        if config.task == "classification" else [],
+        cases=[{"id": c["id"], "split": c["split"], "patient_id": c.get("patient_id"),
+                "image": c["image"], "label": c["label"]} for s in SPLITS for c in by_split[s]],
+        source=f"{dl.describe()}; {counts}")
+
+
+def _medmnist_base(dl: Datalist, cases: list[dict[str, Any]], mode: str, pre: Any) -> ArrayCases:
+    assert dl.medmnist is not None
+    refs = [c["image"].rsplit("#", 1)[1].split("/") for c in cases]
+    images = np.stack([dl.medmnist.images[s][int(i)] for s, i in refs]) if refs else \
+        dl.medmnist.images["train"][:0]
+    size = pre.image_size
+    if size and len(size) != dl.medmnist.spatial_dims:
+        raise DataError(f"data.preprocess.image_size {size} needs {dl.medmnist.spatial_dims} "
+                        f"values for {dl.medmnist.name}")
+    return ArrayCases(images, [c["label"] for c in cases], [c["id"] for c in cases],
+                      intensity=mode, image_size=size, ct_window=pre.ct_window,
+                      percentiles=pre.percentiles)
+
+
+def inference_transform(config: RunConfig, *, imagenet_norm: bool,
+                        spatial_dims: int) -> Callable[[str | Path], torch.Tensor]:
+    """A function from an image file to a tensor preprocessed exactly like evaluation data.
+
+    Args:
+        config: The run config the model was trained with.
+        imagenet_norm: Whether the run applied ImageNet mean/std.
+        spatial_dims: 2 or 3: the model's input dimensionality.
+
+    Returns:
+        ``f(path) -> float32 tensor [C, *spatial]``; it raises :class:`DataError` for an
+        unreadable file or one of the wrong dimensionality.
+    """
+    pre = config.data.preprocess
+    modality, medmnist = _dataset_hints(config)
+    if medmnist and pre.intensity == "auto":
+        pre = pre.model_copy(update={"intensity": "uint8"})
+    chain = preprocess_transform(pre, task="classification", spatial_dims=spatial_dims,
+                                 num_classes=2, imagenet_norm=imagenet_norm, modality=modality)
+    adapt = AdaptChannels(pre.channels, imagenet_norm)
+
+    def transform(path: str | Path) -> torch.Tensor:
+        path = Path(path)
+        image = read_image(path)
+        if image.spatial_dims != spatial_dims:
+            raise DataError(f"{str(path)!r} is a {image.spatial_dims}D image but the model takes "
+                            f"{spatial_dims}D input")
+        try:
+            return adapt(chain({"image": str(path), "id": path.name})["image"])
+        except RuntimeError as exc:
+            raise unwrap_errors(exc) from None
+
+    return transform
+
+
+def _dataset_hints(config: RunConfig) -> tuple[str | None, bool]:
+    """Dataset-level modality and whether the training data was MedMNIST."""
+    if not config.data.path:
+        return None, False
+    try:
+        path = Path(config.data.path)
+        fmt = config.data.format if config.data.format != "auto" else detect_format(path)
+        if fmt == "msd":
+            return build_datalist(path, format="msd").modality, False
+        return None, fmt == "medmnist"
+    except DataError:
+        return None, str(config.data.path).endswith(".npz")

@@ -1,0 +1,124 @@
+"""MONAI dictionary steps of the preprocessing chain (imported lazily: they need MONAI).
+
+They subclass ``monai.transforms.Transform`` so that ``CacheDataset`` and
+``PersistentDataset`` know they are deterministic and cache their output.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.transforms import Transform
+
+from medxfer.errors import DataError
+from medxfer.data.readers import ImageData, check_same_geometry, read_image
+from medxfer.data.transforms import normalise_intensity, resolve_intensity
+
+
+class LoadCased(Transform):
+    """Read a case dict's ``image`` (and mask ``label`` for segmentation) as MetaTensors.
+
+    Checks: the files are readable and finite, image and mask share shape and geometry,
+    and mask values are classes ``0 .. num_classes-1`` (binary masks stored as 0/255 are
+    read as 0/1). Adds ``_modality`` and ``_dtype`` for the intensity step.
+
+    Args:
+        task: The run's task.
+        num_classes: Segmentation classes including background (checks mask values).
+    """
+
+    def __init__(self, task: str, num_classes: int = 2) -> None:
+        self.task = task
+        self.num_classes = num_classes
+
+    def __call__(self, case: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Load one case."""
+        from monai.data import MetaTensor
+
+        out = dict(case)
+        image = read_image(case["image"], series_uid=case.get("series_uid") or None)
+        out["image"] = MetaTensor(torch.from_numpy(_native(image.array)),
+                                  affine=torch.as_tensor(image.affine, dtype=torch.float64))
+        out["_modality"] = image.modality or case.get("_modality") or ""
+        out["_dtype"] = image.meta.get("dtype", "")
+        if self.task == "segmentation":
+            if case.get("label") in (None, ""):
+                raise DataError(f"case {case.get('id')!r} ({case['image']!r}) has no mask")
+            mask = read_image(case["label"], series_uid=case.get("label_series_uid") or None)
+            check_same_geometry(image, mask)
+            values = self._mask_values(mask)
+            out["label"] = MetaTensor(torch.from_numpy(values),
+                                      affine=torch.as_tensor(image.affine, dtype=torch.float64))
+        return out
+
+    def _mask_values(self, mask: ImageData) -> np.ndarray:
+        array = mask.array
+        if array.shape[0] != 1:
+            raise DataError(f"mask {mask.path!r} has {array.shape[0]} channels; expected one "
+                            "channel of class indices")
+        if np.issubdtype(array.dtype, np.floating):
+            if not np.array_equal(array, np.round(array)):
+                raise DataError(f"mask {mask.path!r} holds non-integer values; a mask must hold "
+                                "class indices 0, 1, ...")
+        values = np.unique(array)
+        if self.num_classes == 2 and set(values.tolist()) <= {0, 255}:
+            array = (array > 0)
+            values = np.unique(array)
+        bad = [v for v in values.tolist() if v < 0 or v >= self.num_classes]
+        if bad:
+            raise DataError(f"mask {mask.path!r} holds label values {bad[:5]} outside the "
+                            f"declared classes 0..{self.num_classes - 1}; fix the mask or "
+                            "declare the classes (data.classes or dataset.json labels)")
+        return array.astype(np.int64)
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint16:
+        array = array.astype(np.int32)
+    elif array.dtype == np.uint32 or array.dtype == np.uint64:
+        array = array.astype(np.int64)
+    elif array.dtype.byteorder not in ("=", "|"):
+        array = array.astype(array.dtype.newbyteorder("="))
+    if not array.flags.writeable:
+        array = array.copy()
+    return np.ascontiguousarray(array)
+
+
+class NormaliseIntensityd(Transform):
+    """Dictionary form of :func:`normalise_intensity`, picking ``auto`` per image."""
+
+    def __init__(self, mode: str, *, ct_window: list[float], percentiles: list[float],
+                 imagenet_norm: bool, modality: str | None = None) -> None:
+        self.mode, self.ct_window, self.percentiles = mode, ct_window, percentiles
+        self.imagenet_norm, self.modality = imagenet_norm, modality
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Normalise ``data["image"]``."""
+        out = dict(data)
+        image = out["image"]
+        mode = resolve_intensity(self.mode, modality=(out.get("_modality") or self.modality),
+                                 spatial_dims=image.ndim - 1, dtype=out.get("_dtype", ""),
+                                 imagenet_norm=self.imagenet_norm)
+        out["image"] = normalise_intensity(image, mode, ct_window=self.ct_window,
+                                           percentiles=self.percentiles)
+        return out
+
+
+class ToPlainTensorsd(Transform):
+    """Drop MONAI metadata: float32 image, int64 mask, and the helper keys."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Convert one case dict."""
+        out = {k: v for k, v in data.items() if not str(k).startswith("_")}
+        out["image"] = _plain(out["image"]).float().contiguous()
+        if isinstance(out.get("label"), torch.Tensor):
+            out["label"] = _plain(out["label"]).round().long().contiguous()
+        return out
+
+
+def _plain(x: Any) -> torch.Tensor:
+    from monai.data import MetaTensor
+
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)

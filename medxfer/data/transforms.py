@@ -1,0 +1,185 @@
+"""Deterministic preprocessing presets built from MONAI transforms (2D and 3D).
+
+The chain for file-based cases is: read (with checks) -> orientation (3D) -> spacing ->
+intensity normalisation -> crop/pad -> resize -> plain tensors. Its output is cacheable.
+After caching (and after augmentation in training) :class:`AdaptChannels` turns grey
+into 3 channels when asked and applies ImageNet mean/std.
+
+Intensity ``auto`` picks by source: 8-bit 2D images and MedMNIST are scaled to [0, 1];
+CT volumes are windowed in HU (``ct_window``); other volumes (MR, unknown) get a
+per-volume z-score, or a percentile scaling to [0, 1] when ImageNet normalisation follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from medxfer.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Grey input with ImageNet weights: backbones sum the RGB kernels, so use the mean stats.
+IMAGENET_GREY_MEAN = 0.449
+IMAGENET_GREY_STD = 0.226
+
+
+def resolve_intensity(mode: str, *, modality: str | None, spatial_dims: int, dtype: str,
+                      imagenet_norm: bool) -> str:
+    """The concrete intensity mode for one image when the config says ``auto``.
+
+    Args:
+        mode: ``data.preprocess.intensity``.
+        modality: ``CT``, ``MR`` or None.
+        spatial_dims: 2 or 3.
+        dtype: The image's stored dtype (``uint8`` 2D images are scaled by 1/255).
+        imagenet_norm: ImageNet mean/std follows (then results should lie in [0, 1]).
+
+    Returns:
+        One of ``uint8``, ``zscore``, ``percentile``, ``ct_window``, ``minmax``, ``none``.
+    """
+    if mode != "auto":
+        return mode
+    if modality == "CT":
+        return "ct_window"
+    if spatial_dims == 2:
+        return "uint8" if dtype == "uint8" else "percentile"
+    return "percentile" if imagenet_norm else "zscore"
+
+
+def normalise_intensity(image: torch.Tensor, mode: str, *, ct_window: list[float],
+                        percentiles: list[float]) -> torch.Tensor:
+    """Apply one concrete intensity mode (see :func:`resolve_intensity`) to ``[C, *spatial]``."""
+    from monai.transforms import (NormalizeIntensity, ScaleIntensity, ScaleIntensityRange,
+                                  ScaleIntensityRangePercentiles)
+
+    image = image.float()
+    if mode == "uint8":
+        return image / 255.0
+    if mode == "zscore":
+        return NormalizeIntensity(channel_wise=True)(image)
+    if mode == "percentile":
+        lo, hi = percentiles
+        return ScaleIntensityRangePercentiles(lo, hi, 0.0, 1.0, clip=True, channel_wise=True)(image)
+    if mode == "ct_window":
+        lo, hi = ct_window
+        return ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(image)
+    if mode == "minmax":
+        return ScaleIntensity(0.0, 1.0, channel_wise=True)(image)
+    return image
+
+
+class AdaptChannels:
+    """Channel handling and ImageNet normalisation, applied last (after augmentation).
+
+    Args:
+        channels: ``auto`` keeps the source's channels, ``rgb`` repeats grey to 3,
+            ``grey`` averages colour to 1.
+        imagenet_norm: Subtract ImageNet mean, divide by std (grey: 0.449 / 0.226).
+    """
+
+    def __init__(self, channels: str = "auto", imagenet_norm: bool = False) -> None:
+        self.channels = channels
+        self.imagenet_norm = imagenet_norm
+
+    def out_channels(self, in_channels: int) -> int:
+        """Channels of the output for an input with ``in_channels``."""
+        if self.channels == "rgb":
+            return 3 if in_channels in (1, 3) else in_channels
+        if self.channels == "grey":
+            return 1
+        return in_channels
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Adapt ``[C, *spatial]``."""
+        c = image.shape[0]
+        if self.channels == "rgb" and c == 1:
+            image = image.expand(3, *image.shape[1:])
+        elif self.channels == "grey" and c == 3:
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype)
+            image = (image * w.view(3, *([1] * (image.ndim - 1)))).sum(0, keepdim=True)
+        elif self.channels == "grey" and c != 1:
+            image = image.mean(0, keepdim=True)
+        if self.imagenet_norm:
+            shape = (-1,) + (1,) * (image.ndim - 1)
+            if image.shape[0] == 3:
+                mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype).view(shape)
+                std = torch.tensor(IMAGENET_STD, dtype=image.dtype).view(shape)
+            else:
+                mean, std = IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
+            image = (image - mean) / std
+        return image.contiguous()
+
+
+def interp_mode(spatial_dims: int) -> str:
+    """Linear interpolation mode name for the dimensionality."""
+    return "bilinear" if spatial_dims == 2 else "trilinear"
+
+
+def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes: int,
+                         imagenet_norm: bool, modality: str | None = None,
+                         load: bool = True) -> Any:
+    """The deterministic MONAI chain for file-based cases.
+
+    Args:
+        pre: ``config.data.preprocess`` (a :class:`medxfer.config.PreprocessConfig`).
+        task: The run's task (segmentation transforms the mask with the image).
+        spatial_dims: 2 or 3.
+        num_classes: Segmentation classes including background.
+        imagenet_norm: ImageNet normalisation follows (affects ``auto`` intensity).
+        modality: Dataset-level modality (e.g. from dataset.json), used when a file has none.
+        load: Start with :class:`LoadCased` (False: the dict already holds tensors).
+
+    Returns:
+        A ``monai.transforms.Compose`` mapping a case dict to a dict of plain tensors.
+    """
+    from monai.transforms import Compose, Orientationd, ResizeWithPadOrCropd, Resized, Spacingd
+
+    from medxfer.data.steps import LoadCased, NormaliseIntensityd, ToPlainTensorsd
+
+    seg = task == "segmentation"
+    keys = ["image", "label"] if seg else ["image"]
+    linear = interp_mode(spatial_dims)
+    steps: list[Any] = [LoadCased(task, num_classes)] if load else []
+    if spatial_dims == 3 and pre.orientation:
+        steps.append(Orientationd(keys=keys, axcodes=pre.orientation, labels=None))
+    if pre.spacing:
+        if len(pre.spacing) != spatial_dims:
+            raise DataError(f"data.preprocess.spacing {pre.spacing} needs {spatial_dims} values "
+                            f"for {spatial_dims}D images")
+        steps.append(Spacingd(keys=keys, pixdim=pre.spacing,
+                              mode=("bilinear", "nearest") if seg else "bilinear"))
+    steps.append(NormaliseIntensityd(pre.intensity, ct_window=pre.ct_window,
+                                     percentiles=pre.percentiles, imagenet_norm=imagenet_norm,
+                                     modality=modality))
+    crop = getattr(pre, "crop_size", None)
+    if crop:
+        _check_size("crop_size", crop, spatial_dims)
+        steps.append(ResizeWithPadOrCropd(keys=keys, spatial_size=crop))
+    if pre.image_size:
+        _check_size("image_size", pre.image_size, spatial_dims)
+        steps.append(Resized(keys=keys, spatial_size=pre.image_size,
+                             mode=(linear, "nearest") if seg else linear,
+                             anti_aliasing=(True, False) if seg else True))
+    steps.append(ToPlainTensorsd())
+    return Compose(steps)
+
+
+def _check_size(key: str, size: list[int], spatial_dims: int) -> None:
+    if len(size) != spatial_dims:
+        raise DataError(f"data.preprocess.{key} {size} needs {spatial_dims} values for "
+                        f"{spatial_dims}D images")
+
+
+def resize_tensor(image: torch.Tensor, size: list[int] | None) -> torch.Tensor:
+    """Resize ``[C, *spatial]`` with (anti-aliased when shrinking 2D) linear interpolation."""
+    if not size or list(image.shape[1:]) == list(size):
+        return image
+    import torch.nn.functional as F
+
+    dims = image.ndim - 1
+    shrink = any(s < t for s, t in zip(size, image.shape[1:]))
+    out = F.interpolate(image[None], size=list(size), mode=interp_mode(dims),
+                        align_corners=False, antialias=shrink and dims == 2)
+    return out[0]

@@ -1,0 +1,101 @@
+"""`medxfer run` end to end on the embedded sample data: outputs, predict, kill + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medxfer.cli import main
+
+FAST = ["--set", "model.backbone.name=basic_cnn", "--set", "train.epochs=2",
+        "--set", "eval.bootstrap=50", "--set", "train.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    assert main(["run", "--output", str(out), *FAST]) == 0
+    return out
+
+
+def test_run_writes_every_output(finished_run):
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "report.html",
+                 "model.safetensors", "model.json", "checkpoints/last.pt",
+                 "figures/training_curves.png", "figures/confusion_matrix.png",
+                 "figures/roc_curve.png"):
+        assert (finished_run / name).is_file(), name
+    assert list((finished_run / "tensorboard").iterdir())
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    for key in ("task", "val", "test", "ci95", "train_seconds", "backbone", "strategy",
+                "pretrained"):
+        assert key in metrics
+    assert metrics["backbone"] == "basic_cnn"
+    assert metrics["strategy"]["name"] == "full_finetune"
+    assert metrics["epochs_run"] == 2
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert metrics["loss"] == {"alpha": 1.0, "beta": 1.0}
+    assert not list(finished_run.rglob("*.tmp"))
+
+
+def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_root):
+    images = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[:3]
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", "--run", str(finished_run), *map(str, images),
+                 "--output", str(out_csv)]) == 0
+    rows = out_csv.read_text().strip().splitlines()
+    assert rows[0].startswith("file,prediction,prob_")
+    assert len(rows) == 4
+    assert main(["predict", "--run", str(finished_run), str(images[0]),
+                 "--output", str(out_csv)]) == 2  # never overwrites
+
+
+def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["predict", "--run", str(tmp_path), str(tmp_path / "x.png")]) == 2
+    assert "not a finished medxfer run" in capsys.readouterr().err
+
+
+def test_transfer_from_an_earlier_run(finished_run, tmp_path):
+    out = tmp_path / "second"
+    assert main(["run", "--output", str(out), *FAST, "--set", "train.epochs=1",
+                 "--set", f"model.backbone.pretrained={finished_run}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["load_report"]["loaded"] == metrics["load_report"]["expected"] > 0
+
+
+def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "medxfer", "run", "--output", str(out),
+            "--set", "model.backbone.name=mobilenet_v2", "--set", "model.backbone.pretrained=none",
+            "--set", "train.epochs=4", "--set", "eval.bootstrap=20"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+    time.sleep(0.5)  # now inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    assert main(["run", "--output", str(out), "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
+    assert (out / "report.html").is_file()
+
+
+def test_corrupt_checkpoint_is_refused(finished_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    (copy / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    assert main(["run", "--output", str(copy), "--resume"]) == 2
+    assert "corrupt" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Datalists: format detection, manifests, MSD, class folders, DICOM folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medxfer.data.datalist import build_datalist, detect_format
+from medxfer.errors import DataError
+from tests.data.datafiles import write_nifti, write_png
+
+
+def _pngs(root, names):
+    for name in names:
+        write_png(root / name, np.zeros((8, 8)))
+
+
+def test_manifest_csv_with_patients_and_declared_order(tmp_path):
+    _pngs(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "manifest.csv").write_text(
+        "image,label,patient_id,domain\na.png,normal,p1,siteA\nb.png,lesion,p1,siteA\n"
+        "c.png,normal,p2,siteB\n")
+    dl = build_datalist(tmp_path)
+    assert dl.format == "manifest" and dl.task == "classification"
+    assert dl.class_names == ["lesion", "normal"]  # sorted without a declared order
+    (tmp_path / "classes.txt").write_text("normal\nlesion\n")
+    dl = build_datalist(tmp_path / "manifest.csv")
+    assert dl.class_names == ["normal", "lesion"]
+    assert [c["label"] for c in dl.cases] == [0, 1, 0]
+    assert [c["patient_id"] for c in dl.cases] == ["p1", "p1", "p2"]
+    assert dl.cases[2]["domain"] == "siteB"
+
+
+def test_manifest_json_segmentation_and_regression(tmp_path):
+    _pngs(tmp_path, ["i.png", "m.png"])
+    (tmp_path / "seg.json").write_text(json.dumps([{"image": "i.png", "mask": "m.png"}]))
+    dl = build_datalist(tmp_path / "seg.json")
+    assert dl.task == "segmentation" and dl.cases[0]["label"].endswith("m.png")
+    (tmp_path / "reg.json").write_text(json.dumps({"data": [{"image": "i.png", "label": 1.5},
+                                                            {"image": "m.png", "label": 2.25}]}))
+    dl = build_datalist(tmp_path / "reg.json", task="regression")
+    assert [c["label"] for c in dl.cases] == [1.5, 2.25]
+
+
+def test_manifest_path_that_does_not_exist(tmp_path):
+    _pngs(tmp_path, ["a.png"])
+    (tmp_path / "m.csv").write_text("image,label\na.png,0\nmissing.png,1\n")
+    with pytest.raises(DataError, match=r"m\.csv.*row 2.*'missing\.png' does not exist"):
+        build_datalist(tmp_path / "m.csv")
+    with pytest.raises(DataError, match="does not exist"):
+        build_datalist(tmp_path / "nowhere.csv")
+
+
+def test_labels_outside_declared_classes(tmp_path):
+    _pngs(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "m.csv").write_text("image,label\na.png,normal\nb.png,tumour\n")
+    with pytest.raises(DataError, match="'tumour'.*not one of the declared data.classes"):
+        build_datalist(tmp_path / "m.csv", classes=["normal", "lesion"])
+    (tmp_path / "n.csv").write_text("image,label\na.png,0\nb.png,3\n")
+    with pytest.raises(DataError, match="'3'.*not one of the declared"):
+        build_datalist(tmp_path / "n.csv", classes=["a", "b"])
+
+
+def test_class_folders(tmp_path):
+    _pngs(tmp_path, ["cats/1.png", "cats/2.png", "dogs/1.png"])
+    assert detect_format(tmp_path) == "folder"
+    dl = build_datalist(tmp_path)
+    assert dl.class_names == ["cats", "dogs"] and [c["label"] for c in dl.cases] == [0, 0, 1]
+    assert len({c["id"] for c in dl.cases}) == 3
+
+
+def test_msd_layout(tmp_path):
+    for i in range(2):
+        write_nifti(tmp_path / "imagesTr" / f"c{i}.nii.gz", np.zeros((4, 4, 4), np.float32))
+        write_nifti(tmp_path / "labelsTr" / f"c{i}.nii.gz", np.zeros((4, 4, 4), np.uint8))
+    meta = {"modality": {"0": "CT"}, "labels": {"0": "background", "2": "b", "1": "a"},
+            "training": [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"}
+                         for i in range(2)]}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    dl = build_datalist(tmp_path)
+    assert dl.format == "msd" and dl.modality == "CT" and dl.class_names == ["background", "a", "b"]
+    assert [c["id"] for c in dl.cases] == ["c0", "c1"]
+    meta["training"].append({"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/c0.nii.gz"})
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"training\[2\].*gone\.nii\.gz"):
+        build_datalist(tmp_path)
+    meta["training"].pop()
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="task is 'classification'"):
+        build_datalist(tmp_path / "dataset.json", format="msd", task="classification")
+
+
+def test_unknown_layout(tmp_path):
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="cannot tell its layout"):
+        detect_format(tmp_path)
+
+
+def test_real_layouts(shared_data):
+    hippo = build_datalist(shared_data / "msd_hippocampus")
+    assert hippo.task == "segmentation" and len(hippo.cases) == 208
+    assert hippo.class_names == ["background", "Anterior", "Posterior"] and hippo.modality == "MR"
+    dicom = build_datalist(shared_data / "dicom" / "PGBM-003")
+    assert dicom.format == "dicom"
+    assert sorted(c["id"] for c in dicom.cases) == ["FLAIRreg", "MaskTumor", "T1post", "T2reg"]
+    breast = build_datalist(shared_data / "medmnist" / "breastmnist.npz")
+    assert breast.format == "medmnist" and len(breast.cases) == 780
+    assert breast.cases[0]["image"] == "npz:breastmnist.npz#train/0"

@@ -1,0 +1,37 @@
+"""Dataset inspection and the ``medxfer data inspect`` command."""
+
+from __future__ import annotations
+
+from medxfer.cli.app import main
+from medxfer.data.inspect import summarize_dataset
+from medxfer.data.sample import ensure_sample_data
+
+
+def test_summary_of_sample_classification():
+    summary = summarize_dataset(ensure_sample_data("classification"), max_read=8)
+    assert summary.counts["all"] == {"normal": 80, "lesion": 80}
+    assert summary.patients == 80 and summary.n_read == 8
+    assert summary.shapes == {(1, 64, 64): 8}
+
+
+def test_cli_inspect_writes_montage_and_never_overwrites(tmp_path, capsys):
+    data = ensure_sample_data("segmentation_3d")
+    assert main(["data", "inspect", str(data), "--output", str(tmp_path), "--max-read", "4"]) == 0
+    assert main(["data", "inspect", str(data), "--output", str(tmp_path), "--max-read", "4"]) == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["segmentation_3d_montage.png", "segmentation_3d_montage_1.png"]
+    out = capsys.readouterr().out
+    assert "lesion" in out and "(1.5, 1.5, 1.5)" in out
+
+
+def test_cli_inspect_bad_path(tmp_path, capsys):
+    assert main(["data", "inspect", str(tmp_path / "nothing"), "--output", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_inspect_real_sets(shared_data, tmp_path):
+    for path in (shared_data / "medmnist" / "breastmnist.npz", shared_data / "msd_hippocampus",
+                 shared_data / "dicom" / "PGBM-003"):
+        assert main(["data", "inspect", str(path), "--output", str(tmp_path),
+                     "--max-read", "8", "--samples", "4"]) == 0
+    assert len(list(tmp_path.glob("*_montage.png"))) == 3

@@ -1,0 +1,142 @@
+"""load_data and inference_transform: the trainer's interface, on sample and real data."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from medxfer.config import RunConfig
+from medxfer.data import DataBundle, inference_transform, load_data
+from medxfer.errors import ConfigError, DataError
+from tests.data.datafiles import write_nifti, write_png
+
+
+def _config(**data):
+    task = data.pop("task", "classification")
+    seed = data.pop("seed", 0)
+    return RunConfig.model_validate({"task": task, "data": data, "train": {"seed": seed}})
+
+
+def test_default_config_loads_sample_classification_quickly():
+    import monai.transforms  # noqa: F401  (the import itself is not the data layer's time)
+
+    tic = time.perf_counter()
+    bundle = load_data(RunConfig(), imagenet_norm=True)
+    assert time.perf_counter() - tic < 5
+    assert isinstance(bundle, DataBundle)
+    assert (bundle.task, bundle.spatial_dims, bundle.in_channels) == ("classification", 2, 1)
+    assert bundle.class_names == ["normal", "lesion"] and bundle.num_classes == 2
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 160
+    assert bundle.train_labels == [c["label"] for c in bundle.cases if c["split"] == "train"]
+    item = bundle.train[0]
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (1, 64, 64)
+    assert item["label"].dtype == torch.int64 and item["label"].ndim == 0
+    assert isinstance(item["id"], str)
+    patients = {}
+    for case in bundle.cases:
+        assert patients.setdefault(case["patient_id"], case["split"]) == case["split"]
+
+
+def test_train_augmentation_is_seeded_and_eval_is_not_augmented():
+    a = load_data(_config(seed=7), imagenet_norm=False)
+    b = load_data(_config(seed=7), imagenet_norm=False)
+    first = [a.train[i]["image"] for i in range(6)]
+    assert all(torch.equal(x, b.train[i]["image"]) for i, x in enumerate(first))
+    assert torch.equal(a.val[0]["image"], a.val[0]["image"])
+    again = [a.train[i]["image"] for i in range(6)]  # the stream moves on between epochs
+    assert not all(torch.equal(x, y) for x, y in zip(first, again))
+
+
+def test_workers_are_deterministic():
+    def epoch():
+        bundle = load_data(_config(limit=8, cache="none"), imagenet_norm=False)
+        loader = DataLoader(bundle.train, batch_size=4, num_workers=2,
+                            generator=torch.Generator().manual_seed(0), shuffle=True)
+        return torch.cat([batch["image"] for batch in loader])
+
+    assert torch.equal(epoch(), epoch())
+
+
+def test_disk_cache(tmp_path):
+    bundle = load_data(_config(cache="disk", limit=4), imagenet_norm=False, cache_dir=tmp_path)
+    assert bundle.val[0]["image"].shape == (1, 64, 64)
+    assert list(tmp_path.glob("preprocessed-*/*.pt"))
+    with pytest.raises(ConfigError, match="disk needs a cache folder"):
+        load_data(_config(cache="disk"), imagenet_norm=False)
+
+
+def test_inference_transform_matches_evaluation():
+    config = _config(preprocess={"image_size": [48, 48], "channels": "rgb"})
+    bundle = load_data(config, imagenet_norm=True)
+    case = next(c for c in bundle.cases if c["split"] == "val")
+    fn = inference_transform(config, imagenet_norm=True, spatial_dims=2)
+    assert torch.allclose(fn(case["image"]), bundle.val[0]["image"])
+    assert bundle.in_channels == 3
+    with pytest.raises(DataError, match="2D image but the model takes 3D"):
+        inference_transform(_config(), imagenet_norm=True, spatial_dims=3)(case["image"])
+
+
+def test_segmentation_sample_3d_and_2d():
+    seg3 = load_data(_config(task="segmentation"), imagenet_norm=False)
+    item = seg3.train[0]
+    assert (seg3.spatial_dims, seg3.num_classes) == (3, 2)
+    assert item["label"].dtype == torch.int64 and item["label"].shape == (1, 32, 32, 32)
+    assert item["image"].shape == (1, 32, 32, 32) and seg3.train_labels == []
+    from medxfer.data.sample import ensure_sample_data
+
+    seg2 = load_data(_config(task="segmentation", path=str(ensure_sample_data("segmentation_2d"))),
+                     imagenet_norm=True)
+    assert seg2.val[0]["label"].shape == (1, 64, 64) and seg2.spatial_dims == 2
+
+
+def test_mask_geometry_mismatch_in_a_run(tmp_path):
+    lines = ["image,mask"]
+    for i in range(6):
+        write_png(tmp_path / f"i{i}.png", np.zeros((8, 8)))
+        write_png(tmp_path / f"m{i}.png", np.zeros((8, 8 if i != 3 else 9)))
+        lines.append(f"i{i}.png,m{i}.png")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"i3\.png.*shape \(8, 8\).*m3\.png.*\(8, 9\)"):
+        load_data(_config(task="segmentation", path=str(tmp_path), split={"val_fraction": 0.2,
+                                                                          "test_fraction": 0.2}),
+                  imagenet_norm=False)
+
+
+def test_nan_volume_in_a_run(tmp_path):
+    lines = ["image,label"]
+    for i in range(6):
+        vol = np.zeros((4, 4, 4), np.float32)
+        vol[0, 0, 0] = np.nan if i == 2 else 0
+        write_nifti(tmp_path / f"v{i}.nii.gz", vol)
+        lines.append(f"v{i}.nii.gz,{i % 2}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"v2\.nii\.gz.*1 NaN"):
+        load_data(_config(path=str(tmp_path), split={"val_fraction": 0.3, "test_fraction": 0.3}),
+                  imagenet_norm=False)
+
+
+def test_real_medmnist(shared_data):
+    breast = load_data(_config(path=str(shared_data / "medmnist" / "breastmnist.npz"),
+                               preprocess={"image_size": [64, 64]}), imagenet_norm=True)
+    assert [len(breast.train), len(breast.val), len(breast.test)] == [546, 78, 156]
+    assert breast.train[0]["image"].shape == (1, 64, 64)
+    assert set(breast.train_labels) == {0, 1}
+    adrenal = load_data(_config(path=str(shared_data / "medmnist" / "adrenalmnist3d.npz"),
+                                limit=16), imagenet_norm=False)
+    assert adrenal.spatial_dims == 3 and adrenal.val[0]["image"].shape == (1, 28, 28, 28)
+    assert 0 <= adrenal.val[0]["image"].min() and adrenal.val[0]["image"].max() <= 1
+
+
+def test_real_hippocampus(shared_data):
+    bundle = load_data(_config(task="segmentation", path=str(shared_data / "msd_hippocampus"),
+                               limit=4, preprocess={"crop_size": [32, 48, 32]}),
+                       imagenet_norm=False)
+    assert bundle.class_names == ["background", "Anterior", "Posterior"]
+    item = bundle.val[0]
+    assert item["image"].shape == (1, 32, 48, 32)
+    assert set(item["label"].unique().tolist()) == {0, 1, 2}
+    assert abs(float(item["image"].mean())) < 0.5  # per-volume z-score
