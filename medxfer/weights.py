@@ -409,7 +409,7 @@ def _run_expects_imagenet_norm(run_dir: Path) -> bool:
     if sidecar is None or not sidecar.is_file():
         return False
     try:
-        pending: list[Any] = [json.loads(sidecar.read_text())]
+        pending: list[Any] = [json.loads(sidecar.read_text(encoding="utf-8"))]
     except (OSError, ValueError):
         return False
     while pending:

@@ -39,7 +39,7 @@ def test_hook_is_typed_and_has_a_docstring(name):
 
 @pytest.mark.parametrize("name", HOOKS)
 def test_hook_is_documented_with_its_signature_and_an_example(name):
-    text = DOC.read_text()
+    text = DOC.read_text(encoding="utf-8")
     params = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
     heading = f"### `{name}({params})`"
     assert heading in text, f"docs/plugin_hooks.md lacks the heading {heading}"

@@ -80,4 +80,4 @@ def _threshold(run: Path) -> float | None:
     metrics = run / "metrics.json"
     if not metrics.is_file():
         return None
-    return json.loads(metrics.read_text()).get("threshold")
+    return json.loads(metrics.read_text(encoding="utf-8")).get("threshold")

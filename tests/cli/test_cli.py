@@ -78,7 +78,7 @@ def test_run_refuses_to_overwrite_results(tmp_path, capsys):
     (out_dir / "metrics.json").write_text("{}")
     assert main(["run", "--output", str(out_dir), "--set", "strategy.name=full_finetune"]) == 2
     assert "never overwritten" in capsys.readouterr().err
-    assert (out_dir / "metrics.json").read_text() == "{}"
+    assert (out_dir / "metrics.json").read_text(encoding="utf-8") == "{}"
 
 
 def test_console_script_exit_code_for_a_bad_override(tmp_path):
@@ -106,7 +106,7 @@ def test_example_plugin_package_shows_in_plugins(tmp_path):
     """Register the example package through its entry-point metadata, as pip would."""
     import tomllib
 
-    meta = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    meta = tomllib.loads((EXAMPLE / "pyproject.toml").read_text(encoding="utf-8"))
     project = meta["project"]
     make_distribution(tmp_path, project["name"], project["version"],
                       project["entry-points"]["medxfer"])

@@ -32,7 +32,7 @@ def test_run_writes_every_output(finished_run):
                  "figures/roc_curve.png"):
         assert (finished_run / name).is_file(), name
     assert list((finished_run / "tensorboard").iterdir())
-    metrics = json.loads((finished_run / "metrics.json").read_text())
+    metrics = json.loads((finished_run / "metrics.json").read_text(encoding="utf-8"))
     for key in ("task", "val", "test", "ci95", "train_seconds", "backbone", "strategy",
                 "pretrained"):
         assert key in metrics
@@ -49,7 +49,7 @@ def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_ro
     out_csv = tmp_path / "pred.csv"
     assert main(["predict", "--run", str(finished_run), *map(str, images),
                  "--output", str(out_csv)]) == 0
-    rows = out_csv.read_text().strip().splitlines()
+    rows = out_csv.read_text(encoding="utf-8").strip().splitlines()
     assert rows[0].startswith("file,prediction,prob_")
     assert len(rows) == 4
     assert main(["predict", "--run", str(finished_run), str(images[0]),
@@ -65,7 +65,7 @@ def test_transfer_from_an_earlier_run(finished_run, tmp_path):
     out = tmp_path / "second"
     assert main(["run", "--output", str(out), *FAST, "--set", "train.epochs=1",
                  "--set", f"model.backbone.pretrained={finished_run}"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["load_report"]["loaded"] == metrics["load_report"]["expected"] > 0
 
 
@@ -86,7 +86,7 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
     proc.wait()
     assert not (out / "metrics.json").exists()
     assert main(["run", "--output", str(out), "--resume"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
     assert (out / "report.html").is_file()
 

@@ -12,7 +12,7 @@ def test_repo_sample_data_is_used_when_present():
     path = sample.ensure_sample_data("classification")
     if sample.repo_sample_root().is_dir():
         assert path == sample.repo_sample_root() / "classification"
-    assert len((path / "manifest.csv").read_text().splitlines()) == 161
+    assert len((path / "manifest.csv").read_text(encoding="utf-8").splitlines()) == 161
 
 
 def test_generated_into_cache_without_the_repo(tmp_path, monkeypatch):

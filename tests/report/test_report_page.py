@@ -68,7 +68,7 @@ def summary():
 def test_markdown_report(tmp_path, summary):
     md_path, html_path = write_report(tmp_path, summary)
     assert (md_path, html_path) == (tmp_path / "report.md", tmp_path / "report.html")
-    md = md_path.read_text()
+    md = md_path.read_text(encoding="utf-8")
     assert "| Metric | Validation | Test (95% CI) |" in md
     assert "| AUC (ROC) | 0.940 | 0.912 [0.890, 0.931] |" in md
     assert "| Specificity | n/a | n/a |" in md
@@ -84,7 +84,7 @@ def test_markdown_report(tmp_path, summary):
 
 def test_html_report_is_well_formed_and_self_contained(tmp_path, summary):
     _, html_path = write_report(tmp_path, summary)
-    page = html_path.read_text()
+    page = html_path.read_text(encoding="utf-8")
     parser = parse(page)
     text = " ".join(parser.text)
     assert "0.912 [0.890, 0.931]" in text and "n/a" in text
@@ -101,7 +101,7 @@ def test_user_strings_are_escaped(tmp_path, summary):
     summary["figures"] = ['figures/x"onerror="alert(1).png', "javascript:alert(1)",
                           "/etc/passwd", "../outside.png"]
     _, html_path = write_report(tmp_path, summary)
-    page = html_path.read_text()
+    page = html_path.read_text(encoding="utf-8")
     assert "<script>" not in page and "<b>normal" not in page
     assert "&lt;script&gt;" in page and "a &amp; b" in page
     parser = parse(page)
@@ -114,12 +114,12 @@ def test_minimal_summary_and_regression(tmp_path):
     md_path, html_path = write_report(tmp_path / "run", {
         "task": "regression", "val": {"mae": 1.5, "r2": math.nan},
         "test": {"mae": 1.7, "r2": 0.61}})
-    md = md_path.read_text()
+    md = md_path.read_text(encoding="utf-8")
     assert "| MAE | 1.500 | 1.700 |" in md and "| R² | n/a | 0.610 |" in md
     assert "Decision threshold" not in md and "Confusion matrix" not in md
-    parse(html_path.read_text())
+    parse(html_path.read_text(encoding="utf-8"))
     md_path, _ = write_report(tmp_path / "empty", {})
-    assert md_path.read_text().startswith("# medxfer run report")
+    assert md_path.read_text(encoding="utf-8").startswith("# medxfer run report")
 
 
 def test_summary_as_the_pipeline_writes_it(tmp_path):
@@ -135,7 +135,7 @@ def test_summary_as_the_pipeline_writes_it(tmp_path):
                         "skipped": ["fc.weight", "fc.bias"], "sha256": None},
         "precision": "fp32", "device": "cpu", "history": None, "figures": [],
     }
-    md = write_report(tmp_path, summary)[0].read_text()
+    md = write_report(tmp_path, summary)[0].read_text(encoding="utf-8")
     for text in ("0.370, chosen on the validation set by maximising F1", "5 (stopped early)",
                  "3 (by auc, max)", "train 80, val 10, test 10", "10 of 12",
                  "skipped: 2 (fc.weight, fc.bias)", "| Loss | 0.410 | n/a |",

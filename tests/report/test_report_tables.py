@@ -85,5 +85,5 @@ def test_metrics_csv_and_json(tmp_path):
     assert rows[0] == ["metric", "val", "test", "test_ci_low", "test_ci_high"]
     assert rows[1] == ["auc", "0.9", "0.8", "0.7", "0.88"]
     assert rows[2] == ["accuracy", "", "", "", ""]
-    data = json.loads(write_metrics_json(tmp_path / "metrics.json", summary).read_text())
+    data = json.loads(write_metrics_json(tmp_path / "metrics.json", summary).read_text(encoding="utf-8"))
     assert data["test"]["accuracy"] is None and data["test"]["n"] == 20
