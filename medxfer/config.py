@@ -248,21 +248,45 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with every ``--set`` override applied in order."""
+    """Return a copy of ``raw`` with every ``--set`` override applied in order.
+
+    A section the file does not set starts from its defaults, so that
+    ``--set model.backbone.pretrained=none`` keeps the default backbone. When an override
+    renames a plugin (``...name=``), options that came only from the default plugin are
+    dropped: they belong to the old plugin.
+    """
     data = copy.deepcopy(raw)
+    defaults = RunConfig().model_dump(mode="json")
+    seeded: dict[int, set[str]] = {}  # id(section) -> keys that came from the defaults
     for text in overrides:
         path, value = parse_override(text)
-        node = data
+        node, default = data, defaults
         for i, part in enumerate(path[:-1]):
+            default = default.get(part) if isinstance(default, dict) else None
             child = node.get(part)
             if child is None:
-                child = node[part] = {}
+                child = node[part] = copy.deepcopy(default) if isinstance(default, dict) else {}
+                _mark_seeded(child, seeded)
             elif not isinstance(child, dict):
                 dotted = ".".join(path[: i + 1])
                 raise ConfigError(f"--set {text!r}: {dotted} is a value, not a section")
             node = child
-        node[path[-1]] = value
+        key = path[-1]
+        from_defaults = seeded.get(id(node), set())
+        if key == "name" and node.get("name") != value:
+            for stale in from_defaults - {"name"}:
+                node.pop(stale, None)
+            from_defaults.clear()
+        from_defaults.discard(key)
+        node[key] = value
     return data
+
+
+def _mark_seeded(section: dict[str, Any], seeded: dict[int, set[str]]) -> None:
+    seeded[id(section)] = set(section)
+    for value in section.values():
+        if isinstance(value, dict):
+            _mark_seeded(value, seeded)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -114,3 +114,22 @@ def test_commented_default_is_valid_yaml_equal_to_the_defaults():
 def test_fold_needs_folds():
     with pytest.raises(ConfigError, match="data.split.fold needs data.split.folds"):
         load_config(None, ["data.split.fold=1"])
+
+
+def test_override_into_a_default_plugin_spec_keeps_its_name():
+    config = load_config(None, ["model.backbone.pretrained=none"])
+    assert config.model.backbone.name == "mobilenet_v2"
+    assert config.model.backbone.kwargs == {"pretrained": "none"}
+
+
+def test_renaming_a_default_plugin_drops_the_old_plugins_options():
+    config = load_config(None, ["model.backbone.name=basic_cnn"])
+    assert config.model.backbone.kwargs == {}
+    config = load_config(None, ["model.backbone.pretrained=none", "model.backbone.name=resnet18"])
+    assert config.model.backbone.kwargs == {"pretrained": "none"}
+
+
+def test_renaming_a_plugin_set_in_the_file_keeps_the_files_options(tmp_path):
+    path = write(tmp_path, "model:\n  backbone: {name: resnet18, pretrained: none}\n")
+    config = load_config(path, ["model.backbone.name=resnet50"])
+    assert config.model.backbone.kwargs == {"pretrained": "none"}

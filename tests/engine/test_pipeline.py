@@ -1,0 +1,70 @@
+"""run_pipeline on small real and sample data: 3D, regression, scratch, L2-SP logging."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from medxfer.config import load_config
+from medxfer.engine.pipeline import run_pipeline
+from medxfer.errors import ConfigError
+
+QUICK = ["train.epochs=1", "eval.bootstrap=20", "train.batch_size=8"]
+
+
+def test_scratch_builds_without_pretrained_weights(tmp_path):
+    config = load_config(None, [*QUICK, "strategy.name=scratch", "data.limit=16"])
+    summary = run_pipeline(config, tmp_path / "run", progress=False)
+    assert summary["pretrained"] == "none"
+    assert summary["load_report"] is None
+    assert summary["strategy"]["name"] == "scratch"
+
+
+def test_l2sp_logs_both_loss_terms(tmp_path):
+    config = load_config(None, [*QUICK, "strategy.name=l2sp", "loss.alpha=0.01", "loss.beta=1",
+                                "data.limit=16", "model.backbone.name=basic_cnn",
+                                "model.backbone.pretrained=none"])
+    summary = run_pipeline(config, tmp_path / "run", progress=False)
+    epoch = summary["history"][0]
+    assert "train_L_new" in epoch and "train_L_pre" in epoch and "train_l2sp" in epoch
+    assert summary["loss"] == {"alpha": 0.01, "beta": 1.0}
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "alpha = 0.01" in report
+
+
+def test_regression_end_to_end(tmp_path, repo_root):
+    images = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[:40]
+    manifest = tmp_path / "targets.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "patient_id"])
+        for i, path in enumerate(images):
+            writer.writerow([str(path), f"{(i % 7) / 7:.3f}", f"p{i // 2}"])
+    config = load_config(None, [*QUICK, "task=regression", f"data.path={manifest}",
+                                "model.backbone.name=basic_cnn"])
+    summary = run_pipeline(config, tmp_path / "run", progress=False)
+    assert summary["task"] == "regression"
+    assert {"mae", "mse"} <= set(summary["test"])
+    rows = (tmp_path / "run" / "predictions.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].split(",")[:3] == ["id", "target", "prediction"]
+
+
+def test_3d_classification_on_adrenalmnist3d(tmp_path, shared_data):
+    path = shared_data / "medmnist" / "adrenalmnist3d.npz"
+    config = load_config(None, [*QUICK, f"data.path={path}", "data.limit=24",
+                                "model.backbone.name=resnet10_3d",
+                                "model.backbone.pretrained=none"])
+    summary = run_pipeline(config, tmp_path / "run", progress=False)
+    sidecar = json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))
+    assert sidecar["spatial_dims"] == 3
+    assert summary["splits"] == {"train": 24, "val": 24, "test": 24}
+
+
+def test_2d_backbone_on_3d_data_is_a_config_error(tmp_path, shared_data):
+    path = shared_data / "medmnist" / "adrenalmnist3d.npz"
+    config = load_config(None, [*QUICK, f"data.path={path}", "data.limit=8",
+                                "model.backbone.pretrained=none"])
+    with pytest.raises(ConfigError, match="3D"):
+        run_pipeline(config, tmp_path / "run", progress=False)
