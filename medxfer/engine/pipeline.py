@@ -28,7 +28,7 @@ def resolve_run_config(config: RunConfig, run_dir: Path, resume: bool) -> RunCon
     if not resume:
         return config
     saved = load_config(saved_path)
-    if config_to_yaml(saved) != config_to_yaml(config) and config.data.path is not None:
+    if config_to_yaml(saved) != config_to_yaml(config):
         raise ConfigError(
             f"--resume: the given config differs from {str(saved_path)!r}; resume with the "
             "run's own config (omit CONFIG) or start a new run in another --output folder")

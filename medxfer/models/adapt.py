@@ -6,8 +6,10 @@ them without reaching into private modules of the core.
 
 from __future__ import annotations
 
+import functools
+
 import math
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -228,3 +230,14 @@ def assemble_backbone(name: str, body: nn.Module, groups: Sequence[nn.Module],
     return Backbone(body, groups, feature_dim, spatial_dims=spatial_dims,
                     in_channels=in_channels, expects_imagenet_norm=imagenet_norm,
                     load_report=report)
+
+
+def torchvision_variant(build: Callable[..., Any], variant: str) -> Callable[..., Any]:
+    """A registry factory for one torchvision variant of a family builder.
+
+    ``build(variant, *, in_channels, spatial_dims, pretrained, weights)`` gets the
+    defaults shared by every torchvision backbone (RGB 2D input, ImageNet weights set
+    ``IMAGENET1K_V1``); the core and the config override them by keyword.
+    """
+    return functools.partial(build, variant, in_channels=3, spatial_dims=2,
+                             pretrained="imagenet", weights="IMAGENET1K_V1")

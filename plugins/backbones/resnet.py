@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torchvision
 from torch import nn
@@ -14,6 +13,7 @@ from medxfer.models.adapt import (
     assemble_backbone,
     replace_input_conv,
     require_spatial_dims,
+    torchvision_variant,
 )
 from medxfer.weights import torchvision_source
 
@@ -40,20 +40,8 @@ def build_resnet(variant: str, *, in_channels: int, spatial_dims: int, pretraine
         imagenet=torchvision_source(variant, variant, weights), input_convs=["conv1.weight"])
 
 
-def _factory(variant: str) -> Callable[..., Backbone]:
-    def factory(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = "imagenet",
-                weights: str = "IMAGENET1K_V1") -> Backbone:
-        return build_resnet(variant, in_channels=in_channels, spatial_dims=spatial_dims,
-                            pretrained=pretrained, weights=weights)
-
-    factory.__name__ = variant
-    factory.__doc__ = (f"torchvision {variant} (2D); ``weights`` picks torchvision's "
-                       "ImageNet weight set.")
-    return factory
-
-
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
     for variant, width in VARIANTS.items():
-        register(variant, _factory(variant),
+        register(variant, torchvision_variant(build_resnet, variant),
                  description=f"torchvision {variant}, 2D, ImageNet weights, {width} features")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
 
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
@@ -15,6 +14,7 @@ from medxfer.models.adapt import (
     assemble_backbone,
     replace_input_conv,
     require_spatial_dims,
+    torchvision_variant,
 )
 from medxfer.weights import torchvision_source
 
@@ -50,20 +50,9 @@ def build_vgg(variant: str, *, in_channels: int, spatial_dims: int, pretrained: 
         input_convs=["features.0.weight"], min_input_size=MIN_INPUT_SIZE)
 
 
-def _factory(variant: str) -> Callable[..., Backbone]:
-    def factory(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = "imagenet",
-                weights: str = "IMAGENET1K_V1") -> Backbone:
-        return build_vgg(variant, in_channels=in_channels, spatial_dims=spatial_dims,
-                         pretrained=pretrained, weights=weights)
-
-    factory.__name__ = variant
-    factory.__doc__ = f"torchvision {variant} convolutions (2D, inputs of at least 32 px)."
-    return factory
-
-
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
     for variant in VARIANTS:
-        register(variant, _factory(variant),
+        register(variant, torchvision_variant(build_vgg, variant),
                  description=f"torchvision {variant} convolutions, 2D (>=32 px), ImageNet "
                              "weights, 512 features")
