@@ -169,3 +169,23 @@ def test_schedule_factors():
     peak = max(lr_factor("onecycle", s, 100, 0) for s in range(100))
     assert peak == pytest.approx(1.0) and lr_factor("onecycle", 0, 100, 0) == pytest.approx(1 / 25)
     assert not math.isnan(lr_factor("cosine", 3, 1, 0))
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.precision = Precision(torch.bfloat16, "cpu")
+    result = trainer.fit()
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_precision_choices():
+    from medxfer.engine.amp import resolve_precision
+    from medxfer.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).describe() == "fp32"
+    assert resolve_precision("bf16", cpu).describe() == "bf16"
+    assert not resolve_precision("bf16", cpu).needs_scaler
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    assert resolve_precision("fp16", torch.device("cuda")).needs_scaler
