@@ -113,8 +113,9 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     model.to(device)
     if config.train.channels_last and bundle.spatial_dims == 2:
         model.to(memory_format=torch.channels_last)
-    if config.train.compile:
-        model.compile()
+    if config.train.compile:  # submodules: the trainer calls forward_features, not forward
+        model.backbone.compile()
+        model.head.compile()
 
     hooks = create_plugin_manager(load_entry_points=False)
     hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
