@@ -48,9 +48,7 @@ def split_fractions(cases: list[dict[str, Any]], *, val_fraction: float, test_fr
     Returns:
         The split name of each case, in order.
     """
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, case in enumerate(cases):
-        groups[group_of(case, group_by)].append(i)
+    groups = _case_groups(cases, group_by)
     rng = np.random.default_rng(seed)
     out = ["train"] * len(cases)
     for gids in _strata(cases, groups, stratify).values():
@@ -72,6 +70,14 @@ def split_fractions(cases: list[dict[str, Any]], *, val_fraction: float, test_fr
     return out
 
 
+def _case_groups(cases: list[dict[str, Any]], group_by: str | None) -> dict[str, list[int]]:
+    """Case indices by group (patient), in case order."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, case in enumerate(cases):
+        groups[group_of(case, group_by)].append(i)
+    return groups
+
+
 def split_kfold(cases: list[dict[str, Any]], *, folds: int, seed: int = 0, stratify: bool = True,
                 group_by: str | None = "patient_id") -> list[int]:
     """Assign each case to one of ``folds`` folds, keeping groups whole and strata balanced.
@@ -79,9 +85,7 @@ def split_kfold(cases: list[dict[str, Any]], *, folds: int, seed: int = 0, strat
     Returns:
         The fold index of each case, in order.
     """
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, case in enumerate(cases):
-        groups[group_of(case, group_by)].append(i)
+    groups = _case_groups(cases, group_by)
     rng = np.random.default_rng(seed)
     fold_of = [0] * len(cases)
     sizes = [0] * folds

@@ -48,18 +48,23 @@ def densenet121(in_channels: int = 3, spatial_dims: int = 2, pretrained: object 
     model = torchvision.models.densenet121(weights=None)
     model.classifier = nn.Identity()
     replace_input_conv(model, "features.conv0", in_channels)
-    f = model.features
-    groups = [LayerGroup("stem", [f.conv0, f.norm0, f.relu0, f.pool0]),
-              LayerGroup("block1", [f.denseblock1, f.transition1]),
-              LayerGroup("block2", [f.denseblock2, f.transition2]),
-              LayerGroup("block3", [f.denseblock3, f.transition3]),
-              LayerGroup("block4", [f.denseblock4, f.norm5])]
+    groups = densenet_layer_groups(model.features)
     return assemble_backbone(
         "densenet121", model, groups, 1024, in_channels=in_channels,
         spatial_dims=spatial_dims, pretrained=pretrained,
         imagenet=torchvision_source("densenet121", "densenet121", weights),
         input_convs=["features.conv0.weight"], key_map=rename_old_densenet_keys,
         min_input_size=MIN_INPUT_SIZE)
+
+
+def densenet_layer_groups(f: nn.Module) -> list[LayerGroup]:
+    """Stem, then one group per dense block with its transition (the last with the final
+    norm). torchvision's and MONAI's DenseNet-121 name these layers alike."""
+    return [LayerGroup("stem", [f.conv0, f.norm0, f.relu0, f.pool0]),
+            LayerGroup("block1", [f.denseblock1, f.transition1]),
+            LayerGroup("block2", [f.denseblock2, f.transition2]),
+            LayerGroup("block3", [f.denseblock3, f.transition3]),
+            LayerGroup("block4", [f.denseblock4, f.norm5])]
 
 
 @medxfer.hookimpl

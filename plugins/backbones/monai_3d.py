@@ -69,16 +69,13 @@ def densenet121_3d(in_channels: int = 1, spatial_dims: int = 3, pretrained: obje
     """
     from monai.networks.nets import DenseNet121
 
+    from medxfer_plugins.backbones.densenet import densenet_layer_groups
+
     require_spatial_dims("densenet121_3d", spatial_dims, (3,))
     model = DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1,
                         dropout_prob=dropout_prob)
     model.class_layers.out = nn.Identity()
-    f = model.features
-    groups = [LayerGroup("stem", [f.conv0, f.norm0, f.relu0, f.pool0]),
-              LayerGroup("block1", [f.denseblock1, f.transition1]),
-              LayerGroup("block2", [f.denseblock2, f.transition2]),
-              LayerGroup("block3", [f.denseblock3, f.transition3]),
-              LayerGroup("block4", [f.denseblock4, f.norm5])]
+    groups = densenet_layer_groups(model.features)
     return assemble_backbone("densenet121_3d", model, groups, 1024, in_channels=in_channels,
                              spatial_dims=spatial_dims, pretrained=pretrained, imagenet=None,
                              input_convs=["features.conv0.weight"],
