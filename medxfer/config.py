@@ -60,6 +60,9 @@ class SplitConfig(StrictModel):
     folds: int | None = Field(None, ge=2, description="k-fold cross-validation: number of folds")
     fold: int | None = Field(None, ge=0, description="which fold is the validation fold")
     use_existing: bool = Field(True, description="use the split stored in the data when it has one")
+    file: str | None = Field(
+        None, description="CSV (id,split) or JSON ({split: [ids]}) fixing every case's split "
+        "(relative to the config file); overrides the fractions")
 
 
 class PreprocessConfig(StrictModel):
@@ -90,6 +93,17 @@ class AugmentConfig(StrictModel):
         None, description="explicit list of {name, **options} that replaces the preset's ops")
 
 
+class PatchConfig(StrictModel):
+    """Patch-based segmentation training: random crops balanced between foreground and
+    background (MONAI ``RandCropByPosNegLabeld``), taken after augmentation."""
+
+    size: list[int] | None = Field(
+        None, description="training patch size (null: train on whole images)")
+    samples_per_case: int = Field(2, ge=1, description="patches drawn from each case per epoch")
+    pos_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of patches centred on foreground")
+
+
 class DataConfig(StrictModel):
     """Where the data is and how it becomes tensors."""
 
@@ -104,6 +118,7 @@ class DataConfig(StrictModel):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    patch: PatchConfig = Field(default_factory=PatchConfig)
     cache: Literal["none", "memory", "disk"] = Field(
         "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
@@ -182,6 +197,25 @@ class LossConfig(StrictModel):
     alpha: float = Field(1.0, ge=0, description="weight of the knowledge-retention term L_pre")
     beta: float = Field(1.0, ge=0, description="weight of the task loss L_new")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="classification label smoothing")
+    name: Literal["auto", "ce", "dice", "dice_ce", "dice_focal", "tversky"] = Field(
+        "auto", description="task loss L_new: auto is ce (classification) or dice_ce "
+        "(segmentation); dice, dice_ce, dice_focal, tversky are MONAI's losses")
+    include_background: bool = Field(
+        False, description="segmentation: count the background class in Dice-type losses")
+    tversky_alpha: float = Field(0.3, ge=0, description="tversky: weight of false positives")
+    tversky_beta: float = Field(0.7, ge=0, description="tversky: weight of false negatives")
+    focal_gamma: float = Field(2.0, ge=0, description="dice_focal: focusing parameter")
+
+
+class SlidingWindowConfig(StrictModel):
+    """MONAI sliding-window inference for segmentation (validation, test and predict)."""
+
+    roi_size: list[int] | None = Field(
+        None, description="window size (null: data.patch.size, or whole images when unset)")
+    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
+    mode: Literal["gaussian", "constant"] = Field(
+        "gaussian", description="blending of overlapping windows")
+    batch_size: int = Field(4, ge=1, description="windows per forward pass")
 
 
 class EvalConfig(StrictModel):
@@ -191,6 +225,7 @@ class EvalConfig(StrictModel):
     threshold: Literal["val_youden", "val_f1", "fixed"] = Field(
         "val_youden", description="binary decision threshold, chosen on validation only")
     fixed_threshold: float = Field(0.5, gt=0, lt=1, description="threshold when threshold: fixed")
+    sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)
 
 
 class RunConfig(StrictModel):
@@ -369,6 +404,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
         data_path = Path(config.data.path).expanduser()
         if not data_path.is_absolute():
             config.data.path = str((Path(path).resolve().parent / data_path))
+    split_raw = (raw.get("data") or {}).get("split") or {}
+    if path is not None and config.data.split.file and "file" in split_raw:
+        split_path = Path(config.data.split.file).expanduser()
+        if not split_path.is_absolute():
+            config.data.split.file = str((Path(path).resolve().parent / split_path))
     return config
 
 

@@ -360,7 +360,7 @@ def _register_callback(registry: Registry, kind: str,
 
 #: Keyword arguments the core itself passes to factories of each kind.
 CORE_PROVIDED_KWARGS: dict[str, tuple[str, ...]] = {
-    "backbone": ("in_channels", "spatial_dims"),
+    "backbone": ("in_channels", "spatial_dims", "num_classes"),
     "strategy": (),
     "domain_adaptation": (),
     "combiner": (),

@@ -196,8 +196,14 @@ def resolve_ops(preset: str, ops: list[Any] | None) -> list[dict[str, Any]]:
 
 def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *,
                        spatial_dims: int, segmentation: bool = False,
-                       spatial_size: list[int] | None = None, seed: int = 0) -> Any | None:
+                       spatial_size: list[int] | None = None, seed: int = 0,
+                       patch: Any | None = None) -> Any | None:
     """A seeded MONAI ``Compose`` of random transforms, or ``None`` when there are none.
+
+    With ``patch`` (``data.patch``, segmentation only) the chain starts by padding to the
+    patch size and drawing ``samples_per_case`` random patches balanced between foreground
+    and background (MONAI ``RandCropByPosNegLabeld``); the other ops then act on each patch,
+    and the result is a list of dicts (collate with ``monai.data.list_data_collate``).
 
     Args:
         preset: ``none``, ``light``, ``standard`` or ``heavy``.
@@ -212,8 +218,9 @@ def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *
     """
     from monai.transforms import Compose
 
-    ctx = _Ctx(spatial_dims, segmentation, spatial_size)
-    transforms: list[Any] = []
+    patch_size = list(patch.size) if patch is not None and patch.size else None
+    ctx = _Ctx(spatial_dims, segmentation, patch_size or spatial_size)
+    transforms: list[Any] = _patch_transforms(patch, spatial_dims) if patch_size else []
     for i, spec in enumerate(resolve_ops(preset, ops)):
         transforms += _op_transforms(spec, ctx, i)
     if not transforms:
@@ -221,3 +228,21 @@ def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *
     compose = Compose(transforms)
     compose.set_random_state(seed=seed % (2 ** 32))
     return compose
+
+
+def _patch_transforms(patch: Any, spatial_dims: int) -> list[Any]:
+    """Pad to the patch size, then draw foreground/background-balanced random patches."""
+    from monai.transforms import RandCropByPosNegLabeld, SpatialPadd
+
+    size = list(patch.size)
+    if len(size) != spatial_dims:
+        raise ConfigError(f"data.patch.size {size} needs {spatial_dims} values for "
+                          f"{spatial_dims}D images")
+    if any(s < 1 for s in size):
+        raise ConfigError(f"data.patch.size {size}: every side must be at least 1")
+    pos = float(patch.pos_fraction)
+    return [SpatialPadd(keys=["image", "label"], spatial_size=size),
+            RandCropByPosNegLabeld(keys=["image", "label"], label_key="label",
+                                   spatial_size=size, pos=pos, neg=1.0 - pos,
+                                   num_samples=int(patch.samples_per_case),
+                                   allow_smaller=False)]

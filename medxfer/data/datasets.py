@@ -153,6 +153,11 @@ class CaseDataset(Dataset):
                 data = self.augment(data)
             finally:
                 set_track_meta(previous)
+        if isinstance(data, list):  # several random patches of one case
+            return [self._finish(d, item) for d in data]  # type: ignore[return-value]
+        return self._finish(data, item)
+
+    def _finish(self, data: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
         image = _plain_float(data["image"])
         out = {"image": self.adapt(image), "id": str(item["id"])}
         if self.task == "segmentation":

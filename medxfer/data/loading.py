@@ -77,10 +77,16 @@ def load_datalist(config: RunConfig) -> Datalist:
 def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     """Cases with ``split`` assigned, limited and checked (see :mod:`medxfer.data.splits`)."""
     sp = config.data.split
-    cases = assign_splits(dl.cases, val_fraction=sp.val_fraction, test_fraction=sp.test_fraction,
+    source_cases = dl.cases
+    if sp.file:
+        from medxfer.data.splits import apply_split_file
+
+        source_cases = apply_split_file(dl.cases, sp.file)
+    cases = assign_splits(source_cases, val_fraction=sp.val_fraction,
+                          test_fraction=sp.test_fraction,
                           seed=sp.seed, stratify=sp.stratify and config.task == "classification",
                           group_by=sp.group_by, folds=sp.folds, fold=sp.fold,
-                          use_existing=sp.use_existing)
+                          use_existing=sp.use_existing or bool(sp.file))
     cases = limit_cases(cases, config.data.limit, seed=sp.seed)
     check_splits(cases, task=config.task, class_names=dl.class_names, source=dl.describe())
     return cases
@@ -129,7 +135,11 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     adapt = AdaptChannels(pre.channels, imagenet_norm)
     augment = build_augmentation(data.augment.preset, data.augment.ops,
                                  spatial_dims=spatial_dims, segmentation=seg,
-                                 spatial_size=list(first.shape[1:]), seed=config.train.seed)
+                                 spatial_size=list(first.shape[1:]), seed=config.train.seed,
+                                 patch=data.patch if seg else None)
+    if seg:
+        _check_training_masks(bases["train"], by_split["train"],
+                              same_size=not data.patch.size)
     datasets = {s: CaseDataset(bases[s], task=config.task, adapt=adapt,
                                augment=augment if s == "train" else None, seed=config.train.seed)
                 for s in SPLITS}
@@ -145,6 +155,39 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
         cases=[{"id": c["id"], "split": c["split"], "patient_id": c.get("patient_id"),
                 "image": c["image"], "label": c["label"]} for s in SPLITS for c in by_split[s]],
         source=f"{dl.describe()}; {counts}")
+
+
+def _check_training_masks(base: Dataset, cases: list[dict[str, Any]], *,
+                          same_size: bool) -> None:
+    """Segmentation training data checks on the preprocessed cases.
+
+    At least one training mask must hold foreground; and whole-image training (no
+    ``data.patch.size``) batches images, so they must share one size.
+
+    Raises:
+        DataError: naming the files and what to change.
+    """
+    first_size: list[int] | None = None
+    first_case: dict[str, Any] = {}
+    any_foreground = False
+    for index, case in enumerate(cases):
+        try:
+            item = base[index]
+        except RuntimeError as exc:
+            raise unwrap_errors(exc) from None
+        any_foreground = any_foreground or bool((item["label"] > 0).any())
+        size = list(item["image"].shape[1:])
+        if first_size is None:
+            first_size, first_case = size, case
+        elif same_size and size != first_size:
+            raise DataError(
+                f"training images differ in size after preprocessing ({first_case['image']!r} is "
+                f"{first_size}, {case['image']!r} is {size}); set data.patch.size to train on "
+                "patches, or data.preprocess.crop_size / image_size to give them one size")
+    if cases and not any_foreground:
+        raise DataError(
+            f"every training mask is empty (all background), e.g. {cases[0]['label']!r}: "
+            "nothing to learn; check the label files and data.label_key")
 
 
 def _medmnist_base(dl: Datalist, cases: list[dict[str, Any]], mode: str, pre: Any) -> ArrayCases:

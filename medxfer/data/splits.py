@@ -209,3 +209,65 @@ def limit_cases(cases: list[dict[str, Any]], limit: int | None, seed: int = 0) -
             keyed += [((j + 0.5) / len(order), i) for j, i in enumerate(order)]
         keep.update(i for _, i in sorted(keyed)[:limit])
     return [c for i, c in enumerate(cases) if i in keep]
+
+
+def read_split_file(path: str) -> dict[str, str]:
+    """Case id -> split from a CSV with ``id`` and ``split`` columns or a JSON object
+    ``{"train": [ids], "val": [ids], "test": [ids]}``.
+
+    Raises:
+        DataError: for a missing or malformed file, an unknown split name or an id listed
+            twice.
+    """
+    import csv
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"data.split.file {str(file)!r} does not exist")
+    out: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    try:
+        if file.suffix.lower() == ".json":
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("expected an object {split: [ids]}")
+            pairs = [(str(i), str(s)) for s, ids in data.items() for i in ids]
+        else:
+            with file.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            if rows and not {"id", "split"} <= set(rows[0]):
+                raise ValueError("expected the columns id and split")
+            pairs = [(r["id"].strip(), r["split"].strip()) for r in rows]
+    except (ValueError, TypeError, OSError) as exc:
+        raise DataError(f"data.split.file {str(file)!r} cannot be read: {exc}") from None
+    for case_id, split in pairs:
+        if split not in SPLITS:
+            raise DataError(f"data.split.file {str(file)!r}: case {case_id!r} has split "
+                            f"{split!r}; use one of {', '.join(SPLITS)}")
+        if case_id in out:
+            raise DataError(f"data.split.file {str(file)!r}: case {case_id!r} is listed twice")
+        out[case_id] = split
+    return out
+
+
+def apply_split_file(cases: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    """Copies of ``cases`` with ``split`` set from :func:`read_split_file`.
+
+    Raises:
+        DataError: when a case is missing from the file or the file names unknown cases.
+    """
+    mapping = read_split_file(path)
+    ids = {str(c["id"]) for c in cases}
+    missing = [str(c["id"]) for c in cases if str(c["id"]) not in mapping]
+    unknown = [i for i in mapping if i not in ids]
+    if missing or unknown:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} case(s) not in the file, e.g. {', '.join(missing[:3])}")
+        if unknown:
+            detail.append(f"{len(unknown)} id(s) not in the data, e.g. {', '.join(unknown[:3])}")
+        raise DataError(f"data.split.file {path!r} does not match the dataset: "
+                        f"{'; '.join(detail)}")
+    return [{**c, "split": mapping[str(c["id"])]} for c in cases]

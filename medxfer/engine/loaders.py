@@ -40,17 +40,34 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
     batch_size = config.train.batch_size
     drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
     workers = config.data.num_workers
+    collate = None
+    if config.task == "segmentation":
+        from monai.data import list_data_collate
+
+        collate = list_data_collate  # flattens the patches drawn from each case
+        if train and config.data.patch.size:
+            batch_size = max(1, batch_size // config.data.patch.samples_per_case)
+            drop_last = False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       generator=generator if shuffle else None, drop_last=drop_last,
+                      collate_fn=collate,
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device is not None and device.type == "cuda")
 
 
 def make_loss(config: RunConfig, train_labels: list[int], num_classes: int,
               device: torch.device) -> torch.nn.Module:
-    """The task loss ``L_new``: cross-entropy (optionally class-weighted) or MSE."""
+    """The task loss ``L_new``: cross-entropy (optionally class-weighted), MSE, or for
+    segmentation one of MONAI's Dice-type losses (``loss.name``)."""
     if config.task == "regression":
         return _RegressionLoss()
+    if config.task == "segmentation":
+        return segmentation_loss(config)
+    if config.loss.name not in ("auto", "ce"):
+        from medxfer.errors import ConfigError
+
+        raise ConfigError(f"loss.name: {config.loss.name!r} is a segmentation loss; "
+                          "classification uses ce (auto)")
     weight = None
     if config.train.imbalance == "class_weights" and train_labels:
         weight = class_weights(train_labels, num_classes).to(device)
@@ -63,3 +80,37 @@ class _RegressionLoss(torch.nn.Module):
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.mse_loss(outputs.reshape(-1).float(),
                                             targets.reshape(-1).float())
+
+
+def segmentation_loss(config: RunConfig) -> torch.nn.Module:
+    """MONAI's Dice, DiceCE, DiceFocal or Tversky loss (``loss.name``; ``auto``: DiceCE),
+    or plain cross-entropy (``ce``), on logits ``[N, C, *spatial]`` and integer masks
+    ``[N, 1, *spatial]``. ``loss.include_background`` decides whether class 0 counts in
+    the Dice-type terms (cross-entropy always sees every class)."""
+    from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, TverskyLoss
+
+    cfg = config.loss
+    name = "dice_ce" if cfg.name == "auto" else cfg.name
+    common = {"include_background": cfg.include_background, "to_onehot_y": True,
+              "softmax": True}
+    if name == "ce":
+        return _SegmentationCE(cfg.label_smoothing)
+    if name == "dice":
+        return DiceLoss(**common)
+    if name == "dice_ce":
+        return DiceCELoss(**common, label_smoothing=cfg.label_smoothing)
+    if name == "dice_focal":
+        return DiceFocalLoss(**common, gamma=cfg.focal_gamma)
+    return TverskyLoss(**common, alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
+
+
+class _SegmentationCE(torch.nn.Module):
+    """Voxel-wise cross-entropy on logits ``[N, C, *spatial]`` and masks ``[N, 1, *spatial]``."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(outputs.float(), targets[:, 0].long(),
+                                                 label_smoothing=self.label_smoothing)

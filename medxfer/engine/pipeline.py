@@ -75,9 +75,6 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     run_dir = Path(run_dir)
     registries = registries or build_registries()
     config = resolve_run_config(config, run_dir, resume)
-    if config.task == "segmentation":
-        raise ConfigError("task: segmentation is not available yet; use classification or "
-                          "regression")
     if config.domain_adaptation is not None:
         raise ConfigError("domain_adaptation: no domain-adaptation training is available yet; "
                           "set it to null")
@@ -102,20 +99,19 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
 
     imagenet_norm = wants_imagenet_norm(config, pretrained)
     bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=run_dir / "cache")
-    backbone = registries.backbone.create(
-        backbone_spec.name, key="model.backbone", in_channels=bundle.in_channels,
-        spatial_dims=bundle.spatial_dims, **backbone_kwargs)
-    out_features = bundle.num_classes if config.task == "classification" else 1
-    model = build_network(backbone, out_features, dropout=config.model.head.dropout,
-                          hidden=config.model.head.hidden)
+    write_splits(run_dir / "splits.csv", bundle.cases)
+    model, backbone = build_task_network(config, registries, bundle, backbone_kwargs)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
     model.to(device)
     if config.train.channels_last and bundle.spatial_dims == 2:
         model.to(memory_format=torch.channels_last)
     if config.train.compile:  # submodules: the trainer calls forward_features, not forward
-        model.backbone.compile()
-        model.head.compile()
+        if config.task == "segmentation":
+            model.net.compile()
+        else:
+            model.backbone.compile()
+            model.head.compile()
 
     hooks = create_plugin_manager(load_entry_points=False)
     hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
@@ -127,18 +123,10 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = make_loss(config, bundle.train_labels, bundle.num_classes, device)
 
-    from medxfer.metrics import classification_metrics, regression_metrics, select_monitor_metric
+    from medxfer.metrics import select_monitor_metric
 
     monitor = select_monitor_metric(config.task, config.train.early_stopping.metric)
-
-    def validate(net: torch.nn.Module) -> dict[str, float]:
-        preds = predict(net, val_loader, device, precision, config.task, loss_fn)
-        if config.task == "classification":
-            values = classification_metrics(preds.targets.astype(int), preds.scores)
-        else:
-            values = regression_metrics(preds.targets, preds.scores)
-        return {"val_loss": preds.loss, **{f"val_{k}": v for k, v in values.items() if k != "n"}}
-
+    validate = make_validate(config, bundle, val_loader, device, precision, loss_fn)
     monitor_key = monitor[0] if monitor[0].startswith("val_") else f"val_{monitor[0]}"
     describe = getattr(strategy, "describe", None)
     sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
@@ -158,6 +146,111 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         "device": str(device), "precision": precision.describe(),
         "data_source": bundle.source, "fit_wall_seconds": time.perf_counter() - tic,
     }
+    if config.task == "segmentation":
+        from medxfer.engine.seg_results import evaluate_segmentation_and_report
+
+        return evaluate_segmentation_and_report(config, run_dir, model, bundle, result, run_info,
+                                                device=device, precision=precision)
     return evaluate_and_report(config, run_dir, model, bundle, result, run_info,
                                val_loader=val_loader, test_loader=test_loader, device=device,
                                precision=precision, loss_fn=loss_fn)
+
+
+def _mean_foreground_dice(probs: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
+    """Mean Dice over the foreground classes present in the truth or the prediction."""
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    pred = one_hot(probs.argmax(0, keepdim=True)[None], num_classes)
+    true = one_hot(label[None, None].long(), num_classes)
+    values = compute_dice(pred, true, include_background=False, ignore_empty=True)
+    return float(torch.nanmean(values)) if bool(torch.isfinite(values).any()) else float("nan")
+
+
+def write_splits(path: Path, cases: list[dict[str, Any]]) -> None:
+    """Write every case's split as ``id,split`` (usable as ``data.split.file`` later)."""
+    import csv
+    import io
+
+    from medxfer.io import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "split"])
+    for case in cases:
+        writer.writerow([case["id"], case["split"]])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def build_task_network(config: RunConfig, registries: Registries, bundle: Any,
+                       backbone_kwargs: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """The network for the run's task and the backbone (or encoder view) it trains.
+
+    Classification and regression put a core-built head on a classifier backbone;
+    segmentation wraps the whole network a segmentation plugin builds.
+
+    Raises:
+        ConfigError: when the backbone does not fit the task.
+    """
+    from medxfer.models import build_segmentation_network, builds_segmentation
+
+    spec = config.model.backbone
+    entry = registries.backbone.get(spec.name, key="model.backbone.name")
+    seg_plugin = builds_segmentation(entry.factory)
+    if config.task == "segmentation" and not seg_plugin:
+        choices = [e.name for e in registries.backbone.entries() if builds_segmentation(e.factory)]
+        raise ConfigError(
+            f"model.backbone.name: {spec.name!r} builds classifier features, not a segmentation "
+            f"network; for task: segmentation choose one of {', '.join(choices) or '(none)'}")
+    if config.task != "segmentation" and seg_plugin:
+        raise ConfigError(f"model.backbone.name: {spec.name!r} builds a segmentation network; "
+                          f"use it with task: segmentation")
+    kwargs: dict[str, Any] = {"in_channels": bundle.in_channels,
+                              "spatial_dims": bundle.spatial_dims, **backbone_kwargs}
+    if seg_plugin:
+        kwargs["num_classes"] = bundle.num_classes
+        network = build_segmentation_network(
+            registries.backbone.create(spec.name, key="model.backbone", **kwargs))
+        return network, network.backbone
+    backbone = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
+    out_features = bundle.num_classes if config.task == "classification" else 1
+    return build_network(backbone, out_features, dropout=config.model.head.dropout,
+                         hidden=config.model.head.hidden), backbone
+
+
+def make_validate(config: RunConfig, bundle: Any, val_loader: Any, device: torch.device,
+                  precision: Any, loss_fn: Any) -> Any:
+    """The per-epoch validation function: ``net -> {"val_loss": ..., "val_<metric>": ...}``.
+
+    Segmentation runs whole-image (sliding-window) inference on every validation case and
+    reports the loss and the mean foreground Dice.
+    """
+    from medxfer.metrics import classification_metrics, regression_metrics
+
+    if config.task == "segmentation":
+        from medxfer.engine.seg_inference import iter_case_predictions
+
+        def validate_segmentation(net: torch.nn.Module) -> dict[str, float]:
+            losses, dices = [], []
+            for item, probs in iter_case_predictions(net, bundle.val, config, device=device,
+                                                     precision=precision):
+                label = item["label"][None]
+                logits = torch.log(probs.clamp_min(1e-8))[None]
+                losses.append(float(loss_fn(logits.to(device), label.to(device))))
+                dices.append(_mean_foreground_dice(probs, label[0], bundle.num_classes))
+            import numpy as np
+
+            return {"val_loss": float(np.mean(losses)) if losses else float("nan"),
+                    "val_dice": float(np.nanmean(dices)) if dices else float("nan")}
+
+        return validate_segmentation
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        preds = predict(net, val_loader, device, precision, config.task, loss_fn)
+        if config.task == "classification":
+            values = classification_metrics(preds.targets.astype(int), preds.scores)
+        else:
+            values = regression_metrics(preds.targets, preds.scores)
+        return {"val_loss": preds.loss, **{f"val_{k}": v for k, v in values.items() if k != "n"}}
+
+    return validate

@@ -2,5 +2,8 @@
 
 from medxfer.models.backbone import Backbone, LoadReport
 from medxfer.models.network import TransferNetwork, build_network
+from medxfer.models.segmentation import (SegmentationModel, SegmentationNetwork,
+                                         build_segmentation_network, builds_segmentation)
 
-__all__ = ["Backbone", "LoadReport", "TransferNetwork", "build_network"]
+__all__ = ["Backbone", "LoadReport", "SegmentationModel", "SegmentationNetwork", "TransferNetwork",
+           "build_network", "build_segmentation_network", "builds_segmentation"]

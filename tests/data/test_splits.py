@@ -76,3 +76,48 @@ def test_limit_keeps_classes():
     small = limit_cases(cases, 6, seed=0)
     assert Counter(c["split"] for c in small) == {"train": 6, "val": 6, "test": 6}
     assert {c["label"] for c in small if c["split"] == "train"} == {0, 1, 2}
+
+
+def _four_cases(n: int) -> list[dict]:
+    return [{"id": f"c{i}", "label": i % 2, "image": f"c{i}.png"} for i in range(n)]
+
+
+def test_split_file_csv_and_json_fix_every_case(tmp_path):
+    from medxfer.data.splits import apply_split_file
+
+    cases = _four_cases(4)
+    csv_file = tmp_path / "split.csv"
+    csv_file.write_text("id,split\nc0,train\nc1,train\nc2,val\nc3,test\n", encoding="utf-8")
+    json_file = tmp_path / "split.json"
+    json_file.write_text('{"train": ["c0", "c1"], "val": ["c2"], "test": ["c3"]}',
+                         encoding="utf-8")
+    for file in (csv_file, json_file):
+        out = apply_split_file(cases, str(file))
+        assert [c["split"] for c in out] == ["train", "train", "val", "test"]
+    assert "split" not in cases[0]  # copies, not the caller's dicts
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,split\nc0,train\nc1,train\nc2,val\n", "not in the file"),
+    ("id,split\nc0,train\nc1,train\nc2,val\nc3,test\nc9,test\n", "not in the data"),
+    ("id,split\nc0,train\nc1,train\nc2,val\nc3,holdout\n", "'holdout'"),
+    ("id,split\nc0,train\nc0,val\nc1,train\nc2,val\nc3,test\n", "listed twice"),
+    ("name,fold\nc0,1\n", "columns id and split"),
+])
+def test_split_file_errors_name_the_problem(tmp_path, text, message):
+    from medxfer.data.splits import apply_split_file
+    from medxfer.errors import DataError
+
+    file = tmp_path / "split.csv"
+    file.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        apply_split_file(_four_cases(4), str(file))
+
+
+def test_split_file_path_is_relative_to_the_config(tmp_path):
+    from medxfer.config import load_config
+
+    (tmp_path / "run.yaml").write_text("data:\n  split: {file: splits/fixed.csv}\n",
+                                       encoding="utf-8")
+    config = load_config(tmp_path / "run.yaml")
+    assert config.data.split.file == str(tmp_path.resolve() / "splits" / "fixed.csv")
