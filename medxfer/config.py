@@ -119,6 +119,10 @@ class DataConfig(StrictModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     patch: PatchConfig = Field(default_factory=PatchConfig)
+    slice_axis: int | None = Field(
+        None, ge=0, le=2, description="segmentation of 3D volumes with a 2D network: train on "
+        "the slices along this axis (after orientation; 2 is axial for RAS); validation and "
+        "test predict every slice and score the reassembled volume")
     cache: Literal["none", "memory", "disk"] = Field(
         "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")

@@ -84,9 +84,12 @@ def medxfer_register_domain_adaptation(register: RegisterFn) -> None:
 def medxfer_register_combiners(register: RegisterFn) -> None:
     """Register ensemble combiner factories.
 
-    Call ``register(name, factory, description=...)``. The factory returns a callable
-    ``combine(outputs, weights=None)`` mapping member outputs shaped ``[E, N, C, *spatial]``
-    to ``[N, C, *spatial]``.
+    Call ``register(name, factory, description=...)``. The factory returns a combiner:
+    ``combine(outputs)`` (also callable as ``combiner(outputs, weights=None)``) maps member
+    probabilities shaped ``[E, N, C, *spatial]`` to ``[N, C, *spatial]`` summing to one over
+    ``C``; an optional ``fit(val_outputs, val_targets, member_scores)`` is called first with
+    validation data only (never test data), e.g. to learn weights or a stacking model.
+    See docs/plugin_hooks.md for the optional ``describe()`` and ``supports_spatial``.
 
     Args:
         register: Callback that adds one named factory to the combiner registry.

@@ -242,6 +242,78 @@ def _auc(y: np.ndarray, p: np.ndarray, present: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------
+# calibration
+# ---------------------------------------------------------------------------------------
+
+
+def expected_calibration_error(y_true: ArrayLike, probs: ArrayLike, n_bins: int = 15) -> float:
+    """Expected calibration error of the top-label confidence (torchmetrics).
+
+    Cases are put in ``n_bins`` equal-width bins of their highest class probability;
+    ECE is the case-weighted mean over bins of ``|accuracy - mean confidence|``, where a
+    case is correct when its argmax is its label. This is torchmetrics'
+    ``multiclass_calibration_error`` (``norm="l1"``), used for binary tasks too (as
+    ``C = 2``), so it ignores any tuned decision threshold.
+
+    Args:
+        y_true: Integer labels, shape ``[N]``.
+        probs: Class probabilities, shape ``[N, C]``.
+        n_bins: Number of confidence bins.
+
+    Returns:
+        ECE in ``[0, 1]`` (0 is perfectly calibrated); ``nan`` when N = 0.
+
+    Raises:
+        ValueError: when the shapes disagree, a label is outside ``[0, C)`` or
+            ``n_bins < 1``.
+    """
+    y, p = _check_classification(y_true, probs)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if y.size == 0:
+        return math.nan
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    value = multiclass_calibration_error(torch.from_numpy(p).float(), torch.from_numpy(y),
+                                         num_classes=p.shape[1], n_bins=n_bins, norm="l1",
+                                         validate_args=False)
+    return float(str(np.float32(value)))
+
+
+def reliability_bins(y_true: ArrayLike, probs: ArrayLike,
+                     n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Per-bin accuracy and confidence of the top label, for a reliability diagram.
+
+    Bins are :func:`expected_calibration_error`'s: ``n_bins`` equal-width intervals
+    ``[lo, hi)`` of the highest class probability (a confidence of exactly 1 falls in the
+    last bin).
+
+    Args:
+        y_true: Integer labels, shape ``[N]``.
+        probs: Class probabilities, shape ``[N, C]``.
+        n_bins: Number of bins.
+
+    Returns:
+        ``edges`` (``n_bins + 1``), and per bin ``count``, ``accuracy`` and ``confidence``
+        (``nan`` for an empty bin).
+    """
+    y, p = _check_classification(y_true, probs)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    confidence = p.max(axis=1) if y.size else np.zeros(0)
+    correct = (p.argmax(axis=1) == y).astype(np.float64) if y.size else np.zeros(0)
+    index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(index, weights=correct, minlength=n_bins) / count
+        mean_conf = np.bincount(index, weights=confidence, minlength=n_bins) / count
+    return {"edges": edges, "count": count.astype(np.int64), "accuracy": accuracy,
+            "confidence": mean_conf}
+
+
+# ---------------------------------------------------------------------------------------
 # regression
 # ---------------------------------------------------------------------------------------
 

@@ -385,7 +385,8 @@ def load_backbone_from_run(run_dir: str | os.PathLike[str]) -> dict[str, torch.T
 
     The checkpoint holds the whole network (``backbone.body.*``, ``head.*``); this returns
     the ``backbone.body.`` tensors with that prefix removed, ready for :func:`load_into`
-    on the new backbone's body.
+    on the new backbone's body. A segmentation run whose network keeps its encoder as
+    ``net.encoder`` (segmentation-models-pytorch) gives those tensors instead.
 
     Raises:
         CheckpointError: when the folder has no checkpoint or it holds no backbone tensors.
@@ -395,15 +396,17 @@ def load_backbone_from_run(run_dir: str | os.PathLike[str]) -> dict[str, torch.T
         raise CheckpointError(f"{run_dir} is not a medxfer run folder: none of "
                               f"{', '.join(RUN_CHECKPOINTS)} exists there")
     tensors = load_state_dict_file(ckpt, error=CheckpointError)
-    for prefix in ("backbone.body.", "backbone."):
+    for prefix in ("backbone.body.", "backbone.", "net.encoder."):
         body = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if body:
             return body
-    raise CheckpointError(f"checkpoint {ckpt} holds no 'backbone.' tensors")
+    raise CheckpointError(f"checkpoint {ckpt} holds no 'backbone.' (classifier) or "
+                          "'net.encoder.' (segmentation encoder) tensors")
 
 
-def _run_expects_imagenet_norm(run_dir: Path) -> bool:
-    # The checkpoint's JSON sidecar (``model.json``) records ``imagenet_norm``.
+def run_expects_imagenet_norm(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether the run in ``run_dir`` fed its model ImageNet-normalised inputs (its
+    ``model.json`` sidecar records ``imagenet_norm``)."""
     ckpt = find_run_checkpoint(run_dir)
     sidecar = ckpt.with_suffix(".json") if ckpt else None
     if sidecar is None or not sidecar.is_file():
@@ -492,7 +495,7 @@ def load_pretrained(body: nn.Module, pretrained: object, *, backbone: str,
             state = load_backbone_from_run(path)
             state = _adapt_input_convs(state, body, input_convs)
             report = load_into(body, state, source=f"run:{path}")
-            return report, _run_expects_imagenet_norm(path)
+            return report, run_expects_imagenet_norm(path)
         else:
             looked = f" or a file named {', '.join(names)}" if names else ""
             raise ConfigError(

@@ -7,7 +7,7 @@ import warnings
 import click
 import typer
 
-from medxfer.cli import config_cmd, plugins_cmd, predict_cmd, run_cmd
+from medxfer.cli import config_cmd, ensemble_cmd, plugins_cmd, predict_cmd, run_cmd
 from medxfer.cli.console import error, warn
 from medxfer.cli.state import CliState
 from medxfer.errors import MedxferError
@@ -45,6 +45,7 @@ def build_app(state: CliState) -> typer.Typer:
     plugins_cmd.register(app)
     config_cmd.register(app)
     predict_cmd.register(app)
+    ensemble_cmd.register(app)
     _register_optional(app, "medxfer.cli.data_cmd")
     state.manager.hook.medxfer_register_commands(app=app)
     return app

@@ -21,21 +21,35 @@ def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict(
         ctx: typer.Context,
-        inputs: list[Path] = typer.Argument(..., help="Image files (any supported format)."),
+        inputs: list[Path] = typer.Argument(
+            ..., help="Image files (any supported format) or DICOM series folders."),
         run: Path = typer.Option(..., "--run", help="Folder of a finished `medxfer run`."),
         output: Path | None = typer.Option(
-            None, "--output", "-o", help="CSV file to write (default: print to stdout)."),
+            None, "--output", "-o", help="Classification: CSV file to write (default: print "
+            "to stdout). Segmentation: folder for the masks and masks.csv (required)."),
+        dicom_seg: bool = typer.Option(
+            False, "--dicom-seg", help="Segmentation: also write a DICOM SEG for each DICOM "
+            "input (needs `pip install highdicom`)."),
     ) -> None:
-        """Classify new files with a trained run; writes one CSV row per input."""
+        """Apply a trained run to new files.
+
+        Classification writes one CSV row per input. Segmentation writes one mask per
+        input into the --output folder, in the input's format and on its grid (DICOM
+        series: NIfTI, plus DICOM SEG with --dicom-seg), and a masks.csv summary.
+        """
         from medxfer.data import inference_transform
         from medxfer.engine.inference import load_run
         from medxfer.engine.pipeline import wants_imagenet_norm
 
-        if output is not None and output.exists():
-            raise ConfigError(f"--output {str(output)!r} exists; results are never overwritten")
         loaded = load_run(run, registries=state_of(ctx).registries)
         if loaded.config.task == "segmentation":
-            raise ConfigError("predict: segmentation runs are not supported yet")
+            _predict_masks(loaded, inputs, output, dicom_seg=dicom_seg)
+            return
+        if output is not None and output.exists():
+            raise ConfigError(f"--output {str(output)!r} exists; results are never overwritten")
+        if dicom_seg:
+            raise ConfigError("--dicom-seg applies to segmentation runs only; "
+                              f"{str(run)!r} is a {loaded.config.task} run")
         pretrained = loaded.config.model.backbone.kwargs.get("pretrained", "none")
         if loaded.config.strategy.name == "scratch":
             pretrained = "none"
@@ -72,6 +86,26 @@ def register(app: typer.Typer) -> None:
         else:
             atomic_write_text(output, buffer.getvalue())
             err().print(f"wrote {len(inputs)} predictions to {output}")
+
+
+def _predict_masks(loaded: object, inputs: list[Path], output: Path | None, *,
+                   dicom_seg: bool) -> None:
+    """Segment ``inputs`` into the ``output`` folder (see :mod:`medxfer.engine.seg_predict`)."""
+    from medxfer.engine.amp import resolve_device
+    from medxfer.engine.seg_predict import SUMMARY_NAME, predict_masks
+
+    if output is None:
+        raise ConfigError("predict: a segmentation run writes mask files; pass --output FOLDER")
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {str(output)!r} is a file; for a segmentation run it "
+                          "names the folder for the masks")
+    records = predict_masks(loaded, inputs, output, device=resolve_device("auto"),
+                            dicom_seg=dicom_seg)
+    for record in records:
+        extra = f" and {record['dicom_seg']}" if record["dicom_seg"] else ""
+        err().print(f"{record['input']} -> {record['mask']}{extra}", highlight=False)
+    err().print(f"wrote {len(records)} masks; summary in {output / SUMMARY_NAME}",
+                highlight=False)
 
 
 def _threshold(run: Path) -> float | None:

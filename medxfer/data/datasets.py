@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,36 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
     return MonaiDataset(cases, transform)
 
 
+class SliceCases(Dataset):
+    """The 2D slices of preprocessed 3D cases along one axis, as cases of their own.
+
+    Slices of different volumes may differ in size; train on patches
+    (``data.patch.size``) or give the volumes one size (``crop_size``/``image_size``).
+
+    Args:
+        base: Yields ``{"image": [C, X, Y, Z], "label": [1, X, Y, Z], "id"}``.
+        axis: Spatial axis to slice along (0, 1 or 2).
+    """
+
+    def __init__(self, base: Dataset, *, axis: int) -> None:
+        self.base = base
+        self.axis = int(axis)
+        self.index: list[tuple[int, int]] = []
+        for case in range(len(base)):  # type: ignore[arg-type]
+            depth = int(base[case]["image"].shape[1 + self.axis])
+            self.index += [(case, k) for k in range(depth)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        case, k = self.index[index]
+        item = self.base[case]
+        dim = 1 + self.axis
+        return {"image": item["image"].select(dim, k), "label": item["label"].select(dim, k),
+                "id": f"{item['id']}#{k}"}
+
+
 class CaseDataset(Dataset):
     """Trainer-facing items from a base dataset: augmentation, channels, label types.
 
@@ -150,7 +181,12 @@ class CaseDataset(Dataset):
             previous = get_track_meta()
             set_track_meta(False)  # 3x faster: no metadata or inverse bookkeeping needed here
             try:
-                data = self.augment(data)
+                with warnings.catch_warnings():
+                    # a background-only case (e.g. a slice outside the organ) is valid: its
+                    # patches are then all background, which MONAI warns about every time.
+                    warnings.filterwarnings("ignore", message="Num foregrounds 0",
+                                            category=UserWarning)
+                    data = self.augment(data)
             finally:
                 set_track_meta(previous)
         if isinstance(data, list):  # several random patches of one case

@@ -133,19 +133,30 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     except RuntimeError as exc:
         raise unwrap_errors(exc) from None
     adapt = AdaptChannels(pre.channels, imagenet_norm)
+    model_dims, train_base, size = spatial_dims, bases["train"], list(first.shape[1:])
+    if data.slice_axis is not None:
+        if not seg or spatial_dims != 3:
+            raise DataError("data.slice_axis slices 3D volumes for a 2D segmentation network; "
+                            f"this is {spatial_dims}D {config.task} data: set it to null")
+        from medxfer.data.datasets import SliceCases
+
+        train_base = SliceCases(bases["train"], axis=data.slice_axis)
+        model_dims = 2
+        size = [s for a, s in enumerate(size) if a != data.slice_axis]
     augment = build_augmentation(data.augment.preset, data.augment.ops,
-                                 spatial_dims=spatial_dims, segmentation=seg,
-                                 spatial_size=list(first.shape[1:]), seed=config.train.seed,
+                                 spatial_dims=model_dims, segmentation=seg,
+                                 spatial_size=size, seed=config.train.seed,
                                  patch=data.patch if seg else None)
     if seg:
         _check_training_masks(bases["train"], by_split["train"],
-                              same_size=not data.patch.size)
-    datasets = {s: CaseDataset(bases[s], task=config.task, adapt=adapt,
-                               augment=augment if s == "train" else None, seed=config.train.seed)
+                              same_size=not data.patch.size and data.slice_axis is None)
+    datasets = {s: CaseDataset(train_base if s == "train" else bases[s], task=config.task,
+                               adapt=adapt, augment=augment if s == "train" else None,
+                               seed=config.train.seed)
                 for s in SPLITS}
     counts = ", ".join(f"{s} {len(by_split[s])}" for s in SPLITS)
     return DataBundle(
-        task=config.task, spatial_dims=spatial_dims,
+        task=config.task, spatial_dims=model_dims,
         in_channels=adapt.out_channels(int(first.shape[0])),
         num_classes=len(dl.class_names) if config.task != "regression" else 1,
         class_names=list(dl.class_names), train=datasets["train"], val=datasets["val"],

@@ -64,10 +64,22 @@ def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
                sidecar: dict[str, Any]) -> Path:
-    """Write model weights as safetensors with a JSON sidecar, both atomically."""
+    """Write model weights as safetensors with a JSON sidecar, both atomically.
+
+    Tensors a network registers under two names (shared blocks) are written once per
+    name: safetensors refuses shared storage, so such duplicates are copied.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in model.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
+        if storage in seen:
+            tensor = tensor.clone()
+        seen.add(storage)
+        tensors[key] = tensor
     path = run_dir / BEST_WEIGHTS
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 
 from medxfer.config import RunConfig, load_config
-from medxfer.engine.checkpoints import BEST_WEIGHTS, load_model_weights, read_sidecar
+from medxfer.engine.checkpoints import (BEST_SIDECAR, BEST_WEIGHTS, load_model_weights,
+                                        read_sidecar)
 from medxfer.errors import CheckpointError
-from medxfer.models import TransferNetwork, build_network
+from medxfer.models import (SegmentationNetwork, TransferNetwork, build_network,
+                            build_segmentation_network)
 from medxfer.plugins import Registries, build_registries
 
 
@@ -21,7 +23,7 @@ class LoadedRun:
 
     run_dir: Path
     config: RunConfig
-    model: TransferNetwork
+    model: TransferNetwork | SegmentationNetwork
     sidecar: dict[str, Any]
 
     @property
@@ -35,7 +37,9 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
     """Rebuild the network of ``run_dir`` and load its selected weights.
 
     The backbone is built without pretrained weights (the run's own weights replace
-    them), with the channels and dimensions recorded in ``model.json``.
+    them), with the channels and dimensions recorded in ``model.json``. A segmentation
+    run's plugin also gets ``num_classes`` and its network is wrapped in a
+    :class:`medxfer.models.SegmentationNetwork`, as in training.
 
     Raises:
         CheckpointError: when the folder is not a finished medxfer run or its weights do
@@ -48,15 +52,24 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
             f"{BEST_WEIGHTS}); pass the --output folder of `medxfer run`")
     config = load_config(run_dir / "config.yaml")
     sidecar = read_sidecar(run_dir)
+    missing = [k for k in ("num_classes", "in_channels", "spatial_dims") if k not in sidecar]
+    if missing:
+        raise CheckpointError(f"{str(run_dir / BEST_SIDECAR)!r} lacks {', '.join(missing)}; "
+                              "it was not written by `medxfer run`")
     registries = registries or build_registries()
     spec = config.model.backbone
-    kwargs = {**spec.kwargs, "pretrained": "none"}
-    backbone = registries.backbone.create(
-        spec.name, key="model.backbone", in_channels=int(sidecar["in_channels"]),
-        spatial_dims=int(sidecar["spatial_dims"]), **kwargs)
-    out = int(sidecar["num_classes"]) if config.task == "classification" else 1
-    model = build_network(backbone, out, dropout=config.model.head.dropout,
-                          hidden=config.model.head.hidden)
+    kwargs = {**spec.kwargs, "pretrained": "none", "in_channels": int(sidecar["in_channels"]),
+              "spatial_dims": int(sidecar["spatial_dims"])}
+    model: TransferNetwork | SegmentationNetwork
+    if config.task == "segmentation":
+        kwargs["num_classes"] = int(sidecar["num_classes"])
+        model = build_segmentation_network(
+            registries.backbone.create(spec.name, key="model.backbone", **kwargs))
+    else:
+        backbone = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
+        out = int(sidecar["num_classes"]) if config.task == "classification" else 1
+        model = build_network(backbone, out, dropout=config.model.head.dropout,
+                              hidden=config.model.head.hidden)
     try:
         model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
     except RuntimeError as exc:

@@ -36,11 +36,19 @@ def resolve_run_config(config: RunConfig, run_dir: Path, resume: bool) -> RunCon
 
 
 def wants_imagenet_norm(config: RunConfig, pretrained: Any) -> bool:
-    """Whether inputs get ImageNet mean/std (``auto``: when the weights are ImageNet's)."""
+    """Whether inputs get ImageNet mean/std (``auto``: when the weights are ImageNet's, or
+    come from an earlier medxfer run that used it)."""
     mode = config.data.preprocess.imagenet_norm
     if mode != "auto":
         return mode == "on"
-    return isinstance(pretrained, str) and pretrained.lower() == "imagenet"
+    if isinstance(pretrained, str) and pretrained.lower() == "imagenet":
+        return True
+    if isinstance(pretrained, (str, Path)) and Path(pretrained).expanduser().is_dir():
+        from medxfer.weights import find_run_checkpoint, run_expects_imagenet_norm
+
+        folder = Path(pretrained).expanduser()
+        return find_run_checkpoint(folder) is not None and run_expects_imagenet_norm(folder)
+    return False
 
 
 def _default_option(registries: Registries, name: str, option: str, fallback: Any) -> Any:
@@ -156,17 +164,6 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                                precision=precision, loss_fn=loss_fn)
 
 
-def _mean_foreground_dice(probs: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
-    """Mean Dice over the foreground classes present in the truth or the prediction."""
-    from monai.metrics import compute_dice
-    from monai.networks.utils import one_hot
-
-    pred = one_hot(probs.argmax(0, keepdim=True)[None], num_classes)
-    true = one_hot(label[None, None].long(), num_classes)
-    values = compute_dice(pred, true, include_background=False, ignore_empty=True)
-    return float(torch.nanmean(values)) if bool(torch.isfinite(values).any()) else float("nan")
-
-
 def write_splits(path: Path, cases: list[dict[str, Any]]) -> None:
     """Write every case's split as ``id,split`` (usable as ``data.split.file`` later)."""
     import csv
@@ -229,6 +226,7 @@ def make_validate(config: RunConfig, bundle: Any, val_loader: Any, device: torch
 
     if config.task == "segmentation":
         from medxfer.engine.seg_inference import iter_case_predictions
+        from medxfer.seg_metrics import mean_foreground_dice
 
         def validate_segmentation(net: torch.nn.Module) -> dict[str, float]:
             losses, dices = [], []
@@ -237,7 +235,7 @@ def make_validate(config: RunConfig, bundle: Any, val_loader: Any, device: torch
                 label = item["label"][None]
                 logits = torch.log(probs.clamp_min(1e-8))[None]
                 losses.append(float(loss_fn(logits.to(device), label.to(device))))
-                dices.append(_mean_foreground_dice(probs, label[0], bundle.num_classes))
+                dices.append(mean_foreground_dice(probs[None], label, bundle.num_classes))
             import numpy as np
 
             return {"val_loss": float(np.mean(losses)) if losses else float("nan"),

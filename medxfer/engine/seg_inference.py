@@ -79,6 +79,10 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, config: RunCon
     image goes through the network at once, padded and cropped back. The model is used in
     its current mode (call ``model.eval()`` first).
     """
+    model_dims = int(getattr(model, "spatial_dims", images.ndim - 2))
+    if images.ndim - 2 == 3 and model_dims == 2:
+        return _predict_by_slices(model, images, config, device=device, precision=precision,
+                                  inferer=inferer)
     divisor = int(getattr(model, "size_divisor", 1))
     spatial = list(images.shape[2:])
     roi = window_size(config, spatial, divisor)
@@ -92,6 +96,23 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, config: RunCon
             inferer.roi_size = roi
             logits = inferer(images, net)
     return torch.softmax(logits.float(), dim=1)
+
+
+def _predict_by_slices(model: nn.Module, volumes: torch.Tensor, config: RunConfig, *,
+                       device: torch.device, precision: Precision,
+                       inferer: Any | None) -> torch.Tensor:
+    """A 2D network over every slice of ``[N, C, X, Y, Z]`` along ``data.slice_axis``."""
+    axis = config.data.slice_axis if config.data.slice_axis is not None else 2
+    chunk = max(config.eval.sliding_window.batch_size, 1) * 8
+    outputs = []
+    for volume in volumes:
+        slices = volume.movedim(1 + axis, 0)  # [D, C, a, b]
+        probs = torch.cat([predict_probabilities(model, slices[i:i + chunk], config,
+                                                 device=device, precision=precision,
+                                                 inferer=inferer).cpu()
+                           for i in range(0, slices.shape[0], chunk)])
+        outputs.append(probs.movedim(0, 1 + axis))  # [K, X, Y, Z]
+    return torch.stack(outputs)
 
 
 def iter_case_predictions(model: nn.Module, dataset: Any, config: RunConfig, *,

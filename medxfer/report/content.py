@@ -54,6 +54,10 @@ class ReportContent:
     cm_labels: list[str] = field(default_factory=list)
     cm: list[list[str]] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)  # (URL-quoted path, caption)
+    # segmentation: one row per foreground class and a mean row (see report.seg_content)
+    class_header: list[str] = field(default_factory=list)
+    class_rows: list[list[str]] = field(default_factory=list)
+    class_notes: list[str] = field(default_factory=list)
 
 
 def build_report_content(summary: Mapping[str, Any],
@@ -68,16 +72,24 @@ def build_report_content(summary: Mapping[str, Any],
             ``threshold_source``, ``load_report``, ``best_epoch``, ``monitor``, ``device``,
             ``precision``, ``config_path``, ``bootstrap`` (number of resamples),
             ``domain_adaptation``, ``epochs``/``epochs_run``, ``stopped_early``, ``splits``,
-            ``data_source``, ``title``.
+            ``data_source``, ``title``. Segmentation summaries (``task: segmentation``) get
+            a table per class instead, from ``dice_<class>``/``iou_<class>``/``hd95_<class>``
+            and ``spacing``/``spacing_assumed`` (see
+            :func:`~medxfer.report.seg_content.add_segmentation_sections`).
         run_dir: The run folder; figure paths are made relative to it.
     """
     task = str(summary.get("task") or "run")
     content = ReportContent(title=_title(summary, task))
     content.info = _run_info(summary, task, run_dir)
-    _metric_table(content, summary)
+    if task != "segmentation":
+        _metric_table(content, summary)
     content.threshold = _threshold(summary)
     _confusion(content, summary)
     content.figures = _figures(summary.get("figures"), run_dir)
+    if task == "segmentation":
+        from medxfer.report.seg_content import add_segmentation_sections
+
+        add_segmentation_sections(content, summary)
     return content
 
 

@@ -43,6 +43,9 @@ def render_html(content: ReportContent) -> str:
         rows = "".join(f"<tr><th scope=\"row\">{escape(k)}</th><td>{escape(v)}</td></tr>"
                        for k, v in content.info)
         body += ["<h2>Run</h2>", f"<table class=\"info\"><tbody>{rows}</tbody></table>"]
+    if content.class_rows:
+        body += ["<h2>Metrics per class</h2>", _table(content.class_header, content.class_rows)]
+        body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.class_notes]
     if content.metric_rows:
         body += ["<h2>Metrics</h2>", _table(content.metric_header, content.metric_rows)]
         body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.metric_notes]

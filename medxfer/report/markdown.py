@@ -7,7 +7,8 @@ from medxfer.report.tables import markdown_table
 
 
 def render_markdown(content: ReportContent) -> str:
-    """Render a report: run info, metrics, threshold, confusion matrix, figures.
+    """Render a report: run info, metrics (per class for segmentation), threshold,
+    confusion matrix, figures.
 
     Args:
         content: What :func:`~medxfer.report.content.build_report_content` made.
@@ -19,6 +20,10 @@ def render_markdown(content: ReportContent) -> str:
     if content.info:
         info = markdown_table(["Setting", "Value"], content.info, align=["l", "l"])
         out += ["## Run", "", info, ""]
+    if content.class_rows:
+        out += ["## Metrics per class", "",
+                markdown_table(content.class_header, content.class_rows), ""]
+        out += [f"_{note}_  " for note in content.class_notes] + [""]
     if content.metric_rows:
         out += ["## Metrics", "", markdown_table(content.metric_header, content.metric_rows), ""]
         out += [f"_{note}_  " for note in content.metric_notes] + [""]

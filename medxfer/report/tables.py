@@ -153,6 +153,35 @@ def write_predictions_csv(path: str | os.PathLike[str], ids: Sequence[Any], y_tr
     return Path(path)
 
 
+def write_per_case_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], *,
+                       first: Sequence[str] = ("id",)) -> Path:
+    """Write one row per case from dicts (e.g. per-case segmentation metrics).
+
+    Columns are ``first`` and then every other key in the order the rows first give it;
+    a key a row lacks, and any missing or non-finite number, is an empty cell. Strings are
+    written as they are.
+
+    Args:
+        path: The CSV file (written atomically).
+        rows: One mapping per case.
+        first: Columns to put first.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    columns = list(first)
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([value if isinstance(value, str) else _csv_number(value)
+                         for value in (row.get(key) for key in columns)])
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
 def write_metrics_csv(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
     """Write ``metric, val, test, test_ci_low, test_ci_high`` rows from a run summary."""
     val, test, ci = (summary.get(k) or {} for k in ("val", "test", "ci95"))

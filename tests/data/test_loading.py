@@ -106,6 +106,32 @@ def test_mask_geometry_mismatch_in_a_run(tmp_path):
                   imagenet_norm=False)
 
 
+def _mask_manifest(tmp_path, masks):
+    lines = ["image,mask"]
+    for i, mask in enumerate(masks):
+        write_png(tmp_path / f"i{i}.png", np.full((8, 8), 100, np.uint8))
+        write_png(tmp_path / f"m{i}.png", mask)
+        lines.append(f"i{i}.png,m{i}.png")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return _config(task="segmentation", path=str(tmp_path),
+                   split={"val_fraction": 0.2, "test_fraction": 0.2})
+
+
+def test_every_training_mask_empty_is_refused(tmp_path):
+    config = _mask_manifest(tmp_path, [np.zeros((8, 8), np.uint8)] * 6)
+    with pytest.raises(DataError, match="every training mask is empty"):
+        load_data(config, imagenet_norm=False)
+
+
+def test_mask_label_outside_the_classes_is_refused(tmp_path):
+    masks = [np.zeros((8, 8), np.uint8) for _ in range(6)]
+    for i, m in enumerate(masks):
+        m[2:4, 2:4] = 1 if i != 4 else 3
+    config = _mask_manifest(tmp_path, masks)
+    with pytest.raises(DataError, match=r"m4\.png.*label values \[3\]"):
+        load_data(config, imagenet_norm=False)
+
+
 def test_nan_volume_in_a_run(tmp_path):
     lines = ["image,label"]
     for i in range(6):

@@ -103,3 +103,21 @@ def test_segmentation_plugin_refused_for_classification(tmp_path, registries):
     config = load_config(None, ["model.backbone.name=tiny_seg", "data.limit=8"])
     with pytest.raises(ConfigError, match="task: segmentation"):
         run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
+
+
+def test_2d_network_on_slices_of_3d_volumes(tmp_path, registries):
+    config = load_config(None, [*QUICK, "train.epochs=1", "data.slice_axis=2",
+                                "data.patch.size=[16,16]", "data.limit=4"])
+    summary = run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
+    sidecar = json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))
+    assert sidecar["spatial_dims"] == 2
+    assert 0.0 <= summary["history"][0]["val_dice"] <= 1.0
+
+
+def test_slice_axis_refused_for_2d_data(tmp_path, registries, repo_root):
+    from medxfer.errors import DataError
+
+    path = repo_root / "sample_data" / "segmentation_2d"
+    config = load_config(None, [*QUICK, f"data.path={path}", "data.slice_axis=0"])
+    with pytest.raises(DataError, match="slice_axis"):
+        run_pipeline(config, tmp_path / "run", registries=registries, progress=False)

@@ -1,4 +1,5 @@
-"""Contract test run on every registered backbone, so a new one is tested the moment it exists.
+"""Contract test run on every registered classifier backbone, so a new one is tested the
+moment it exists (segmentation plugins have their own, test_segmentation_contract.py).
 
 Each backbone is built with random weights on tiny 2D inputs (and 3D where it builds 3D
 networks) with one and three input channels: the pooled features are ``[N, feature_dim]``,
@@ -17,10 +18,12 @@ import torch  # noqa: E402
 
 import medxfer  # noqa: E402
 from medxfer.errors import ConfigError  # noqa: E402
-from medxfer.models import Backbone  # noqa: E402
+from medxfer.models import Backbone, builds_segmentation  # noqa: E402
 
 REGISTRIES = medxfer.build_registries(medxfer.create_plugin_manager())
-ENTRIES = REGISTRIES.backbone.entries()
+#: Classifier backbones; segmentation plugins (factories taking ``num_classes``) have their
+#: own contract in test_segmentation_contract.py.
+ENTRIES = [e for e in REGISTRIES.backbone.entries() if not builds_segmentation(e.factory)]
 
 #: Smallest input side each architecture takes (the default suits an unknown newcomer).
 MIN_SIZE_2D = {"alexnet": 63, "inception_v3": 75, "vgg16": 32, "vgg16_bn": 32,

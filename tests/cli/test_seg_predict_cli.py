@@ -1,0 +1,84 @@
+"""`medxfer predict` on a segmentation run: masks into the --output folder.
+
+The run's network comes from a fake installed plugin distribution (as a third party
+would ship one), so the CLI finds it through its ordinary entry-point loading.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medxfer.cli import main
+from medxfer.config import load_config, write_resolved_config
+from medxfer.engine.checkpoints import save_model
+from tests.helpers import make_distribution
+
+PLUGIN = """
+import torch
+from torch import nn
+
+import medxfer
+from medxfer.models import SegmentationModel
+
+
+def cli_oracle_seg(in_channels, spatial_dims, num_classes, pretrained="none"):
+    conv = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(in_channels, num_classes, 1)
+    return SegmentationModel(conv, encoder_groups=[conv], encoder_path=[conv], feature_dim=1,
+                             spatial_dims=spatial_dims, in_channels=in_channels,
+                             num_classes=num_classes)
+
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("cli_oracle_seg", cli_oracle_seg, description="test segmentation network")
+"""
+
+
+@pytest.fixture
+def seg_run(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "cli-oracle", "0.1", {"cli_oracle": "cli_oracle_plugin"},
+                      {"cli_oracle_plugin": PLUGIN})
+    monkeypatch.syspath_prepend(str(site))
+    import cli_oracle_plugin
+
+    config = load_config(None, ["task=segmentation", "model.backbone.name=cli_oracle_seg",
+                                "data.preprocess.spacing=[1.5,1.5,1.5]"])
+    run = tmp_path / "run"
+    write_resolved_config(config, run)
+    from medxfer.models import SegmentationNetwork
+
+    model = SegmentationNetwork(cli_oracle_plugin.cli_oracle_seg(1, 3, 3))
+    save_model(run, model, {"task": "segmentation", "num_classes": 3,
+                            "class_names": ["background", "anterior", "posterior"],
+                            "in_channels": 1, "spatial_dims": 3, "imagenet_norm": False})
+    yield run
+    sys.modules.pop("cli_oracle_plugin", None)
+
+
+def test_predict_writes_masks_for_a_segmentation_run(seg_run, tmp_path, capsys):
+    affine = np.array([[0.0, -1.2, 0.0, 10.0], [0.9, 0.0, 0.0, -5.0],
+                       [0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
+    src = tmp_path / "case.nii.gz"
+    data = np.random.default_rng(0).normal(size=(12, 10, 7)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), str(src))
+    out = tmp_path / "masks"
+    assert main(["predict", "--run", str(seg_run), str(src), "--output", str(out)]) == 0
+    mask = nib.load(str(out / "case_mask.nii.gz"))
+    assert mask.shape == (12, 10, 7) and np.allclose(mask.affine, affine, atol=1e-5)
+    assert set(np.unique(np.asarray(mask.dataobj)).tolist()) <= {0, 1, 2}
+    header = (out / "masks.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header == "input,mask,dicom_seg,voxels_background,voxels_anterior,voxels_posterior"
+    # a second call would overwrite: refused with exit code 2, naming the file
+    assert main(["predict", "--run", str(seg_run), str(src), "--output", str(out)]) == 2
+    assert "masks.csv" in capsys.readouterr().err
+
+
+def test_predict_segmentation_needs_an_output_folder(seg_run, tmp_path, capsys):
+    assert main(["predict", "--run", str(seg_run), str(tmp_path / "x.nii.gz")]) == 2
+    assert "--output" in capsys.readouterr().err

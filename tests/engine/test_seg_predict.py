@@ -1,0 +1,269 @@
+"""Segmentation predict: masks on each input's own grid, in its own format, never overwritten.
+
+The runs here are made without training: a config and weights written as `medxfer run`
+writes them. The network is a fixed "oracle" (class 1 where the intensity, scaled to [0, 1], is
+above 0.5), so a mask that lands on the wrong grid after inverting the preprocessing shows
+up as a low overlap with the bright box drawn into the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import medxfer
+from medxfer.config import load_config, write_resolved_config
+from medxfer.data.readers import read_image
+from medxfer.engine.checkpoints import save_model
+from medxfer.engine.inference import load_run
+from medxfer.engine.seg_predict import SUMMARY_NAME, predict_masks
+from medxfer.errors import ConfigError, DataError
+from medxfer.models import SegmentationModel, SegmentationNetwork
+
+CPU = torch.device("cpu")
+
+
+def oracle_seg(in_channels: int, spatial_dims: int, num_classes: int,
+               pretrained: str = "none") -> SegmentationModel:
+    """A 1x1 convolution: logits ``[0, x - 0.5, -1 ...]`` from the mean channel ``x``."""
+    conv = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(in_channels, num_classes, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(-1.0)
+        conv.bias[0] = 0.0
+        conv.weight[1] = 1.0 / in_channels
+        conv.bias[1] = -0.5
+    return SegmentationModel(conv, encoder_groups=[conv], encoder_path=[conv], feature_dim=1,
+                             spatial_dims=spatial_dims, in_channels=in_channels,
+                             num_classes=num_classes, size_divisor=1)
+
+
+class _OraclePlugin:
+    @medxfer.hookimpl
+    def medxfer_register_backbones(self, register):
+        register("oracle_seg", oracle_seg, description="test segmentation network")
+
+
+@pytest.fixture(scope="module")
+def registries():
+    manager = medxfer.create_plugin_manager()
+    manager.register(_OraclePlugin(), name="tests:oracle_seg")
+    return medxfer.build_registries(manager)
+
+
+def make_run(run_dir, registries, overrides, *, spatial_dims=3, in_channels=1, num_classes=2):
+    """A finished-looking segmentation run folder (config, weights, sidecar)."""
+    config = load_config(None, ["task=segmentation", "model.backbone.name=oracle_seg",
+                                "model.backbone.pretrained=none", *overrides])
+    write_resolved_config(config, run_dir)
+    model = SegmentationNetwork(oracle_seg(in_channels, spatial_dims, num_classes))
+    names = ["background", *[f"class{i}" for i in range(1, num_classes)]]
+    save_model(run_dir, model, {"task": "segmentation", "num_classes": num_classes,
+                                "class_names": names, "in_channels": in_channels,
+                                "spatial_dims": spatial_dims, "imagenet_norm": False,
+                                "backbone": config.model.backbone.model_dump()})
+    return load_run(run_dir, registries=registries)
+
+
+def oblique_affine() -> np.ndarray:
+    """Rotation about two axes, anisotropic spacing (0.8, 1.3, 2.5 mm) and an offset."""
+    a, b = np.deg2rad(25), np.deg2rad(-40)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([-0.8, 1.3, 2.5])  # a flipped first axis, too
+    affine[:3, 3] = [31.5, -12.25, 7.0]
+    return affine
+
+
+def box_volume(shape, box) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free dark volume with one bright off-centre box; returns (image, truth)."""
+    truth = np.zeros(shape, dtype=np.uint8)
+    truth[tuple(slice(lo, hi) for lo, hi in box)] = 1
+    return (100.0 + 400.0 * truth).astype(np.float32), truth
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def test_nifti_mask_has_the_input_shape_affine_and_content(tmp_path, registries):
+    loaded = make_run(tmp_path / "run", registries,
+                      ["data.preprocess.orientation=RAS", "data.preprocess.spacing=[1.5,1.5,1.5]",
+                       "data.preprocess.intensity=minmax"])
+    shape, affine = (40, 27, 15), oblique_affine()
+    image, truth = box_volume(shape, [(5, 17), (14, 24), (2, 8)])
+    src = tmp_path / "in" / "case_01.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(image, affine), str(src))
+
+    records = predict_masks(loaded, [src], tmp_path / "out", device=CPU)
+
+    out = tmp_path / "out" / "case_01_mask.nii.gz"
+    assert records[0]["mask"] == str(out)
+    mask_img = nib.load(str(out))
+    assert mask_img.shape == shape
+    assert np.allclose(mask_img.affine, nib.load(str(src)).affine, atol=1e-5)
+    mask = np.asarray(mask_img.dataobj)
+    assert mask.dtype == np.uint8
+    assert set(np.unique(mask).tolist()) <= {0, 1}
+    assert dice(mask.astype(bool), truth.astype(bool)) > 0.85  # on the input's own grid
+    assert records[0]["voxels"] == {"background": int((mask == 0).sum()),
+                                    "class1": int((mask == 1).sum())}
+    rows = list(csv.DictReader((tmp_path / "out" / SUMMARY_NAME).open()))
+    assert rows[0]["input"] == str(src) and rows[0]["mask"] == str(out)
+    assert int(rows[0]["voxels_class1"]) == int((mask == 1).sum())
+
+
+def test_crop_and_resize_are_inverted_too(tmp_path, registries):
+    loaded = make_run(tmp_path / "run", registries,
+                      ["data.preprocess.spacing=[2.0,2.0,2.0]",
+                       "data.preprocess.crop_size=[24,24,24]",
+                       "data.preprocess.image_size=[16,20,12]",
+                       "data.preprocess.intensity=minmax"])
+    image, truth = box_volume((30, 22, 18), [(3, 14), (4, 13), (2, 9)])
+    src = tmp_path / "vol.nii"
+    affine = np.diag([1.1, -0.9, 1.7, 1.0])
+    affine[:3, 3] = [-4, 9, 2]
+    nib.save(nib.Nifti1Image(image, affine), str(src))
+    predict_masks(loaded, [src], tmp_path / "out", device=CPU)
+    out = nib.load(str(tmp_path / "out" / "vol_mask.nii.gz"))
+    assert out.shape == image.shape and np.allclose(out.affine, affine, atol=1e-5)
+    assert dice(np.asarray(out.dataobj).astype(bool), truth.astype(bool)) > 0.65
+
+
+def test_nrrd_and_mha_keep_origin_spacing_direction(tmp_path, registries):
+    import SimpleITK as sitk
+
+    loaded = make_run(tmp_path / "run", registries,
+                      ["data.preprocess.spacing=[1.0,1.0,1.0]", "data.preprocess.intensity=minmax"])
+    image, truth = box_volume((14, 20, 9), [(2, 8), (10, 17), (3, 7)])  # (x, y, z)
+    itk = sitk.GetImageFromArray(np.ascontiguousarray(image.transpose()))
+    itk.SetSpacing((0.7, 1.2, 2.0))
+    itk.SetOrigin((5.0, -3.0, 11.0))
+    itk.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    sources = [tmp_path / "a.nrrd", tmp_path / "b.mha"]
+    for src in sources:
+        sitk.WriteImage(itk, str(src))
+    predict_masks(loaded, sources, tmp_path / "out", device=CPU)
+    for name in ("a_mask.nrrd", "b_mask.mha"):
+        out = sitk.ReadImage(str(tmp_path / "out" / name))
+        assert out.GetSize() == itk.GetSize()
+        assert np.allclose(out.GetSpacing(), itk.GetSpacing())
+        assert np.allclose(out.GetOrigin(), itk.GetOrigin())
+        assert np.allclose(out.GetDirection(), itk.GetDirection())
+        mask = read_image(tmp_path / "out" / name).array[0]
+        assert dice(mask.astype(bool), truth.astype(bool)) > 0.8
+
+
+def test_png_round_trip_keeps_the_size(tmp_path, registries):
+    from PIL import Image
+
+    loaded = make_run(tmp_path / "run", registries,
+                      ["data.preprocess.image_size=[32,32]", "data.preprocess.intensity=minmax",
+                       "data.preprocess.channels=grey"], spatial_dims=2)
+    rgb = np.full((45, 70, 3), 20, dtype=np.uint8)
+    rgb[4:22, 40:65] = 230
+    src = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(src)
+    predict_masks(loaded, [src], tmp_path / "out", device=CPU)
+    with Image.open(tmp_path / "out" / "photo_mask.png") as out:
+        assert out.size == (70, 45)
+        mask = np.asarray(out)
+    assert dice(mask.astype(bool), rgb[..., 0] > 100) > 0.9
+
+
+def test_never_overwrites_and_refuses_clashing_names(tmp_path, registries):
+    loaded = make_run(tmp_path / "run", registries, [], spatial_dims=2)
+    src = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(src)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "img_mask.png").write_bytes(b"keep")
+    with pytest.raises(ConfigError, match="img_mask.png"):
+        predict_masks(loaded, [src], out_dir, device=CPU)
+    assert (out_dir / "img_mask.png").read_bytes() == b"keep"
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / "img.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(twin)
+    with pytest.raises(ConfigError, match="would both write"):
+        predict_masks(loaded, [src, twin], tmp_path / "other", device=CPU)
+    predict_masks(loaded, [src], tmp_path / "third", device=CPU)
+    with pytest.raises(ConfigError, match=SUMMARY_NAME):
+        predict_masks(loaded, [twin], tmp_path / "third", device=CPU)
+
+
+def test_wrong_dimensionality_and_unreadable_inputs(tmp_path, registries):
+    from PIL import Image
+
+    loaded = make_run(tmp_path / "run", registries, [])
+    png = tmp_path / "flat.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(png)
+    with pytest.raises(DataError, match="flat.png.*2D"):
+        predict_masks(loaded, [png], tmp_path / "out", device=CPU)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    with pytest.raises(DataError, match="broken.nii.gz"):
+        predict_masks(loaded, [broken], tmp_path / "out2", device=CPU)
+    with pytest.raises(DataError, match="missing.nii.gz"):
+        predict_masks(loaded, [tmp_path / "missing.nii.gz"], tmp_path / "out3", device=CPU)
+
+
+@pytest.fixture
+def t1post(shared_data):
+    folder = shared_data / "dicom" / "PGBM-003" / "T1post"
+    if not folder.is_dir():
+        pytest.skip(f"DICOM series not available at {folder}")
+    return folder
+
+
+DICOM_RUN = ["data.preprocess.orientation=RAS", "data.preprocess.spacing=[1.0,1.0,6.5]",
+             "data.preprocess.intensity=minmax"]
+
+
+def test_dicom_series_gives_a_nifti_on_the_series_grid(tmp_path, registries, t1post):
+    loaded = make_run(tmp_path / "run", registries, DICOM_RUN)
+    records = predict_masks(loaded, [t1post], tmp_path / "out", device=CPU)
+    series = read_image(t1post)
+    out = nib.load(str(tmp_path / "out" / "T1post_mask.nii.gz"))
+    assert out.shape == series.spatial_shape
+    assert np.allclose(out.affine, series.affine, atol=1e-4)
+    assert records[0]["dicom_seg"] is None
+    assert 0 < records[0]["voxels"]["class1"] < np.prod(out.shape)
+
+
+def test_dicom_seg_without_highdicom_says_how_to_install(tmp_path, registries, monkeypatch):
+    loaded = make_run(tmp_path / "run", registries, [])
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    with pytest.raises(ConfigError, match="pip install highdicom"):
+        predict_masks(loaded, [tmp_path / "x"], tmp_path / "out", device=CPU, dicom_seg=True)
+
+
+def test_dicom_seg_frames_match_the_mask_slice_by_slice(tmp_path, registries, t1post):
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+
+    from medxfer.data.readers import list_dicom_series
+
+    loaded = make_run(tmp_path / "run", registries, DICOM_RUN)
+    records = predict_masks(loaded, [t1post], tmp_path / "out", device=CPU, dicom_seg=True)
+    seg = hd.seg.segread(records[0]["dicom_seg"])
+    assert seg.Modality == "SEG"
+    files = next(iter(list_dicom_series(t1post).values()))  # in the reader's slice order
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["class1"]
+    frames = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources],
+                                               segment_numbers=[1])[..., 0]
+    mask = np.asarray(nib.load(records[0]["mask"]).dataobj)  # (i, j, k) = (column, row, slice)
+    assert frames.shape == (mask.shape[2], mask.shape[1], mask.shape[0])
+    assert 0 < int(frames.sum())
+    assert np.array_equal(frames, (mask == 1).transpose(2, 1, 0))
