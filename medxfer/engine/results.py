@@ -80,6 +80,18 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
     val_m["loss"], test_m["loss"] = val.loss, test.loss
     summary.update(
         val=_clean(val_m), test=_clean(test_m),
+        **run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
+        **run_info,
+    )
+    atomic_write_json(run_dir / "metrics.json", summary)
+    R.write_report(run_dir, summary)
+    return summary
+
+
+def run_summary_fields(config: RunConfig, run_dir: Path, bundle: Any, result: FitResult,
+                       ci: dict[str, tuple[float, float]], figures_dir: Path) -> dict[str, Any]:
+    """The ``metrics.json`` fields every task shares: CIs, training facts, figures, splits."""
+    return dict(
         ci95={k: [None if np.isnan(lo) else float(lo), None if np.isnan(hi) else float(hi)]
               for k, (lo, hi) in ci.items()},
         train_seconds=result.train_seconds, best_epoch=result.best_epoch,
@@ -89,11 +101,7 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
         figures=sorted(str(p.relative_to(run_dir)) for p in figures_dir.glob("*.png")),
         history=[_clean(h) for h in result.history], config_path="config.yaml",
         splits={"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)},
-        **run_info,
     )
-    atomic_write_json(run_dir / "metrics.json", summary)
-    R.write_report(run_dir, summary)
-    return summary
 
 
 def _threshold(config: RunConfig, val: Predictions, metrics_module: Any) -> float | None:

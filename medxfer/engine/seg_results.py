@@ -18,7 +18,7 @@ import torch
 
 from medxfer.config import RunConfig
 from medxfer.engine.amp import Precision
-from medxfer.engine.results import _clean
+from medxfer.engine.results import _clean, run_summary_fields
 from medxfer.engine.seg_inference import iter_case_predictions
 from medxfer.engine.trainer import FitResult
 
@@ -115,20 +115,12 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     summary.update(
         val=_clean(S.segmentation_summary(val_cases)),
         test=_clean(S.segmentation_summary(test_cases)),
-        ci95={k: [None if np.isnan(lo) else float(lo), None if np.isnan(hi) else float(hi)]
-              for k, (lo, hi) in ci.items()},
         bootstrap=config.eval.bootstrap,
         spacing=score.spacing_for_report(),
         spacing_assumed=spacing_cfg is None,
         representative_cases={role: test_cases[i].id for role, i in chosen.items()},
         per_case=PER_CASE_CSV,
-        train_seconds=result.train_seconds, best_epoch=result.best_epoch,
-        monitor=result.monitor, stopped_early=result.stopped_early,
-        epochs_run=len(result.history),
-        loss={"alpha": config.loss.alpha, "beta": config.loss.beta},
-        figures=sorted(str(p.relative_to(run_dir)) for p in figures_dir.glob("*.png")),
-        history=[_clean(h) for h in result.history], config_path="config.yaml",
-        splits={"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)},
+        **run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
         **run_info,
     )
     R.write_metrics_json(run_dir / "metrics.json", summary)
