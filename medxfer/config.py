@@ -104,6 +104,23 @@ class PatchConfig(StrictModel):
         0.5, ge=0.0, le=1.0, description="share of patches centred on foreground")
 
 
+class TargetConfig(StrictModel):
+    """Target-domain data for domain adaptation (another scanner or hospital).
+
+    It is read and preprocessed like the source (``data.preprocess``); its train split feeds
+    the domain-adaptation method without labels, its test split is evaluated beside the
+    source's test split. Its labels are never used for training unless ``labelled`` is true.
+    """
+
+    path: str = Field(description="target dataset file or folder (relative to the config file)")
+    format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
+        "auto", description="target dataset layout; auto detects it from the path")
+    labelled: bool = Field(
+        False, description="pass the target training labels to the domain-adaptation plugin "
+        "(semi-supervised); false: target batches carry images only")
+    limit: int | None = Field(None, ge=1, description="use at most this many target cases per split")
+
+
 class DataConfig(StrictModel):
     """Where the data is and how it becomes tensors."""
 
@@ -127,6 +144,9 @@ class DataConfig(StrictModel):
         "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     limit: int | None = Field(None, ge=1, description="use at most this many cases per split")
+    target: TargetConfig | None = Field(
+        None, description="target-domain data for domain adaptation and evaluation "
+        "(null: none)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,6 +428,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
         data_path = Path(config.data.path).expanduser()
         if not data_path.is_absolute():
             config.data.path = str((Path(path).resolve().parent / data_path))
+    target_raw = (raw.get("data") or {}).get("target") or {}
+    if path is not None and config.data.target is not None and "path" in target_raw:
+        target_path = Path(config.data.target.path).expanduser()
+        if not target_path.is_absolute():
+            config.data.target.path = str(Path(path).resolve().parent / target_path)
     split_raw = (raw.get("data") or {}).get("split") or {}
     if path is not None and config.data.split.file and "file" in split_raw:
         split_path = Path(config.data.split.file).expanduser()

@@ -73,7 +73,12 @@ def medxfer_register_domain_adaptation(register: RegisterFn) -> None:
     """Register domain-adaptation method factories.
 
     Same contract as :func:`medxfer_register_strategies`: the factory returns an object of
-    lifecycle hook implementations, which sees source and target batches.
+    lifecycle hook implementations, which sees source and target batches. Optional
+    attributes: ``describe()`` (name and options for the report),
+    ``draws_target_batches = False`` (the trainer then draws no target batches; the
+    target loader is still in ``ctx.target_loader``), and ``restore_structure(model)``
+    (re-applies layer changes, such as per-domain batch norms, to a freshly built network
+    so that ``medxfer predict`` can load the saved weights).
 
     Args:
         register: Callback that adds one named factory to the domain-adaptation registry.
@@ -142,6 +147,24 @@ def medxfer_parameter_groups(ctx: FitContext, base_lr: float) -> list[dict[str, 
 
 
 @hookspec
+def medxfer_extra_parameter_groups(ctx: FitContext, base_lr: float) -> list[dict[str, Any]] | None:
+    """Return parameter groups to add to the optimizer beside the model's, or ``None``.
+
+    For trainable modules a plugin owns outside the network (DANN's domain
+    discriminator). Every implementation's groups are appended to those of
+    :func:`medxfer_parameter_groups`; they follow the learning-rate schedule like the rest.
+    Called once, before a resumed run's optimizer state is restored.
+
+    Args:
+        ctx: The run's fit context.
+        base_lr: The configured learning rate.
+
+    Returns:
+        A list of parameter groups (dicts as ``torch.optim`` expects them), or ``None``.
+    """
+
+
+@hookspec
 def medxfer_epoch_start(ctx: FitContext, epoch: int) -> None:
     """Act at the start of each epoch (e.g. unfreeze one more layer group).
 
@@ -162,6 +185,7 @@ def medxfer_extra_loss_terms(
     features: torch.Tensor,
     target_batch: dict[str, Any] | None,
     target_features: torch.Tensor | None,
+    target_outputs: torch.Tensor | None,
 ) -> list[LossTerm] | None:
     """Return extra loss terms for this training step.
 
@@ -177,8 +201,11 @@ def medxfer_extra_loss_terms(
         batch: The labelled (source) batch, with ``image`` and ``label`` tensors.
         outputs: The model's outputs for ``batch`` (logits).
         features: The backbone's pooled features for ``batch``.
-        target_batch: An unlabelled target-domain batch, when the run has a target.
+        target_batch: A target-domain batch, when the run has a target and a
+            domain-adaptation method (``image``; ``label`` only when ``data.target.labelled``).
+            The network ran on it in the ``target`` domain (see :mod:`medxfer.models.domain`).
         target_features: The backbone's pooled features for ``target_batch``.
+        target_outputs: The model's outputs (logits) for ``target_batch``.
 
     Returns:
         A list of :class:`medxfer.engine.context.LossTerm`, or ``None``.

@@ -59,6 +59,9 @@ OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
 RUN_CHECKPOINTS = ("model.safetensors", "checkpoints/best.safetensors",
                    "checkpoints/last.safetensors")
 
+#: Written by ``medxfer pretrain`` beside the checkpoint: backbone, data, checkpoint hash.
+TRANSFER_SOURCE_JSON = "transfer_source.json"
+
 _TORCHVISION_HASH = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _NONE_VALUES = {"", "none", "null", "false", "no", "random", "scratch"}
 
@@ -404,6 +407,55 @@ def load_backbone_from_run(run_dir: str | os.PathLike[str]) -> dict[str, torch.T
                           "'net.encoder.' (segmentation encoder) tensors")
 
 
+def check_transfer_source(run_dir: str | os.PathLike[str], backbone: str) -> None:
+    """Check that a run folder can seed backbone ``backbone`` before loading from it.
+
+    A classifier run must have trained the same backbone (its ``model.json`` sidecar or
+    ``transfer_source.json`` names it); a segmentation run's encoder may seed any
+    classifier whose tensor names match, which :func:`load_into` checks. When the folder
+    was made by ``medxfer pretrain``, the checkpoint must still have the SHA-256 recorded
+    in ``transfer_source.json``.
+
+    Raises:
+        ConfigError: when the run trained another classifier backbone.
+        CheckpointError: when the record is unreadable or the checkpoint has changed.
+    """
+    run_dir = Path(run_dir)
+    record_path = run_dir / TRANSFER_SOURCE_JSON
+    ckpt = find_run_checkpoint(run_dir)
+    record: dict[str, Any] = {}
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{record_path} is unreadable ({exc}); re-run "
+                                  "`medxfer pretrain` to make the transfer source") from None
+        recorded = record.get("checkpoint")
+        target = run_dir / recorded if isinstance(recorded, str) else ckpt
+        if target is None or not target.is_file():
+            raise CheckpointError(f"{record_path} names checkpoint {recorded!r}, which is "
+                                  "missing; re-run `medxfer pretrain`")
+        expected = record.get("sha256")
+        if expected and sha256_of(target) != expected:
+            raise CheckpointError(
+                f"{target} has changed since `medxfer pretrain` wrote it (SHA-256 differs from "
+                f"{record_path}); refusing to transfer from it. Re-run the pretraining")
+    elif ckpt is not None and ckpt.with_suffix(".json").is_file():
+        try:
+            record = json.loads(ckpt.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+    source = record.get("backbone") if isinstance(record, dict) else None
+    source_name = source.get("name") if isinstance(source, dict) else None
+    if record.get("task") != "segmentation" and source_name and source_name != backbone:
+        raise ConfigError(
+            f"model.backbone.pretrained: run {str(run_dir)!r} trained backbone "
+            f"{source_name!r}, but this run uses {backbone!r}; pretrain {backbone!r} "
+            "(`medxfer pretrain CONFIG --backbone ...`) or choose that backbone")
+
+
 def run_expects_imagenet_norm(run_dir: str | os.PathLike[str]) -> bool:
     """Whether the run in ``run_dir`` fed its model ImageNet-normalised inputs (its
     ``model.json`` sidecar records ``imagenet_norm``)."""
@@ -492,6 +544,7 @@ def load_pretrained(body: nn.Module, pretrained: object, *, backbone: str,
             resolved = resolve_weights_file(imagenet, local=path, allow_download=False)
             imagenet_norm = True
         elif path.is_dir() and find_run_checkpoint(path) is not None:
+            check_transfer_source(path, backbone)
             state = load_backbone_from_run(path)
             state = _adapt_input_convs(state, body, input_convs)
             report = load_into(body, state, source=f"run:{path}")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import warnings
 
-import click
 import typer
 
-from medxfer.cli import config_cmd, ensemble_cmd, plugins_cmd, predict_cmd, run_cmd
+from medxfer.cli import (
+    compare_cmd,
+    config_cmd,
+    ensemble_cmd,
+    export_cmd,
+    plugins_cmd,
+    predict_cmd,
+    pretrain_cmd,
+    run_cmd,
+)
 from medxfer.cli.console import error, warn
 from medxfer.cli.state import CliState
 from medxfer.errors import MedxferError
@@ -42,11 +50,15 @@ def build_app(state: CliState) -> typer.Typer:
         """medxfer command-line interface."""
 
     run_cmd.register(app)
+    pretrain_cmd.register(app)
+    compare_cmd.register(app)
     plugins_cmd.register(app)
     config_cmd.register(app)
     predict_cmd.register(app)
     ensemble_cmd.register(app)
+    export_cmd.register(app)
     _register_optional(app, "medxfer.cli.data_cmd")
+    _register_optional(app, "medxfer.cli.label_cmd")
     state.manager.hook.medxfer_register_commands(app=app)
     return app
 
@@ -62,6 +74,32 @@ def _register_optional(app: typer.Typer, module_name: str) -> None:
             return
         raise
     module.register(app)
+
+
+def _exception_types(*names: str) -> tuple[type[BaseException], ...]:
+    """The click exception classes named ``module:Class`` that this typer/click uses.
+
+    typer >= 0.20 vendors click as ``typer._click`` with its own ``Exit``/``Abort`` in
+    ``typer.exceptions``; older typer raises click's. Both are caught.
+    """
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for name in names:
+        module_name, _, cls_name = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError):
+            continue
+        if cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_EXIT_TYPES = _exception_types("click.exceptions:Exit", "typer.exceptions:Exit")
+_ABORT_TYPES = _exception_types("click.exceptions:Abort", "typer.exceptions:Abort")
+_USAGE_TYPES = _exception_types("click.exceptions:ClickException",
+                                "typer._click.exceptions:ClickException")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     except MedxferError as exc:
         error(str(exc))
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except _EXIT_TYPES as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _USAGE_TYPES as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except _ABORT_TYPES:
         error("aborted")
         return 130
     return result if isinstance(result, int) else 0

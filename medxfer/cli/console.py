@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def out() -> Console:
@@ -17,9 +18,9 @@ def err() -> Console:
 
 def error(message: str) -> None:
     """Print an error message to stderr."""
-    err().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def warn(message: str) -> None:
     """Print a warning to stderr."""
-    err().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+    err().print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False)

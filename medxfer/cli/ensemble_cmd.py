@@ -41,7 +41,10 @@ def register(app: typer.Typer) -> None:
     def ensemble(
         ctx: typer.Context,
         runs: list[Path] = typer.Option(
-            ..., "--runs", help="Folder of a finished `medxfer run` (repeat: two or more)."),
+            ..., "--runs", help="Folders of finished `medxfer run`s, two or more: "
+            "--runs A B C (or --runs A --runs B ...)."),
+        more_runs: list[Path] = typer.Argument(
+            None, hidden=True, help="Further run folders after --runs A."),
         combiner: str = typer.Option(
             "mean", "--combiner", help="Combiner plugin: mean, vote, weighted, stacking, ... "
             "(`medxfer plugins --kind combiner` lists them)."),
@@ -62,6 +65,7 @@ def register(app: typer.Typer) -> None:
         """
         from medxfer.engine.ensemble import check_output_dir, run_ensemble
 
+        runs = [*runs, *(more_runs or [])]
         parsed = parse_options(options)
         check_output_dir(output)
         summary = run_ensemble(runs, combiner, output, combiner_options=parsed,

@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         dicom_seg: bool = typer.Option(
             False, "--dicom-seg", help="Segmentation: also write a DICOM SEG for each DICOM "
             "input (needs `pip install highdicom`)."),
+        domain: str = typer.Option(
+            "source", "--domain", help="Domain of the inputs, for runs with domain-specific "
+            "layers (dsbn, adabn): source or target."),
     ) -> None:
         """Apply a trained run to new files.
 
@@ -41,7 +44,12 @@ def register(app: typer.Typer) -> None:
         from medxfer.engine.inference import load_run
         from medxfer.engine.pipeline import wants_imagenet_norm
 
+        from medxfer.models import set_domain
+
         loaded = load_run(run, registries=state_of(ctx).registries)
+        if domain not in ("source", "target"):
+            raise ConfigError(f"--domain {domain!r}: use source or target")
+        set_domain(loaded.model, domain)
         if loaded.config.task == "segmentation":
             _predict_masks(loaded, inputs, output, dicom_seg=dicom_seg)
             return

@@ -47,6 +47,10 @@ class FitContext:
         state: Free space for plugins (e.g. a snapshot of the pretrained weights); keep
             keys prefixed with the plugin's name.
         target_loader: Unlabelled target-domain data loader, when the run has one.
+        train_loader: The labelled (source) training loader.
+        base_lr: The configured learning rate.
+        total_steps: Training steps of the whole run (known once ``fit`` starts), e.g. for
+            DANN's ramp-up of the gradient-reversal weight.
     """
 
     config: RunConfig
@@ -61,6 +65,7 @@ class FitContext:
     target_loader: Any = None
     train_loader: Any = None
     base_lr: float = 0.0
+    total_steps: int = 0
 
     def add_param_group(self, params: list[torch.nn.Parameter], *, lr: float | None = None,
                         name: str | None = None) -> None:

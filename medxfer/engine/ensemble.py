@@ -34,6 +34,7 @@ from torch.utils.data import Dataset, Subset
 from medxfer.config import RunConfig
 from medxfer.engine.amp import Precision, resolve_device, resolve_precision
 from medxfer.engine.inference import LoadedRun, load_run
+from medxfer.engine.results import ECE_BINS
 from medxfer.errors import ConfigError, PluginError
 from medxfer.io import atomic_write_text
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
@@ -41,7 +42,6 @@ from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 ENSEMBLE_JSON = "ensemble.json"
 ENSEMBLE_MD = "ensemble.md"
 PREDICTIONS_CSV = "predictions.csv"
-ECE_BINS = 15
 TASKS = ("classification", "segmentation")
 SPLITS = ("val", "test")
 

@@ -70,6 +70,10 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
         out = int(sidecar["num_classes"]) if config.task == "classification" else 1
         model = build_network(backbone, out, dropout=config.model.head.dropout,
                               hidden=config.model.head.hidden)
+    if config.domain_adaptation is not None:  # e.g. per-domain batch norms: same layers
+        from medxfer.engine.domain import restore_structure
+
+        restore_structure(config, registries, model)
     try:
         model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
     except RuntimeError as exc:

@@ -83,9 +83,9 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     run_dir = Path(run_dir)
     registries = registries or build_registries()
     config = resolve_run_config(config, run_dir, resume)
-    if config.domain_adaptation is not None:
-        raise ConfigError("domain_adaptation: no domain-adaptation training is available yet; "
-                          "set it to null")
+    from medxfer.engine import domain as D
+
+    adaptation = D.create_method(config, registries)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_resolved_config(config, run_dir)
@@ -108,6 +108,10 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     imagenet_norm = wants_imagenet_norm(config, pretrained)
     bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=run_dir / "cache")
     write_splits(run_dir / "splits.csv", bundle.cases)
+    target = None
+    if config.data.target is not None:
+        target = D.load_target_data(config, bundle, imagenet_norm=imagenet_norm,
+                                    cache_dir=run_dir / "cache" / "target")
     model, backbone = build_task_network(config, registries, bundle, backbone_kwargs)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
@@ -123,6 +127,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
 
     hooks = create_plugin_manager(load_entry_points=False)
     hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
+    if adaptation is not None:
+        hooks.register(adaptation, name=f"domain_adaptation:{config.domain_adaptation.name}")
     hooks.register(TensorBoardLogger(run_dir / "tensorboard"), name="medxfer:tensorboard")
 
     train_loader = make_loader(bundle.train, config, train=True, labels=bundle.train_labels,
@@ -141,8 +147,13 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                "task": config.task, "num_classes": bundle.num_classes,
                "class_names": bundle.class_names, "in_channels": bundle.in_channels,
                "spatial_dims": bundle.spatial_dims, "imagenet_norm": imagenet_norm}
+    if adaptation is not None:
+        sidecar["domain_adaptation"] = D.describe_method(adaptation, config)
     trainer = Trainer(config, model, hooks, device, precision, run_dir, train_loader, validate,
-                      loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress)
+                      loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress,
+                      target_loader=None if adaptation is None else
+                      D.target_train_loader(config, target, device),
+                      draw_target_batches=getattr(adaptation, "draws_target_batches", True))
     tic = time.perf_counter()
     result = trainer.fit(resume=resume)
     model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
@@ -154,14 +165,19 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         "device": str(device), "precision": precision.describe(),
         "data_source": bundle.source, "fit_wall_seconds": time.perf_counter() - tic,
     }
+    if adaptation is not None:
+        run_info["domain_adaptation"] = D.describe_method(adaptation, config)
+    if target is not None:
+        run_info["target_source"] = target.source
     if config.task == "segmentation":
         from medxfer.engine.seg_results import evaluate_segmentation_and_report
 
         return evaluate_segmentation_and_report(config, run_dir, model, bundle, result, run_info,
-                                                device=device, precision=precision)
+                                                device=device, precision=precision,
+                                                target=target)
     return evaluate_and_report(config, run_dir, model, bundle, result, run_info,
                                val_loader=val_loader, test_loader=test_loader, device=device,
-                               precision=precision, loss_fn=loss_fn)
+                               precision=precision, loss_fn=loss_fn, target=target)
 
 
 def write_splits(path: Path, cases: list[dict[str, Any]]) -> None:

@@ -16,6 +16,10 @@ from medxfer.engine.trainer import FitResult
 from medxfer.io import atomic_write_json
 
 
+#: Bins of the expected calibration error (the same as :mod:`medxfer.engine.ensemble`'s).
+ECE_BINS = 15
+
+
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe floats (NaN → None)."""
     out: dict[str, Any] = {}
@@ -32,11 +36,14 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module, bundle: Any,
                         result: FitResult, run_info: dict[str, Any], *, val_loader: Any,
                         test_loader: Any, device: torch.device, precision: Precision,
-                        loss_fn: torch.nn.Module) -> dict[str, Any]:
+                        loss_fn: torch.nn.Module, target: Any = None) -> dict[str, Any]:
     """Evaluate on validation and test, write every output file, return the summary.
 
     The binary decision threshold is chosen on validation (``eval.threshold``) and only
     applied to test. Test metrics get percentile-bootstrap 95% confidence intervals.
+    With ``target`` (the target-domain :class:`~medxfer.data.loading.DataBundle`), its test
+    split is evaluated too (``target_test`` in the summary, same threshold) and the
+    source-vs-target feature figure is drawn.
     """
     from medxfer import metrics as M
     from medxfer import report as R
@@ -51,6 +58,9 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
         val_m = M.classification_metrics(val.targets.astype(int), val.scores, threshold=threshold)
         test_m = M.classification_metrics(test.targets.astype(int), test.scores,
                                           threshold=threshold)
+        for values, preds in ((val_m, val), (test_m, test)):  # calibration, as ensembles report
+            values["ece"] = M.expected_calibration_error(preds.targets.astype(int), preds.scores,
+                                                         ECE_BINS)
         y_pred = _decide(test.scores, threshold)
         cm = M.confusion_matrix(test.targets.astype(int), y_pred, bundle.num_classes)
         metric_fn = functools.partial(M.classification_metrics, threshold=threshold)
@@ -77,6 +87,13 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
         R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets,
                                 test.scores, test.scores, bundle.class_names)
     R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+    if target is not None:
+        from medxfer.engine import domain as D
+
+        summary["target_test"] = _clean(D.classification_target_metrics(
+            config, model, target, threshold=summary.get("threshold"), device=device,
+            precision=precision, loss_fn=loss_fn))
+        D.feature_outputs(config, run_dir, model, bundle, target, device=device)
     val_m["loss"], test_m["loss"] = val.loss, test.loss
     summary.update(
         val=_clean(val_m), test=_clean(test_m),

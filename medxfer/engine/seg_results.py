@@ -39,8 +39,8 @@ class _Slice:
 
 def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module,
                                      bundle: Any, result: FitResult, run_info: dict[str, Any],
-                                     *, device: torch.device,
-                                     precision: Precision) -> dict[str, Any]:
+                                     *, device: torch.device, precision: Precision,
+                                     target: Any = None) -> dict[str, Any]:
     """Evaluate on validation and test, write every output file, return the summary.
 
     Writes ``per_case.csv`` (one row per validation and test case), ``metrics.json``,
@@ -62,6 +62,7 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
         run_info: Extra summary keys (backbone, strategy, pretrained, device, ...).
         device: Inference device.
         precision: Autocast setting for inference.
+        target: Target-domain data bundle: its test cases' Dice goes to ``target_test``.
 
     Returns:
         The summary also written as ``metrics.json``: ``task``, ``class_names``, ``val`` and
@@ -112,6 +113,13 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     ci = S.segmentation_ci(test_cases, n_boot=config.eval.bootstrap, seed=config.train.seed) \
         if config.eval.bootstrap else {}
     summary: dict[str, Any] = {"task": config.task, "class_names": names}
+    if target is not None:  # the target domain's test cases, scored alike
+        from medxfer.models.domain import TARGET, in_domain
+
+        with in_domain(model, TARGET):
+            summary["target_test"] = _clean(S.segmentation_summary(
+                [score(item, probs) for item, probs in iter_case_predictions(
+                    model, target.test, config, device=device, precision=precision)]))
     summary.update(
         val=_clean(S.segmentation_summary(val_cases)),
         test=_clean(S.segmentation_summary(test_cases)),

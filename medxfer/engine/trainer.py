@@ -14,7 +14,10 @@ from torch import nn
 from medxfer.config import RunConfig
 from medxfer.engine.amp import Precision
 from medxfer.engine.checkpoints import (
+    BEST_WEIGHTS,
+    load_model_weights,
     load_training_state,
+    read_sidecar,
     rng_state,
     save_model,
     save_training_state,
@@ -23,6 +26,7 @@ from medxfer.engine.checkpoints import (
 from medxfer.engine.context import FitContext, LossTerm
 from medxfer.engine.schedule import apply_lr, lr_factor
 from medxfer.errors import CheckpointError
+from medxfer.models.domain import SOURCE, TARGET, set_domain
 from medxfer.plugins import MedxferPluginManager
 
 #: Evaluate the model on validation data: returns metrics such as ``val_loss``, ``val_auc``.
@@ -56,7 +60,10 @@ class Trainer:
         validate: Computes validation metrics for the model.
         loss_fn: The task loss ``L_new(outputs, labels)``.
         monitor: ``(metric name, "max" | "min")`` for best-checkpoint selection.
-        target_loader: Optional unlabelled target-domain batches.
+        target_loader: Optional unlabelled target-domain batches (domain adaptation): one
+            is drawn beside every source batch, the shorter loader cycling.
+        draw_target_batches: ``False`` keeps ``target_loader`` in the fit context for the
+            plugins (AdaBN reads it after training) without drawing target batches.
         sidecar: Extra facts written beside the saved model.
         progress: Show a rich progress bar.
     """
@@ -65,6 +72,7 @@ class Trainer:
                  device: torch.device, precision: Precision, run_dir: Path,
                  train_loader: Any, validate: ValidateFn, loss_fn: Callable[..., torch.Tensor],
                  monitor: tuple[str, str], *, target_loader: Any = None,
+                 draw_target_batches: bool = True,
                  sidecar: dict[str, Any] | None = None, progress: bool = True) -> None:
         self.config = config
         self.hooks = hooks.hook
@@ -77,6 +85,7 @@ class Trainer:
         self.monitor, self.mode = monitor
         self.sidecar = sidecar or {}
         self.progress = progress
+        self.draws_target = target_loader is not None and draw_target_batches
         self.ctx = FitContext(config=config, model=model, device=device,
                               max_epochs=config.train.epochs, run_dir=self.run_dir,
                               target_loader=target_loader, train_loader=train_loader,
@@ -90,6 +99,8 @@ class Trainer:
         if groups is None:
             params = [p for p in self.ctx.model.parameters() if p.requires_grad]
             groups = [{"params": params, "name": "all"}]
+        for extra in self.hooks.medxfer_extra_parameter_groups(ctx=self.ctx, base_lr=opt.lr):
+            groups = list(groups) + list(extra or [])
         groups = [g for g in groups if list(g["params"])]
         if not groups:
             raise RuntimeError("the strategy left no trainable parameters")
@@ -102,7 +113,10 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay)
 
     def _steps_per_epoch(self) -> int:
-        return max(len(self.train_loader), 1)
+        steps = len(self.train_loader)
+        if self.draws_target:
+            steps = max(steps, len(self.ctx.target_loader))
+        return max(steps, 1)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -125,6 +139,7 @@ class Trainer:
         total_steps = self._steps_per_epoch() * self.config.train.epochs
         warmup = int(self.config.train.scheduler.warmup_epochs * self._steps_per_epoch())
         ctx.step = start_epoch * self._steps_per_epoch()
+        ctx.total_steps = total_steps
         patience = self.config.train.early_stopping.patience
         stopped = False
         try:
@@ -134,6 +149,8 @@ class Trainer:
                 ctx.model.train()
                 self.hooks.medxfer_epoch_start(ctx=ctx, epoch=epoch)
                 metrics = self._train_epoch(epoch, scaler, total_steps, warmup)
+                if ctx.target_loader is not None:
+                    set_domain(ctx.model, SOURCE)  # validation data is source data
                 metrics.update(self.validate(ctx.model))
                 metrics["epoch"] = epoch
                 metrics["lr"] = max(g["lr"] for g in ctx.optimizer.param_groups)
@@ -161,11 +178,27 @@ class Trainer:
                     "stopped": stopped, "plugin_state": _tensor_state(ctx.state)})
                 if stopped:
                     break
-            self.hooks.medxfer_fit_end(ctx=ctx)
+            self._fit_end()
         except BaseException as exc:
             self.hooks.medxfer_on_exception(ctx=ctx, exception=exc)
             raise
         return FitResult(history, best_epoch, best_score, self.monitor, seconds, stopped)
+
+    def _fit_end(self) -> None:
+        """Give ``medxfer_fit_end`` the selected model, then save what it made of it.
+
+        The best epoch's weights are loaded first, so that a hook that recomputes
+        statistics (AdaBN) acts on the model that is evaluated and delivered.
+        """
+        ctx = self.ctx
+        best = self.run_dir / BEST_WEIGHTS
+        if best.is_file():
+            ctx.model.load_state_dict(load_model_weights(best))
+        self.hooks.medxfer_fit_end(ctx=ctx)
+        if ctx.target_loader is not None:
+            set_domain(ctx.model, SOURCE)
+        if best.is_file():
+            save_model(self.run_dir, ctx.model, read_sidecar(self.run_dir))
 
     def _restore(self, state: dict[str, Any], scaler: torch.amp.GradScaler) -> None:
         ctx = self.ctx
@@ -188,16 +221,14 @@ class Trainer:
         return value if self.mode == "max" else -value
 
     def _batches(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
-        target_iter = iter(self.ctx.target_loader) if self.ctx.target_loader is not None else None
-        for batch in self.train_loader:
-            target = None
-            if target_iter is not None:
-                try:
-                    target = next(target_iter)
-                except StopIteration:  # cycle the shorter loader
-                    target_iter = iter(self.ctx.target_loader)
-                    target = next(target_iter)
-            yield batch, target
+        if not self.draws_target:
+            for batch in self.train_loader:
+                yield batch, None
+            return
+        # One source and one target batch per step; the shorter loader cycles.
+        source_iter, target_iter = _Cycle(self.train_loader), _Cycle(self.ctx.target_loader)
+        for _ in range(self._steps_per_epoch()):
+            yield next(source_iter), next(target_iter)
 
     def _train_epoch(self, epoch: int, scaler: torch.amp.GradScaler, total_steps: int,
                      warmup: int) -> dict[str, float]:
@@ -216,19 +247,25 @@ class Trainer:
                 if channels_last and images.ndim == 4:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = batch["label"].to(self.device, non_blocking=True)
-                target_images = target_features = None
+                target_images = target_features = target_outputs = None
                 with self.precision.autocast():
+                    if target_batch is not None:
+                        set_domain(ctx.model, SOURCE)
                     outputs, features = ctx.model.forward_features(images)
                     if target_batch is not None:
                         target_images = target_batch["image"].to(self.device, non_blocking=True)
-                        _, target_features = ctx.model.forward_features(target_images)
+                        set_domain(ctx.model, TARGET)
+                        target_outputs, target_features = ctx.model.forward_features(
+                            target_images)
+                        set_domain(ctx.model, SOURCE)
                     l_new = self.loss_fn(outputs, labels)
                     terms = [t for ts in self.hooks.medxfer_extra_loss_terms(
                         ctx=ctx, batch={**batch, "image": images, "label": labels},
                         outputs=outputs, features=features,
                         target_batch=(None if target_batch is None
                                       else {**target_batch, "image": target_images}),
-                        target_features=target_features) if ts for t in ts]
+                        target_features=target_features, target_outputs=target_outputs)
+                        if ts for t in ts]
                     loss = beta * l_new + _combine(terms, alpha)
                 ctx.optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -251,6 +288,21 @@ class Trainer:
                 n_steps += 1
                 advance(loss)
         return {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
+
+
+class _Cycle:
+    """Endless iteration over a loader, starting a new pass (a new shuffle) when one ends."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.iterator = iter(loader)
+
+    def __next__(self) -> Any:
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
 
 
 def _print_epoch(metrics: dict[str, float], *, cfg_epochs: int, monitor: str) -> None:

@@ -58,6 +58,10 @@ class ReportContent:
     class_header: list[str] = field(default_factory=list)
     class_rows: list[list[str]] = field(default_factory=list)
     class_notes: list[str] = field(default_factory=list)
+    # domain adaptation: source and target test side by side (see report.domain_content)
+    domain_header: list[str] = field(default_factory=list)
+    domain_rows: list[list[str]] = field(default_factory=list)
+    domain_notes: list[str] = field(default_factory=list)
 
 
 def build_report_content(summary: Mapping[str, Any],
@@ -72,7 +76,8 @@ def build_report_content(summary: Mapping[str, Any],
             ``threshold_source``, ``load_report``, ``best_epoch``, ``monitor``, ``device``,
             ``precision``, ``config_path``, ``bootstrap`` (number of resamples),
             ``domain_adaptation``, ``epochs``/``epochs_run``, ``stopped_early``, ``splits``,
-            ``data_source``, ``title``. Segmentation summaries (``task: segmentation``) get
+            ``data_source``, ``title``, ``target_test`` (metrics on the target domain's
+            test split, shown beside the source test metrics) and ``target_source``. Segmentation summaries (``task: segmentation``) get
             a table per class instead, from ``dice_<class>``/``iou_<class>``/``hd95_<class>``
             and ``spacing``/``spacing_assumed`` (see
             :func:`~medxfer.report.seg_content.add_segmentation_sections`).
@@ -90,6 +95,10 @@ def build_report_content(summary: Mapping[str, Any],
         from medxfer.report.seg_content import add_segmentation_sections
 
         add_segmentation_sections(content, summary)
+    if isinstance(summary.get("target_test"), Mapping):
+        from medxfer.report.domain_content import add_domain_section
+
+        add_domain_section(content, summary)
     return content
 
 

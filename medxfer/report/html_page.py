@@ -49,6 +49,10 @@ def render_html(content: ReportContent) -> str:
     if content.metric_rows:
         body += ["<h2>Metrics</h2>", _table(content.metric_header, content.metric_rows)]
         body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.metric_notes]
+    if content.domain_rows:
+        body += ["<h2>Source and target domains</h2>",
+                 _table(content.domain_header, content.domain_rows)]
+        body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.domain_notes]
     if content.threshold:
         body += ["<h2>Decision threshold</h2>", f"<p>{escape(content.threshold)}</p>"]
     if content.cm:

@@ -27,6 +27,10 @@ def render_markdown(content: ReportContent) -> str:
     if content.metric_rows:
         out += ["## Metrics", "", markdown_table(content.metric_header, content.metric_rows), ""]
         out += [f"_{note}_  " for note in content.metric_notes] + [""]
+    if content.domain_rows:
+        out += ["## Source and target domains", "",
+                markdown_table(content.domain_header, content.domain_rows), ""]
+        out += [f"_{note}_  " for note in content.domain_notes] + [""]
     if content.threshold:
         out += ["## Decision threshold", "", content.threshold, ""]
     if content.cm:

@@ -100,10 +100,13 @@ class Strategy:
         name: The registered name.
         uses_pretrained: ``False`` asks the core to build the backbone without pretrained
             weights (``scratch``).
+        freezes_backbone: ``True`` when the whole backbone stays frozen for the whole run
+            (``feature_extraction``); ``medxfer pretrain`` refuses such a strategy.
     """
 
     name: str = ""
     uses_pretrained: bool = True
+    freezes_backbone: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options

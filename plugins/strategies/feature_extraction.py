@@ -16,6 +16,7 @@ class FeatureExtraction(Strategy):
     """Freeze the whole backbone, statistics included; train the head only."""
 
     name = "feature_extraction"
+    freezes_backbone = True
 
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:

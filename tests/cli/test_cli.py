@@ -36,6 +36,15 @@ def test_help_lists_commands(capsys):
         assert command in out
 
 
+def test_usage_errors_are_one_message_not_a_traceback(capsys):
+    assert main(["run", "--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option: --no-such-option" in err and "Traceback" not in err
+    for command in ("pretrain", "compare", "ensemble"):
+        assert main([command, "--help"]) == 0
+    assert "--backbones" in capsys.readouterr().out
+
+
 def test_plugins_json_has_the_required_keys(capsys):
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

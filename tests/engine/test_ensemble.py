@@ -209,7 +209,7 @@ def test_user_errors_are_refused_before_any_work(runs, tmp_path):
 
 def test_cli_ensemble_prints_the_table_and_writes_the_folder(runs, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["ensemble", *[a for r in runs for a in ("--runs", str(r))], "--combiner", "vote",
+    args = ["ensemble", "--runs", *map(str, runs), "--combiner", "vote",  # --runs A B C
             "--option", "output=onehot", "--output", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out

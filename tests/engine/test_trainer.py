@@ -189,3 +189,55 @@ def test_precision_choices():
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", cpu)
     assert resolve_precision("fp16", torch.device("cuda")).needs_scaler
+
+
+class TargetRecorder:
+    """Records what the trainer gives a domain-adaptation plugin."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+        self.domains: list[str] = []
+        self.extra = nn.Linear(8, 1)
+
+    @medxfer.hookimpl
+    def medxfer_extra_parameter_groups(self, ctx, base_lr):
+        return [{"params": list(self.extra.parameters()), "name": "extra", "lr": base_lr}]
+
+    @medxfer.hookimpl
+    def medxfer_extra_loss_terms(self, ctx, batch, features, target_batch, target_features,
+                                 target_outputs):
+        self.seen.append((target_batch["image"].shape[0], tuple(target_features.shape),
+                          tuple(target_outputs.shape), "label" in target_batch))
+        return [LossTerm("extra", self.extra(target_features).mean() * 0.0)]
+
+
+class DomainProbe(nn.Module):
+    """Records the domain the trainer sets before each forward pass."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log, self.domain = log, "source"
+
+    def set_domain(self, domain):
+        self.domain = domain
+
+    def forward(self, x):
+        self.log.append(self.domain)
+        return x
+
+
+def test_target_batches_domains_and_extra_parameter_groups(tmp_path):
+    recorder = TargetRecorder()
+    model = tiny_network()
+    model.backbone.body.insert(0, DomainProbe(recorder.domains))
+    trainer = make_trainer(tmp_path, epochs=1, plugin=recorder, model=model)
+    target = [{"image": b["image"][:3]} for b in batches(6)]  # longer than the 4 source batches
+    trainer.ctx.target_loader = target
+    trainer.draws_target = True
+    trainer.fit()
+    assert len(recorder.seen) == 6  # the longer (target) loader sets the epoch; source cycles
+    assert recorder.seen[0] == (3, (3, 8), (3, 2), False)
+    assert "extra" in [g.get("name") for g in trainer.ctx.optimizer.param_groups]
+    train_domains = recorder.domains[:12]
+    assert train_domains == ["source", "target"] * 6
+    assert set(recorder.domains[12:]) == {"source"}  # validation runs in the source domain

@@ -87,7 +87,7 @@ class ReferenceLoop:
             loss_new = F.cross_entropy(outputs, batch["label"])
             results = self.hook.medxfer_extra_loss_terms(
                 ctx=ctx, batch=batch, outputs=outputs, features=features,
-                target_batch=None, target_features=None)
+                target_batch=None, target_features=None, target_outputs=None)
             terms = [t for result in results for t in (result or [])]
             retention = sum((t.value for t in terms if t.role == "retention"),
                             torch.zeros(()))

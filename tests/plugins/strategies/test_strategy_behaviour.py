@@ -36,7 +36,7 @@ def _extra_terms(loop, batch, model):
     outputs, features = model.forward_features(batch["image"])
     results = loop.hook.medxfer_extra_loss_terms(
         ctx=loop.ctx, batch=batch, outputs=outputs, features=features,
-        target_batch=None, target_features=None)
+        target_batch=None, target_features=None, target_outputs=None)
     return {t.name: t for result in results for t in (result or [])}
 
 

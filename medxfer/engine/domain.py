@@ -1,0 +1,175 @@
+"""Domain adaptation in a run: target data, the method's plugin, target evaluation and
+the source-vs-target feature figure. The pipeline calls these; none names a method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medxfer.config import RunConfig
+from medxfer.errors import ConfigError, DataError
+from medxfer.models.domain import SOURCE, TARGET, in_domain
+
+#: Features kept per domain for the PCA figure and ``features.npz``.
+MAX_FEATURE_POINTS = 600
+FEATURES_FILE = "features.npz"
+
+
+class WithoutLabels(Dataset):
+    """A dataset whose items lose their ``label``: unlabelled target training data."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        if isinstance(item, (list, tuple)):  # segmentation patches drawn from one case
+            return [{k: v for k, v in patch.items() if k != "label"} for patch in item]
+        return {k: v for k, v in dict(item).items() if k != "label"}
+
+
+def create_method(config: RunConfig, registries: Any) -> Any:
+    """The run's domain-adaptation plugin object, or ``None`` when ``domain_adaptation`` is null.
+
+    Raises:
+        ConfigError: for an unknown method, bad options, or a method without target data.
+    """
+    spec = config.domain_adaptation
+    if spec is None:
+        return None
+    if config.data.target is None:
+        raise ConfigError(f"domain_adaptation: {spec.name!r} needs target-domain data; set "
+                          "data.target.path (e.g. a shifted copy made by `medxfer data shift`)")
+    return registries.domain_adaptation.create(spec.name, key="domain_adaptation", **spec.kwargs)
+
+
+def describe_method(method: Any, config: RunConfig) -> dict[str, Any]:
+    """The method's ``describe()``, or its config spec when it has none."""
+    describe = getattr(method, "describe", None)
+    if callable(describe):
+        return describe()
+    return config.domain_adaptation.model_dump() if config.domain_adaptation else {}
+
+
+def restore_structure(config: RunConfig, registries: Any, model: torch.nn.Module) -> None:
+    """Give a freshly built network the layers the run's domain-adaptation method added
+    (its optional ``restore_structure(model)``), so that the saved weights fit it.
+
+    The network then runs in the ``source`` domain; ``medxfer.models.set_domain`` switches.
+    """
+    spec = config.domain_adaptation
+    method = registries.domain_adaptation.create(spec.name, key="domain_adaptation",
+                                                 **spec.kwargs)
+    restore = getattr(method, "restore_structure", None)
+    if callable(restore):
+        restore(model)
+
+
+def target_config(config: RunConfig) -> RunConfig:
+    """The run config with ``data.target`` as its data (same preprocessing, its own split)."""
+    target = config.data.target
+    assert target is not None
+    data = config.data.model_copy(deep=True)
+    data.path, data.format, data.limit, data.target = target.path, target.format, target.limit, None
+    data.split.file = None
+    return config.model_copy(update={"data": data})
+
+
+def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
+                     cache_dir: Path) -> Any:
+    """Read and preprocess ``data.target`` like the source data.
+
+    Raises:
+        DataError: when the target data cannot be read or does not match the source
+            (channels, dimensions, classes).
+    """
+    from medxfer.data import load_data
+
+    where = f"data.target.path {config.data.target.path!r}"
+    try:
+        bundle = load_data(target_config(config), imagenet_norm=imagenet_norm,
+                           cache_dir=cache_dir)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    for attr in ("spatial_dims", "in_channels", "num_classes"):
+        if getattr(bundle, attr) != getattr(source, attr):
+            raise DataError(
+                f"{where}: the target data has {attr} {getattr(bundle, attr)} but the source "
+                f"has {getattr(source, attr)}; source and target must be the same kind of images "
+                "with the same classes")
+    return bundle
+
+
+def target_train_loader(config: RunConfig, target: Any, device: torch.device) -> Any:
+    """The target training loader; without labels unless ``data.target.labelled``."""
+    from medxfer.engine.loaders import make_loader
+
+    dataset = target.train if config.data.target.labelled else WithoutLabels(target.train)
+    return make_loader(dataset, config, train=True, device=device)
+
+
+def classification_target_metrics(config: RunConfig, model: torch.nn.Module, target: Any, *,
+                                  threshold: float | None, device: torch.device, precision: Any,
+                                  loss_fn: Any) -> dict[str, Any]:
+    """Target test metrics, the model in the ``target`` domain, with the source-val threshold."""
+    from medxfer import metrics as M
+    from medxfer.engine.evaluate import predict
+    from medxfer.engine.loaders import make_loader
+
+    loader = make_loader(target.test, config, train=False, device=device)
+    with in_domain(model, TARGET):
+        preds = predict(model, loader, device, precision, config.task, loss_fn)
+    if config.task == "classification":
+        values = M.classification_metrics(preds.targets.astype(int), preds.scores,
+                                          threshold=threshold)
+    else:
+        values = M.regression_metrics(preds.targets, preds.scores)
+    values["loss"] = preds.loss
+    return values
+
+
+@torch.no_grad()
+def pooled_features(model: torch.nn.Module, dataset: Any, config: RunConfig, domain: str, *,
+                    device: torch.device, limit: int = MAX_FEATURE_POINTS) -> np.ndarray:
+    """Pooled backbone features ``[n, F]`` of the first ``limit`` items of ``dataset``."""
+    was_training = model.training
+    model.eval()
+    rows: list[torch.Tensor] = []
+    indices = list(range(min(len(dataset), limit)))
+    with in_domain(model, domain):
+        for start in range(0, len(indices), 64):
+            images = torch.stack([dataset[i]["image"] for i in indices[start:start + 64]])
+            rows.append(model.forward_features(images.to(device))[1].float().cpu())
+    model.train(was_training)
+    return torch.cat(rows).numpy() if rows else np.zeros((0, 0), dtype=np.float32)
+
+
+def feature_outputs(config: RunConfig, run_dir: Path, model: torch.nn.Module, source: Any,
+                    target: Any, *, device: torch.device) -> list[str]:
+    """Write ``features.npz`` (source and target test features) and the PCA figure.
+
+    Segmentation runs are skipped (whole volumes are too large for one forward pass).
+
+    Returns:
+        The figure paths written, relative to ``run_dir``.
+    """
+    if config.task == "segmentation":
+        return []
+    from medxfer.io import atomic_open
+    from medxfer.report.domain_figures import plot_feature_pca
+
+    src = pooled_features(model, source.test, config, SOURCE, device=device)
+    tgt = pooled_features(model, target.test, config, TARGET, device=device)
+    with atomic_open(run_dir / FEATURES_FILE, "wb") as handle:
+        np.savez_compressed(handle, source=src, target=tgt)
+    figure = run_dir / "figures" / "domain_features_pca.png"
+    method = config.domain_adaptation.name if config.domain_adaptation else "no adaptation"
+    plot_feature_pca({f"test features, {method}": (src, tgt)}, figure)
+    return [str(figure.relative_to(run_dir))]

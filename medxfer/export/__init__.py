@@ -1,0 +1,122 @@
+"""Export a finished run's model for use without medxfer.
+
+Formats:
+
+* ``torchscript``: ``model.ts`` (``torch.jit.load``), logits from preprocessed images;
+* ``onnx``: ``model.onnx`` with dynamic batch and spatial sizes (needs
+  ``pip install "medxfer[export]"``);
+* ``monai-bundle``: a MONAI bundle (configs, TorchScript model) that reads image files,
+  preprocesses them as medxfer does, runs the network and writes masks or probabilities.
+
+Every export is checked before it is kept: the exported model must reproduce medxfer's
+logits on two reproducible inputs of different sizes within
+:data:`medxfer.export.common.TOLERANCES`; ``export.json`` records the measured difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medxfer.errors import ConfigError
+from medxfer.export.common import TOLERANCES, ExportError, OutputCheck, staged_folder
+
+EXPORT_FORMATS = ("torchscript", "onnx", "monai-bundle")
+
+__all__ = ["EXPORT_FORMATS", "TOLERANCES", "ExportError", "ExportResult", "export_run"]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote."""
+
+    output: Path
+    fmt: str
+    files: list[Path]
+    check: OutputCheck
+
+
+def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
+              extra: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from medxfer import __version__
+    from medxfer.export.common import size_divisor
+
+    sidecar, config = loaded.sidecar, loaded.config
+    dims = int(sidecar["spatial_dims"])
+    names = loaded.class_names or [str(i) for i in range(int(sidecar["num_classes"]))]
+    return {
+        "format": fmt, "files": files, "run": str(loaded.run_dir), "task": config.task,
+        "medxfer_version": __version__, "torch_version": torch.__version__,
+        "input": {"name": "image", "dtype": "float32",
+                  "shape": ["N", int(sidecar["in_channels"]), *(["*"] * dims)],
+                  "size_divisor": size_divisor(loaded),
+                  "preprocessing": config.data.preprocess.model_dump(),
+                  "imagenet_norm": bool(sidecar.get("imagenet_norm", False))},
+        "output": {"name": "logits", "class_names": names,
+                   "meaning": "softmax over dimension 1 gives class probabilities"},
+        "check": check.as_dict(), **extra,
+    }
+
+
+def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
+               registries: Any | None = None) -> ExportResult:
+    """Export the selected model of a finished run.
+
+    Args:
+        run_dir: Folder of a finished ``medxfer run``.
+        fmt: One of :data:`EXPORT_FORMATS`.
+        output: A folder that does not exist yet (or is empty).
+        registries: Plugin registries (built from installed plugins when omitted).
+
+    Returns:
+        The folder, format, files written and the output check.
+
+    Raises:
+        ConfigError: for an unknown format, a used output folder or a missing extra.
+        CheckpointError: when ``run_dir`` is not a finished run.
+        ExportError: when the model cannot be exported or does not reproduce medxfer.
+    """
+    import json
+
+    from medxfer.engine.inference import load_run
+    from medxfer.export.common import check_output_folder
+    from medxfer.io import atomic_write_text
+
+    if fmt not in EXPORT_FORMATS:
+        import difflib
+
+        close = difflib.get_close_matches(fmt, EXPORT_FORMATS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"--format {fmt!r} is not an export format; {hint}choose one of "
+                          f"{', '.join(EXPORT_FORMATS)}")
+    output = Path(output)
+    check_output_folder(output)
+    if fmt == "onnx":
+        from medxfer.export.onnx_model import require_onnx
+
+        require_onnx()
+    loaded = load_run(run_dir, registries=registries)
+    extra: dict[str, Any] = {}
+    with staged_folder(output) as tmp:
+        if fmt == "torchscript":
+            from medxfer.export.torchscript import export_torchscript
+
+            path, check = export_torchscript(loaded, tmp)
+            files = [path]
+        elif fmt == "onnx":
+            from medxfer.export.onnx_model import export_onnx
+
+            path, check, exporter = export_onnx(loaded, tmp)
+            files, extra = [path], {"onnx_exporter": exporter}
+        else:
+            from medxfer.export.bundle import export_bundle
+
+            files, check = export_bundle(loaded, tmp)
+        relative = [str(f.relative_to(tmp)) for f in files]
+        atomic_write_text(tmp / "export.json", json.dumps(
+            _describe(loaded, fmt, relative, check, extra), indent=2) + "\n")
+    return ExportResult(output, fmt, [output / r for r in relative] + [output / "export.json"],
+                        check)

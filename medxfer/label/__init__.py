@@ -1,0 +1,39 @@
+"""MONAI Label integration: serve medxfer runs to 3D Slicer / OHIF and fine-tune them there.
+
+``medxfer label init`` writes a MONAI Label app folder (``main.py`` and
+``medxfer_app.json``) that names one or more finished runs; ``medxfer label serve`` starts
+MONAI Label's server with it. The app (:mod:`medxfer.label.app`) has, per run:
+
+* an infer task (:mod:`medxfer.label.infer`) built from the run's saved config,
+  preprocessing and selected weights through medxfer's own ``load_run`` and prediction
+  code, so a mask from MONAI Label is the mask ``medxfer predict`` writes;
+* for segmentation runs, a train task (:mod:`medxfer.label.train`) that fine-tunes the
+  run with its own medxfer strategy on the labels saved in the MONAI Label datastore;
+  the infer task then serves the newest fine-tuned run.
+
+Nothing is downloaded at start-up. Needs the optional ``label`` extra
+(``pip install "medxfer[label]"``); the modules that import ``monailabel`` are imported
+only by MONAI Label's server, never by the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medxfer.errors import ConfigError
+
+__all__ = ["require_monailabel"]
+
+
+def require_monailabel() -> Any:
+    """Import ``monailabel`` or say how to install it.
+
+    Raises:
+        ConfigError: when the ``label`` extra is not installed.
+    """
+    try:
+        import monailabel
+    except ImportError:
+        raise ConfigError('MONAI Label is not installed: pip install "medxfer[label]" '
+                          "(see the README section 'MONAI Label / 3D Slicer')") from None
+    return monailabel

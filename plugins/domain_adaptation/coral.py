@@ -1,0 +1,66 @@
+"""Deep CORAL (Sun & Saenko, ECCV 2016 workshops): align second-order statistics.
+
+The loss is the squared Frobenius distance between the covariance matrices of the
+source and target pooled features, ``||C_S - C_T||_F^2 / (4 d^2)`` with ``d`` the feature
+width, added to the task loss with the config's ``weight``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import medxfer
+from medxfer.engine.context import FitContext, LossTerm
+from medxfer_plugins.domain_adaptation._common import (DomainAdaptation, check_float,
+                                                       paired_features)
+
+
+def covariance(x: torch.Tensor) -> torch.Tensor:
+    """Unbiased covariance ``[F, F]`` of rows ``x [N, F]`` (``N >= 2``)."""
+    centred = x - x.mean(dim=0, keepdim=True)
+    return centred.T @ centred / max(x.shape[0] - 1, 1)
+
+
+def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||cov(source) - cov(target)||_F^2 / (4 d^2)`` for features ``[N, d]``."""
+    d = source.shape[1]
+    return (covariance(source) - covariance(target)).pow(2).sum() / (4.0 * d * d)
+
+
+class Coral(DomainAdaptation):
+    """Add the CORAL loss between source and target features.
+
+    Args:
+        weight: Scale of the CORAL term in the total loss.
+    """
+
+    name = "coral"
+
+    def __init__(self, weight: float) -> None:
+        super().__init__(weight=weight)
+        self.weight = weight
+
+    @medxfer.hookimpl
+    def medxfer_extra_loss_terms(self, ctx: FitContext, features: torch.Tensor,
+                                 target_features: torch.Tensor | None) -> list[LossTerm] | None:
+        """The CORAL term (``None`` for a step without a target batch)."""
+        pair = paired_features(features, target_features)
+        if pair is None:
+            return None
+        return [LossTerm("coral", coral_loss(*pair), weight=self.weight)]
+
+
+def coral(weight: float = 1.0) -> Coral:
+    """Deep CORAL: match the covariance of source and target features.
+
+    Raises:
+        ConfigError: when ``domain_adaptation.weight`` is negative or not a number.
+    """
+    return Coral(check_float("weight", weight, minimum=0.0))
+
+
+@medxfer.hookimpl
+def medxfer_register_domain_adaptation(register):
+    """Register ``coral``."""
+    register("coral", coral, description="Deep CORAL: align the covariance of source and "
+                                         "target features")

@@ -1,0 +1,98 @@
+"""run_pipeline with target-domain data: every method, target metrics, report, figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medxfer.config import load_config
+from medxfer.data.shift import parse_recipe, shift_medmnist
+from medxfer.engine.inference import load_run
+from medxfer.engine.pipeline import run_pipeline
+from medxfer.errors import ConfigError, DataError
+
+
+def _fake_medmnist(path, *, n=24, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", n), ("val", n // 2), ("test", n // 2)):
+        labels = np.arange(count) % 2
+        images = rng.integers(40, 120, (count, size, size)).astype(np.uint8)
+        images[labels == 1, 4:12, 4:12] += 100  # class 1: a bright square
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def source_and_target(tmp_path):
+    source = _fake_medmnist(tmp_path / "fakemnist.npz")
+    target = shift_medmnist(source, tmp_path / "fakemnist_shifted.npz",
+                            parse_recipe([{"name": "gamma", "gamma": 2.0},
+                                          {"name": "noise", "std": 0.05}]))
+    return source, target
+
+
+def _config(source, target, *extra):
+    return load_config(None, [
+        f"data.path={source}", f"data.target.path={target}", "data.augment.preset=none",
+        "model.backbone.name=basic_cnn", "model.backbone.channels=[4,8]",
+        "model.backbone.pretrained=none", "strategy.name=scratch", "train.epochs=1",
+        "train.batch_size=8", "eval.bootstrap=0", *extra])
+
+
+@pytest.mark.parametrize("method", [None, "dann", "dsbn", "adabn", "coral", "mmd"])
+def test_target_test_metrics_report_and_features(tmp_path, source_and_target, method):
+    source, target = source_and_target
+    extra = [f"domain_adaptation.name={method}"] if method else []
+    summary = run_pipeline(_config(source, target, *extra), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert summary["target_test"]["n"] == 12
+    assert 0.0 <= summary["target_test"]["accuracy"] <= 1.0
+    saved = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert "target_test" in saved
+    assert (summary.get("domain_adaptation") or {}).get("name") == method
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "## Source and target domains" in report and "Target test" in report
+    assert "figures/domain_features_pca.png" in summary["figures"]
+    with np.load(run / "features.npz") as features:
+        assert features["source"].shape == features["target"].shape == (12, 8)
+    loaded = load_run(run)  # `medxfer predict` rebuilds the network the method changed
+    assert loaded.model(torch.zeros(2, 1, 16, 16)).shape == (2, 2)
+
+
+def test_a_method_without_target_data_is_a_config_error(tmp_path, source_and_target):
+    source, _ = source_and_target
+    config = load_config(None, [f"data.path={source}", "domain_adaptation.name=coral"])
+    with pytest.raises(ConfigError, match="data.target.path"):
+        run_pipeline(config, tmp_path / "run", progress=False)
+
+
+def test_target_of_another_kind_is_a_data_error(tmp_path, source_and_target):
+    source, _ = source_and_target
+    other = tmp_path / "rgbmnist.npz"
+    rng = np.random.default_rng(0)
+    np.savez(other, **{f"{s}_images": rng.integers(0, 255, (8, 16, 16, 3)).astype(np.uint8)
+                       for s in ("train", "val", "test")},
+             **{f"{s}_labels": (np.arange(8) % 2)[:, None] for s in ("train", "val", "test")})
+    with pytest.raises(DataError, match="data.target.path.*in_channels"):
+        run_pipeline(_config(source, other, "data.preprocess.channels=auto"), tmp_path / "run",
+                     progress=False)
+
+
+def test_segmentation_run_scores_the_target_test_cases(tmp_path, repo_root):
+    method = "dsbn"
+    sample = repo_root / "sample_data" / "segmentation_2d"
+    if not sample.is_dir():
+        pytest.skip("sample_data/segmentation_2d is absent (scripts/make_sample_data.py)")
+    config = load_config(repo_root / "configs" / "sample_segmentation_2d.yaml", [
+        "train.epochs=1", "data.limit=3", "eval.bootstrap=0", "model.backbone.pretrained=none",
+        "data.augment.preset=none", f"data.target.path={sample}", "data.target.limit=2",
+        f"domain_adaptation.name={method}", "model.backbone.encoder_depth=3"])
+    summary = run_pipeline(config, tmp_path / "run", progress=False)
+    assert summary["target_test"]["n"] == 2
+    assert 0.0 <= summary["target_test"]["dice"] <= 1.0
+    assert "## Source and target domains" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
