@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from medxfer.errors import ConfigError
+from medxfer_plugins._named import NamedPlugin
 
 
 def option_error(option: str, message: str) -> ConfigError:
@@ -58,7 +59,7 @@ def check_floats(option: str, values: Any, *, minimum: float) -> list[float]:
     return [check_float(option, v, minimum=minimum, exclusive=True) for v in values]
 
 
-class DomainAdaptation:
+class DomainAdaptation(NamedPlugin):
     """Base of the built-in domain-adaptation methods.
 
     Subclasses set :attr:`name`, pass their options to ``__init__`` (kept for
@@ -68,19 +69,6 @@ class DomainAdaptation:
     Attributes:
         name: The registered name.
     """
-
-    name: str = ""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
-
-    def describe(self) -> dict[str, Any]:
-        """The method's name and options, for ``metrics.json`` and the report."""
-        return {"name": self.name, **self.options}
-
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return f"{type(self).__name__}({opts})"
 
 
 def paired_features(features: torch.Tensor,

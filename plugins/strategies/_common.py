@@ -15,6 +15,7 @@ import medxfer
 from medxfer.engine.context import FitContext
 from medxfer.engine.freezing import keep_frozen_norms_in_eval
 from medxfer.errors import ConfigError
+from medxfer_plugins._named import NamedPlugin
 
 
 def option_error(option: str, message: str) -> ConfigError:
@@ -87,7 +88,7 @@ def backbone_name(ctx: FitContext) -> str:
         return type(ctx.model.backbone).__name__
 
 
-class Strategy:
+class Strategy(NamedPlugin):
     """Base of the built-in strategies.
 
     Subclasses set :attr:`name`, store their options in :attr:`options` and implement the
@@ -104,20 +105,8 @@ class Strategy:
             (``feature_extraction``); ``medxfer pretrain`` refuses such a strategy.
     """
 
-    name: str = ""
     uses_pretrained: bool = True
     freezes_backbone: bool = False
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
-
-    def describe(self) -> dict[str, Any]:
-        """The strategy's name and options, for ``metrics.json`` and the report."""
-        return {"name": self.name, **self.options}
-
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return f"{type(self).__name__}({opts})"
 
     @staticmethod
     def lock_frozen_norms(ctx: FitContext) -> None:
