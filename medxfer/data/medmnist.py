@@ -45,6 +45,21 @@ class MedMNISTData:
         return Path(self.path).name.removesuffix(".npz")
 
 
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles).
+
+    Raises:
+        DataError: when the file is missing or not a readable ``.npz``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise DataError(f"{str(path)!r} does not exist") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable .npz file ({exc})") from None
+
+
 def load_medmnist(path: str | os.PathLike[str]) -> MedMNISTData:
     """Read a MedMNIST ``.npz``: ``{split}_images`` and ``{split}_labels`` for each split.
 
@@ -61,13 +76,7 @@ def load_medmnist(path: str | os.PathLike[str]) -> MedMNISTData:
         DataError: when the file is unreadable or lacks a split's arrays.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"{str(path)!r} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable .npz file ({exc})") from None
+    arrays = read_npz(path)
     name = path.name.removesuffix(".npz")
     images, labels = {}, {}
     for split in SPLITS:

@@ -243,9 +243,8 @@ def shift_medmnist(source: str | Path, output: str | Path, steps: list[dict[str,
         DataError: when ``source`` is not a readable MedMNIST file or ``output`` exists.
     """
     import json
-    import zipfile
 
-    from medxfer.data.medmnist import _spatial_dims
+    from medxfer.data.medmnist import _spatial_dims, read_npz
     from medxfer.errors import DataError
     from medxfer.io import atomic_open
 
@@ -253,13 +252,7 @@ def shift_medmnist(source: str | Path, output: str | Path, steps: list[dict[str,
     if output.exists():
         raise DataError(f"{str(output)!r} already exists; choose another --output "
                         "(shifted copies never overwrite a file)")
-    try:
-        with np.load(source, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"{str(source)!r} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{str(source)!r} is not a readable .npz file ({exc})") from None
+    arrays = read_npz(source)
     if "train_images" not in arrays:
         raise DataError(f"{str(source)!r} is not a MedMNIST file: it has no train_images")
     dims = _spatial_dims(source.name, arrays["train_images"])

@@ -86,7 +86,7 @@ def aggregate(grid: Grid, results: Sequence[tuple[Cell, Path]]) -> dict[str, Any
             mine = [(c, f, m) for c, f, m in cells
                     if c.backbone == backbone and c.strategy == strategy]
             tests = [m.get("test") or {} for _, _, m in mine]
-            names = [k for k in _metric_names(tests)]
+            names = _metric_names(tests)
             monitor = (mine[0][2].get("monitor") or "") if mine else ""
             rows.append({
                 "model": f"{backbone} / {strategy}", "backbone": backbone, "strategy": strategy,
