@@ -143,6 +143,14 @@ class DataConfig(StrictModel):
     cache: Literal["none", "memory", "disk"] = Field(
         "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    loader: Literal["torch", "thread"] = Field(
+        "torch", description="training loader: torch's DataLoader, or MONAI's ThreadDataLoader "
+        "(prepares the next batches in a background thread while the model trains)")
+    prefetch: int = Field(2, ge=1, description="batches a thread loader prepares ahead")
+    augment_on: Literal["cpu", "device"] = Field(
+        "cpu", description="where training augmentation runs: cpu, or device: on the training "
+        "GPU after the cache, in a thread loader (MONAI's fast-training recipe; needs "
+        "num_workers 0; the same as cpu when training on a CPU)")
     limit: int | None = Field(None, ge=1, description="use at most this many cases per split")
     target: TargetConfig | None = Field(
         None, description="target-domain data for domain adaptation and evaluation "
@@ -209,10 +217,17 @@ class TrainConfig(StrictModel):
     compile: bool = Field(False, description="torch.compile the model")
     channels_last: bool = Field(False, description="channels-last memory format (2D)")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="exponential moving average of the weights with this "
+        "decay per step (e.g. 0.99); validation, the best checkpoint and the delivered model "
+        "then use the average (null: off)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = Field(0, description="training seed")
     deterministic: bool = Field(True, description="deterministic algorithms where possible")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (null: default)")
+    sync_batchnorm: bool = Field(
+        False, description="distributed runs on CUDA: batch norm over the global batch "
+        "(SyncBatchNorm) instead of each process's share")
 
 
 class LossConfig(StrictModel):
@@ -246,8 +261,9 @@ class EvalConfig(StrictModel):
     """Final evaluation."""
 
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0: off)")
-    threshold: Literal["val_youden", "val_f1", "fixed"] = Field(
-        "val_youden", description="binary decision threshold, chosen on validation only")
+    threshold: Literal["val_youden", "val_f1", "val_accuracy", "fixed"] = Field(
+        "val_youden", description="binary decision threshold, chosen on validation only: "
+        "maximising Youden's J, F1 or accuracy, or fixed")
     fixed_threshold: float = Field(0.5, gt=0, lt=1, description="threshold when threshold: fixed")
     sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)
 

@@ -34,7 +34,7 @@ from medxfer.errors import ConfigError
 ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
 
-THRESHOLD_METHODS = ("val_youden", "val_f1")
+THRESHOLD_METHODS = ("val_youden", "val_f1", "val_accuracy")
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1",
                        "auc", "n")
 TASK_DEFAULT_MONITOR = {"classification": "auc", "regression": "mae", "segmentation": "dice"}
@@ -118,7 +118,9 @@ def choose_threshold(y_true: ArrayLike, probs: ArrayLike, method: str) -> float:
         y_true: Binary labels, shape ``[N]``.
         probs: Probabilities ``[N, 2]`` (or the positive-class probability ``[N]``).
         method: ``"val_youden"`` maximises sensitivity + specificity - 1 over the ROC
-            curve; ``"val_f1"`` maximises F1. A fixed threshold is the caller's business.
+            curve; ``"val_f1"`` maximises F1; ``"val_accuracy"`` maximises accuracy (of
+            the thresholds that tie, the one nearest 0.5). A fixed threshold is the
+            caller's business.
 
     Returns:
         A threshold in ``[0, 1]``, used as ``probs[:, 1] >= threshold``. It is the score of
@@ -145,6 +147,11 @@ def choose_threshold(y_true: ArrayLike, probs: ArrayLike, method: str) -> float:
         warnings.warn("choose_threshold: validation labels hold a single class; using 0.5",
                       stacklevel=2)
         return 0.5
+    if method == "val_accuracy":
+        candidates = np.unique(np.concatenate([p, [0.5]]))
+        accuracy = np.array([np.mean((p >= t) == (y == 1)) for t in candidates])
+        best = candidates[accuracy == accuracy.max()]
+        return float(best[np.argmin(np.abs(best - 0.5))])
     if method == "val_youden":
         fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
         score = tpr - fpr

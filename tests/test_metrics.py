@@ -143,6 +143,21 @@ def test_f1_threshold_maximises_f1():
     assert choose_threshold(y, p[:, 1], "val_f1") == t  # 1-D positive-class scores work too
 
 
+def test_accuracy_threshold_maximises_accuracy_nearest_half():
+    y, p = random_binary(150, seed=7)
+    t = choose_threshold(y, p, "val_accuracy")
+    accuracy = lambda c: np.mean((p[:, 1] >= c) == (y == 1))  # noqa: E731
+    best = max(accuracy(c) for c in np.append(p[:, 1], 0.5))
+    assert accuracy(t) == pytest.approx(best)
+    # separable toy: every threshold in (0.3, 0.7] is perfect; 0.5 is the tie nearest 0.5
+    y2, p2 = np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.7, 0.9])
+    assert choose_threshold(y2, p2, "val_accuracy") == 0.5
+    # imbalanced: accuracy prefers a higher threshold than Youden's J
+    y3 = np.array([0] * 8 + [1] * 2)
+    p3 = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.55, 0.6, 0.45, 0.9])
+    assert choose_threshold(y3, p3, "val_accuracy") > choose_threshold(y3, p3, "val_youden")
+
+
 def test_threshold_degenerate_and_unknown_method():
     with pytest.warns(UserWarning, match="single class"):
         assert choose_threshold([1, 1, 1], binary_probs([0.2, 0.5, 0.9]), "val_youden") == 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import typer
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it).
 
     User errors (:class:`medxfer.MedxferError`) are printed as one message without a
-    traceback and exit with their code (2 for bad config, data or plugins).
+    traceback and exit with their code (2 for bad config, data or plugins). In a torchrun
+    worker every error is also written to torchrun's error file, messages name the rank,
+    and a rank that only lost its connection to a failed peer says so in one line.
     """
     try:
         with warnings.catch_warnings():
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         command = typer.main.get_command(build_app(state))
         result = command.main(args=argv, prog_name="medxfer", standalone_mode=False)
     except MedxferError as exc:
-        error(str(exc))
+        _record_for_torchrun(exc)
+        error(_worker_prefix() + str(exc))
         return exc.exit_code
     except _EXIT_TYPES as exc:
         return exc.exit_code
@@ -128,4 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     except _ABORT_TYPES:
         error("aborted")
         return 130
+    except Exception as exc:
+        _record_for_torchrun(exc)
+        from medxfer.engine.distributed import is_peer_failure
+
+        if os.environ.get("TORCHELASTIC_ERROR_FILE") and is_peer_failure(exc):
+            # another rank failed first: its message is the one that matters
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            error(f"{_worker_prefix()}stopped because another rank failed ({first})")
+            return 1
+        raise
     return result if isinstance(result, int) else 0
+
+
+def _worker_prefix() -> str:
+    """``"rank N: "`` in a torchrun worker (its messages say whose they are), else ``""``."""
+    return f"rank {os.environ['RANK']}: " if os.environ.get("TORCHELASTIC_ERROR_FILE") \
+        and os.environ.get("RANK") else ""
+
+
+def _record_for_torchrun(exc: BaseException) -> None:
+    """In a torchrun worker, leave ``exc`` in torchrun's error file so that the launcher
+    reports this rank's message (call it inside the ``except`` block)."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from medxfer.engine.distributed import record_error
+
+        record_error(exc)

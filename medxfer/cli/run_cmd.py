@@ -53,24 +53,68 @@ def register(app: typer.Typer) -> None:
             False, "--resume", help="Continue the run in --output from its last checkpoint."),
         check: bool = typer.Option(
             False, "--check", help="Validate the config and plugins, then stop."),
+        nproc: int | None = typer.Option(
+            None, "--nproc", min=1,
+            help="Train with DistributedDataParallel in N processes on this machine (one GPU "
+            "each with CUDA, else CPU/gloo): starts torchrun --standalone itself. "
+            "train.batch_size is the global batch, split between the processes. For several "
+            "machines run torchrun with its rendezvous options (--nnodes, --rdzv-endpoint, "
+            "...) and -m medxfer run CONFIG instead."),
     ) -> None:
-        """Fine-tune a pretrained CNN on a dataset and write metrics, figures and a report."""
+        """Fine-tune a pretrained CNN on a dataset and write metrics, figures and a report.
+
+        Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) the run is distributed: each
+        process trains on its share of the data, rank 0 writes the outputs.
+        """
+        from medxfer.engine import distributed as D
+
         if resume and output is None:
             raise ConfigError("--resume needs --output DIR naming the run to continue")
         if resume and config is None and not overrides:
             config = output / "config.yaml"  # type: ignore[operator]
+        if nproc is not None and D.launched_by_torchrun():
+            raise ConfigError("--nproc starts torchrun itself; under torchrun omit --nproc")
         cfg = load_config(config, overrides)
         registries = state_of(ctx).registries
         check_plugin_specs(cfg.plugin_specs(), registries)
         if check:
             err().print("config and plugins are valid")
             return
-        output = output or default_output_dir()
-        check_output_dir(output, resume)
-        from medxfer.engine.pipeline import run_pipeline
+        if nproc is not None:
+            output = output or default_output_dir()
+            check_output_dir(output, resume)
+            from medxfer.cli.launch import launch_run
 
-        summary = run_pipeline(cfg, output, registries=registries, resume=resume)
-        print_summary(summary, output)
+            launch_run(nproc, run_arguments(config, output, overrides, resume))
+            return
+        with D.session(cfg.train.device):
+            # One folder for all ranks: rank 0's choice, checked by rank 0 alone (the others
+            # would find the files it has begun to write).
+            output = D.from_rank_zero(output or default_output_dir())
+            problem = None
+            if D.is_main():
+                try:
+                    check_output_dir(output, resume)
+                except ConfigError as exc:
+                    problem = str(exc)
+            problem = D.from_rank_zero(problem)
+            if problem:
+                raise ConfigError(problem)
+            from medxfer.engine.pipeline import run_pipeline
+
+            summary = run_pipeline(cfg, output, registries=registries, resume=resume)
+            if D.is_main():
+                print_summary(summary, output)
+
+
+def run_arguments(config: Path | None, output: Path, overrides: list[str],
+                  resume: bool) -> list[str]:
+    """The ``medxfer run`` arguments a ``--nproc`` launcher passes to every worker."""
+    args = [str(config)] if config is not None else []
+    args += ["--output", str(output)]
+    for override in overrides:
+        args += ["--set", override]
+    return args + (["--resume"] if resume else [])
 
 
 def print_summary(summary: dict, output: Path) -> None:

@@ -143,6 +143,10 @@ class CaseDataset(Dataset):
         adapt: Channel handling and ImageNet normalisation, applied last.
         augment: Seeded random transforms (training only), or None.
         seed: The training seed.
+
+    Attributes:
+        augment_device: When set (``data.augment_on: device``), each item is moved to this
+            device before augmentation, so the random transforms run there.
     """
 
     def __init__(self, base: Dataset, *, task: str, adapt: AdaptChannels,
@@ -153,6 +157,7 @@ class CaseDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self._seeded_for: int | None = None
+        self.augment_device: torch.device | None = None
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -174,6 +179,9 @@ class CaseDataset(Dataset):
         data = {"image": item["image"]}
         if self.task == "segmentation":
             data["label"] = item["label"]
+        if self.augment_device is not None:
+            data = {k: torch.as_tensor(v).to(self.augment_device, non_blocking=True)
+                    for k, v in data.items()}
         if self.augment is not None:
             from monai.data import get_track_meta, set_track_meta
 

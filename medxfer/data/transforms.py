@@ -97,15 +97,16 @@ class AdaptChannels:
         if self.channels == "rgb" and c == 1:
             image = image.expand(3, *image.shape[1:])
         elif self.channels == "grey" and c == 3:
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype)
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device)
             image = (image * w.view(3, *([1] * (image.ndim - 1)))).sum(0, keepdim=True)
         elif self.channels == "grey" and c != 1:
             image = image.mean(0, keepdim=True)
         if self.imagenet_norm:
             shape = (-1,) + (1,) * (image.ndim - 1)
             if image.shape[0] == 3:
-                mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype).view(shape)
-                std = torch.tensor(IMAGENET_STD, dtype=image.dtype).view(shape)
+                like = {"dtype": image.dtype, "device": image.device}
+                mean = torch.tensor(IMAGENET_MEAN, **like).view(shape)
+                std = torch.tensor(IMAGENET_STD, **like).view(shape)
             else:
                 mean, std = IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
             image = (image - mean) / std

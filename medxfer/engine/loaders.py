@@ -27,18 +27,36 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
     Training loaders shuffle with a generator seeded by ``train.seed`` (or draw a
     class-balanced sample when ``train.imbalance: balanced_sampler``) and drop a last
     batch of one item (batch norm cannot train on it).
+
+    In a distributed run (:mod:`medxfer.engine.distributed`) a training loader reads this
+    rank's share of each epoch with ``train.batch_size / world_size`` items per batch, and
+    an evaluation loader reads this rank's unpadded shard (its outputs are gathered by
+    :func:`medxfer.engine.evaluate.predict`); see :mod:`medxfer.engine.shards`.
     """
+    from medxfer.engine import distributed as D
+    from medxfer.engine import shards
+
     generator = torch.Generator().manual_seed(config.train.seed)
     sampler = None
     shuffle = train
+    weights = None
     if train and config.train.imbalance == "balanced_sampler" and labels:
         per_class = class_weights(labels, max(labels) + 1)
-        sampler = WeightedRandomSampler([float(per_class[y]) for y in labels],
-                                        num_samples=len(labels), replacement=True,
+        weights = [float(per_class[y]) for y in labels]
+        sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True,
                                         generator=generator)
         shuffle = False
     batch_size = config.train.batch_size
-    drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    length = len(dataset)
+    if D.is_active():
+        if train:
+            batch_size = shards.per_rank_batch_size(batch_size)
+            sampler = shards.training_sampler(dataset, seed=config.train.seed, weights=weights)
+        else:
+            sampler = shards.ShardSampler(len(dataset), D.rank(), D.world_size())
+        length = len(sampler)
+        shuffle = False
+    drop_last = train and length > batch_size and length % batch_size == 1
     workers = config.data.num_workers
     collate = None
     if config.task == "segmentation":
@@ -48,11 +66,29 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
         if train and config.data.patch.size:
             batch_size = max(1, batch_size // config.data.patch.samples_per_case)
             drop_last = False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                      generator=generator if shuffle else None, drop_last=drop_last,
-                      collate_fn=collate,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=device is not None and device.type == "cuda")
+    on_device = (train and config.data.augment_on == "device" and device is not None
+                 and device.type == "cuda" and hasattr(dataset, "augment_device"))
+    if on_device:
+        # MONAI's fast-training recipe: cached items go to the GPU and are augmented there,
+        # in the loader's thread (CUDA tensors cannot cross worker processes).
+        if workers:
+            from medxfer.errors import ConfigError
+
+            raise ConfigError("data.augment_on: device augments on the GPU in the loader's "
+                              "thread; set data.num_workers: 0 (or augment_on: cpu)")
+        dataset.augment_device = device
+    kwargs = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler,
+              "generator": generator if shuffle else None, "drop_last": drop_last,
+              "collate_fn": collate, "num_workers": workers,
+              "persistent_workers": workers > 0,
+              "pin_memory": device is not None and device.type == "cuda" and not on_device}
+    if train and (config.data.loader == "thread" or on_device):
+        from medxfer.engine.prefetch import PrefetchLoader
+
+        # A background thread prepares the next batches while the model trains on this
+        # one (the same batches, in the same order).
+        return PrefetchLoader(dataset, buffer_size=config.data.prefetch, **kwargs)
+    return DataLoader(dataset, **kwargs)
 
 
 def make_loss(config: RunConfig, train_labels: list[int], num_classes: int,

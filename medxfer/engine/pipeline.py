@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from medxfer.config import RunConfig, config_to_yaml, load_config, write_resolved_config
+from medxfer.engine import distributed as D
+from medxfer.engine import shards
 from medxfer.engine.amp import resolve_device, resolve_precision
 from medxfer.engine.checkpoints import BEST_WEIGHTS, load_model_weights
 from medxfer.engine.evaluate import predict
@@ -77,17 +79,25 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         resume: Continue from ``run_dir/checkpoints/last.pt``.
         progress: Show progress bars and per-epoch lines.
 
+    In a distributed run (inside :func:`medxfer.engine.distributed.session`) every rank
+    calls this and trains on its share of the data; only rank 0 writes into ``run_dir``
+    (and shows progress). Every rank returns the same metrics; only rank 0's summary has
+    the confidence intervals and figures.
+
     Returns:
         The summary also written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
     registries = registries or build_registries()
     config = resolve_run_config(config, run_dir, resume)
-    from medxfer.engine import domain as D
+    from medxfer.engine import domain as DA
 
-    adaptation = D.create_method(config, registries)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    adaptation = DA.create_method(config, registries)
+    main = D.is_main()
+    progress = progress and main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if main and not resume:
         write_resolved_config(config, run_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -107,15 +117,23 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
 
     imagenet_norm = wants_imagenet_norm(config, pretrained)
     bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=run_dir / "cache")
-    write_splits(run_dir / "splits.csv", bundle.cases)
+    if main:
+        write_splits(run_dir / "splits.csv", bundle.cases)
     target = None
     if config.data.target is not None:
-        target = D.load_target_data(config, bundle, imagenet_norm=imagenet_norm,
+        target = DA.load_target_data(config, bundle, imagenet_norm=imagenet_norm,
                                     cache_dir=run_dir / "cache" / "target")
     model, backbone = build_task_network(config, registries, bundle, backbone_kwargs)
-    device = resolve_device(config.train.device)
+    device = D.worker_device(config.train.device) if D.is_active() \
+        else resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
     model.to(device)
+    model = D.sync_batchnorm(model, device, config.train.sync_batchnorm)
+    if D.is_active():
+        # Each rank draws its own augmentations and dropout masks; the initial weights
+        # are already alike on every rank (and DDP starts from rank 0's).
+        torch.manual_seed(D.rank_seed(config.train.seed))
+        bundle.train.seed = D.rank_seed(config.train.seed)
     if config.train.channels_last and bundle.spatial_dims == 2:
         model.to(memory_format=torch.channels_last)
     if config.train.compile:  # submodules: the trainer calls forward_features, not forward
@@ -129,7 +147,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
     if adaptation is not None:
         hooks.register(adaptation, name=f"domain_adaptation:{config.domain_adaptation.name}")
-    hooks.register(TensorBoardLogger(run_dir / "tensorboard"), name="medxfer:tensorboard")
+    if main:
+        hooks.register(TensorBoardLogger(run_dir / "tensorboard"), name="medxfer:tensorboard")
 
     train_loader = make_loader(bundle.train, config, train=True, labels=bundle.train_labels,
                                device=device)
@@ -148,15 +167,17 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                "class_names": bundle.class_names, "in_channels": bundle.in_channels,
                "spatial_dims": bundle.spatial_dims, "imagenet_norm": imagenet_norm}
     if adaptation is not None:
-        sidecar["domain_adaptation"] = D.describe_method(adaptation, config)
+        sidecar["domain_adaptation"] = DA.describe_method(adaptation, config)
     trainer = Trainer(config, model, hooks, device, precision, run_dir, train_loader, validate,
                       loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress,
                       target_loader=None if adaptation is None else
-                      D.target_train_loader(config, target, device),
+                      DA.target_train_loader(config, target, device),
                       draw_target_batches=getattr(adaptation, "draws_target_batches", True))
     tic = time.perf_counter()
     result = trainer.fit(resume=resume)
-    model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    if main:
+        model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    D.broadcast_state(model)
     run_info = {
         "backbone": backbone_spec.name,
         "strategy": describe() if callable(describe) else {"name": strategy_spec.name},
@@ -166,7 +187,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         "data_source": bundle.source, "fit_wall_seconds": time.perf_counter() - tic,
     }
     if adaptation is not None:
-        run_info["domain_adaptation"] = D.describe_method(adaptation, config)
+        run_info["domain_adaptation"] = DA.describe_method(adaptation, config)
     if target is not None:
         run_info["target_source"] = target.source
     if config.task == "segmentation":
@@ -245,13 +266,15 @@ def make_validate(config: RunConfig, bundle: Any, val_loader: Any, device: torch
         from medxfer.seg_metrics import mean_foreground_dice
 
         def validate_segmentation(net: torch.nn.Module) -> dict[str, float]:
-            losses, dices = [], []
-            for item, probs in iter_case_predictions(net, bundle.val, config, device=device,
-                                                     precision=precision):
+            scores = []
+            for item, probs in iter_case_predictions(net, shards.shard_dataset(bundle.val), config,
+                                                     device=device, precision=precision):
                 label = item["label"][None]
                 logits = torch.log(probs.clamp_min(1e-8))[None]
-                losses.append(float(loss_fn(logits.to(device), label.to(device))))
-                dices.append(mean_foreground_dice(probs[None], label, bundle.num_classes))
+                scores.append((float(loss_fn(logits.to(device), label.to(device))),
+                               mean_foreground_dice(probs[None], label, bundle.num_classes)))
+            scores = shards.gather_in_order(scores)  # every rank's shard, in dataset order
+            losses, dices = [s[0] for s in scores], [s[1] for s in scores]
             import numpy as np
 
             return {"val_loss": float(np.mean(losses)) if losses else float("nan"),

@@ -44,17 +44,30 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
     With ``target`` (the target-domain :class:`~medxfer.data.loading.DataBundle`), its test
     split is evaluated too (``target_test`` in the summary, same threshold) and the
     source-vs-target feature figure is drawn.
+
+    In a distributed run every rank evaluates its shard and gets the whole split's
+    predictions; only rank 0 computes the confidence intervals and writes files.
     """
     from medxfer import metrics as M
-    from medxfer import report as R
+    from medxfer.engine import distributed as D
 
+    # Collective in a distributed run: every rank predicts its shard, all get the whole split.
     val = predict(model, val_loader, device, precision, config.task, loss_fn)
     test = predict(model, test_loader, device, precision, config.task, loss_fn)
-    figures_dir = run_dir / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"task": config.task}
+    threshold = _threshold(config, val, M) if config.task == "classification" else None
+    target_test = None
+    if target is not None:
+        from medxfer.engine import domain as DA
+
+        target_test = _clean(DA.classification_target_metrics(
+            config, model, target, threshold=threshold, device=device,
+            precision=precision, loss_fn=loss_fn))
+    writes = D.is_main()  # only rank 0 computes CIs and writes files
+    figures_dir = run_dir / "figures"
+    if writes:
+        figures_dir.mkdir(parents=True, exist_ok=True)
     if config.task == "classification":
-        threshold = _threshold(config, val, M)
         val_m = M.classification_metrics(val.targets.astype(int), val.scores, threshold=threshold)
         test_m = M.classification_metrics(test.targets.astype(int), test.scores,
                                           threshold=threshold)
@@ -66,13 +79,17 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
         metric_fn = functools.partial(M.classification_metrics, threshold=threshold)
         ci = M.bootstrap_ci(test.targets.astype(int), test.scores, metric_fn,
                             n_boot=config.eval.bootstrap, seed=config.train.seed) \
-            if config.eval.bootstrap else {}
-        R.plot_confusion_matrix(cm, bundle.class_names, figures_dir / "confusion_matrix.png",
-                                title="Test confusion matrix")
-        R.plot_roc_curve(test.targets.astype(int), test.scores, figures_dir / "roc_curve.png",
-                         bundle.class_names)
-        R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets.astype(int),
-                                test.scores, y_pred, bundle.class_names)
+            if config.eval.bootstrap and writes else {}
+        if writes:
+            from medxfer import report as R
+
+            R.plot_confusion_matrix(cm, bundle.class_names, figures_dir / "confusion_matrix.png",
+                                    title="Test confusion matrix")
+            R.plot_roc_curve(test.targets.astype(int), test.scores,
+                             figures_dir / "roc_curve.png", bundle.class_names)
+            R.write_predictions_csv(run_dir / "predictions.csv", test.ids,
+                                    test.targets.astype(int), test.scores, y_pred,
+                                    bundle.class_names)
         summary.update(threshold=threshold, confusion_matrix=cm,
                        class_names=bundle.class_names,
                        threshold_source=("fixed" if threshold is None or
@@ -83,25 +100,27 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
         test_m = M.regression_metrics(test.targets, test.scores)
         ci = M.bootstrap_ci(test.targets, test.scores, M.regression_metrics,
                             n_boot=config.eval.bootstrap, seed=config.train.seed) \
-            if config.eval.bootstrap else {}
-        R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets,
-                                test.scores, test.scores, bundle.class_names)
-    R.plot_training_curves(result.history, figures_dir / "training_curves.png")
-    if target is not None:
-        from medxfer.engine import domain as D
+            if config.eval.bootstrap and writes else {}
+        if writes:
+            from medxfer import report as R
 
-        summary["target_test"] = _clean(D.classification_target_metrics(
-            config, model, target, threshold=summary.get("threshold"), device=device,
-            precision=precision, loss_fn=loss_fn))
-        D.feature_outputs(config, run_dir, model, bundle, target, device=device)
+            R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets,
+                                    test.scores, test.scores, bundle.class_names)
+    if target_test is not None:
+        summary["target_test"] = target_test
+    if writes:
+        R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+        if target is not None:
+            DA.feature_outputs(config, run_dir, model, bundle, target, device=device)
     val_m["loss"], test_m["loss"] = val.loss, test.loss
     summary.update(
         val=_clean(val_m), test=_clean(test_m),
         **run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
         **run_info,
     )
-    atomic_write_json(run_dir / "metrics.json", summary)
-    R.write_report(run_dir, summary)
+    if writes:
+        atomic_write_json(run_dir / "metrics.json", summary)
+        R.write_report(run_dir, summary)
     return summary
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from medxfer.config import RunConfig
+from medxfer.engine import distributed as D
+from medxfer.engine import shards
 from medxfer.engine.amp import Precision
 from medxfer.engine.results import _clean, run_summary_fields
 from medxfer.engine.seg_inference import iter_case_predictions
@@ -80,46 +82,52 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     axis = config.data.slice_axis if config.data.slice_axis is not None else DEFAULT_SLICE_AXIS
     score = _Scorer(bundle.num_classes, names, spacing_cfg)
 
-    val_cases = [score(item, probs) for item, probs in
-                 iter_case_predictions(model, bundle.val, config, device=device,
-                                       precision=precision)]
-    test_cases, slices = [], []
-    for item, probs in iter_case_predictions(model, bundle.test, config, device=device,
-                                             precision=precision):
+    # Collective in a distributed run: each rank scores its shard, every rank gets all cases.
+    val_cases = shards.gather_in_order([score(item, probs) for item, probs in iter_case_predictions(
+        model, shards.shard_dataset(bundle.val), config, device=device, precision=precision)])
+    scored = []
+    for item, probs in iter_case_predictions(model, shards.shard_dataset(bundle.test), config,
+                                             device=device, precision=precision):
         pred = probs.argmax(dim=0)
-        test_cases.append(score(item, probs, pred))
-        slices.append(_representative_slice(item, pred, axis))
-
-    figures_dir = run_dir / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    R.write_per_case_csv(run_dir / PER_CASE_CSV,
-                         [{"split": "val", **c.as_row()} for c in val_cases]
-                         + [{"split": "test", **c.as_row()} for c in test_cases],
-                         first=["id", "split"])
-    R.plot_training_curves(result.history, figures_dir / "training_curves.png")
-    R.plot_dice_boxplot(np.array([c.dice for c in test_cases]).reshape(-1, len(foreground)),
-                      foreground, figures_dir / "dice_per_class.png")
-    chosen = S.representative_cases(test_cases)
-    panels = []
-    for index in dict.fromkeys(chosen.values()):  # distinct cases, best first
-        roles = "/".join(role for role, i in chosen.items() if i == index)
-        case, view = test_cases[index], slices[index]
-        where = f", {view.where}" if view.where else ""
-        panels.append({"image": view.image, "truth": view.truth, "prediction": view.prediction,
-                       "origin": "lower" if view.where else "upper",
-                       "title": f"{roles}: {case.id}\nmean Dice {case.mean_dice:.3f}{where}"})
-    R.plot_segmentation_overlays(panels, foreground, figures_dir / "segmentation_overlays.png")
-
-    ci = S.segmentation_ci(test_cases, n_boot=config.eval.bootstrap, seed=config.train.seed) \
-        if config.eval.bootstrap else {}
+        scored.append((score(item, probs, pred), _representative_slice(item, pred, axis)))
+    scored = shards.gather_in_order(scored)
+    test_cases, slices = [c for c, _ in scored], [v for _, v in scored]
     summary: dict[str, Any] = {"task": config.task, "class_names": names}
     if target is not None:  # the target domain's test cases, scored alike
         from medxfer.models.domain import TARGET, in_domain
 
         with in_domain(model, TARGET):
-            summary["target_test"] = _clean(S.segmentation_summary(
+            summary["target_test"] = _clean(S.segmentation_summary(shards.gather_in_order(
                 [score(item, probs) for item, probs in iter_case_predictions(
-                    model, target.test, config, device=device, precision=precision)]))
+                    model, shards.shard_dataset(target.test), config, device=device,
+                    precision=precision)])))
+
+    writes = D.is_main()  # only rank 0 computes CIs and writes files
+    figures_dir = run_dir / "figures"
+    chosen = S.representative_cases(test_cases)
+    if writes:
+        figures_dir.mkdir(parents=True, exist_ok=True)
+        R.write_per_case_csv(run_dir / PER_CASE_CSV,
+                             [{"split": "val", **c.as_row()} for c in val_cases]
+                             + [{"split": "test", **c.as_row()} for c in test_cases],
+                             first=["id", "split"])
+        R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+        R.plot_dice_boxplot(np.array([c.dice for c in test_cases]).reshape(-1, len(foreground)),
+                            foreground, figures_dir / "dice_per_class.png")
+        panels = []
+        for index in dict.fromkeys(chosen.values()):  # distinct cases, best first
+            roles = "/".join(role for role, i in chosen.items() if i == index)
+            case, view = test_cases[index], slices[index]
+            where = f", {view.where}" if view.where else ""
+            panels.append({"image": view.image, "truth": view.truth,
+                           "prediction": view.prediction,
+                           "origin": "lower" if view.where else "upper",
+                           "title": f"{roles}: {case.id}\nmean Dice {case.mean_dice:.3f}{where}"})
+        R.plot_segmentation_overlays(panels, foreground,
+                                     figures_dir / "segmentation_overlays.png")
+
+    ci = S.segmentation_ci(test_cases, n_boot=config.eval.bootstrap, seed=config.train.seed) \
+        if config.eval.bootstrap and writes else {}
     summary.update(
         val=_clean(S.segmentation_summary(val_cases)),
         test=_clean(S.segmentation_summary(test_cases)),
@@ -131,8 +139,9 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
         **run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
         **run_info,
     )
-    R.write_metrics_json(run_dir / "metrics.json", summary)
-    R.write_report(run_dir, summary)
+    if writes:
+        R.write_metrics_json(run_dir / "metrics.json", summary)
+        R.write_report(run_dir, summary)
     return summary
 
 

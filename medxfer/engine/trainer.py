@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
+from medxfer.engine import distributed as D
+from medxfer.engine import shards
 from medxfer.engine.amp import Precision
 from medxfer.engine.checkpoints import (
     BEST_WEIGHTS,
@@ -24,6 +26,7 @@ from medxfer.engine.checkpoints import (
     set_rng_state,
 )
 from medxfer.engine.context import FitContext, LossTerm
+from medxfer.engine.ema import WeightAverage
 from medxfer.engine.schedule import apply_lr, lr_factor
 from medxfer.errors import CheckpointError
 from medxfer.models.domain import SOURCE, TARGET, set_domain
@@ -48,6 +51,11 @@ class FitResult:
 
 class Trainer:
     """Trains a :class:`~medxfer.models.TransferNetwork`, calling lifecycle hooks.
+
+    In a distributed run (:mod:`medxfer.engine.distributed`) each step's forward goes
+    through DistributedDataParallel, the training metrics are averaged over the ranks,
+    rank 0's validation metrics decide (every rank computes the same ones), and only
+    rank 0 writes checkpoints; a resumed run broadcasts rank 0's checkpoint.
 
     Args:
         config: The resolved run config.
@@ -124,7 +132,9 @@ class Trainer:
         """Train for the configured epochs (continuing a killed run when ``resume``)."""
         ctx = self.ctx
         self.hooks.medxfer_fit_start(ctx=ctx)
-        state = load_training_state(self.run_dir) if resume else None
+        state = None
+        if resume:  # rank 0 reads the checkpoint; the other ranks get it by broadcast
+            state = D.from_rank_zero(load_training_state(self.run_dir) if D.is_main() else None)
         start_epoch = int(state["epoch"]) + 1 if state else 0
         ctx.epoch = start_epoch
         ctx.optimizer = self._build_optimizer()
@@ -134,8 +144,14 @@ class Trainer:
         best_epoch = int(state["best_epoch"]) if state else -1
         bad_epochs = int(state.get("bad_epochs", 0)) if state else 0
         seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+        self.ema = (WeightAverage(ctx.model, self.config.train.ema)
+                    if self.config.train.ema else None)
         if state:
             self._restore(state, scaler)
+        self._step: Callable[..., Any] = self._step_loss
+        if D.is_active():
+            self._step = D.DistributedStep(ctx.model, self._step_loss, lambda: ctx.optimizer,
+                                           self.device)
         total_steps = self._steps_per_epoch() * self.config.train.epochs
         warmup = int(self.config.train.scheduler.warmup_epochs * self._steps_per_epoch())
         ctx.step = start_epoch * self._steps_per_epoch()
@@ -147,11 +163,16 @@ class Trainer:
                 ctx.epoch = epoch
                 tic = time.perf_counter()
                 ctx.model.train()
+                shards.set_epoch([self.train_loader, ctx.target_loader], epoch)
                 self.hooks.medxfer_epoch_start(ctx=ctx, epoch=epoch)
                 metrics = self._train_epoch(epoch, scaler, total_steps, warmup)
+                # With train.ema the weight average is what is scored, kept and delivered.
+                scored = self.ema.module if self.ema is not None else ctx.model
                 if ctx.target_loader is not None:
-                    set_domain(ctx.model, SOURCE)  # validation data is source data
-                metrics.update(self.validate(ctx.model))
+                    set_domain(scored, SOURCE)  # validation data is source data
+                D.broadcast_state(scored, buffers_only=True)  # batch-norm statistics
+                # Every rank computes the same metrics; rank 0's are the ones that decide.
+                metrics.update(D.from_rank_zero(self.validate(scored)))
                 metrics["epoch"] = epoch
                 metrics["lr"] = max(g["lr"] for g in ctx.optimizer.param_groups)
                 self.hooks.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
@@ -164,18 +185,20 @@ class Trainer:
                 score = self._score(metrics)
                 if score > best_score or best_epoch < 0:
                     best_score, best_epoch, bad_epochs = score, epoch, 0
-                    save_model(self.run_dir, ctx.model,
-                               {**self.sidecar, "epoch": epoch, "monitor": self.monitor,
-                                "score": metrics.get(self.monitor)})
+                    if D.is_main():
+                        save_model(self.run_dir, scored,
+                                   {**self.sidecar, "epoch": epoch, "monitor": self.monitor,
+                                    "score": metrics.get(self.monitor)})
                 else:
                     bad_epochs += 1
                 stopped = patience is not None and bad_epochs >= patience
-                save_training_state(self.run_dir, {
+                self._save_state({
                     "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
                     "best_score": best_score, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "train_seconds": seconds, "rng": rng_state(),
-                    "stopped": stopped, "plugin_state": _tensor_state(ctx.state)})
+                    "stopped": stopped, "plugin_state": _tensor_state(ctx.state),
+                    "ema": None if self.ema is None else self.ema.state_dict()})
                 if stopped:
                     break
             self._fit_end()
@@ -184,20 +207,29 @@ class Trainer:
             raise
         return FitResult(history, best_epoch, best_score, self.monitor, seconds, stopped)
 
+    def _save_state(self, state: dict[str, Any]) -> None:
+        if D.is_main():
+            save_training_state(self.run_dir, state)
+
     def _fit_end(self) -> None:
         """Give ``medxfer_fit_end`` the selected model, then save what it made of it.
 
-        The best epoch's weights are loaded first, so that a hook that recomputes
-        statistics (AdaBN) acts on the model that is evaluated and delivered.
+        The best epoch's weights are loaded first (by rank 0, then broadcast), so that a
+        hook that recomputes statistics (AdaBN) acts on the model that is evaluated and
+        delivered. Only rank 0 saves.
         """
         ctx = self.ctx
         best = self.run_dir / BEST_WEIGHTS
-        if best.is_file():
+        # Hooks that read data now see the whole training (and target) set, as in one process.
+        ctx.train_loader = shards.whole_loader(ctx.train_loader)
+        ctx.target_loader = shards.whole_loader(ctx.target_loader)
+        if D.is_main() and best.is_file():
             ctx.model.load_state_dict(load_model_weights(best))
+        D.broadcast_state(ctx.model)
         self.hooks.medxfer_fit_end(ctx=ctx)
         if ctx.target_loader is not None:
             set_domain(ctx.model, SOURCE)
-        if best.is_file():
+        if D.is_main() and best.is_file():
             save_model(self.run_dir, ctx.model, read_sidecar(self.run_dir))
 
     def _restore(self, state: dict[str, Any], scaler: torch.amp.GradScaler) -> None:
@@ -211,6 +243,12 @@ class Trainer:
                 f"({exc}); resume with the run's own config.yaml") from None
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise CheckpointError(
+                    f"checkpoint in {str(self.run_dir)!r} has no weight average but the config "
+                    "sets train.ema; resume with the run's own config.yaml")
+            self.ema.load_state_dict(state["ema"])
         ctx.state.update(state.get("plugin_state") or {})
         set_rng_state(state["rng"])
 
@@ -233,40 +271,15 @@ class Trainer:
     def _train_epoch(self, epoch: int, scaler: torch.amp.GradScaler, total_steps: int,
                      warmup: int) -> dict[str, float]:
         ctx, cfg = self.ctx, self.config
-        alpha, beta = cfg.loss.alpha, cfg.loss.beta
         sums: dict[str, torch.Tensor] = {}
         n_steps = 0
-        channels_last = cfg.train.channels_last
         bar = _progress(self.progress, f"epoch {epoch + 1}/{cfg.train.epochs}",
                         self._steps_per_epoch())
         with bar as advance:
             for batch, target_batch in self._batches():
                 apply_lr(ctx.optimizer, lr_factor(cfg.train.scheduler.name, ctx.step,
                                                   total_steps, warmup))
-                images = batch["image"].to(self.device, non_blocking=True)
-                if channels_last and images.ndim == 4:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                labels = batch["label"].to(self.device, non_blocking=True)
-                target_images = target_features = target_outputs = None
-                with self.precision.autocast():
-                    if target_batch is not None:
-                        set_domain(ctx.model, SOURCE)
-                    outputs, features = ctx.model.forward_features(images)
-                    if target_batch is not None:
-                        target_images = target_batch["image"].to(self.device, non_blocking=True)
-                        set_domain(ctx.model, TARGET)
-                        target_outputs, target_features = ctx.model.forward_features(
-                            target_images)
-                        set_domain(ctx.model, SOURCE)
-                    l_new = self.loss_fn(outputs, labels)
-                    terms = [t for ts in self.hooks.medxfer_extra_loss_terms(
-                        ctx=ctx, batch={**batch, "image": images, "label": labels},
-                        outputs=outputs, features=features,
-                        target_batch=(None if target_batch is None
-                                      else {**target_batch, "image": target_images}),
-                        target_features=target_features, target_outputs=target_outputs)
-                        if ts for t in ts]
-                    loss = beta * l_new + _combine(terms, alpha)
+                loss, l_new, terms = self._step(batch, target_batch)
                 ctx.optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(ctx.optimizer)
@@ -275,6 +288,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.train.grad_clip)
                 scaler.step(ctx.optimizer)
                 scaler.update()
+                if self.ema is not None:
+                    self.ema.update(ctx.model)
                 _accumulate(sums, "train_loss", loss)
                 _accumulate(sums, "train_L_new", l_new)
                 if terms:
@@ -287,7 +302,42 @@ class Trainer:
                 ctx.step += 1
                 n_steps += 1
                 advance(loss)
+        sums = D.average_scalars(sums, self.device)  # the mean over ranks
         return {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
+
+    def _step_loss(self, batch: dict[str, Any], target_batch: dict[str, Any] | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[LossTerm]]:
+        """One step's forward: the network on the source (and target) batch, the task loss
+        and the plugins' loss terms. Returns ``(total loss, L_new, extra terms)``.
+
+        In a distributed run this is the forward of the module that DDP wraps
+        (:class:`medxfer.engine.distributed.DistributedStep`).
+        """
+        ctx, cfg = self.ctx, self.config
+        images = batch["image"].to(self.device, non_blocking=True)
+        if cfg.train.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        target_images = target_features = target_outputs = None
+        with self.precision.autocast():
+            if target_batch is not None:
+                set_domain(ctx.model, SOURCE)
+            outputs, features = ctx.model.forward_features(images)
+            if target_batch is not None:
+                target_images = target_batch["image"].to(self.device, non_blocking=True)
+                set_domain(ctx.model, TARGET)
+                target_outputs, target_features = ctx.model.forward_features(target_images)
+                set_domain(ctx.model, SOURCE)
+            l_new = self.loss_fn(outputs, labels)
+            terms = [t for ts in self.hooks.medxfer_extra_loss_terms(
+                ctx=ctx, batch={**batch, "image": images, "label": labels},
+                outputs=outputs, features=features,
+                target_batch=(None if target_batch is None
+                              else {**target_batch, "image": target_images}),
+                target_features=target_features, target_outputs=target_outputs)
+                if ts for t in ts]
+            loss = cfg.loss.beta * l_new + _combine(terms, cfg.loss.alpha)
+        return loss, l_new, terms
 
 
 class _Cycle:

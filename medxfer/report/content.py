@@ -35,6 +35,7 @@ THRESHOLD_METHODS = {
     "val_youden": "chosen on the validation set by maximising Youden's J "
                   "(sensitivity + specificity - 1)",
     "val_f1": "chosen on the validation set by maximising F1",
+    "val_accuracy": "chosen on the validation set by maximising accuracy",
     "fixed": "fixed in the config (eval.fixed_threshold)",
 }
 _LOADED_KEYS = ("loaded", "tensors_loaded", "n_loaded", "num_loaded")

@@ -241,3 +241,49 @@ def test_target_batches_domains_and_extra_parameter_groups(tmp_path):
     train_domains = recorder.domains[:12]
     assert train_domains == ["source", "target"] * 6
     assert set(recorder.domains[12:]) == {"source"}  # validation runs in the source domain
+
+
+
+def test_ema_scores_saves_and_delivers_the_weight_average(tmp_path):
+    from medxfer.engine.checkpoints import load_model_weights
+
+    trainer = make_trainer(tmp_path, epochs=3, ema=0.9)
+    validate, scored = trainer.validate, []
+
+    def spy(net):
+        assert net is trainer.ema.module and net is not trainer.ctx.model
+        metrics = validate(net)  # (this test's validate runs batch norm in training mode)
+        scored.append({k: v.clone() for k, v in net.state_dict().items()})
+        return metrics
+
+    trainer.validate = spy
+    result = trainer.fit()
+    assert len(scored) == 3
+    saved = load_model_weights(tmp_path / "model.safetensors")
+    best = scored[result.best_epoch]
+    assert all(torch.equal(saved[k], best[k]) for k in saved)
+    delivered = trainer.ctx.model.state_dict()
+    assert all(torch.equal(delivered[k], best[k]) for k in saved)
+
+
+def test_ema_resume_continues_the_average(tmp_path):
+    full = make_trainer(tmp_path / "full", epochs=3, ema=0.8).fit()
+
+    class Killer:
+        @medxfer.hookimpl
+        def medxfer_epoch_start(self, ctx, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "part", epochs=3, plugin=Killer(), ema=0.8).fit()
+    resumed = make_trainer(tmp_path / "part", epochs=3, model=tiny_network(seed=5),
+                           ema=0.8).fit(resume=True)
+    for a, b in zip(full.history, resumed.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+
+
+def test_ema_resume_of_a_run_without_an_average_is_refused(tmp_path):
+    make_trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(CheckpointError, match="train.ema"):
+        make_trainer(tmp_path, epochs=2, ema=0.8).fit(resume=True)

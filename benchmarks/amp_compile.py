@@ -1,0 +1,128 @@
+"""Mixed precision, ``torch.compile`` and channels-last against plain fp32, in one process.
+
+The run's own network, loss and data (built as ``medxfer run`` builds them, default the
+Hippocampus 3D config) train for the same pre-loaded batches in each variant, each from a
+copy of the same initial weights with a fresh AdamW, so that only the arithmetic differs:
+
+* ``fp32``: eager, no autocast (the reference);
+* ``fp16``: CUDA autocast to float16 with a GradScaler (CUDA only);
+* ``bf16``: autocast to bfloat16 (CUDA, or CPU where the CPU supports it);
+* ``compile``: ``torch.compile`` of the network with the device's AMP (fp16 on CUDA,
+  fp32 on CPU); its compilation happens in the warm-up steps, which are not timed;
+* ``channels_last``: channels-last memory format with the device's AMP (2D networks only).
+
+It prints samples per second, the peak GPU memory of each variant and the ratio to fp32.
+
+Usage::
+
+    python benchmarks/amp_compile.py [CONFIG] [--steps 30] [--warmup 5] [--device cuda]
+        [--variants fp32,fp16,bf16,compile,channels_last] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _common import REPO, build_parts, preload, synchronize, train_step
+
+DEFAULT_CONFIG = REPO / "configs" / "hippocampus_3d.yaml"
+ALL_VARIANTS = ["fp32", "fp16", "bf16", "compile", "channels_last"]
+
+
+def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict[str, Any] | None:
+    """What a variant changes, or None when it does not apply on this device or network."""
+    from medxfer.engine.amp import Precision
+
+    cuda = device.type == "cuda"
+    amp = Precision(torch.float16 if cuda else None, device.type)
+    if name == "fp32":
+        return {"precision": Precision(None, device.type)}
+    if name == "fp16":
+        return {"precision": Precision(torch.float16, "cuda")} if cuda else None
+    if name == "bf16":
+        if cuda and not torch.cuda.is_bf16_supported():
+            return None
+        return {"precision": Precision(torch.bfloat16, device.type)}
+    if name == "compile":
+        return {"precision": amp, "compile": True}
+    if name == "channels_last":
+        return {"precision": amp, "channels_last": True} if spatial_dims == 2 else None
+    raise SystemExit(f"--variants: unknown variant {name!r}; choose from {', '.join(ALL_VARIANTS)}")
+
+
+def run_variant(parts: dict[str, Any], reference: torch.nn.Module,
+                batches: list[dict[str, Any]], settings: dict[str, Any],
+                warmup: int) -> dict[str, float]:
+    """Samples per second and peak memory of one variant on ``batches``."""
+    model = copy.deepcopy(reference)
+    if settings.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    local = dict(parts, model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
+    forward = torch.compile(model.forward_features) if settings.get("compile") else None
+    precision = settings["precision"]
+    scaler = torch.amp.GradScaler("cuda") if precision.needs_scaler else None
+    kwargs = {"precision": precision, "scaler": scaler, "forward": forward,
+              "channels_last": bool(settings.get("channels_last"))}
+    device = parts["device"]
+    for batch in batches[:warmup]:
+        train_step(local, batch, **kwargs)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tic = time.perf_counter()
+    samples = 0
+    for batch in batches[warmup:]:
+        train_step(local, batch, **kwargs)
+        samples += len(batch["image"])
+    synchronize(device)
+    seconds = time.perf_counter() - tic
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    return {"samples_per_s": samples / seconds, "peak_mib": peak}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every applicable variant and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: auto)")
+    parser.add_argument("--variants", default=",".join(ALL_VARIANTS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = build_parts(args.config, args.overrides, Path(tmp), device=args.device)
+        device = parts["device"]
+        batches = preload(parts["loader"], args.warmup + args.steps)
+        if device.type == "cuda":
+            batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+        reference = copy.deepcopy(parts["model"])
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        print(f"{args.config.name} on {name} ({device}), torch {torch.__version__}, "
+              f"batch {parts['config'].train.batch_size}, {args.steps} timed steps "
+              f"after {args.warmup} warm-up")
+        print(f"{'variant':<14} {'samples/s':>10} {'peak MiB':>9} {'vs fp32':>8}")
+        base = None
+        for variant in args.variants.split(","):
+            settings = variant_settings(variant.strip(), device, parts["spatial_dims"])
+            if settings is None:
+                print(f"{variant:<14} {'n/a on this device or network':>30}")
+                continue
+            r = run_variant(parts, reference, batches, settings, args.warmup)
+            base = base or (r["samples_per_s"] if variant == "fp32" else None)
+            ratio = f"{r['samples_per_s'] / base:.2f}x" if base else "-"
+            print(f"{variant:<14} {r['samples_per_s']:>10.1f} {r['peak_mib']:>9.0f} {ratio:>8}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The benchmark scripts run end to end (tiny step counts; no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def bench(repo_root, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    yield lambda name: importlib.import_module(name)
+    for name in ("data_loading", "amp_compile", "ddp_scaling", "_common"):
+        sys.modules.pop(name, None)
+
+
+def test_data_loading_prints_the_ratio(bench, repo_root, capsys):
+    module = bench("data_loading")
+    config = repo_root / "configs" / "sample_segmentation_2d.yaml"
+    assert module.main([str(config), "--steps", "2", "--repeats", "1",
+                        "--set", "train.threads=1"]) == 0
+    out = capsys.readouterr().out
+    assert "sample_segmentation_2d.yaml" in out and "worst ratio pipeline/pre-loaded" in out
+
+
+def test_amp_compile_reports_each_variant(bench, repo_root, capsys):
+    module = bench("amp_compile")
+    config = repo_root / "configs" / "sample_segmentation_2d.yaml"
+    assert module.main([str(config), "--steps", "1", "--warmup", "1", "--device", "cpu",
+                        "--variants", "fp32,fp16,channels_last",
+                        "--set", "train.threads=1"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32" in out and "1.00x" in out
+    assert "n/a on this device" in out  # fp16 needs CUDA
+    assert "channels_last" in out
+
+
+def test_amp_compile_rejects_an_unknown_variant(bench, repo_root):
+    module = bench("amp_compile")
+    with pytest.raises(SystemExit, match="unknown variant"):
+        module.variant_settings("fp8", __import__("torch").device("cpu"), 2)
+
+
+@pytest.mark.slow
+def test_ddp_scaling_runs_every_setting(bench, repo_root, capsys):
+    module = bench("ddp_scaling")
+    config = repo_root / "configs" / "sample_segmentation_2d.yaml"
+    assert module.main([str(config), "--steps", "1", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    for setting in ("1 process x 1 thread", "2 processes x 1 thread", "1 process x 2 threads"):
+        assert setting in out

@@ -1,0 +1,103 @@
+"""Training loaders: torch and thread loaders, augmentation on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medxfer.config import RunConfig
+from medxfer.data.augment import build_augmentation
+from medxfer.data.datasets import ArrayCases, CaseDataset
+from medxfer.data.transforms import AdaptChannels
+from medxfer.engine.loaders import make_loader
+from medxfer.errors import ConfigError
+
+
+def _dataset(n: int = 20) -> CaseDataset:
+    rng = np.random.default_rng(0)
+    base = ArrayCases(rng.integers(0, 255, (n, 1, 16, 16), dtype=np.uint8),
+                      [i % 2 for i in range(n)], [f"c{i}" for i in range(n)], intensity="uint8",
+                      image_size=None, ct_window=[0, 1], percentiles=[0, 100])
+    augment = build_augmentation("standard", None, spatial_dims=2, segmentation=False,
+                                 spatial_size=[16, 16], seed=3)
+    return CaseDataset(base, task="classification", adapt=AdaptChannels("grey", False),
+                       augment=augment, seed=3)
+
+
+def _config(**data) -> RunConfig:
+    return RunConfig.model_validate({"data": data, "train": {"batch_size": 6, "seed": 3}})
+
+
+def _batches(loader) -> list[dict]:
+    return [{"image": b["image"].clone(), "label": b["label"].clone()} for b in loader]
+
+
+def test_thread_loader_yields_the_same_batches_as_torch_loader():
+    plain = _batches(make_loader(_dataset(), _config(), train=True))
+    threaded_loader = make_loader(_dataset(), _config(loader="thread", prefetch=3), train=True)
+    from monai.data import ThreadDataLoader
+
+    assert isinstance(threaded_loader, ThreadDataLoader)
+    threaded = _batches(threaded_loader)
+    assert len(plain) == len(threaded) == 4  # 20 items, batches of 6, last of 2 kept
+    for a, b in zip(plain, threaded):
+        assert torch.equal(a["image"], b["image"])
+        assert torch.equal(a["label"], b["label"])
+
+
+def test_evaluation_loaders_stay_plain():
+    loader = make_loader(_dataset(), _config(loader="thread"), train=False)
+    assert type(loader) is torch.utils.data.DataLoader
+
+
+def test_augment_on_device_moves_items_before_augmenting():
+    cuda = torch.device("cuda")  # a device object needs no GPU; nothing is iterated
+    dataset = _dataset()
+    loader = make_loader(dataset, _config(augment_on="device"), train=True, device=cuda)
+    from monai.data import ThreadDataLoader
+
+    assert isinstance(loader, ThreadDataLoader)
+    assert dataset.augment_device == cuda
+    assert loader.pin_memory is False
+
+
+def test_augment_on_device_items_equal_cpu_items():
+    plain, moved = _dataset(), _dataset()
+    moved.augment_device = torch.device("cpu")
+    for i in range(5):
+        a, b = plain[i], moved[i]
+        assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
+
+
+def test_augment_on_device_is_a_no_op_on_cpu_training():
+    dataset = _dataset()
+    loader = make_loader(dataset, _config(augment_on="device"), train=True,
+                         device=torch.device("cpu"))
+    assert dataset.augment_device is None
+    assert type(loader) is torch.utils.data.DataLoader
+
+
+def test_augment_on_device_refuses_worker_processes():
+    with pytest.raises(ConfigError, match="num_workers"):
+        make_loader(_dataset(), _config(augment_on="device", num_workers=2), train=True,
+                    device=torch.device("cuda"))
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int) -> dict:
+        if index == 7:
+            raise ValueError("case c7: unreadable file")
+        return {"image": torch.zeros(1, 4, 4), "label": torch.tensor(0)}
+
+
+def test_thread_loader_raises_data_errors_in_the_training_thread():
+    config = RunConfig.model_validate({"data": {"loader": "thread"},
+                                       "train": {"batch_size": 2, "seed": 0}})
+    loader = make_loader(_Broken(), config, train=True)
+    with pytest.raises(ValueError, match="case c7: unreadable file"):
+        for _ in loader:
+            pass
