@@ -8,7 +8,10 @@ steps after a few untimed ones. Settings, each in its own ``torchrun`` job:
 
 * ``1 process x 1 thread``: the reference;
 * ``2 processes x 1 thread``: DDP, what ``medxfer run --nproc 2`` does;
-* ``1 process x 2 threads``: the other way to use two cores, for comparison.
+* ``1 process x 2 threads``: the other way to use two cores, for comparison;
+* ``2 processes x 1 thread, no sync``: the same two processes without DDP's gradient
+  all-reduce (each trains alone on its half of the batch), which separates what the
+  communication costs from what two busy processes cost each other on this machine.
 
 It prints samples per second, the speed-up over the reference and the DDP efficiency
 (speed-up / processes).
@@ -34,11 +37,14 @@ import torch
 from _common import REPO, build_parts, synchronize
 
 DEFAULT_CONFIG = REPO / "configs" / "pneumoniamnist.yaml"
-SETTINGS = [(1, 1), (2, 1), (1, 2)]  # (processes, threads per process)
+# (processes, threads per process, gradient sync)
+SETTINGS = [(1, 1, True), (2, 1, True), (1, 2, True), (2, 1, False)]
 
 
-def worker(config: Path, overrides: list[str], steps: int, warmup: int) -> None:
-    """One rank: train ``warmup + steps`` steps; rank 0 prints samples/s as JSON."""
+def worker(config: Path, overrides: list[str], steps: int, warmup: int,
+           sync: bool = True) -> None:
+    """One rank: train ``warmup + steps`` steps; rank 0 prints samples/s as JSON.
+    ``sync=False`` skips DDP (no gradient all-reduce) but keeps the data split."""
     from medxfer.engine import distributed as D
 
     with D.session("cpu"), tempfile.TemporaryDirectory() as tmp:
@@ -50,7 +56,7 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int) -> None:
             return loss_fn(outputs, batch["label"])
 
         step = D.DistributedStep(model, step_fn, lambda: optimizer, parts["device"]) \
-            if D.is_active() else step_fn
+            if D.is_active() and sync else step_fn
         done, tic, samples = 0, 0.0, 0
         epoch = 0
         while done < warmup + steps:
@@ -80,13 +86,13 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int) -> None:
 
 
 def launch(config: Path, overrides: list[str], steps: int, warmup: int, nproc: int,
-           threads: int) -> dict:
+           threads: int, sync: bool = True) -> dict:
     """Run one setting under torchrun and return rank 0's result."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), "--worker",
            str(config), "--steps", str(steps), "--warmup", str(warmup),
-           "--set", f"train.threads={threads}"]
+           "--set", f"train.threads={threads}"] + ([] if sync else ["--no-sync"])
     for item in overrides:
         cmd += ["--set", item]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -105,20 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-sync", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.config, args.overrides, args.steps, args.warmup)
+        worker(args.config, args.overrides, args.steps, args.warmup, sync=not args.no_sync)
         return 0
     print(f"{args.config.name}: {args.steps} timed steps after {args.warmup}, torch "
           f"{torch.__version__}, {os.cpu_count()} CPUs, gloo")
     print(f"{'setting':<26} {'samples/s':>10} {'speed-up':>9} {'efficiency':>10}")
     base = None
-    for nproc, threads in SETTINGS:
-        r = launch(args.config, args.overrides, args.steps, args.warmup, nproc, threads)
+    for nproc, threads, sync in SETTINGS:
+        r = launch(args.config, args.overrides, args.steps, args.warmup, nproc, threads, sync)
         base = base or r["samples_per_s"]
         speedup = r["samples_per_s"] / base
         label = f"{nproc} process{'es' if nproc > 1 else ''} x {threads} thread" + \
-            ("s" if threads > 1 else "")
+            ("s" if threads > 1 else "") + ("" if sync else ", no sync")
         print(f"{label:<26} {r['samples_per_s']:>10.1f} {speedup:>8.2f}x "
               f"{speedup / nproc:>10.2f}", flush=True)
     return 0
