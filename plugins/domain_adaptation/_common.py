@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+import medxfer
+from medxfer.engine.context import FitContext, LossTerm
 from medxfer.errors import ConfigError
 from medxfer_plugins._named import NamedPlugin
 
@@ -77,3 +79,24 @@ def paired_features(features: torch.Tensor,
     if target_features is None:
         return None
     return features.float().flatten(1), target_features.float().flatten(1)
+
+
+class FeatureDistance(DomainAdaptation):
+    """A method that adds ``weight * distance(source features, target features)`` to the
+    loss at every step with a target batch (CORAL, MMD). Subclasses set :attr:`name` and
+    :attr:`weight` and implement :meth:`distance`."""
+
+    weight: float
+
+    def distance(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The discrepancy between source and target features ``[N, F]``."""
+        raise NotImplementedError
+
+    @medxfer.hookimpl
+    def medxfer_extra_loss_terms(self, ctx: FitContext, features: torch.Tensor,
+                                 target_features: torch.Tensor | None) -> list[LossTerm] | None:
+        """The method's term, named after it (``None`` for a step without a target batch)."""
+        pair = paired_features(features, target_features)
+        if pair is None:
+            return None
+        return [LossTerm(self.name, self.distance(*pair), weight=self.weight)]

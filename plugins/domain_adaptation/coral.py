@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 
 import medxfer
-from medxfer.engine.context import FitContext, LossTerm
-from medxfer_plugins.domain_adaptation._common import (DomainAdaptation, check_float,
-                                                       paired_features)
+from medxfer_plugins.domain_adaptation._common import FeatureDistance, check_float
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +25,7 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (covariance(source) - covariance(target)).pow(2).sum() / (4.0 * d * d)
 
 
-class Coral(DomainAdaptation):
+class Coral(FeatureDistance):
     """Add the CORAL loss between source and target features.
 
     Args:
@@ -40,14 +38,9 @@ class Coral(DomainAdaptation):
         super().__init__(weight=weight)
         self.weight = weight
 
-    @medxfer.hookimpl
-    def medxfer_extra_loss_terms(self, ctx: FitContext, features: torch.Tensor,
-                                 target_features: torch.Tensor | None) -> list[LossTerm] | None:
-        """The CORAL term (``None`` for a step without a target batch)."""
-        pair = paired_features(features, target_features)
-        if pair is None:
-            return None
-        return [LossTerm("coral", coral_loss(*pair), weight=self.weight)]
+    def distance(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The CORAL loss between the features."""
+        return coral_loss(source, target)
 
 
 def coral(weight: float = 1.0) -> Coral:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 
 import medxfer
-from medxfer.engine.context import FitContext, LossTerm
-from medxfer_plugins.domain_adaptation._common import (DomainAdaptation, check_float,
-                                                       check_int, paired_features)
+from medxfer_plugins.domain_adaptation._common import FeatureDistance, check_float, check_int
 
 
 def gaussian_kernels(x: torch.Tensor, *, kernel_num: int, kernel_mul: float) -> torch.Tensor:
@@ -35,7 +33,7 @@ def mmd_loss(source: torch.Tensor, target: torch.Tensor, *, kernel_num: int = 5,
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
-class MMD(DomainAdaptation):
+class MMD(FeatureDistance):
     """Add the multi-kernel MMD between source and target features.
 
     Args:
@@ -50,15 +48,9 @@ class MMD(DomainAdaptation):
         super().__init__(weight=weight, kernel_num=kernel_num, kernel_mul=kernel_mul)
         self.weight, self.kernel_num, self.kernel_mul = weight, kernel_num, kernel_mul
 
-    @medxfer.hookimpl
-    def medxfer_extra_loss_terms(self, ctx: FitContext, features: torch.Tensor,
-                                 target_features: torch.Tensor | None) -> list[LossTerm] | None:
-        """The MMD term (``None`` for a step without a target batch)."""
-        pair = paired_features(features, target_features)
-        if pair is None:
-            return None
-        value = mmd_loss(*pair, kernel_num=self.kernel_num, kernel_mul=self.kernel_mul)
-        return [LossTerm("mmd", value, weight=self.weight)]
+    def distance(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The multi-kernel MMD between the features."""
+        return mmd_loss(source, target, kernel_num=self.kernel_num, kernel_mul=self.kernel_mul)
 
 
 def mmd(weight: float = 1.0, kernel_num: int = 5, kernel_mul: float = 2.0) -> MMD:
