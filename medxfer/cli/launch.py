@@ -35,18 +35,34 @@ def _message(failure: Any) -> str:
     return str(message or "")
 
 
+def _stopped_by_agent(failure: Any) -> bool:
+    """Whether the worker died of SIGTERM, the signal torchrun's agent sends to stop the
+    other workers once one has failed."""
+    return failure.exitcode == -15
+
+
 def first_failure(exc: Any) -> tuple[int, Any]:
-    """The rank whose failure caused the others: the earliest one that is not just a lost
-    connection to a failed peer (see :func:`medxfer.engine.distributed.is_peer_failure`)."""
+    """The rank whose failure caused the others.
+
+    A worker that lost its connection to a failed peer (see
+    :func:`medxfer.engine.distributed.is_peer_failure`) or that was stopped by the agent's
+    SIGTERM is a consequence, not the cause; among the rest the earliest (then the lowest
+    rank) wins. Failure timestamps are whole seconds, so the kind of failure decides first.
+    """
     from medxfer.engine.distributed import is_peer_failure
 
     failures = getattr(exc, "failures", None) or {}
-    causes = {rank: f for rank, f in failures.items()
-              if not is_peer_failure(RuntimeError(_message(f)))}
-    if not causes:
+    if not failures:
         return exc.get_first_failure()
-    rank = min(causes, key=lambda r: (causes[r].timestamp, r))
-    return rank, causes[rank]
+
+    def consequence(failure: Any) -> int:
+        if is_peer_failure(RuntimeError(_message(failure))):
+            return 2
+        return 1 if _stopped_by_agent(failure) else 0
+
+    rank = min(failures, key=lambda r: (consequence(failures[r]),
+                                        getattr(failures[r], "timestamp", 0), r))
+    return rank, failures[rank]
 
 
 def describe_failure(exc: Any) -> tuple[str, int]:

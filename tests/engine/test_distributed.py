@@ -96,6 +96,16 @@ def test_launcher_command_line_and_failure_message():
     error = SimpleNamespace(failures={0: peer, 2: killed},
                             get_first_failure=lambda: (0, peer))
     assert describe_failure(error)[0].startswith("rank 2 (local rank 0) was killed by SIGKILL")
+    # the agent stopped rank 0 with SIGTERM in the same second as rank 2 was killed
+    stopped = SimpleNamespace(message="Signal 15 (SIGTERM) received by PID 8", exitcode=-15,
+                              local_rank=0, signal_name=lambda: "SIGTERM", timestamp=12)
+    error = SimpleNamespace(failures={0: stopped, 2: killed},
+                            get_first_failure=lambda: (0, stopped))
+    assert describe_failure(error)[0].startswith("rank 2 (local rank 0) was killed by SIGKILL")
+    # a run stopped from outside (every rank got SIGTERM) still names a rank
+    error = SimpleNamespace(failures={1: stopped, 0: stopped},
+                            get_first_failure=lambda: (0, stopped))
+    assert describe_failure(error)[0].startswith("rank 0 (local rank 0) was killed by SIGTERM")
 
 
 # -- two forked gloo ranks ----------------------------------------------------------------
