@@ -147,10 +147,13 @@ class DataConfig(StrictModel):
         "torch", description="training loader: torch's DataLoader, or MONAI's ThreadDataLoader "
         "(prepares the next batches in a background thread while the model trains)")
     prefetch: int = Field(2, ge=1, description="batches a thread loader prepares ahead")
-    augment_on: Literal["cpu", "device"] = Field(
-        "cpu", description="where training augmentation runs: cpu, or device: on the training "
-        "GPU after the cache, in a thread loader (MONAI's fast-training recipe; needs "
-        "num_workers 0; the same as cpu when training on a CPU)")
+    augment_on: Literal["cpu", "device", "batch"] = Field(
+        "cpu", description="how training augmentation runs: cpu: MONAI transforms item by "
+        "item in the loader; device: the same on the training GPU after the cache, in a thread "
+        "loader (MONAI's fast-training recipe; needs num_workers 0; the same as cpu when "
+        "training on a CPU); batch: the ops act on each collated batch at once, vectorised, on "
+        "the training device (a GPU with num_workers 0, else in the loader), for flip, rotate, "
+        "scale, affine, contrast, brightness, gamma and noise")
     limit: int | None = Field(None, ge=1, description="use at most this many cases per split")
     target: TargetConfig | None = Field(
         None, description="target-domain data for domain adaptation and evaluation "

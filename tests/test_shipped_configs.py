@@ -18,6 +18,14 @@ REGISTRIES = medxfer.build_registries(medxfer.create_plugin_manager())
 def test_shipped_config_is_valid(path):
     config = load_config(path)
     check_plugin_specs(config.plugin_specs(), REGISTRIES)
+    if config.data.augment_on == "batch":  # every op must have a batch form
+        from medxfer.data.augment import resolve_ops
+        from medxfer.data.batch_augment import BatchAugmentation
+
+        dims = 3 if "3d" in path.stem and config.data.slice_axis is None else 2
+        BatchAugmentation(resolve_ops(config.data.augment.preset, config.data.augment.ops),
+                          spatial_dims=dims, segmentation=config.task == "segmentation",
+                          spatial_size=None)
     if config.data.split.file:
         assert Path(config.data.split.file).is_file(), config.data.split.file
     if config.data.path and "shared" in Path(config.data.path).parts \

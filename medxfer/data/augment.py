@@ -160,7 +160,12 @@ def list_ops() -> list[str]:
     return sorted(OPS)
 
 
-def _op_transforms(spec: dict[str, Any], ctx: _Ctx, index: int) -> list[Any]:
+def check_op(spec: dict[str, Any], index: int) -> tuple[str, dict[str, Any]]:
+    """The op's name and options, checked against its factory's signature.
+
+    Raises:
+        ConfigError: for an unknown op (with "did you mean"), option or probability.
+    """
     name = spec.get("name")
     where = f"data.augment.ops[{index}]"
     if name not in OPS:
@@ -168,8 +173,7 @@ def _op_transforms(spec: dict[str, Any], ctx: _Ctx, index: int) -> list[Any]:
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ConfigError(f"{where}: unknown augmentation op {name!r}.{hint} "
                           f"Available: {', '.join(list_ops())}")
-    factory = OPS[name]
-    params = list(inspect.signature(factory).parameters)[1:]
+    params = list(inspect.signature(OPS[name]).parameters)[1:]
     options = {k: v for k, v in spec.items() if k != "name"}
     unknown = [k for k in options if k not in params]
     if unknown:
@@ -178,10 +182,16 @@ def _op_transforms(spec: dict[str, Any], ctx: _Ctx, index: int) -> list[Any]:
     prob = options.get("prob", 0.5)
     if not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
         raise ConfigError(f"{where} ({name}): prob must be between 0 and 1 (got {prob!r})")
+    return str(name), options
+
+
+def _op_transforms(spec: dict[str, Any], ctx: _Ctx, index: int) -> list[Any]:
+    name, options = check_op(spec, index)
     try:
-        return factory(ctx, **options)
+        return OPS[name](ctx, **options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where} ({name}): invalid options {options} ({exc})") from None
+        raise ConfigError(f"data.augment.ops[{index}] ({name}): invalid options {options} "
+                          f"({exc})") from None
 
 
 def resolve_ops(preset: str, ops: list[Any] | None) -> list[dict[str, Any]]:

@@ -144,17 +144,24 @@ class CaseDataset(Dataset):
         augment: Seeded random transforms (training only), or None.
         seed: The training seed.
 
+        batch_augment: Random transforms of whole batches (``data.augment_on: batch``,
+            a :class:`medxfer.data.batch_augment.BatchAugmentation`), or None. A loader
+            then reads :meth:`raw` items and finishes each collated batch with
+            :meth:`finish_batch`; indexing the dataset directly gives items without them.
+
     Attributes:
         augment_device: When set (``data.augment_on: device``), each item is moved to this
             device before augmentation, so the random transforms run there.
     """
 
     def __init__(self, base: Dataset, *, task: str, adapt: AdaptChannels,
-                 augment: Any | None = None, seed: int = 0) -> None:
+                 augment: Any | None = None, seed: int = 0,
+                 batch_augment: Any | None = None) -> None:
         self.base = base
         self.task = task
         self.adapt = adapt
         self.augment = augment
+        self.batch_augment = batch_augment
         self.seed = seed
         self._seeded_for: int | None = None
         self.augment_device: torch.device | None = None
@@ -168,10 +175,41 @@ class CaseDataset(Dataset):
         if self._seeded_for == worker:
             return
         seed = self.seed if info is None else (self.seed * 1_000_003 + info.seed) % (2 ** 32)
-        self.augment.set_random_state(seed=seed % (2 ** 32))
+        for augment in (self.augment, self.batch_augment):
+            if augment is not None:
+                augment.set_random_state(seed=seed % (2 ** 32))
         self._seeded_for = worker
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._item(index, finish=True)
+
+    def raw(self, index: int) -> dict[str, Any]:
+        """Item ``index`` before channel adaptation: float ``image`` ``[C, *spatial]``, its
+        ``label`` and ``id``, with only the per-item transforms applied (in a batch-augmented
+        run: the random patch draw). Collate these and pass the batch to
+        :meth:`finish_batch`."""
+        return self._item(index, finish=False)
+
+    def finish_batch(self, batch: dict[str, Any],
+                     device: torch.device | None = None) -> dict[str, Any]:
+        """Augment a collated batch of :meth:`raw` items with ``batch_augment`` (on
+        ``device`` when given, else where the batch is) and adapt its channels, giving what
+        :meth:`__getitem__` gives, batched."""
+        image = batch["image"]
+        label = batch.get("label") if self.task == "segmentation" else None
+        if device is not None:
+            image = image.to(device, non_blocking=True)
+            label = label.to(device, non_blocking=True) if label is not None else None
+        if self.batch_augment is not None:
+            self._ensure_seeded()
+            image, label = self.batch_augment(image, label)
+        out = dict(batch)
+        out["image"] = self.adapt(image.float(), channel_dim=1)
+        if label is not None:
+            out["label"] = label
+        return out
+
+    def _item(self, index: int, *, finish: bool) -> dict[str, Any]:
         try:
             item = self.base[index]
         except RuntimeError as exc:
@@ -198,12 +236,13 @@ class CaseDataset(Dataset):
             finally:
                 set_track_meta(previous)
         if isinstance(data, list):  # several random patches of one case
-            return [self._finish(d, item) for d in data]  # type: ignore[return-value]
-        return self._finish(data, item)
+            return [self._finish(d, item, finish) for d in data]  # type: ignore[return-value]
+        return self._finish(data, item, finish)
 
-    def _finish(self, data: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, data: dict[str, Any], item: dict[str, Any],
+                adapt: bool = True) -> dict[str, Any]:
         image = _plain_float(data["image"])
-        out = {"image": self.adapt(image), "id": str(item["id"])}
+        out = {"image": self.adapt(image) if adapt else image, "id": str(item["id"])}
         if self.task == "segmentation":
             out["label"] = _plain_float(data["label"]).round().long()
         elif self.task == "regression":

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from medxfer.errors import DataError
-from medxfer.data.augment import build_augmentation
+from medxfer.data.augment import build_augmentation, resolve_ops
+from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.datalist import Datalist, build_datalist, detect_format
 from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
 from medxfer.data.readers import read_image
@@ -143,16 +144,23 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
         train_base = SliceCases(bases["train"], axis=data.slice_axis)
         model_dims = 2
         size = [s for a, s in enumerate(size) if a != data.slice_axis]
-    augment = build_augmentation(data.augment.preset, data.augment.ops,
-                                 spatial_dims=model_dims, segmentation=seg,
-                                 spatial_size=size, seed=config.train.seed,
+    ops, batch_augment = resolve_ops(data.augment.preset, data.augment.ops), None
+    if data.augment_on == "batch":  # per item only the patch draw; the ops act on batches
+        patch = data.patch if seg and data.patch.size else None
+        batch_augment = BatchAugmentation(ops, spatial_dims=model_dims, segmentation=seg,
+                                          spatial_size=list(patch.size) if patch else size,
+                                          seed=config.train.seed)
+        ops = []
+    augment = build_augmentation(data.augment.preset, ops, spatial_dims=model_dims,
+                                 segmentation=seg, spatial_size=size, seed=config.train.seed,
                                  patch=data.patch if seg else None)
     if seg:
         _check_training_masks(bases["train"], by_split["train"],
                               same_size=not data.patch.size and data.slice_axis is None)
     datasets = {s: CaseDataset(train_base if s == "train" else bases[s], task=config.task,
                                adapt=adapt, augment=augment if s == "train" else None,
-                               seed=config.train.seed)
+                               seed=config.train.seed,
+                               batch_augment=batch_augment if s == "train" else None)
                 for s in SPLITS}
     counts = ", ".join(f"{s} {len(by_split[s])}" for s in SPLITS)
     return DataBundle(

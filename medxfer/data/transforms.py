@@ -91,19 +91,21 @@ class AdaptChannels:
             return 1
         return in_channels
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """Adapt ``[C, *spatial]``."""
-        c = image.shape[0]
+    def __call__(self, image: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
+        """Adapt ``[C, *spatial]`` (or a batch ``[B, C, *spatial]`` with ``channel_dim=1``)."""
+        c = image.shape[channel_dim]
+        lead = image.shape[:channel_dim]
+        trail = (1,) * (image.ndim - channel_dim - 1)
         if self.channels == "rgb" and c == 1:
-            image = image.expand(3, *image.shape[1:])
+            image = image.expand(*lead, 3, *image.shape[channel_dim + 1:])
         elif self.channels == "grey" and c == 3:
             w = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device)
-            image = (image * w.view(3, *([1] * (image.ndim - 1)))).sum(0, keepdim=True)
+            image = (image * w.view(3, *trail)).sum(channel_dim, keepdim=True)
         elif self.channels == "grey" and c != 1:
-            image = image.mean(0, keepdim=True)
+            image = image.mean(channel_dim, keepdim=True)
         if self.imagenet_norm:
-            shape = (-1,) + (1,) * (image.ndim - 1)
-            if image.shape[0] == 3:
+            shape = (-1,) + trail
+            if image.shape[channel_dim] == 3:
                 like = {"dtype": image.dtype, "device": image.device}
                 mean = torch.tensor(IMAGENET_MEAN, **like).view(shape)
                 std = torch.tensor(IMAGENET_STD, **like).view(shape)

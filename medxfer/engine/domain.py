@@ -29,10 +29,26 @@ class WithoutLabels(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
-        item = self.dataset[index]
-        if isinstance(item, (list, tuple)):  # segmentation patches drawn from one case
-            return [{k: v for k, v in patch.items() if k != "label"} for patch in item]
-        return {k: v for k, v in dict(item).items() if k != "label"}
+        return _without_label(self.dataset[index])
+
+    @property
+    def batch_augment(self) -> Any:
+        """The wrapped dataset's batch augmentation (``data.augment_on: batch``), if any."""
+        return getattr(self.dataset, "batch_augment", None)
+
+    def raw(self, index: int) -> Any:
+        """The wrapped dataset's raw item, without its label."""
+        return _without_label(self.dataset.raw(index))
+
+    def finish_batch(self, batch: dict[str, Any], device: torch.device | None = None) -> Any:
+        """The wrapped dataset's batch augmentation and channel adaptation."""
+        return self.dataset.finish_batch(batch, device)
+
+
+def _without_label(item: Any) -> Any:
+    if isinstance(item, (list, tuple)):  # segmentation patches drawn from one case
+        return [{k: v for k, v in patch.items() if k != "label"} for patch in item]
+    return {k: v for k, v in dict(item).items() if k != "label"}
 
 
 def create_method(config: RunConfig, registries: Any) -> Any:

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from medxfer.config import RunConfig
 
@@ -77,6 +77,12 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
             raise ConfigError("data.augment_on: device augments on the GPU in the loader's "
                               "thread; set data.num_workers: 0 (or augment_on: cpu)")
         dataset.augment_device = device
+    if train and getattr(dataset, "batch_augment", None) is not None:
+        # data.augment_on: batch: collate the items as read, then augment and adapt the
+        # whole batch; on the GPU when training there and no worker process collates.
+        on_device = workers == 0 and device is not None and device.type == "cuda"
+        collate = FinishBatch(dataset, collate, device if on_device else None)
+        dataset = RawItems(dataset)
     kwargs = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler,
               "generator": generator if shuffle else None, "drop_last": drop_last,
               "collate_fn": collate, "num_workers": workers,
@@ -89,6 +95,35 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
         # one (the same batches, in the same order).
         return PrefetchLoader(dataset, buffer_size=config.data.prefetch, **kwargs)
     return DataLoader(dataset, **kwargs)
+
+
+class RawItems(Dataset):
+    """The items of a batch-augmented dataset as read, before augmentation and adaptation
+    (its ``raw`` method); :class:`FinishBatch` completes them once collated."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset.raw(index)
+
+
+class FinishBatch:
+    """A collate function: ``collate`` the raw items, then the dataset's ``finish_batch``
+    (batch augmentation and channel adaptation), on ``device`` when given."""
+
+    def __init__(self, dataset: Any, collate: Any = None,
+                 device: torch.device | None = None) -> None:
+        self.dataset = dataset
+        self.collate = collate
+        self.device = device
+
+    def __call__(self, items: list[Any]) -> dict[str, Any]:
+        batch = (self.collate or default_collate)(items)
+        return self.dataset.finish_batch(batch, self.device)
 
 
 def make_loss(config: RunConfig, train_labels: list[int], num_classes: int,

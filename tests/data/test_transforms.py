@@ -74,3 +74,13 @@ def test_binary_mask_0_255_and_out_of_range(tmp_path):
 
     err = unwrap_errors(info.value)
     assert isinstance(err, DataError) and "m7.png" in str(err) and "[7]" in str(err)
+
+
+@pytest.mark.parametrize("channels,norm,c", [("rgb", True, 1), ("grey", False, 3),
+                                             ("grey", True, 4), ("auto", True, 3),
+                                             ("auto", True, 2)])
+def test_adapt_channels_on_a_batch_equals_item_by_item(channels, norm, c):
+    adapt = AdaptChannels(channels, norm)
+    batch = torch.rand(5, c, 6, 7)
+    expected = torch.stack([adapt(x) for x in batch])
+    assert torch.allclose(adapt(batch, channel_dim=1), expected, atol=1e-6)

@@ -101,3 +101,86 @@ def test_thread_loader_raises_data_errors_in_the_training_thread():
     with pytest.raises(ValueError, match="case c7: unreadable file"):
         for _ in loader:
             pass
+
+
+# -- data.augment_on: batch -----------------------------------------------------------------
+
+def _batch_dataset(ops: list[dict] | None = None, *, n: int = 20) -> CaseDataset:
+    from medxfer.data.augment import resolve_ops
+    from medxfer.data.batch_augment import BatchAugmentation
+
+    plain = _dataset(n)
+    augment = BatchAugmentation(resolve_ops("standard", ops), spatial_dims=2,
+                                segmentation=False, spatial_size=[16, 16], seed=3)
+    return CaseDataset(plain.base, task="classification", adapt=AdaptChannels("rgb", True),
+                       seed=3, batch_augment=augment)
+
+
+def test_batch_augmented_loader_gives_the_plain_batches_when_no_op_fires():
+    dataset = _batch_dataset([{"name": "flip", "prob": 0.0}])
+    plain = CaseDataset(dataset.base, task="classification", adapt=AdaptChannels("rgb", True))
+    batches = _batches(make_loader(dataset, _config(augment_on="batch"), train=True))
+    expected = _batches(make_loader(plain, _config(), train=True))  # the same shuffle
+    assert [len(b["image"]) for b in batches] == [6, 6, 6, 2]
+    for a, b in zip(batches, expected):
+        assert torch.allclose(a["image"], b["image"], atol=1e-6)
+        assert torch.equal(a["label"], b["label"])
+    assert batches[0]["image"].shape == (6, 3, 16, 16)  # adapted: grey to RGB, normalised
+
+
+def test_batch_augmented_loader_augments_reproducibly_and_differently_per_epoch():
+    loader = make_loader(_batch_dataset(), _config(augment_on="batch"), train=True)
+    first, second = _batches(loader), _batches(loader)
+    again = _batches(make_loader(_batch_dataset(), _config(augment_on="batch"), train=True))
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, again))
+    assert not torch.equal(first[0]["image"], second[0]["image"])
+    assert type(loader.dataset).__name__ == "RawItems"  # items are read raw, finished batched
+
+
+def test_batch_augmentation_in_worker_processes():
+    loader = make_loader(_batch_dataset(), _config(augment_on="batch", num_workers=2),
+                         train=True)
+    batches = _batches(loader)
+    assert [b["image"].shape for b in batches][0] == (6, 3, 16, 16)
+    again = _batches(make_loader(_batch_dataset(), _config(augment_on="batch", num_workers=2),
+                                 train=True))
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, again))
+
+
+def test_batch_augmentation_goes_to_the_gpu_in_the_loader_thread():
+    cuda = torch.device("cuda")  # nothing is iterated
+    loader = make_loader(_batch_dataset(), _config(augment_on="batch"), train=True, device=cuda)
+    from monai.data import ThreadDataLoader
+
+    assert isinstance(loader, ThreadDataLoader) and loader.pin_memory is False
+    assert loader.collate_fn.device == cuda
+    with_workers = make_loader(_batch_dataset(), _config(augment_on="batch", num_workers=1),
+                               train=True, device=cuda)
+    assert with_workers.collate_fn.device is None and with_workers.pin_memory is True
+
+
+def test_unlabelled_target_data_is_batch_augmented_too():
+    from medxfer.engine.domain import WithoutLabels
+
+    loader = make_loader(WithoutLabels(_batch_dataset()), _config(augment_on="batch"),
+                         train=True)
+    batch = next(iter(loader))
+    assert "label" not in batch and batch["image"].shape == (6, 3, 16, 16)
+
+
+def test_load_data_with_batch_augmentation(tmp_path):
+    from medxfer.data import load_data
+
+    config = RunConfig.model_validate({"task": "segmentation", "data": {
+        "augment_on": "batch", "augment": {"preset": "heavy"}}})
+    with pytest.raises(ConfigError, match=r"\(elastic\).*augment_on: cpu"):
+        load_data(config, imagenet_norm=False)
+    config = RunConfig.model_validate({"task": "segmentation", "data": {
+        "augment_on": "batch", "patch": {"size": [16, 16, 16], "samples_per_case": 2},
+        "augment": {"ops": [{"name": "flip", "axes": [0, 1, 2]}, {"name": "affine"}]}},
+        "train": {"batch_size": 4}})
+    bundle = load_data(config, imagenet_norm=False)
+    assert bundle.train.batch_augment is not None and bundle.val.batch_augment is None
+    batch = next(iter(make_loader(bundle.train, config, train=True)))
+    assert batch["image"].shape == (4, 1, 16, 16, 16)
+    assert batch["label"].shape == (4, 1, 16, 16, 16) and batch["label"].dtype == torch.int64

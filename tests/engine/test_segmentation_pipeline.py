@@ -51,9 +51,11 @@ def registries():
     return medxfer.build_registries(manager)
 
 
-def test_3d_patch_training_on_sample_data(tmp_path, registries):
+@pytest.mark.parametrize("augment_on", ["cpu", "batch"])
+def test_3d_patch_training_on_sample_data(tmp_path, registries, augment_on):
     config = load_config(None, [*QUICK, "data.patch.size=[16,16,16]",
-                                "data.patch.samples_per_case=2", "loss.name=dice_ce"])
+                                "data.patch.samples_per_case=2", "loss.name=dice_ce",
+                                "data.augment.preset=standard", f"data.augment_on={augment_on}"])
     summary = run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
     assert summary["task"] == "segmentation"
     assert len(summary["history"]) == 2
