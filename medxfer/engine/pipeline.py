@@ -134,6 +134,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         # are already alike on every rank (and DDP starts from rank 0's).
         torch.manual_seed(D.rank_seed(config.train.seed))
         bundle.train.seed = D.rank_seed(config.train.seed)
+        if target is not None:  # the target domain's training augmentation too
+            target.train.seed = D.rank_seed(config.train.seed)
     if config.train.channels_last and bundle.spatial_dims == 2:
         model.to(memory_format=torch.channels_last)
     if config.train.compile:  # submodules: the trainer calls forward_features, not forward
