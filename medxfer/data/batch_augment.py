@@ -148,6 +148,18 @@ class BatchAugmentation:
         self._device_gens.clear()
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (spawned loader workers): generators travel as their states."""
+        state = dict(self.__dict__)
+        state["_cpu"] = self._cpu.get_state()
+        state["_device_gens"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        cpu = torch.Generator()
+        cpu.set_state(state.pop("_cpu"))
+        self.__dict__.update(state, _cpu=cpu)
+
     def _noise_generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
         if key not in self._device_gens:

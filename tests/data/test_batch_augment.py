@@ -143,3 +143,15 @@ def test_bad_options_are_refused_as_for_per_item_augmentation():
 def test_a_batch_of_the_wrong_rank_is_refused():
     with pytest.raises(ValueError, match="spatial dims"):
         _augment([{"name": "flip"}], 3)(torch.zeros(2, 1, 8, 8))
+
+
+def test_pickles_with_its_random_state():  # spawned loader workers receive a copy
+    import pickle
+
+    image, label = _batch(2)
+    ops = [{"name": "affine", "prob": 1.0}, {"name": "noise", "prob": 1.0}]
+    augment = _augment(ops, 2, seed=4)
+    augment(image, label)
+    copy = pickle.loads(pickle.dumps(augment))
+    a, b = augment(image, label), copy(image, label)
+    assert torch.equal(a[1], b[1])  # the same geometric draws continue in the copy
