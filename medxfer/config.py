@@ -268,6 +268,13 @@ class EvalConfig(StrictModel):
         "val_youden", description="binary decision threshold, chosen on validation only: "
         "maximising Youden's J, F1 or accuracy, or fixed")
     fixed_threshold: float = Field(0.5, gt=0, lt=1, description="threshold when threshold: fixed")
+    tta: Literal["none", "flip"] = Field(
+        "none", description="test-time augmentation (classification and regression): flip "
+        "averages the predictions of the image and its flips along eval.tta_axes, in "
+        "validation, test, predict, ensembles and exported models")
+    tta_axes: list[int] | None = Field(
+        None, description="spatial axes flipped by eval.tta: flip, every combination of them "
+        "(null: the left-right axis, as the flip augmentation: 2D width, 3D first axis)")
     sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)
 
 

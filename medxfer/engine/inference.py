@@ -80,5 +80,7 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
         raise CheckpointError(
             f"weights in {str(run_dir / BEST_WEIGHTS)!r} do not fit the network described by "
             f"its config.yaml ({str(exc).splitlines()[0]})") from None
+    if sidecar.get("tta_axes") and isinstance(model, TransferNetwork):
+        model.tta_axes = [int(a) for a in sidecar["tta_axes"]]  # eval.tta: flip
     model.to(device or torch.device("cpu")).eval()
     return LoadedRun(run_dir, config, model, sidecar)

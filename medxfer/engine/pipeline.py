@@ -37,6 +37,26 @@ def resolve_run_config(config: RunConfig, run_dir: Path, resume: bool) -> RunCon
     return saved
 
 
+def resolve_tta_axes(config: RunConfig, spatial_dims: int) -> list[int]:
+    """The spatial axes ``eval.tta: flip`` flips (``[]`` without test-time augmentation).
+
+    Raises:
+        ConfigError: for segmentation, or an axis that is not spatial or is repeated.
+    """
+    if config.eval.tta == "none":
+        return []
+    if config.task == "segmentation":
+        raise ConfigError("eval.tta: flip is for classification and regression; set "
+                          "eval.tta: none for segmentation")
+    axes = config.eval.tta_axes
+    axes = ([1] if spatial_dims == 2 else [0]) if axes is None else list(axes)
+    bad = [a for a in axes if not 0 <= a < spatial_dims]
+    if bad or len(set(axes)) != len(axes) or not axes:
+        raise ConfigError(f"eval.tta_axes {axes}: give distinct spatial axes of these "
+                          f"{spatial_dims}D images (0..{spatial_dims - 1})")
+    return axes
+
+
 def wants_imagenet_norm(config: RunConfig, pretrained: Any) -> bool:
     """Whether inputs get ImageNet mean/std (``auto``: when the weights are ImageNet's, or
     come from an earlier medxfer run that used it)."""
@@ -124,6 +144,9 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         target = DA.load_target_data(config, bundle, imagenet_norm=imagenet_norm,
                                     cache_dir=run_dir / "cache" / "target")
     model, backbone = build_task_network(config, registries, bundle, backbone_kwargs)
+    tta_axes = resolve_tta_axes(config, bundle.spatial_dims)
+    if tta_axes:
+        model.tta_axes = tta_axes
     device = D.worker_device(config.train.device) if D.is_active() \
         else resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
@@ -167,7 +190,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
                "task": config.task, "num_classes": bundle.num_classes,
                "class_names": bundle.class_names, "in_channels": bundle.in_channels,
-               "spatial_dims": bundle.spatial_dims, "imagenet_norm": imagenet_norm}
+               "spatial_dims": bundle.spatial_dims, "imagenet_norm": imagenet_norm,
+               "tta_axes": tta_axes}
     if adaptation is not None:
         sidecar["domain_adaptation"] = DA.describe_method(adaptation, config)
     trainer = Trainer(config, model, hooks, device, precision, run_dir, train_loader, validate,

@@ -32,6 +32,7 @@ class TransferNetwork(nn.Module):
         layers.append(nn.Linear(width, out_features))
         self.head = nn.Sequential(*layers)
         self.out_features = out_features
+        self.tta_axes: list[int] = []
 
     def layer_groups(self) -> list[nn.Module]:
         """Backbone layer groups (input to output) followed by the head."""
@@ -43,8 +44,30 @@ class TransferNetwork(nn.Module):
         return self.head(features), features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Task outputs (logits for classification)."""
-        return self.forward_features(x)[0]
+        """Task outputs (logits for classification).
+
+        With ``tta_axes`` set (``eval.tta: flip``) and the network in eval mode, the outputs
+        for the image and its flips along every combination of those spatial axes are
+        averaged: class probabilities for classification (returned as their log, so that
+        a softmax gives the average back), values for regression. Training, which calls
+        :meth:`forward_features`, is unaffected.
+        """
+        if self.training or not self.tta_axes:
+            return self.forward_features(x)[0]
+        outputs = [self.forward_features(v)[0].float() for v in flip_variants(x, self.tta_axes)]
+        if self.out_features == 1:
+            return torch.stack(outputs).mean(0)
+        probs = torch.stack([o.softmax(dim=1) for o in outputs]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def flip_variants(x: torch.Tensor, axes: list[int]) -> list[torch.Tensor]:
+    """``x`` ``[B, C, *spatial]`` and its flips along every non-empty combination of the
+    spatial ``axes`` (``2 ** len(axes)`` tensors, ``x`` first)."""
+    variants = [x]
+    for axis in axes:
+        variants += [v.flip(axis + 2) for v in variants]
+    return variants
 
 
 def build_network(backbone: Backbone, out_features: int, *, dropout: float = 0.0,

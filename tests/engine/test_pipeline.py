@@ -68,3 +68,30 @@ def test_2d_backbone_on_3d_data_is_a_config_error(tmp_path, shared_data):
                                 "model.backbone.pretrained=none"])
     with pytest.raises(ConfigError, match="3D"):
         run_pipeline(config, tmp_path / "run", progress=False)
+
+
+def test_flip_tta_is_recorded_and_restored_with_the_run(tmp_path):
+    from medxfer.engine.inference import load_run
+
+    config = load_config(None, [*QUICK, "data.limit=16", "model.backbone.name=basic_cnn",
+                                "model.backbone.pretrained=none", "eval.tta=flip"])
+    run_pipeline(config, tmp_path / "run", progress=False)
+    sidecar = json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))
+    assert sidecar["tta_axes"] == [1]  # 2D: the left-right axis
+    loaded = load_run(tmp_path / "run")
+    assert loaded.model.tta_axes == [1]
+
+
+def test_tta_refusals(tmp_path):
+    from medxfer.engine.pipeline import resolve_tta_axes
+
+    assert resolve_tta_axes(load_config(None, ["eval.tta=flip"]), 3) == [0]
+    assert resolve_tta_axes(load_config(None, ["eval.tta=flip", "eval.tta_axes=[0,1]"]), 2) \
+        == [0, 1]
+    assert resolve_tta_axes(load_config(None, []), 2) == []
+    with pytest.raises(ConfigError, match="eval.tta_axes"):
+        resolve_tta_axes(load_config(None, ["eval.tta=flip", "eval.tta_axes=[2]"]), 2)
+    with pytest.raises(ConfigError, match="eval.tta_axes"):
+        resolve_tta_axes(load_config(None, ["eval.tta=flip", "eval.tta_axes=[1,1]"]), 2)
+    with pytest.raises(ConfigError, match="segmentation"):
+        resolve_tta_axes(load_config(None, ["task=segmentation", "eval.tta=flip"]), 3)
