@@ -184,3 +184,32 @@ def test_load_data_with_batch_augmentation(tmp_path):
     batch = next(iter(make_loader(bundle.train, config, train=True)))
     assert batch["image"].shape == (4, 1, 16, 16, 16)
     assert batch["label"].shape == (4, 1, 16, 16, 16) and batch["label"].dtype == torch.int64
+
+
+def test_small_items_are_augmented_on_one_thread_with_the_same_values(monkeypatch):
+    import contextlib
+
+    import medxfer.data.datasets as datasets
+
+    threads = torch.get_num_threads()
+    seen = []
+    real = datasets._one_intra_op_thread
+
+    @contextlib.contextmanager
+    def spy(numel):
+        with real(numel):
+            seen.append(torch.get_num_threads())
+            yield
+
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(datasets, "_one_intra_op_thread", spy)
+        fast = _batches(make_loader(_dataset(), _config(), train=True))
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2  # restored
+        monkeypatch.setattr(datasets, "_one_intra_op_thread", contextlib.nullcontext)
+        plain = _batches(make_loader(_dataset(), _config(), train=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(fast, plain))
+    with datasets._one_intra_op_thread(datasets.GRAIN_SIZE):  # large items keep every thread
+        assert torch.get_num_threads() == threads
