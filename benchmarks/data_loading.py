@@ -3,20 +3,23 @@
 For each config, the run's own data pipeline is built exactly as ``medxfer run`` builds it
 (:func:`medxfer.data.load_data` and :func:`medxfer.engine.loaders.make_loader`: reading,
 cached preprocessing, seeded augmentation, workers as configured) together with the run's
-network, loss and AdamW. Then, in one process, the same number of training steps is timed
-twice, alternately and several times:
+network, loss and AdamW. Then, in one process, blocks of training steps are timed
+alternately, several times each:
 
-* **pipeline**: batches drawn from a fresh iterator over the training loader (worker
-  start-up, augmentation and collation included), moved to the device, one step each;
-* **pre-loaded**: the same steps on batches drawn once beforehand and kept in memory.
+* **pipeline**: batches drawn from the training loader (a new epoch's iterator, with any
+  worker start-up, whenever one ends; augmentation and collation included), moved to the
+  device, one step each;
+* **pre-loaded**: the same number of steps on batches drawn once beforehand and kept in
+  memory.
 
-The printed ratio ``pipeline / pre-loaded`` is the cost of data loading on top of the
-compute; 1.00 means data loading is completely hidden. Memory caches are filled before
+The printed ratio ``pipeline / pre-loaded`` (the median over pairs of neighbouring blocks,
+which cancels this VM's drift in speed) is the cost of data loading on top of the compute;
+1.00 means data loading is completely hidden. Memory caches are filled before
 timing (that happens once per run, before the first epoch).
 
 Usage::
 
-    python benchmarks/data_loading.py [CONFIG ...] [--steps 20] [--repeats 3]
+    python benchmarks/data_loading.py [CONFIG ...] [--steps 5] [--repeats 9]
         [--set KEY=VALUE ...] [--threads N]
 
 With no CONFIG, every shipped training config whose data is present is measured.
@@ -42,22 +45,33 @@ SHIPPED = ["pneumoniamnist.yaml", "breastmnist.yaml", "adrenalmnist3d.yaml",
            "sample_segmentation_3d.yaml"]
 
 
-def time_pipeline(parts: dict[str, Any], steps: int) -> float:
-    """Seconds for ``steps`` steps drawn from a fresh iterator over the real loader."""
+class _Pipeline:
+    """Batches from the real training loader, a fresh epoch (iterator) whenever one ends."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.batches = iter(loader)
+
+    def next(self) -> Any:
+        batch = next(self.batches, None)
+        if batch is None:
+            self.batches = iter(self.loader)
+            batch = next(self.batches)
+        return batch
+
+
+def time_pipeline(parts: dict[str, Any], pipeline: _Pipeline, steps: int) -> float:
+    """Seconds for ``steps`` steps drawn from the real loader (augmentation, collation and
+    any new epoch's iterator included)."""
     tic = time.perf_counter()
-    done = 0
-    while done < steps:
-        for batch in parts["loader"]:
-            train_step(parts, batch)
-            done += 1
-            if done == steps:
-                break
+    for _ in range(steps):
+        train_step(parts, pipeline.next())
     synchronize(parts["device"])
     return time.perf_counter() - tic
 
 
 def time_preloaded(parts: dict[str, Any], batches: list[dict[str, Any]]) -> float:
-    """Seconds for the same steps on batches already in memory."""
+    """Seconds for the same number of steps on batches already in memory."""
     tic = time.perf_counter()
     for batch in batches:
         train_step(parts, batch)
@@ -67,32 +81,43 @@ def time_preloaded(parts: dict[str, Any], batches: list[dict[str, Any]]) -> floa
 
 def measure(config_path: Path | None, overrides: list[str], steps: int,
             repeats: int) -> dict[str, Any]:
-    """Median seconds of both feeds and their ratio for one config."""
+    """Both feeds in alternating blocks of ``steps`` steps, ``repeats`` blocks each.
+
+    This VM's speed drifts by 10-30% within seconds, so the ratio is the median of the
+    per-block ratios (each pipeline block against the pre-loaded block next to it), and
+    the first block of each feed is a warm-up that is not counted.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         parts = build_parts(config_path, overrides, Path(tmp))
         batches = preload(parts["loader"], steps)  # also fills any lazy cache
-        time_preloaded(parts, batches[:2])  # warm-up
-        piped, pre = [], []
-        for i in range(repeats):  # alternate the order: the machine's speed drifts
+        pipeline = _Pipeline(parts["loader"])
+        time_preloaded(parts, batches)  # warm-up
+        time_pipeline(parts, pipeline, steps)
+        piped, pre, ratios = [], [], []
+        for i in range(repeats):
             if i % 2:
-                pre.append(time_preloaded(parts, batches))
-                piped.append(time_pipeline(parts, steps))
+                q = time_preloaded(parts, batches)
+                p = time_pipeline(parts, pipeline, steps)
             else:
-                piped.append(time_pipeline(parts, steps))
-                pre.append(time_preloaded(parts, batches))
+                p = time_pipeline(parts, pipeline, steps)
+                q = time_preloaded(parts, batches)
+            piped.append(p)
+            pre.append(q)
+            ratios.append(p / q)
         cfg = parts["config"]
-    p, q = statistics.median(piped), statistics.median(pre)
-    return {"config": str(config_path or "(embedded sample)"), "pipeline_s": p,
-            "preloaded_s": q, "ratio": p / q, "batch": cfg.train.batch_size,
-            "workers": cfg.data.num_workers, "device": str(parts["device"])}
+    return {"config": str(config_path or "(embedded sample)"),
+            "pipeline_s": statistics.median(piped), "preloaded_s": statistics.median(pre),
+            "ratio": statistics.median(ratios), "batch": cfg.train.batch_size,
+            "workers": cfg.data.num_workers, "device": str(parts["device"]),
+            "augment_on": cfg.data.augment_on}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure each config and print a table of ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="*", type=Path)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=9, help="timed blocks of each feed")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -107,14 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"skip {name}: its data is not present")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.steps} steps, median of {args.repeats}")
-    print(f"{'config':<32} {'device':<6} {'batch':>5} {'workers':>7} "
+          f"{args.repeats} alternating blocks of {args.steps} steps, median block ratio")
+    print(f"{'config':<32} {'augment':<7} {'device':<6} {'batch':>5} {'workers':>7} "
           f"{'pipeline s':>10} {'preloaded s':>11} {'ratio':>6}")
     worst = 0.0
     for path in configs:
         r = measure(path, args.overrides, args.steps, args.repeats)
         worst = max(worst, r["ratio"])
-        print(f"{Path(r['config']).name:<32} {r['device']:<6} {r['batch']:>5} {r['workers']:>7} "
+        print(f"{Path(r['config']).name:<32} {r['augment_on']:<7} {r['device']:<6} {r['batch']:>5} "
+              f"{r['workers']:>7} "
               f"{r['pipeline_s']:>10.3f} {r['preloaded_s']:>11.3f} {r['ratio']:>6.3f}",
               flush=True)
     print(f"worst ratio pipeline/pre-loaded: {worst:.3f} (target <= 1.10)")
