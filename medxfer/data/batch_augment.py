@@ -134,12 +134,8 @@ class BatchAugmentation:
         self.set_random_state(seed)
 
     def _flip_axes(self, axes: list[int] | None, index: int) -> list[int]:
-        axes = axes if axes is not None else ([1] if self.dims == 2 else [0])
-        for a in axes:
-            if not 0 <= a < self.dims:
-                raise ConfigError(f"data.augment.ops[{index}] flip: axis {a} is not a spatial "
-                                  f"axis (0..{self.dims - 1})")
-        return list(axes)
+        """The flip axes (checked by the per-item build above); default left-right."""
+        return list(axes) if axes is not None else ([1] if self.dims == 2 else [0])
 
     def set_random_state(self, seed: int) -> BatchAugmentation:
         """Reseed every random draw (parameters on the CPU, noise fields on their device)."""
