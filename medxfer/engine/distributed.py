@@ -119,6 +119,11 @@ def session(device_name: str) -> Iterator[torch.device | None]:
     try:
         yield device
     finally:
+        # The run's DDP wrapper sits in reference cycles (trainer, hooks, context); left to
+        # the interpreter's shutdown, its reducer and the process group it holds are torn
+        # down while the runtime is half gone, and the process can abort ("terminate called
+        # without an active exception", seen on CPU/gloo). Free them while all is alive.
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 

@@ -8,6 +8,8 @@ they take about a second); ``tests/cli/test_run_distributed.py`` runs whole
 from __future__ import annotations
 
 import copy
+import gc
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -241,3 +243,30 @@ def test_rank_seed_keeps_rank_zero_and_differs_elsewhere(monkeypatch):
         monkeypatch.setattr(dist, "rank", lambda r=r: r)
         seeds.append(dist.rank_seed(7))
     assert seeds[0] == 7 and len(set(seeds)) == 3
+
+
+def _session_frees_ddp(index: int, port: int) -> None:
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    with D.session("cpu") as device:
+        assert device == torch.device("cpu") and D.is_active()
+        holder: dict = {}
+        holder["self"] = holder  # a reference cycle, as trainer, hooks and context make
+        holder["ddp"] = nn.parallel.DistributedDataParallel(nn.Linear(2, 1))
+        holder["ddp"](torch.ones(1, 2)).sum().backward()
+        del holder
+    assert not D.is_active()
+    alive = [o for o in gc.get_objects() if isinstance(o, nn.parallel.DistributedDataParallel)]
+    assert not alive, "a DDP wrapper (and its process group) outlived the session"
+
+
+def test_session_frees_ddp_wrappers_before_leaving_the_process_group():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_session_frees_ddp, args=(port,), nprocs=1,
+                       start_method="fork", join=True)
