@@ -7,58 +7,19 @@ Not an entry point: each method's module imports from here. Option checks raise
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 
 import medxfer
 from medxfer.engine.context import FitContext, LossTerm
-from medxfer.errors import ConfigError
 from medxfer_plugins._named import NamedPlugin
+from medxfer_plugins._options import OptionChecks
 
 
-def option_error(option: str, message: str) -> ConfigError:
-    """A ConfigError naming ``domain_adaptation.<option>``."""
-    return ConfigError(f"domain_adaptation.{option}: {message}")
-
-
-def check_float(option: str, value: Any, *, minimum: float | None = None,
-                exclusive: bool = False) -> float:
-    """Check that ``value`` is a finite number (``>= minimum``, or ``>`` when ``exclusive``).
-
-    Raises:
-        ConfigError: naming ``domain_adaptation.<option>`` and the allowed range.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise option_error(option, f"expected a number, got {value!r}")
-    value = float(value)
-    if minimum is not None and (value < minimum or (exclusive and value == minimum)):
-        raise option_error(option, f"must be {'>' if exclusive else '>='} {minimum:g}, "
-                                   f"got {value:g}")
-    return value
-
-
-def check_int(option: str, value: Any, *, minimum: int) -> int:
-    """Check that ``value`` is an integer of at least ``minimum``.
-
-    Raises:
-        ConfigError: naming ``domain_adaptation.<option>``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise option_error(option, f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_floats(option: str, values: Any, *, minimum: float) -> list[float]:
-    """Check a non-empty list of numbers, each ``> minimum``.
-
-    Raises:
-        ConfigError: naming ``domain_adaptation.<option>``.
-    """
-    if not isinstance(values, (list, tuple)) or not values:
-        raise option_error(option, f"expected a non-empty list of numbers, got {values!r}")
-    return [check_float(option, v, minimum=minimum, exclusive=True) for v in values]
+_CHECKS = OptionChecks("domain_adaptation")
+#: ``ConfigError`` naming ``domain_adaptation.<option>``; the checks below raise it.
+option_error = _CHECKS.error
+check_float = _CHECKS.number
+check_int = _CHECKS.integer
 
 
 class DomainAdaptation(NamedPlugin):

@@ -6,9 +6,6 @@ Not an entry point: each strategy module imports from here. Option checks raise
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from torch import nn
 
 import medxfer
@@ -16,53 +13,15 @@ from medxfer.engine.context import FitContext
 from medxfer.engine.freezing import keep_frozen_norms_in_eval
 from medxfer.errors import ConfigError
 from medxfer_plugins._named import NamedPlugin
+from medxfer_plugins._options import OptionChecks
 
 
-def option_error(option: str, message: str) -> ConfigError:
-    """A ConfigError naming ``strategy.<option>``."""
-    return ConfigError(f"strategy.{option}: {message}")
-
-
-def check_float(option: str, value: Any, *, minimum: float | None = None,
-                maximum: float | None = None, min_inclusive: bool = True) -> float:
-    """Check that ``value`` is a finite number within bounds and return it as a float.
-
-    Raises:
-        ConfigError: naming ``strategy.<option>`` and the allowed range.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise option_error(option, f"expected a number, got {value!r}")
-    value = float(value)
-    if minimum is not None and (value < minimum or (not min_inclusive and value == minimum)):
-        bound = ">=" if min_inclusive else ">"
-        raise option_error(option, f"must be {bound} {minimum:g}, got {value:g}")
-    if maximum is not None and value > maximum:
-        raise option_error(option, f"must be <= {maximum:g}, got {value:g}")
-    return value
-
-
-def check_int(option: str, value: Any, *, minimum: int | None = None) -> int:
-    """Check that ``value`` is an integer (not a bool) of at least ``minimum``.
-
-    Raises:
-        ConfigError: naming ``strategy.<option>``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise option_error(option, f"expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise option_error(option, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def check_bool(option: str, value: Any) -> bool:
-    """Check that ``value`` is a bool.
-
-    Raises:
-        ConfigError: naming ``strategy.<option>``.
-    """
-    if not isinstance(value, bool):
-        raise option_error(option, f"expected true or false, got {value!r}")
-    return value
+_CHECKS = OptionChecks("strategy")
+#: ``ConfigError`` naming ``strategy.<option>``; the checks below raise it.
+option_error = _CHECKS.error
+check_float = _CHECKS.number
+check_int = _CHECKS.integer
+check_bool = _CHECKS.flag
 
 
 def backbone_groups(ctx: FitContext) -> list[nn.Module]:

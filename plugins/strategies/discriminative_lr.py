@@ -107,13 +107,13 @@ def discriminative_lr(decay: float | None = None,
         raise option_error("multipliers", "give either strategy.decay or strategy.multipliers, "
                            "not both")
     if decay is not None:
-        decay = check_float("decay", decay, minimum=0.0, maximum=1.0, min_inclusive=False)
+        decay = check_float("decay", decay, minimum=0.0, maximum=1.0, exclusive=True)
     if multipliers is not None:
         if isinstance(multipliers, (str, bytes)) or not isinstance(multipliers, (list, tuple)):
             raise option_error("multipliers", f"expected a list of numbers, got {multipliers!r}")
         if not multipliers:
             raise option_error("multipliers", "is empty; give one multiplier per layer group")
-        multipliers = [check_float(f"multipliers[{i}]", m, minimum=0.0, min_inclusive=False)
+        multipliers = [check_float(f"multipliers[{i}]", m, minimum=0.0, exclusive=True)
                        for i, m in enumerate(multipliers)]
     return DiscriminativeLR(decay, multipliers)
 

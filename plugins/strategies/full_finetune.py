@@ -54,7 +54,7 @@ def full_finetune(backbone_lr_mult: float = 1.0) -> FullFinetune:
         ConfigError: when ``strategy.backbone_lr_mult`` is not a positive number.
     """
     return FullFinetune(check_float("backbone_lr_mult", backbone_lr_mult, minimum=0.0,
-                                    min_inclusive=False))
+                                    exclusive=True))
 
 
 @medxfer.hookimpl

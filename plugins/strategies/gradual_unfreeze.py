@@ -140,7 +140,7 @@ def gradual_unfreeze(every: int = 1, decay: float = 1.0,
     """
     return GradualUnfreeze(check_int("every", every, minimum=1),
                            check_float("decay", decay, minimum=0.0, maximum=1.0,
-                                       min_inclusive=False),
+                                       exclusive=True),
                            check_bool("train_bn", train_bn))
 
 

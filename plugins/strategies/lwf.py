@@ -127,7 +127,7 @@ def lwf(temperature: float = 2.0,
         ConfigError: when ``strategy.temperature`` is not a positive number or
             ``strategy.source_head`` is not a module.
     """
-    temperature = check_float("temperature", temperature, minimum=0.0, min_inclusive=False)
+    temperature = check_float("temperature", temperature, minimum=0.0, exclusive=True)
     if source_head is not None and not isinstance(source_head, nn.Module):
         raise option_error("source_head", "must be a torch module (set it from Python, "
                            f"not from a config); got {type(source_head).__name__}")
