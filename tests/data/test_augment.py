@@ -53,3 +53,18 @@ def test_unknown_op_and_option():
         build_augmentation(ops=[{"name": "noise", "sigma": 1}], spatial_dims=2)
     with pytest.raises(ConfigError, match="prob must be between 0 and 1"):
         build_augmentation(ops=[{"name": "gamma", "prob": 2}], spatial_dims=3)
+
+
+def test_patch_padding_pads_only_what_is_smaller_than_the_patch():
+    from monai.transforms import SpatialPadd
+
+    from medxfer.data.augment import PadSmallerToPatch
+
+    pad = PadSmallerToPatch(["image", "label"], [4, 6])
+    large = {"image": torch.randn(1, 5, 6), "label": torch.ones(1, 5, 6)}
+    assert pad(large) is large  # nothing to pad: passed as it is
+    small = {"image": torch.randn(1, 3, 7), "label": torch.ones(1, 3, 7)}
+    got, want = pad(dict(small)), SpatialPadd(["image", "label"], [4, 6])(dict(small))
+    for key in ("image", "label"):
+        assert got[key].shape == (1, 4, 7)
+        assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key]))
