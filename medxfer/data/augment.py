@@ -252,10 +252,12 @@ def _patch_transforms(patch: Any, spatial_dims: int) -> list[Any]:
         raise ConfigError(f"data.patch.size {size}: every side must be at least 1")
     pos = float(patch.pos_fraction)
     return [PadSmallerToPatch(keys=["image", "label"], spatial_size=size),
+            CachedFgBgIndices(),
             RandCropByPosNegLabeld(keys=["image", "label"], label_key="label",
                                    spatial_size=size, pos=pos, neg=1.0 - pos,
                                    num_samples=int(patch.samples_per_case),
-                                   allow_smaller=False)]
+                                   allow_smaller=False, fg_indices_key=CachedFgBgIndices.FG,
+                                   bg_indices_key=CachedFgBgIndices.BG)]
 
 
 
@@ -281,3 +283,47 @@ class PadSmallerToPatch:
                for key in self.keys if key in data):
             return data
         return self.pad(data)
+
+
+class CachedFgBgIndices:
+    """The foreground and background voxel indices of each item's (padded) label, found
+    once by MONAI's ``FgBgToIndices`` and handed to ``RandCropByPosNegLabeld`` at every
+    later patch draw of that item (MONAI's own recipe caches them the same way).
+
+    The item is named by ``data[KEY]`` (its dataset index; :class:`CaseDataset` sets it);
+    an item without one, or beyond ``budget_bytes`` of kept indices, has them found anew.
+    The patches drawn are the same either way. The memo is per process and not pickled.
+
+    Args:
+        budget_bytes: The most index memory kept (int64 indices: 8 bytes a voxel).
+    """
+
+    KEY = "_item_index"
+    FG = "_label_fg_indices"
+    BG = "_label_bg_indices"
+
+    def __init__(self, budget_bytes: int = 256 * 2 ** 20) -> None:
+        self.budget_bytes = int(budget_bytes)
+        self._memo: dict[Any, tuple[Any, Any]] = {}
+        self._used = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"budget_bytes": self.budget_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["budget_bytes"])  # type: ignore[misc]
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        from monai.transforms import FgBgToIndices
+
+        data = dict(data)
+        key = data.pop(self.KEY, None)
+        indices = self._memo.get(key) if key is not None else None
+        if indices is None:
+            indices = FgBgToIndices()(data["label"])
+            size = sum(int(getattr(i, "nbytes", 0)) for i in indices)
+            if key is not None and self._used + size <= self.budget_bytes:
+                self._memo[key] = indices
+                self._used += size
+        data[self.FG], data[self.BG] = indices
+        return data

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from medxfer.data.augment import CachedFgBgIndices
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 
@@ -222,6 +223,8 @@ class CaseDataset(Dataset):
         if self.augment_device is not None:
             data = {k: torch.as_tensor(v).to(self.augment_device, non_blocking=True)
                     for k, v in data.items()}
+        if any(isinstance(t, CachedFgBgIndices) for t in getattr(self.augment, "transforms", ())):
+            data[CachedFgBgIndices.KEY] = index  # patch draws reuse this item's fg/bg indices
         if self.augment is not None:
             from monai.data import get_track_meta, set_track_meta
 

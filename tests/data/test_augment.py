@@ -68,3 +68,46 @@ def test_patch_padding_pads_only_what_is_smaller_than_the_patch():
     for key in ("image", "label"):
         assert got[key].shape == (1, 4, 7)
         assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key]))
+
+
+def _patch_chain(seed: int, budget: int | None = None):
+    from types import SimpleNamespace
+
+    from medxfer.data.augment import CachedFgBgIndices
+
+    chain = build_augmentation("none", spatial_dims=2, segmentation=True, seed=seed,
+                               patch=SimpleNamespace(size=[4, 6], samples_per_case=2,
+                                                     pos_fraction=0.7))
+    memo = [t for t in chain.transforms if isinstance(t, CachedFgBgIndices)]
+    assert len(memo) == 1
+    if budget is not None:
+        memo[0].budget_bytes = budget
+    return chain, memo[0]
+
+
+def test_patch_draws_reuse_each_items_indices_and_draw_the_same_patches():
+    import pickle
+
+    from medxfer.data.augment import CachedFgBgIndices
+
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.randn(1, 9, 11, generator=g),
+              "label": (torch.rand(1, 9, 11, generator=g) > 0.8).float()} for _ in range(3)]
+    kept, memo = _patch_chain(seed=5)
+    fresh, none = _patch_chain(seed=5, budget=0)
+    for epoch in range(3):
+        for i, item in enumerate(items):
+            a = kept({**item, CachedFgBgIndices.KEY: i})
+            b = fresh({**item, CachedFgBgIndices.KEY: i})
+            for pa, pb in zip(a, b):
+                assert set(pa) == set(pb) == {"image", "label"}  # the helper keys are gone
+                assert torch.equal(torch.as_tensor(pa["image"]), torch.as_tensor(pb["image"]))
+                assert torch.equal(torch.as_tensor(pa["label"]), torch.as_tensor(pb["label"]))
+    assert sorted(memo._memo) == [0, 1, 2] and memo._used > 0
+    assert not none._memo  # over budget: found anew each time
+    copy = pickle.loads(pickle.dumps(memo))
+    assert copy.budget_bytes == memo.budget_bytes and not copy._memo  # not pickled
+    fg, bg = memo._memo[1]
+    label = items[1]["label"].flatten()
+    assert set(torch.as_tensor(fg).tolist()) == set(torch.nonzero(label).flatten().tolist())
+    assert len(fg) + len(bg) == label.numel()

@@ -184,6 +184,10 @@ def test_load_data_with_batch_augmentation(tmp_path):
     batch = next(iter(make_loader(bundle.train, config, train=True)))
     assert batch["image"].shape == (4, 1, 16, 16, 16)
     assert batch["label"].shape == (4, 1, 16, 16, 16) and batch["label"].dtype == torch.int64
+    from medxfer.data.augment import CachedFgBgIndices
+
+    memo = [t for t in bundle.train.augment.transforms if isinstance(t, CachedFgBgIndices)][0]
+    assert len(memo._memo) == 2  # the two cases drawn: their patch indices are kept
 
 
 def test_small_items_are_augmented_on_one_thread_with_the_same_values(monkeypatch):
