@@ -15,12 +15,15 @@ alternately, several times each:
 The printed ratio ``pipeline / pre-loaded`` (the median over pairs of neighbouring blocks,
 which cancels this VM's drift in speed) is the cost of data loading on top of the compute;
 1.00 means data loading is completely hidden. Memory caches are filled before
-timing (that happens once per run, before the first epoch).
+timing (that happens once per run, before the first epoch), and one whole epoch is drawn
+from the loader first, so that what a run keeps from its first epoch on (each slice's
+foreground/background indices for patch draws) is kept here too: the ratio is that of
+the epochs after the first. ``--cold`` skips that epoch (the first epoch's cost).
 
 Usage::
 
     python benchmarks/data_loading.py [CONFIG ...] [--steps 5] [--repeats 9]
-        [--set KEY=VALUE ...] [--threads N]
+        [--set KEY=VALUE ...] [--threads N] [--cold]
 
 With no CONFIG, every shipped training config whose data is present is measured.
 """
@@ -80,7 +83,7 @@ def time_preloaded(parts: dict[str, Any], batches: list[dict[str, Any]]) -> floa
 
 
 def measure(config_path: Path | None, overrides: list[str], steps: int,
-            repeats: int) -> dict[str, Any]:
+            repeats: int, cold: bool = False) -> dict[str, Any]:
     """Both feeds in alternating blocks of ``steps`` steps, ``repeats`` blocks each.
 
     This VM's speed drifts by 10-30% within seconds, so the ratio is the median of the
@@ -90,6 +93,9 @@ def measure(config_path: Path | None, overrides: list[str], steps: int,
     with tempfile.TemporaryDirectory() as tmp:
         parts = build_parts(config_path, overrides, Path(tmp))
         batches = preload(parts["loader"], steps)  # also fills any lazy cache
+        if not cold:
+            for _ in parts["loader"]:  # an epoch, as a run has drawn after its first
+                pass
         pipeline = _Pipeline(parts["loader"])
         time_preloaded(parts, batches)  # warm-up
         time_pipeline(parts, pipeline, steps)
@@ -109,7 +115,7 @@ def measure(config_path: Path | None, overrides: list[str], steps: int,
             "pipeline_s": statistics.median(piped), "preloaded_s": statistics.median(pre),
             "ratio": statistics.median(ratios), "batch": cfg.train.batch_size,
             "workers": cfg.data.num_workers, "device": str(parts["device"]),
-            "augment_on": cfg.data.augment_on}
+            "augment_on": cfg.data.augment_on, "loader": cfg.data.loader}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="timed blocks of each feed")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cold", action="store_true",
+                        help="time without drawing a whole epoch first (the first epoch)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,14 +140,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"skip {name}: its data is not present")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.repeats} alternating blocks of {args.steps} steps, median block ratio")
-    print(f"{'config':<32} {'augment':<7} {'device':<6} {'batch':>5} {'workers':>7} "
+          f"{args.repeats} alternating blocks of {args.steps} steps, median block ratio, "
+          f"{'first epoch (--cold)' if args.cold else 'after one epoch'}")
+    print(f"{'config':<32} {'augment':<7} {'loader':<6} {'device':<6} {'batch':>5} {'workers':>7} "
           f"{'pipeline s':>10} {'preloaded s':>11} {'ratio':>6}")
     worst = 0.0
     for path in configs:
-        r = measure(path, args.overrides, args.steps, args.repeats)
+        r = measure(path, args.overrides, args.steps, args.repeats, args.cold)
         worst = max(worst, r["ratio"])
-        print(f"{Path(r['config']).name:<32} {r['augment_on']:<7} {r['device']:<6} {r['batch']:>5} "
+        print(f"{Path(r['config']).name:<32} {r['augment_on']:<7} {r['loader']:<6} "
+              f"{r['device']:<6} {r['batch']:>5} "
               f"{r['workers']:>7} "
               f"{r['pipeline_s']:>10.3f} {r['preloaded_s']:>11.3f} {r['ratio']:>6.3f}",
               flush=True)
