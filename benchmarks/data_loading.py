@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(path, args.overrides, args.steps, args.repeats, args.cold)
         worst = max(worst, r["ratio"])
         print(f"{Path(r['config']).name:<32} {r['augment_on']:<7} {r['loader']:<6} "
-              f"{r['device']:<6} {r['batch']:>5} "
-              f"{r['workers']:>7} "
+              f"{r['device']:<6} {r['batch']:>5} {r['workers']:>7} "
               f"{r['pipeline_s']:>10.3f} {r['preloaded_s']:>11.3f} {r['ratio']:>6.3f}",
               flush=True)
     print(f"worst ratio pipeline/pre-loaded: {worst:.3f} (target <= 1.10)")

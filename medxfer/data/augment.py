@@ -55,10 +55,16 @@ class _Ctx:
         return (linear, "nearest") if self.seg else linear
 
 
+def default_flip_axes(spatial_dims: int) -> list[int]:
+    """The left-right axis that ``flip`` (and ``eval.tta: flip``) uses by default: the
+    width of a 2D image, the first axis of a 3D volume."""
+    return [1] if spatial_dims == 2 else [0]
+
+
 def _flip(ctx: _Ctx, prob: float = 0.5, axes: list[int] | None = None) -> list[Any]:
     from monai.transforms import RandFlipd
 
-    axes = axes if axes is not None else ([1] if ctx.dims == 2 else [0])
+    axes = axes if axes is not None else default_flip_axes(ctx.dims)
     for a in axes:
         if not 0 <= a < ctx.dims:
             raise ConfigError(f"data.augment.ops flip: axis {a} is not a spatial axis "
@@ -260,7 +266,6 @@ def _patch_transforms(patch: Any, spatial_dims: int) -> list[Any]:
                                    bg_indices_key=CachedFgBgIndices.BG)]
 
 
-
 class PadSmallerToPatch:
     """MONAI ``SpatialPadd`` for the items smaller than the patch; larger ones pass as they
     are (the same values: MONAI's zero-width pad is a copy, a sixth of a 2D slice's
@@ -303,7 +308,10 @@ class CachedFgBgIndices:
     BG = "_label_bg_indices"
 
     def __init__(self, budget_bytes: int = 256 * 2 ** 20) -> None:
+        from monai.transforms import FgBgToIndices
+
         self.budget_bytes = int(budget_bytes)
+        self._find = FgBgToIndices()
         self._memo: dict[Any, tuple[Any, Any]] = {}
         self._used = 0
 
@@ -314,13 +322,11 @@ class CachedFgBgIndices:
         self.__init__(state["budget_bytes"])  # type: ignore[misc]
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        from monai.transforms import FgBgToIndices
-
         data = dict(data)
         key = data.pop(self.KEY, None)
         indices = self._memo.get(key) if key is not None else None
         if indices is None:
-            indices = FgBgToIndices()(data["label"])
+            indices = self._find(data["label"])
             size = sum(int(getattr(i, "nbytes", 0)) for i in indices)
             if key is not None and self._used + size <= self.budget_bytes:
                 self._memo[key] = indices

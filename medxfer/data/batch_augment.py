@@ -108,7 +108,7 @@ class BatchAugmentation:
 
     def __init__(self, ops: list[dict[str, Any]], *, spatial_dims: int, segmentation: bool,
                  spatial_size: list[int] | None, seed: int = 0) -> None:
-        from medxfer.data.augment import OPS, build_augmentation, check_op
+        from medxfer.data.augment import OPS, build_augmentation, check_op, default_flip_axes
 
         # the per-item build checks every option's value, with the same messages
         build_augmentation("none", ops, spatial_dims=spatial_dims, segmentation=segmentation,
@@ -126,16 +126,12 @@ class BatchAugmentation:
             bound = inspect.signature(OPS[name]).bind(None, **options)
             bound.apply_defaults()
             params = dict(list(bound.arguments.items())[1:])
-            if name == "flip":
-                params["axes"] = self._flip_axes(params["axes"], index)
+            if name == "flip" and params["axes"] is None:  # axes checked by the build above
+                params["axes"] = default_flip_axes(spatial_dims)
             self.ops.append((name, params))
         self._cpu = torch.Generator()
         self._device_gens: dict[str, torch.Generator] = {}
         self.set_random_state(seed)
-
-    def _flip_axes(self, axes: list[int] | None, index: int) -> list[int]:
-        """The flip axes (checked by the per-item build above); default left-right."""
-        return list(axes) if axes is not None else ([1] if self.dims == 2 else [0])
 
     def set_random_state(self, seed: int) -> BatchAugmentation:
         """Reseed every random draw (parameters on the CPU, noise fields on their device)."""

@@ -168,6 +168,9 @@ class CaseDataset(Dataset):
         self.seed = seed
         self._seeded_for: int | None = None
         self.augment_device: torch.device | None = None
+        # patch draws that keep each item's fg/bg indices need to know which item it is
+        self._names_items = any(isinstance(t, CachedFgBgIndices)
+                                for t in getattr(augment, "transforms", ()))
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -223,7 +226,7 @@ class CaseDataset(Dataset):
         if self.augment_device is not None:
             data = {k: torch.as_tensor(v).to(self.augment_device, non_blocking=True)
                     for k, v in data.items()}
-        if any(isinstance(t, CachedFgBgIndices) for t in getattr(self.augment, "transforms", ())):
+        if self._names_items:
             data[CachedFgBgIndices.KEY] = index  # patch draws reuse this item's fg/bg indices
         if self.augment is not None:
             from monai.data import get_track_meta, set_track_meta

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from medxfer.config import RunConfig, config_to_yaml, load_config, write_resolved_config
+from medxfer.data.augment import default_flip_axes
 from medxfer.engine import distributed as D
 from medxfer.engine import shards
 from medxfer.engine.amp import resolve_device, resolve_precision
@@ -49,7 +50,7 @@ def resolve_tta_axes(config: RunConfig, spatial_dims: int) -> list[int]:
         raise ConfigError("eval.tta: flip is for classification and regression; set "
                           "eval.tta: none for segmentation")
     axes = config.eval.tta_axes
-    axes = ([1] if spatial_dims == 2 else [0]) if axes is None else list(axes)
+    axes = default_flip_axes(spatial_dims) if axes is None else list(axes)
     bad = [a for a in axes if not 0 <= a < spatial_dims]
     if bad or len(set(axes)) != len(axes) or not axes:
         raise ConfigError(f"eval.tta_axes {axes}: give distinct spatial axes of these "
