@@ -278,6 +278,14 @@ class EvalConfig(StrictModel):
     sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)
 
 
+class EnsembleConfig(StrictModel):
+    """A deep ensemble trained by one run: several networks, their outputs averaged."""
+
+    members: int = Field(
+        1, ge=1, le=32, description="networks to train, member k with seed train.seed * members "
+        "+ k; their class probabilities (regression: outputs) are averaged (1: one network)")
+
+
 class RunConfig(StrictModel):
     """A complete medxfer run."""
 
@@ -293,12 +301,27 @@ class RunConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
     @model_validator(mode="after")
     def _check_fold(self) -> RunConfig:
         split = self.data.split
         if split.fold is not None and (split.folds is None or split.fold >= split.folds):
             raise ValueError("data.split.fold needs data.split.folds > fold")
+        return self
+
+    @model_validator(mode="after")
+    def _check_ensemble(self) -> RunConfig:
+        if self.ensemble.members == 1:
+            return self
+        if self.task == "segmentation":
+            raise ValueError("ensemble.members > 1 trains classification and regression "
+                             "ensembles; for segmentation train the runs apart and combine "
+                             "them with `medxfer ensemble --runs ...`")
+        if self.domain_adaptation is not None:
+            raise ValueError("ensemble.members > 1 cannot be combined with domain_adaptation "
+                             "yet; train the runs apart and combine them with `medxfer "
+                             "ensemble --runs ...`")
         return self
 
     def plugin_specs(self) -> dict[str, tuple[str, PluginSpec]]:

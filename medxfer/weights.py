@@ -399,6 +399,11 @@ def load_backbone_from_run(run_dir: str | os.PathLike[str]) -> dict[str, torch.T
         raise CheckpointError(f"{run_dir} is not a medxfer run folder: none of "
                               f"{', '.join(RUN_CHECKPOINTS)} exists there")
     tensors = load_state_dict_file(ckpt, error=CheckpointError)
+    if any(k.startswith("members.") for k in tensors):
+        raise CheckpointError(
+            f"{run_dir} holds a deep ensemble (ensemble.members > 1), several networks in one "
+            f"checkpoint; transfer from one of its members instead, e.g. "
+            f"{Path(run_dir) / 'members' / 'm0'}")
     for prefix in ("backbone.body.", "backbone.", "net.encoder."):
         body = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if body:

@@ -12,8 +12,8 @@ from medxfer.config import RunConfig, load_config
 from medxfer.engine.checkpoints import (BEST_SIDECAR, BEST_WEIGHTS, load_model_weights,
                                         read_sidecar)
 from medxfer.errors import CheckpointError
-from medxfer.models import (SegmentationNetwork, TransferNetwork, build_network,
-                            build_segmentation_network)
+from medxfer.models import (EnsembleNetwork, SegmentationNetwork, TransferNetwork,
+                            build_network, build_segmentation_network)
 from medxfer.plugins import Registries, build_registries
 
 
@@ -23,7 +23,7 @@ class LoadedRun:
 
     run_dir: Path
     config: RunConfig
-    model: TransferNetwork | SegmentationNetwork
+    model: TransferNetwork | SegmentationNetwork | EnsembleNetwork
     sidecar: dict[str, Any]
 
     @property
@@ -39,7 +39,8 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
     The backbone is built without pretrained weights (the run's own weights replace
     them), with the channels and dimensions recorded in ``model.json``. A segmentation
     run's plugin also gets ``num_classes`` and its network is wrapped in a
-    :class:`medxfer.models.SegmentationNetwork`, as in training.
+    :class:`medxfer.models.SegmentationNetwork`, as in training. A run trained with
+    ``ensemble.members > 1`` gives an :class:`medxfer.models.EnsembleNetwork` of its members.
 
     Raises:
         CheckpointError: when the folder is not a finished medxfer run or its weights do
@@ -57,19 +58,12 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
         raise CheckpointError(f"{str(run_dir / BEST_SIDECAR)!r} lacks {', '.join(missing)}; "
                               "it was not written by `medxfer run`")
     registries = registries or build_registries()
-    spec = config.model.backbone
-    kwargs = {**spec.kwargs, "pretrained": "none", "in_channels": int(sidecar["in_channels"]),
-              "spatial_dims": int(sidecar["spatial_dims"])}
-    model: TransferNetwork | SegmentationNetwork
-    if config.task == "segmentation":
-        kwargs["num_classes"] = int(sidecar["num_classes"])
-        model = build_segmentation_network(
-            registries.backbone.create(spec.name, key="model.backbone", **kwargs))
+    members = ensemble_size(sidecar)
+    if members > 1:  # ensemble.members: the members' networks, outputs averaged
+        model: TransferNetwork | SegmentationNetwork | EnsembleNetwork = EnsembleNetwork(
+            [_network(config, sidecar, registries) for _ in range(members)])
     else:
-        backbone = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
-        out = int(sidecar["num_classes"]) if config.task == "classification" else 1
-        model = build_network(backbone, out, dropout=config.model.head.dropout,
-                              hidden=config.model.head.hidden)
+        model = _network(config, sidecar, registries)
     if config.domain_adaptation is not None:  # e.g. per-domain batch norms: same layers
         from medxfer.engine.domain import restore_structure
 
@@ -80,7 +74,31 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
         raise CheckpointError(
             f"weights in {str(run_dir / BEST_WEIGHTS)!r} do not fit the network described by "
             f"its config.yaml ({str(exc).splitlines()[0]})") from None
-    if sidecar.get("tta_axes") and isinstance(model, TransferNetwork):
-        model.tta_axes = [int(a) for a in sidecar["tta_axes"]]  # eval.tta: flip
+    if sidecar.get("tta_axes"):  # eval.tta: flip
+        for net in (model.members if isinstance(model, EnsembleNetwork) else [model]):
+            if isinstance(net, TransferNetwork):
+                net.tta_axes = [int(a) for a in sidecar["tta_axes"]]
     model.to(device or torch.device("cpu")).eval()
     return LoadedRun(run_dir, config, model, sidecar)
+
+
+def ensemble_size(sidecar: dict[str, Any]) -> int:
+    """How many member networks a run's saved model holds (1 unless ``ensemble.members``)."""
+    info = sidecar.get("ensemble")
+    return int(info.get("members", 1)) if isinstance(info, dict) else 1
+
+
+def _network(config: RunConfig, sidecar: dict[str, Any],
+             registries: Registries) -> TransferNetwork | SegmentationNetwork:
+    """The run's task network with untrained weights (shapes from ``model.json``)."""
+    spec = config.model.backbone
+    kwargs = {**spec.kwargs, "pretrained": "none", "in_channels": int(sidecar["in_channels"]),
+              "spatial_dims": int(sidecar["spatial_dims"])}
+    if config.task == "segmentation":
+        kwargs["num_classes"] = int(sidecar["num_classes"])
+        return build_segmentation_network(
+            registries.backbone.create(spec.name, key="model.backbone", **kwargs))
+    backbone = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
+    out = int(sidecar["num_classes"]) if config.task == "classification" else 1
+    return build_network(backbone, out, dropout=config.model.head.dropout,
+                         hidden=config.model.head.hidden)

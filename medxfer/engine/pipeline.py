@@ -90,7 +90,7 @@ def _default_option(registries: Registries, name: str, option: str, fallback: An
 
 def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                  registries: Registries | None = None, resume: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
     """Train, select, evaluate and report one run into ``run_dir``.
 
     Args:
@@ -99,6 +99,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         registries: Plugin registries (built from installed plugins when omitted).
         resume: Continue from ``run_dir/checkpoints/last.pt``.
         progress: Show progress bars and per-epoch lines.
+        cache_dir: Folder of ``data.cache: disk`` (default ``run_dir/cache``; the members
+            of a deep ensemble share their run's).
 
     In a distributed run (inside :func:`medxfer.engine.distributed.session`) every rank
     calls this and trains on its share of the data; only rank 0 writes into ``run_dir``
@@ -111,6 +113,11 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     run_dir = Path(run_dir)
     registries = registries or build_registries()
     config = resolve_run_config(config, run_dir, resume)
+    if config.ensemble.members > 1:
+        from medxfer.engine.deep_ensemble import run_deep_ensemble
+
+        return run_deep_ensemble(config, run_dir, registries=registries, resume=resume,
+                                 progress=progress)
     from medxfer.engine import domain as DA
 
     adaptation = DA.create_method(config, registries)
@@ -137,13 +144,14 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     from medxfer.data import load_data
 
     imagenet_norm = wants_imagenet_norm(config, pretrained)
-    bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=run_dir / "cache")
+    cache_dir = run_dir / "cache" if cache_dir is None else cache_dir
+    bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=cache_dir)
     if main:
         write_splits(run_dir / "splits.csv", bundle.cases)
     target = None
     if config.data.target is not None:
         target = DA.load_target_data(config, bundle, imagenet_norm=imagenet_norm,
-                                    cache_dir=run_dir / "cache" / "target")
+                                    cache_dir=cache_dir / "target")
     model, backbone = build_task_network(config, registries, bundle, backbone_kwargs)
     tta_axes = resolve_tta_axes(config, bundle.spatial_dims)
     if tta_axes:
@@ -230,17 +238,22 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
 
 def write_splits(path: Path, cases: list[dict[str, Any]]) -> None:
     """Write every case's split as ``id,split`` (usable as ``data.split.file`` later)."""
+    from medxfer.io import atomic_write_text
+
+    atomic_write_text(path, splits_text(cases))
+
+
+def splits_text(cases: list[dict[str, Any]]) -> str:
+    """The ``splits.csv`` text of ``cases``: a header, then ``id,split`` per case."""
     import csv
     import io
-
-    from medxfer.io import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "split"])
     for case in cases:
         writer.writerow([case["id"], case["split"]])
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def build_task_network(config: RunConfig, registries: Registries, bundle: Any,

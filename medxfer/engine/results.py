@@ -109,15 +109,15 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
     if target_test is not None:
         summary["target_test"] = target_test
     if writes:
-        R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+        if result.history:  # a deep ensemble draws its members' curves itself
+            R.plot_training_curves(result.history, figures_dir / "training_curves.png")
         if target is not None:
             DA.feature_outputs(config, run_dir, model, bundle, target, device=device)
     val_m["loss"], test_m["loss"] = val.loss, test.loss
-    summary.update(
-        val=_clean(val_m), test=_clean(test_m),
-        **run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
-        **run_info,
-    )
+    # run_info comes last: a deep ensemble replaces the training facts (epochs, history)
+    summary.update(val=_clean(val_m), test=_clean(test_m),
+                   **{**run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
+                      **run_info})
     if writes:
         atomic_write_json(run_dir / "metrics.json", summary)
         R.write_report(run_dir, summary)

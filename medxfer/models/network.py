@@ -54,11 +54,21 @@ class TransferNetwork(nn.Module):
         """
         if self.training or not self.tta_axes:
             return self.forward_features(x)[0]
-        outputs = [self.forward_features(v)[0].float() for v in flip_variants(x, self.tta_axes)]
-        if self.out_features == 1:
-            return torch.stack(outputs).mean(0)
-        probs = torch.stack([o.softmax(dim=1) for o in outputs]).mean(0)
-        return probs.clamp_min(1e-12).log()
+        outputs = [self.forward_features(v)[0] for v in flip_variants(x, self.tta_axes)]
+        return average_outputs(outputs, self.out_features)
+
+
+def average_outputs(outputs: list[torch.Tensor], out_features: int) -> torch.Tensor:
+    """The average of several task outputs for the same inputs, as task outputs.
+
+    Regression outputs (``out_features == 1``) are averaged; classification logits are
+    turned into class probabilities, averaged, and returned as their log, so that a softmax
+    gives the average probabilities back. Computed in float32.
+    """
+    stacked = torch.stack([o.float() for o in outputs])
+    if out_features == 1:
+        return stacked.mean(0)
+    return stacked.softmax(dim=2).mean(0).clamp_min(1e-12).log()
 
 
 def flip_variants(x: torch.Tensor, axes: list[int]) -> list[torch.Tensor]:

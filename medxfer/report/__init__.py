@@ -9,7 +9,8 @@ per-case predictions with :func:`write_predictions_csv` (segmentation: per-case 
 from __future__ import annotations
 
 from medxfer.report.content import ReportContent, build_report_content
-from medxfer.report.figures import plot_confusion_matrix, plot_roc_curve, plot_training_curves
+from medxfer.report.figures import (plot_confusion_matrix, plot_member_training_curves,
+                                     plot_roc_curve, plot_training_curves)
 from medxfer.report.html_page import render_html
 from medxfer.report.markdown import render_markdown
 from medxfer.report.seg_figures import plot_dice_boxplot, plot_segmentation_overlays
@@ -34,6 +35,7 @@ __all__ = [
     "markdown_table",
     "plot_confusion_matrix",
     "plot_dice_boxplot",
+    "plot_member_training_curves",
     "plot_roc_curve",
     "plot_segmentation_overlays",
     "plot_training_curves",

@@ -63,6 +63,10 @@ class ReportContent:
     domain_header: list[str] = field(default_factory=list)
     domain_rows: list[list[str]] = field(default_factory=list)
     domain_notes: list[str] = field(default_factory=list)
+    # deep ensemble (ensemble.members > 1): every member beside the ensemble
+    member_header: list[str] = field(default_factory=list)
+    member_rows: list[list[str]] = field(default_factory=list)
+    member_notes: list[str] = field(default_factory=list)
 
 
 def build_report_content(summary: Mapping[str, Any],
@@ -78,7 +82,8 @@ def build_report_content(summary: Mapping[str, Any],
             ``precision``, ``config_path``, ``bootstrap`` (number of resamples),
             ``domain_adaptation``, ``epochs``/``epochs_run``, ``stopped_early``, ``splits``,
             ``data_source``, ``title``, ``target_test`` (metrics on the target domain's
-            test split, shown beside the source test metrics) and ``target_source``. Segmentation summaries (``task: segmentation``) get
+            test split, shown beside the source test metrics), ``target_source`` and
+            ``ensemble`` (a deep ensemble's members, shown in their own table). Segmentation summaries (``task: segmentation``) get
             a table per class instead, from ``dice_<class>``/``iou_<class>``/``hd95_<class>``
             and ``spacing``/``spacing_assumed`` (see
             :func:`~medxfer.report.seg_content.add_segmentation_sections`).
@@ -100,6 +105,10 @@ def build_report_content(summary: Mapping[str, Any],
         from medxfer.report.domain_content import add_domain_section
 
         add_domain_section(content, summary)
+    if isinstance(summary.get("ensemble"), Mapping):
+        from medxfer.report.members_content import add_members_section
+
+        add_members_section(content, summary)
     return content
 
 
@@ -149,6 +158,11 @@ def _run_info(summary: Mapping[str, Any], task: str,
             info.append((label, describe(summary[key])))
     if summary.get("load_report") is not None:
         info.append(("Tensors loaded", _load_report(summary["load_report"])))
+    ensemble = summary.get("ensemble")
+    if isinstance(ensemble, Mapping):
+        seeds = ", ".join(str(s) for s in as_list(ensemble.get("seeds")) or [])
+        info.append(("Ensemble", f"{ensemble.get('members')} networks trained apart "
+                                 f"(seeds {seeds}); {ensemble.get('combine', 'outputs averaged')}"))
     loss = summary.get("loss")
     if isinstance(loss, Mapping):
         alpha, beta = (_plain(loss.get(k)) for k in ("alpha", "beta"))

@@ -1,4 +1,4 @@
-"""Figures as PNG: training curves, confusion matrix, ROC curves.
+"""Figures as PNG: training curves (also of ensemble members), confusion matrix, ROC curves.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no ``pyplot``), so no GUI
 backend is ever selected and no global figure state is kept; PNGs are rendered by Agg and
@@ -78,6 +78,57 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]],
                         (ax_metric, ax_metric.lines)):
         if handles:
             ax.legend(handles, [h.get_label() for h in handles], fontsize=8, ncol=3,
+                      loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    return _save(fig, path)
+
+
+def plot_member_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]],
+                                path: str | os.PathLike[str], *,
+                                monitor: Sequence[Any] | str | None = None) -> Path:
+    """Training curves of a deep ensemble's members: one colour per member.
+
+    The left panel shows each member's training (solid) and validation (dashed) loss, the
+    right one its monitored validation metric (``monitor``: the key, or ``[key, mode]``;
+    ``val_loss`` when absent), with the epoch each member selected marked.
+
+    Args:
+        histories: Member label -> one dict per epoch (as :func:`plot_training_curves`).
+        path: The PNG to write.
+        monitor: The metric the members were selected on.
+    """
+    items = as_list(monitor) or [monitor or "val_loss"]
+    key = str(items[0]) if str(items[0]).startswith("val_") else f"val_{items[0]}"
+    mode = items[1] if len(items) == 2 else ("min" if key.endswith("loss") else "max")
+    fig = Figure(figsize=(11, 4.8), dpi=DPI, layout="constrained")
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(histories))]
+    for colour, (label, history) in zip(colours, histories.items()):
+        rows = list(history)
+        epochs = [_number(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+        ax_loss.plot(epochs, _series(rows, "train_loss"), "-", color=colour, marker="o",
+                     markersize=3, label=f"{label} train")
+        ax_loss.plot(epochs, _series(rows, "val_loss"), "--", color=colour, marker="o",
+                     markersize=3, label=f"{label} val")
+        values = _series(rows, key)
+        ax_metric.plot(epochs, values, marker="o", markersize=3, color=colour, label=label)
+        finite = [(v, e) for v, e in zip(values, epochs) if not math.isnan(v)]
+        if finite:
+            value, epoch = (max if mode == "max" else min)(finite)
+            ax_metric.plot([epoch], [value], "*", markersize=11, color=colour)
+    if not histories:
+        for ax in (ax_loss, ax_metric):
+            ax.text(0.5, 0.5, "no training history", ha="center", va="center",
+                    transform=ax.transAxes)
+    ax_loss.set(title="Losses per member (solid: train, dashed: val)", xlabel="epoch",
+                ylabel="loss")
+    ax_metric.set(title=f"{key.removeprefix('val_').replace('_', ' ')} on validation "
+                        "(star: the epoch kept)", xlabel="epoch", ylabel="value")
+    for ax in (ax_loss, ax_metric):
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            handles = [h for h in ax.lines if not h.get_label().startswith("_")]
+            ax.legend(handles, [h.get_label() for h in handles], fontsize=8, ncol=4,
                       loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return _save(fig, path)
 

@@ -53,6 +53,9 @@ def render_html(content: ReportContent) -> str:
         body += ["<h2>Source and target domains</h2>",
                  _table(content.domain_header, content.domain_rows)]
         body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.domain_notes]
+    if content.member_rows:
+        body += ["<h2>Ensemble members</h2>", _table(content.member_header, content.member_rows)]
+        body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.member_notes]
     if content.threshold:
         body += ["<h2>Decision threshold</h2>", f"<p>{escape(content.threshold)}</p>"]
     if content.cm:

@@ -31,6 +31,10 @@ def render_markdown(content: ReportContent) -> str:
         out += ["## Source and target domains", "",
                 markdown_table(content.domain_header, content.domain_rows), ""]
         out += [f"_{note}_  " for note in content.domain_notes] + [""]
+    if content.member_rows:
+        out += ["## Ensemble members", "",
+                markdown_table(content.member_header, content.member_rows), ""]
+        out += [f"_{note}_  " for note in content.member_notes] + [""]
     if content.threshold:
         out += ["## Decision threshold", "", content.threshold, ""]
     if content.cm:

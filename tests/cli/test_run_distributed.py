@@ -158,12 +158,6 @@ def load_test_split(run: Path):
 
 
 def test_classification_with_nproc_2_matches_a_single_process_evaluation(env, tmp_path):
-    from medxfer import metrics as M
-    from medxfer.engine.amp import resolve_precision
-    from medxfer.engine.evaluate import predict
-    from medxfer.engine.loaders import make_loader, make_loss
-    from medxfer.engine.results import ECE_BINS
-
     run = tmp_path / "run"
     tic = time.perf_counter()
     done = medxfer(["run", "--nproc", "2", "--output", str(run), *CLASSIFICATION], env, tmp_path)
@@ -175,6 +169,16 @@ def test_classification_with_nproc_2_matches_a_single_process_evaluation(env, tm
     assert done.stdout.count("test split") == 1  # rank 0 prints the summary
     summary = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert summary["epochs_run"] == 2 and summary["splits"]["test"] == 16
+    assert_test_metrics_match_a_single_process(run, summary)
+
+
+def assert_test_metrics_match_a_single_process(run: Path, summary: dict) -> None:
+    """The run's test metrics and predictions order equal one process evaluating its model."""
+    from medxfer import metrics as M
+    from medxfer.engine.amp import resolve_precision
+    from medxfer.engine.evaluate import predict
+    from medxfer.engine.loaders import make_loader, make_loss
+    from medxfer.engine.results import ECE_BINS
 
     loaded, bundle = load_test_split(run)
     cpu = torch.device("cpu")
@@ -195,6 +199,25 @@ def test_classification_with_nproc_2_matches_a_single_process_evaluation(env, tm
             assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     rows = (run / "predictions.csv").read_text(encoding="utf-8").splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == preds.ids  # dataset order restored
+
+
+def test_deep_ensemble_with_nproc_2_trains_each_member_once(env, tmp_path):
+    run = tmp_path / "run"
+    done = medxfer(["run", "--nproc", "2", "--output", str(run), *CLASSIFICATION,
+                    "--set", "train.epochs=1", "--set", "ensemble.members=2"], env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = {"figures/confusion_matrix.png", "figures/roc_curve.png",
+               "figures/training_curves.png"}
+    for k in range(2):
+        assert_one_set_of_outputs(run / "members" / f"m{k}", figures)
+    top = [f for f in output_files(run) if not f.startswith("members/")]
+    assert sorted(top) == sorted(["config.yaml", "splits.csv", "metrics.json", "report.md",
+                                  "report.html", "model.safetensors", "model.json",
+                                  "predictions.csv", *figures])
+    assert done.stdout.count("test split") == 1
+    summary = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert summary["ensemble"]["seeds"] == [0, 1]
+    assert_test_metrics_match_a_single_process(run, summary)
 
 
 def test_segmentation_under_torchrun_matches_a_single_process_evaluation(env, tmp_path,
