@@ -100,7 +100,7 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     """
     from medxfer.data import load_data
     from medxfer.engine.amp import resolve_device, resolve_precision
-    from medxfer.engine.checkpoints import load_model_weights
+    from medxfer.engine.inference import load_selected_weights
     from medxfer.engine.loaders import make_loader, make_loss
     from medxfer.engine.pipeline import (build_task_network, resolve_tta_axes, splits_text,
                                          write_splits)
@@ -136,12 +136,7 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     for net, path in zip(networks, dirs):
         net.tta_axes = list(tta_axes)
         if main:
-            try:
-                net.load_state_dict(load_model_weights(path / BEST_WEIGHTS))
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"weights in {str(path / BEST_WEIGHTS)!r} do not fit this run's network "
-                    f"({str(exc).splitlines()[0]})") from None
+            load_selected_weights(net, path)
     model = EnsembleNetwork(networks).to(device)
     D.broadcast_state(model)
 

@@ -68,18 +68,27 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
         from medxfer.engine.domain import restore_structure
 
         restore_structure(config, registries, model)
-    try:
-        model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"weights in {str(run_dir / BEST_WEIGHTS)!r} do not fit the network described by "
-            f"its config.yaml ({str(exc).splitlines()[0]})") from None
+    load_selected_weights(model, run_dir)
     if sidecar.get("tta_axes"):  # eval.tta: flip
         for net in (model.members if isinstance(model, EnsembleNetwork) else [model]):
             if isinstance(net, TransferNetwork):
                 net.tta_axes = [int(a) for a in sidecar["tta_axes"]]
     model.to(device or torch.device("cpu")).eval()
     return LoadedRun(run_dir, config, model, sidecar)
+
+
+def load_selected_weights(model: torch.nn.Module, run_dir: Path) -> None:
+    """Load ``run_dir/model.safetensors`` (the run's selected weights) into ``model``.
+
+    Raises:
+        CheckpointError: when the file is missing or corrupt, or does not fit ``model``.
+    """
+    try:
+        model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights in {str(run_dir / BEST_WEIGHTS)!r} do not fit the network described by "
+            f"its config.yaml ({str(exc).splitlines()[0]})") from None
 
 
 def ensemble_size(sidecar: dict[str, Any]) -> int:

@@ -86,7 +86,7 @@ def _ensemble_section(summary: dict[str, Any]) -> list[str]:
         ens_ece = (row["metrics"].get("ece") or {}).get("mean")
         mem_auc, mem_ece = best["test"].get("auc"), best["test"].get("ece")
         lines += [markdown_table(["", "test AUC", "test ECE"], [
-            [f"ensemble", format_value(ens_auc), format_value(ens_ece)],
+            ["ensemble", format_value(ens_auc), format_value(ens_ece)],
             [f"best member by test AUC ({best['label']})", format_value(mem_auc),
              format_value(mem_ece)]]), ""]
     return lines

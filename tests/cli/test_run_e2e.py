@@ -91,6 +91,34 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_killed_deep_ensemble_resumes_the_member_it_was_training(tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "medxfer", "run", "--output", str(out),
+            "--set", "model.backbone.name=mobilenet_v2", "--set", "model.backbone.pretrained=none",
+            "--set", "train.epochs=3", "--set", "eval.bootstrap=20",
+            "--set", "ensemble.members=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "members" / "m1" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+    time.sleep(0.5)  # now inside member 1's epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    assert not (out / "members" / "m1" / "metrics.json").exists()
+    finished = (out / "members" / "m0" / "metrics.json").stat().st_mtime_ns
+    assert main(["run", "--output", str(out), "--resume"]) == 0
+    assert (out / "members" / "m0" / "metrics.json").stat().st_mtime_ns == finished
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for member in summary["ensemble"]["member_runs"]:
+        history = json.loads((out / member["run"] / "metrics.json").read_text())["history"]
+        assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert (out / "report.html").is_file() and summary["ensemble"]["seeds"] == [0, 1]
+
+
 def test_corrupt_checkpoint_is_refused(finished_run, tmp_path, capsys):
     import shutil
 
