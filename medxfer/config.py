@@ -408,9 +408,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = f"unknown key. Allowed keys here: {allowed}"
         else:
             msg = err["msg"]
-            if "input" in err and err["type"] not in ("missing",):
+            # a value is worth quoting; a whole section (a cross-key check) is not
+            if "input" in err and err["type"] not in ("missing",) \
+                    and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
-        lines.append(f"  {key}: {msg}")
+        lines.append(f"  {key}: {msg.removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -117,14 +117,14 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     sidecar = dict(facts[0]["sidecar"])
     bundle = load_data(config, imagenet_norm=bool(sidecar.get("imagenet_norm")),
                        cache_dir=run_dir / "cache")
+    text = splits_text(bundle.cases)
+    stale = next((path for path, member in zip(dirs, facts) if member["splits"] != text), None)
+    if stale is not None:  # every rank has the same facts and data: all raise together
+        raise ConfigError(
+            f"ensemble member {str(stale)!r} was trained on other cases than "
+            f"{str(config.data.path)!r} gives now (its splits.csv differs); was the data "
+            "changed since? Start the run again in a new --output folder")
     if main:
-        text = splits_text(bundle.cases)
-        for path, member in zip(dirs, facts):
-            if member["splits"] != text:
-                raise ConfigError(
-                    f"ensemble member {str(path)!r} was trained on other cases than "
-                    f"{str(config.data.path)!r} gives now (its splits.csv differs); was the "
-                    "data changed since? Start the run again in a new --output folder")
         write_splits(run_dir / "splits.csv", bundle.cases)
 
     device = D.worker_device(config.train.device) if D.is_active() \

@@ -108,6 +108,22 @@ def test_resume_keeps_finished_members_and_trains_the_missing_one(ensemble_run, 
     assert resumed["test"] == summary["test"]
 
 
+def test_a_member_trained_on_other_cases_is_refused(ensemble_run, tmp_path):
+    import shutil
+
+    source, _ = ensemble_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    splits = run / "members" / "m1" / "splits.csv"
+    lines = splits.read_text(encoding="utf-8").splitlines()
+    case, split = lines[1].split(",")
+    lines[1] = f"{case},{'val' if split != 'val' else 'test'}"
+    splits.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = load_config(run / "config.yaml")
+    with pytest.raises(ConfigError, match="members/m1.*splits.csv differs"):
+        run_pipeline(config, run, resume=True, progress=False)
+
+
 def test_member_state_tells_done_from_resumable_from_new(tmp_path):
     assert member_state(tmp_path / "absent") == "new"
     (tmp_path / "checkpoints").mkdir()
