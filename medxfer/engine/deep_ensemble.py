@@ -145,13 +145,13 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     if main:
         save_model(run_dir, model, {**sidecar, "ensemble": {"members": len(dirs), "seeds": seeds}})
         from medxfer import report as R
-        from medxfer.metrics import select_monitor_metric
 
+        labels = [f"m{k} (seed {s})" for k, s in enumerate(seeds)]
         (run_dir / "figures").mkdir(parents=True, exist_ok=True)
         R.plot_member_training_curves(
-            {f"m{k} (seed {s})": f["history"] for k, (s, f) in enumerate(zip(seeds, facts))},
-            run_dir / "figures" / "training_curves.png",
-            monitor=select_monitor_metric(config.task, config.train.early_stopping.metric))
+            {label: f["history"] for label, f in zip(labels, facts)},
+            run_dir / "figures" / "training_curves.png", metric=str(facts[0]["monitor"] or "val_loss"),
+            best_epochs={label: f["best_epoch"] for label, f in zip(labels, facts)})
     first = facts[0]
     result = FitResult(history=[], best_epoch=0, best_score=float("nan"),
                        monitor=first["monitor"], train_seconds=info["train_seconds_sum"])
@@ -159,7 +159,8 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
         "backbone": config.model.backbone.name, "strategy": first["strategy"],
         "pretrained": first["pretrained"], "load_report": first["load_report"],
         "device": str(device), "precision": precision.describe(),
-        "data_source": bundle.source, "fit_wall_seconds": info["train_seconds_sum"],
+        "data_source": bundle.source,
+        "fit_wall_seconds": float(sum(f["fit_wall_seconds"] for f in facts)),
         "best_epoch": None, "epochs_run": None, "stopped_early": None, "history": [],
         "ensemble": info,
     }
@@ -191,6 +192,7 @@ def read_members(dirs: list[Path]) -> list[dict[str, Any]]:
             "val": summary.get("val") or {}, "test": summary.get("test") or {},
             "threshold": summary.get("threshold"),
             "train_seconds": float(summary.get("train_seconds") or 0.0),
+            "fit_wall_seconds": float(summary.get("fit_wall_seconds") or 0.0),
             "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
             "stopped_early": summary.get("stopped_early"),
             "history": summary.get("history") or [], "monitor": summary.get("monitor"),

@@ -12,8 +12,7 @@ from medxfer.config import RunConfig, load_config
 from medxfer.engine.checkpoints import (BEST_SIDECAR, BEST_WEIGHTS, load_model_weights,
                                         read_sidecar)
 from medxfer.errors import CheckpointError
-from medxfer.models import (EnsembleNetwork, SegmentationNetwork, TransferNetwork,
-                            build_network, build_segmentation_network)
+from medxfer.models import EnsembleNetwork, SegmentationNetwork, TransferNetwork
 from medxfer.plugins import Registries, build_registries
 
 
@@ -99,15 +98,13 @@ def ensemble_size(sidecar: dict[str, Any]) -> int:
 
 def _network(config: RunConfig, sidecar: dict[str, Any],
              registries: Registries) -> TransferNetwork | SegmentationNetwork:
-    """The run's task network with untrained weights (shapes from ``model.json``)."""
-    spec = config.model.backbone
-    kwargs = {**spec.kwargs, "pretrained": "none", "in_channels": int(sidecar["in_channels"]),
-              "spatial_dims": int(sidecar["spatial_dims"])}
-    if config.task == "segmentation":
-        kwargs["num_classes"] = int(sidecar["num_classes"])
-        return build_segmentation_network(
-            registries.backbone.create(spec.name, key="model.backbone", **kwargs))
-    backbone = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
-    out = int(sidecar["num_classes"]) if config.task == "classification" else 1
-    return build_network(backbone, out, dropout=config.model.head.dropout,
-                         hidden=config.model.head.hidden)
+    """The run's task network with untrained weights (shapes from ``model.json``), built
+    as in training."""
+    from types import SimpleNamespace
+
+    from medxfer.engine.pipeline import build_task_network
+
+    shapes = SimpleNamespace(**{k: int(sidecar[k]) for k in
+                                ("in_channels", "spatial_dims", "num_classes")})
+    kwargs = {**config.model.backbone.kwargs, "pretrained": "none"}
+    return build_task_network(config, registries, shapes, kwargs)[0]

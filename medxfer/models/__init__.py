@@ -7,6 +7,6 @@ from medxfer.models.network import TransferNetwork, build_network
 from medxfer.models.segmentation import (SegmentationModel, SegmentationNetwork,
                                          build_segmentation_network, builds_segmentation)
 
-__all__ = ["Backbone", "EnsembleNetwork", "LoadReport", "SegmentationModel", "SegmentationNetwork", "TransferNetwork",
-           "build_network", "build_segmentation_network", "builds_segmentation", "in_domain",
-           "set_domain"]
+__all__ = ["Backbone", "EnsembleNetwork", "LoadReport", "SegmentationModel",
+           "SegmentationNetwork", "TransferNetwork", "build_network",
+           "build_segmentation_network", "builds_segmentation", "in_domain", "set_domain"]

@@ -83,9 +83,10 @@ def build_report_content(summary: Mapping[str, Any],
             ``domain_adaptation``, ``epochs``/``epochs_run``, ``stopped_early``, ``splits``,
             ``data_source``, ``title``, ``target_test`` (metrics on the target domain's
             test split, shown beside the source test metrics), ``target_source`` and
-            ``ensemble`` (a deep ensemble's members, shown in their own table). Segmentation summaries (``task: segmentation``) get
-            a table per class instead, from ``dice_<class>``/``iou_<class>``/``hd95_<class>``
-            and ``spacing``/``spacing_assumed`` (see
+            ``ensemble`` (a deep ensemble's members, shown in their own table).
+            Segmentation summaries (``task: segmentation``) get a table per class instead,
+            from ``dice_<class>``/``iou_<class>``/``hd95_<class>`` and
+            ``spacing``/``spacing_assumed`` (see
             :func:`~medxfer.report.seg_content.add_segmentation_sections`).
         run_dir: The run folder; figure paths are made relative to it.
     """

@@ -83,22 +83,21 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]],
 
 
 def plot_member_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]],
-                                path: str | os.PathLike[str], *,
-                                monitor: Sequence[Any] | str | None = None) -> Path:
+                                path: str | os.PathLike[str], *, metric: str = "val_loss",
+                                best_epochs: Mapping[str, Any] | None = None) -> Path:
     """Training curves of a deep ensemble's members: one colour per member.
 
     The left panel shows each member's training (solid) and validation (dashed) loss, the
-    right one its monitored validation metric (``monitor``: the key, or ``[key, mode]``;
-    ``val_loss`` when absent), with the epoch each member selected marked.
+    right one the validation ``metric`` its checkpoint was selected on, with a star at the
+    epoch each member kept (``best_epochs``, as its ``metrics.json`` records it).
 
     Args:
         histories: Member label -> one dict per epoch (as :func:`plot_training_curves`).
         path: The PNG to write.
-        monitor: The metric the members were selected on.
+        metric: The history key of the selection metric (``val_auc``, ``val_loss``, ...).
+        best_epochs: Member label -> the epoch whose weights the member kept.
     """
-    items = as_list(monitor) or [monitor or "val_loss"]
-    key = str(items[0]) if str(items[0]).startswith("val_") else f"val_{items[0]}"
-    mode = items[1] if len(items) == 2 else ("min" if key.endswith("loss") else "max")
+    key = metric if metric.startswith("val_") else f"val_{metric}"
     fig = Figure(figsize=(11, 4.8), dpi=DPI, layout="constrained")
     ax_loss, ax_metric = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(histories))]
@@ -111,10 +110,10 @@ def plot_member_training_curves(histories: Mapping[str, Sequence[Mapping[str, An
                      markersize=3, label=f"{label} val")
         values = _series(rows, key)
         ax_metric.plot(epochs, values, marker="o", markersize=3, color=colour, label=label)
-        finite = [(v, e) for v, e in zip(values, epochs) if not math.isnan(v)]
-        if finite:
-            value, epoch = (max if mode == "max" else min)(finite)
-            ax_metric.plot([epoch], [value], "*", markersize=11, color=colour)
+        best = _number((best_epochs or {}).get(label))
+        if best in epochs and not math.isnan(values[epochs.index(best)]):
+            ax_metric.plot([best], [values[epochs.index(best)]], "*", markersize=11,
+                           color=colour)
     if not histories:
         for ax in (ax_loss, ax_metric):
             ax.text(0.5, 0.5, "no training history", ha="center", va="center",

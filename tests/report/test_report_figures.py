@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from medxfer.report import plot_confusion_matrix, plot_roc_curve, plot_training_curves
+from medxfer.report import (plot_confusion_matrix, plot_member_training_curves, plot_roc_curve,
+                            plot_training_curves)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,6 +39,18 @@ def test_training_curves_with_gaps_and_empty_history(tmp_path):
     del rows[3]["epoch"]
     assert_png(plot_training_curves(rows, tmp_path / "gaps.png"))
     assert_png(plot_training_curves([], tmp_path / "empty.png"), min_bytes=2000)
+
+
+def test_member_training_curves_mark_each_members_kept_epoch(tmp_path):
+    members = {"m0 (seed 0)": history(5), "m1 (seed 1)": history(3)}
+    members["m1 (seed 1)"][1]["val_auc"] = math.nan
+    out = plot_member_training_curves(members, tmp_path / "members.png", metric="val_auc",
+                                      best_epochs={"m0 (seed 0)": 4, "m1 (seed 1)": 2})
+    assert_png(out)
+    # a kept epoch that is missing or has no value draws no star, and nothing fails
+    assert_png(plot_member_training_curves(members, tmp_path / "nostar.png", metric="auc",
+                                           best_epochs={"m0 (seed 0)": 99}))
+    assert_png(plot_member_training_curves({}, tmp_path / "empty.png"), min_bytes=2000)
 
 
 @pytest.mark.parametrize("n_classes", [2, 5])
