@@ -151,9 +151,13 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
                                           spatial_size=list(patch.size) if patch else size,
                                           seed=config.train.seed)
         ops = []
+    # every training item has one size: one array, a resize or crop to one size, or
+    # segmentation masks checked below to share one size
+    fixed_size = (dl.medmnist is not None or bool(pre.image_size) or bool(pre.crop_size)
+                  or (seg and data.slice_axis is None))
     augment = build_augmentation(data.augment.preset, ops, spatial_dims=model_dims,
                                  segmentation=seg, spatial_size=size, seed=config.train.seed,
-                                 patch=data.patch if seg else None)
+                                 patch=data.patch if seg else None, fixed_size=fixed_size)
     if seg:
         _check_training_masks(bases["train"], by_split["train"],
                               same_size=not data.patch.size and data.slice_axis is None)

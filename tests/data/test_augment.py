@@ -111,3 +111,33 @@ def test_patch_draws_reuse_each_items_indices_and_draw_the_same_patches():
     label = items[1]["label"].flatten()
     assert set(torch.as_tensor(fg).tolist()) == set(torch.nonzero(label).flatten().tolist())
     assert len(fg) + len(bg) == label.numel()
+
+
+@pytest.mark.parametrize("dims,segmentation", [(2, False), (2, True), (3, True)])
+def test_a_fixed_size_chain_gives_the_same_values(dims, segmentation):
+    """``fixed_size`` lets RandAffine keep its identity grid (MONAI ``cache_grid``): only
+    faster, every draw the same to the bit."""
+    from monai.transforms import RandAffined
+
+    size = [12, 10] if dims == 2 else [8, 9, 7]
+    ops = [{"name": "flip"}, {"name": "affine", "prob": 0.7, "shear": 0.05},
+           {"name": "contrast"}, {"name": "rotate", "prob": 0.3}]
+    plain = build_augmentation("none", ops, spatial_dims=dims, segmentation=segmentation,
+                               spatial_size=size, seed=11)
+    fixed = build_augmentation("none", ops, spatial_dims=dims, segmentation=segmentation,
+                               spatial_size=size, seed=11, fixed_size=True)
+    affine = [t for t in fixed.transforms if isinstance(t, RandAffined)]
+    assert affine and affine[0].rand_affine.cache_grid
+    assert not [t for t in plain.transforms if isinstance(t, RandAffined)][0].rand_affine.cache_grid
+    g = torch.Generator().manual_seed(0)
+    moved = 0
+    for _ in range(12):
+        item = {"image": torch.rand(1, *size, generator=g)}
+        if segmentation:
+            item["label"] = (torch.rand(1, *size, generator=g) > 0.7).float()
+        a, b = plain(dict(item)), fixed(dict(item))
+        for key in item:
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key]))
+            assert b[key].shape == item[key].shape
+        moved += not torch.equal(torch.as_tensor(b["image"]), item["image"])
+    assert moved > 6

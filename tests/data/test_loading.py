@@ -166,3 +166,31 @@ def test_real_hippocampus(shared_data):
     assert item["image"].shape == (1, 32, 48, 32)
     assert set(item["label"].unique().tolist()) == {0, 1, 2}
     assert abs(float(item["image"].mean())) < 0.5  # per-volume z-score
+
+
+def _affine_caches_grid(bundle) -> bool:
+    from monai.transforms import RandAffined
+
+    affine = [t for t in bundle.train.augment.transforms if isinstance(t, RandAffined)]
+    assert len(affine) == 1
+    return bool(affine[0].rand_affine.cache_grid)
+
+
+def test_augmentation_keeps_per_size_work_only_where_every_item_has_one_size(tmp_path):
+    lines = ["image,label"]
+    for i in range(8):  # two sizes, no image_size: each item keeps its own
+        write_png(tmp_path / f"i{i}.png", np.full((8, 8) if i % 2 else (10, 7), 100, np.uint8))
+        lines.append(f"i{i}.png,{i % 2}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    ops = {"ops": [{"name": "affine", "prob": 1.0}]}
+    split = {"val_fraction": 0.25, "test_fraction": 0.25}
+    mixed = load_data(_config(path=str(tmp_path), split=split, augment=ops), imagenet_norm=False)
+    assert not _affine_caches_grid(mixed)
+    sizes = {tuple(mixed.train[i]["image"].shape[1:]) for i in range(len(mixed.train))}
+    assert sizes == {(8, 8), (10, 7)}
+    resized = load_data(_config(path=str(tmp_path), split=split, augment=ops,
+                                preprocess={"image_size": [9, 9]}), imagenet_norm=False)
+    assert _affine_caches_grid(resized)
+    assert {tuple(resized.train[i]["image"].shape[1:]) for i in range(4)} == {(9, 9)}
+    seg = load_data(_config(task="segmentation", augment=ops), imagenet_norm=False)
+    assert _affine_caches_grid(seg)  # training masks are checked to share one size

@@ -1,0 +1,41 @@
+"""Random training patches: MONAI's foreground/background-balanced draw, cut cheaply."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+from monai.data import get_track_meta
+from monai.transforms import RandCropByPosNegLabeld, SpatialCrop
+from monai.utils import convert_to_tensor, fall_back_tuple
+
+
+class PosNegPatches(RandCropByPosNegLabeld):
+    """MONAI's ``RandCropByPosNegLabeld`` that cuts each patch as a plain slice when no
+    metadata is tracked (training: :class:`medxfer.data.datasets.CaseDataset` turns it off).
+
+    The centres are MONAI's (the same random draws) and so are the slices
+    (``SpatialCrop.compute_slices``); only MONAI's per-crop metadata, built and then thrown
+    away when tracking is off, is skipped: a fifth of a 2D slice's patch draw. With metadata
+    tracked, or lazily, MONAI's own crop runs.
+    """
+
+    def __call__(self, data: Any, lazy: bool | None = None) -> list[dict[Any, Any]]:
+        """A list of ``num_samples`` dicts, each with one patch of every key."""
+        if get_track_meta() or (self.lazy if lazy is None else lazy):
+            return super().__call__(data, lazy)
+        d = dict(data)
+        fg, bg = d.pop(self.fg_indices_key, None), d.pop(self.bg_indices_key, None)
+        self.randomize(d.get(self.label_key), fg, bg, d.get(self.image_key))
+        samples = self.cropper.num_samples
+        out = [dict(d) for _ in range(samples)]
+        for i in range(samples):
+            for key in set(d).difference(self.keys):
+                out[i][key] = deepcopy(d[key])
+        for key in self.key_iterator(d):
+            image = convert_to_tensor(d[key], track_meta=False)
+            size = fall_back_tuple(self.cropper.spatial_size, default=image.shape[1:])
+            for i, centre in enumerate(self.cropper.centers or []):
+                cut = SpatialCrop.compute_slices(roi_center=centre, roi_size=size)
+                out[i][key] = image[(slice(None), *cut)]
+        return out
