@@ -25,6 +25,13 @@ def test_data_loading_prints_the_ratio(bench, repo_root, capsys):
     assert "sample_segmentation_2d.yaml" in out and "worst ratio pipeline/pre-loaded" in out
 
 
+def test_data_loading_times_a_short_epoch_whole(bench):
+    module = bench("data_loading")
+    assert module.block_steps(range(9), None) == 9  # BreastMNIST: one block, one epoch
+    assert module.block_steps(range(74), None) == module.BLOCK_STEPS
+    assert module.block_steps(range(9), 3) == 3  # --steps wins
+
+
 def test_amp_compile_reports_each_variant(bench, repo_root, capsys):
     module = bench("amp_compile")
     config = repo_root / "configs" / "sample_segmentation_2d.yaml"
