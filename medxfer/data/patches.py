@@ -16,8 +16,8 @@ class PosNegPatches(RandCropByPosNegLabeld):
 
     The centres are MONAI's (the same random draws) and so are the slices
     (``SpatialCrop.compute_slices``); only MONAI's per-crop metadata, built and then thrown
-    away when tracking is off, is skipped: a fifth of a 2D slice's patch draw. With metadata
-    tracked, or lazily, MONAI's own crop runs.
+    away when tracking is off, is skipped (a Hippocampus 2D batch of 32 patches: 19.9 ms
+    instead of 25.7). With metadata tracked, or lazily, MONAI's own crop runs.
     """
 
     def __call__(self, data: Any, lazy: bool | None = None) -> list[dict[Any, Any]]:
