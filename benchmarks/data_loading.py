@@ -164,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                 configs.append(path)
             else:
                 print(f"skip {name}: its data is not present")
+    blocks = (f"{args.steps} steps" if args.steps else
+              f"{BLOCK_STEPS} steps (or a whole epoch of at most {WHOLE_EPOCH_STEPS})")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.repeats} alternating blocks of "
-          f"{args.steps or f'{BLOCK_STEPS} steps (or a whole short epoch)'}"
-          f"{' steps' if args.steps else ''}, median block ratio, "
+          f"{args.repeats} alternating blocks of {blocks}, median block ratio, "
           f"{'first epoch (--cold)' if args.cold else 'after one epoch'}")
     print(f"{'config':<32} {'augment':<7} {'loader':<6} {'device':<6} {'batch':>5} {'workers':>7} "
           f"{'steps':>5} {'pipeline s':>10} {'preloaded s':>11} {'ratio':>6}")

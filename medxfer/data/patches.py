@@ -32,10 +32,15 @@ class PosNegPatches(RandCropByPosNegLabeld):
         for i in range(samples):
             for key in set(d).difference(self.keys):
                 out[i][key] = deepcopy(d[key])
+        cuts: dict[tuple[int, ...], list[tuple[slice, ...]]] = {}  # by spatial shape
         for key in self.key_iterator(d):
             image = convert_to_tensor(d[key], track_meta=False)
-            size = fall_back_tuple(self.cropper.spatial_size, default=image.shape[1:])
-            for i, centre in enumerate(self.cropper.centers or []):
-                cut = SpatialCrop.compute_slices(roi_center=centre, roi_size=size)
-                out[i][key] = image[(slice(None), *cut)]
+            shape = tuple(image.shape[1:])
+            if shape not in cuts:  # image and mask share one: the slices are found once
+                size = fall_back_tuple(self.cropper.spatial_size, default=shape)
+                cuts[shape] = [(slice(None), *SpatialCrop.compute_slices(roi_center=centre,
+                                                                        roi_size=size))
+                               for centre in self.cropper.centers or []]
+            for i, cut in enumerate(cuts[shape]):
+                out[i][key] = image[cut]
         return out

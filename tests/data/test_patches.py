@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.data import set_track_meta
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import FgBgToIndices, RandCropByPosNegLabeld
 
 from medxfer.data.patches import PosNegPatches
@@ -12,9 +12,10 @@ from medxfer.data.patches import PosNegPatches
 
 @pytest.fixture
 def no_metadata():
+    previous = get_track_meta()
     set_track_meta(False)
     yield
-    set_track_meta(True)
+    set_track_meta(previous)
 
 
 def _pair(size, samples, pos, indices):
