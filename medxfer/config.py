@@ -202,6 +202,19 @@ class EarlyStoppingConfig(StrictModel):
 
     metric: str = Field("auto", description="validation metric to monitor; auto picks by task")
     patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    select: Literal["best", "last"] = Field(
+        "best", description="the weights the run keeps and delivers: best (the epoch with the "
+        "best validation metric) or last (the final epoch, e.g. at the end of a cosine "
+        "schedule, when the validation set is too small to pick an epoch reliably; the "
+        "metric is still computed and logged)")
+
+    @model_validator(mode="after")
+    def _check_select(self) -> EarlyStoppingConfig:
+        if self.select == "last" and self.patience is not None:
+            raise ValueError("train.early_stopping: patience stops training when the metric "
+                             "stalls, select: last keeps the final epoch whatever the metric; "
+                             "set one of them (patience: null, or select: best)")
+        return self
 
 
 class TrainConfig(StrictModel):

@@ -131,8 +131,8 @@ def run_summary_fields(config: RunConfig, run_dir: Path, bundle: Any, result: Fi
         ci95={k: [None if np.isnan(lo) else float(lo), None if np.isnan(hi) else float(hi)]
               for k, (lo, hi) in ci.items()},
         train_seconds=result.train_seconds, best_epoch=result.best_epoch,
-        monitor=result.monitor, stopped_early=result.stopped_early,
-        epochs_run=len(result.history),
+        monitor=result.monitor, select=config.train.early_stopping.select,
+        stopped_early=result.stopped_early, epochs_run=len(result.history),
         loss={"alpha": config.loss.alpha, "beta": config.loss.beta},
         figures=sorted(str(p.relative_to(run_dir)) for p in figures_dir.glob("*.png")),
         history=[_clean(h) for h in result.history], config_path="config.yaml",

@@ -157,6 +157,8 @@ class Trainer:
         ctx.step = start_epoch * self._steps_per_epoch()
         ctx.total_steps = total_steps
         patience = self.config.train.early_stopping.patience
+        # select: last keeps (and saves) every epoch's weights in turn: the final one stays.
+        keep_last = self.config.train.early_stopping.select == "last"
         stopped = False
         try:
             for epoch in range(start_epoch, self.config.train.epochs):
@@ -183,7 +185,7 @@ class Trainer:
                     _print_epoch(metrics, cfg_epochs=self.config.train.epochs,
                                  monitor=self.monitor)
                 score = self._score(metrics)
-                if score > best_score or best_epoch < 0:
+                if keep_last or score > best_score or best_epoch < 0:
                     best_score, best_epoch, bad_epochs = score, epoch, 0
                     if D.is_main():
                         save_model(self.run_dir, scored,

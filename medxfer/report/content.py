@@ -178,8 +178,11 @@ def _run_info(summary: Mapping[str, Any], task: str,
         info.append(("Epochs", format_value(epochs) + stopped))
     if summary.get("best_epoch") is not None:
         monitor = as_list(summary.get("monitor"))
-        by = f" (by {monitor[0]}, {monitor[1]})" if monitor and len(monitor) == 2 else ""
-        info.append(("Best epoch", format_value(summary["best_epoch"]) + by))
+        if summary.get("select") == "last":  # train.early_stopping.select: last
+            info.append(("Kept epoch", format_value(summary["best_epoch"]) + " (the last)"))
+        else:
+            by = f" (by {monitor[0]}, {monitor[1]})" if monitor and len(monitor) == 2 else ""
+            info.append(("Best epoch", format_value(summary["best_epoch"]) + by))
     splits = summary.get("splits")
     if isinstance(splits, Mapping) and splits:
         info.append(("Cases", ", ".join(f"{k} {format_value(v)}" for k, v in splits.items())))

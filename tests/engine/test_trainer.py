@@ -143,6 +143,32 @@ def test_early_stopping(tmp_path):
     assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 0
 
 
+def test_select_last_keeps_and_delivers_the_final_epoch(tmp_path):
+    from medxfer.engine.checkpoints import load_model_weights
+
+    trainer = make_trainer(tmp_path, epochs=3, early_stopping={"select": "last"})
+    losses = iter([1.0, 3.0, 2.0])  # epoch 0 scores best: select: best would keep it
+    trainer.validate = lambda net: {"val_loss": next(losses)}
+    result = trainer.fit()
+    assert result.best_epoch == 2 and result.best_score == pytest.approx(-2.0)
+    assert not result.stopped_early and len(result.history) == 3
+    saved = load_model_weights(tmp_path / "model.safetensors")
+    final = trainer.ctx.model.state_dict()
+    assert all(torch.equal(saved[k], final[k]) for k in saved)
+
+
+def test_select_best_keeps_the_best_epoch_not_the_last(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=3)
+    losses = iter([1.0, 3.0, 2.0])
+    trainer.validate = lambda net: {"val_loss": next(losses)}
+    assert trainer.fit().best_epoch == 0
+
+
+def test_select_last_with_patience_is_refused():
+    with pytest.raises(ValueError, match="patience.*select: last"):
+        RunConfig.model_validate({"train": {"early_stopping": {"select": "last", "patience": 3}}})
+
+
 def test_on_exception_is_called_and_error_reraised(tmp_path):
     seen = []
 

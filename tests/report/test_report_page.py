@@ -82,6 +82,12 @@ def test_markdown_report(tmp_path, summary):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_report_names_the_kept_epoch_of_select_last(tmp_path, summary):
+    summary.update(select="last", monitor=["auc", "max"], best_epoch=19)
+    md = write_report(tmp_path, summary)[0].read_text(encoding="utf-8")
+    assert "Kept epoch | 19 (the last)" in md and "Best epoch" not in md
+
+
 def test_html_report_is_well_formed_and_self_contained(tmp_path, summary):
     _, html_path = write_report(tmp_path, summary)
     page = html_path.read_text(encoding="utf-8")
