@@ -211,7 +211,7 @@ class EarlyStoppingConfig(StrictModel):
     @model_validator(mode="after")
     def _check_select(self) -> EarlyStoppingConfig:
         if self.select == "last" and self.patience is not None:
-            raise ValueError("train.early_stopping: patience stops training when the metric "
+            raise ValueError("patience stops training when the metric "
                              "stalls, select: last keeps the final epoch whatever the metric; "
                              "set one of them (patience: null, or select: best)")
         return self

@@ -157,8 +157,10 @@ class Trainer:
         ctx.step = start_epoch * self._steps_per_epoch()
         ctx.total_steps = total_steps
         patience = self.config.train.early_stopping.patience
-        # select: last keeps (and saves) every epoch's weights in turn: the final one stays.
+        # select: last takes every epoch in turn and writes the weights once, after the
+        # final epoch (patience is refused beside it, so training always gets there).
         keep_last = self.config.train.early_stopping.select == "last"
+        final_epoch = self.config.train.epochs - 1
         stopped = False
         try:
             for epoch in range(start_epoch, self.config.train.epochs):
@@ -187,7 +189,7 @@ class Trainer:
                 score = self._score(metrics)
                 if keep_last or score > best_score or best_epoch < 0:
                     best_score, best_epoch, bad_epochs = score, epoch, 0
-                    if D.is_main():
+                    if D.is_main() and (not keep_last or epoch == final_epoch):
                         save_model(self.run_dir, scored,
                                    {**self.sidecar, "epoch": epoch, "monitor": self.monitor,
                                     "score": metrics.get(self.monitor)})

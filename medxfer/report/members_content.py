@@ -28,7 +28,7 @@ def add_members_section(content: Any, summary: Mapping[str, Any]) -> None:
     test = summary.get("test") if isinstance(summary.get("test"), Mapping) else {}
     present = ordered_metrics(*(m.get("test") or {} for m in members), test)
     names = [n for n in _COLUMNS if n in present]
-    content.member_header = ["Model", "Seed", "Best epoch", "Training time (s)",
+    content.member_header = ["Model", "Seed", "Kept epoch", "Training time (s)",
                              *(f"Test {METRIC_LABELS.get(n, n).split(' (')[0]}"
                                if n != "ece" else "Test ECE" for n in names)]
     for m in members:

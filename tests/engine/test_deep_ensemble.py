@@ -75,6 +75,7 @@ def test_the_run_loads_as_one_network_and_reports_its_members(ensemble_run):
     assert sidecar["ensemble"] == {"members": 2, "seeds": [2, 3]}
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "## Ensemble members" in report and "m1 (members/m1)" in report
+    assert "| Seed | Kept epoch |" in report
     assert "2 networks trained apart (seeds 2, 3)" in report
     assert (run / "figures" / "training_curves.png").stat().st_size > 0
     html = (run / "report.html").read_text(encoding="utf-8")

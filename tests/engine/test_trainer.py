@@ -148,13 +148,34 @@ def test_select_last_keeps_and_delivers_the_final_epoch(tmp_path):
 
     trainer = make_trainer(tmp_path, epochs=3, early_stopping={"select": "last"})
     losses = iter([1.0, 3.0, 2.0])  # epoch 0 scores best: select: best would keep it
-    trainer.validate = lambda net: {"val_loss": next(losses)}
+    weights = tmp_path / "model.safetensors"
+
+    def validate(net):  # the weights are written once, after the final epoch
+        assert not weights.exists()
+        return {"val_loss": next(losses)}
+
+    trainer.validate = validate
     result = trainer.fit()
     assert result.best_epoch == 2 and result.best_score == pytest.approx(-2.0)
     assert not result.stopped_early and len(result.history) == 3
     saved = load_model_weights(tmp_path / "model.safetensors")
     final = trainer.ctx.model.state_dict()
     assert all(torch.equal(saved[k], final[k]) for k in saved)
+
+
+def test_select_last_killed_run_resumes_and_writes_the_final_weights(tmp_path):
+    class Killer:
+        @medxfer.hookimpl
+        def medxfer_epoch_start(self, ctx, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    last = {"select": "last"}
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path, epochs=3, plugin=Killer(), early_stopping=last).fit()
+    assert not (tmp_path / "model.safetensors").exists()
+    result = make_trainer(tmp_path, epochs=3, early_stopping=last).fit(resume=True)
+    assert result.best_epoch == 2 and (tmp_path / "model.safetensors").is_file()
 
 
 def test_select_best_keeps_the_best_epoch_not_the_last(tmp_path):
