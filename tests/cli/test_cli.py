@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import medxfer
 from medxfer.cli import main
 from tests.helpers import make_distribution
