@@ -11,10 +11,15 @@ steps after a few untimed ones. Settings, each in its own ``torchrun`` job:
 * ``1 process x 2 threads``: the other way to use two cores, for comparison;
 * ``2 processes x 1 thread, no sync``: the same two processes without DDP's gradient
   all-reduce (each trains alone on its half of the batch), which separates what the
-  communication costs from what two busy processes cost each other on this machine.
+  communication costs from what two busy processes cost each other on this machine;
+* ``2 processes x 1 thread, barrier only``: no gradient all-reduce either, but the two
+  processes wait for each other after every step (``torch.distributed.barrier``), as DDP's
+  all-reduce makes them. Between this row and the last, the cost of waiting for the slower
+  process each step; between this row and DDP's, what moving the gradients costs.
 
 It prints samples per second, the speed-up over the reference and the DDP efficiency
-(speed-up / processes).
+(speed-up / processes), then the two-process step times with DDP and barrier only beside
+what one gloo all-reduce of all the trainable parameters' gradients takes on its own.
 
 Usage::
 
@@ -37,14 +42,18 @@ import torch
 from _common import REPO, build_parts, synchronize
 
 DEFAULT_CONFIG = REPO / "configs" / "pneumoniamnist.yaml"
-# (processes, threads per process, gradient sync)
-SETTINGS = [(1, 1, True), (2, 1, True), (1, 2, True), (2, 1, False)]
+# (processes, threads per process, how the processes synchronise)
+SYNC_MODES = ("ddp", "none", "barrier")
+SETTINGS = [(1, 1, "ddp"), (2, 1, "ddp"), (1, 2, "ddp"), (2, 1, "none"), (2, 1, "barrier")]
+SYNC_LABELS = {"ddp": "", "none": ", no sync", "barrier": ", barrier only"}
 
 
 def worker(config: Path, overrides: list[str], steps: int, warmup: int,
-           sync: bool = True) -> None:
+           sync: str = "ddp") -> None:
     """One rank: train ``warmup + steps`` steps; rank 0 prints samples/s as JSON.
-    ``sync=False`` skips DDP (no gradient all-reduce) but keeps the data split."""
+
+    ``sync``: ``ddp`` (gradients all-reduced by DDP), ``none`` (no DDP, but the data split
+    kept) or ``barrier`` (no DDP; the ranks wait for each other after every step)."""
     from medxfer.engine import distributed as D
 
     with D.session("cpu"), tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +65,8 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int,
             return loss_fn(outputs, batch["label"])
 
         step = D.DistributedStep(model, step_fn, lambda: optimizer, parts["device"]) \
-            if D.is_active() and sync else step_fn
+            if D.is_active() and sync == "ddp" else step_fn
+        wait = D.is_active() and sync == "barrier"
         done, tic, samples = 0, 0.0, 0
         epoch = 0
         while done < warmup + steps:
@@ -71,6 +81,8 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if wait:
+                    D.barrier()
                 done += 1
                 if done > warmup:
                     samples += len(batch["image"]) * D.world_size()
@@ -80,19 +92,40 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int,
         synchronize(parts["device"])
         D.barrier()
         seconds = time.perf_counter() - tic
+        result = {"samples_per_s": samples / seconds, "seconds": seconds, "samples": samples,
+                  "step_ms": 1000 * seconds / steps}
+        if wait:  # what one all-reduce of every gradient costs on its own
+            result.update(allreduce_timing(model, parts["device"]))
         if D.is_main():
-            print("RESULT " + json.dumps({"samples_per_s": samples / seconds,
-                                          "seconds": seconds, "samples": samples}), flush=True)
+            print("RESULT " + json.dumps(result), flush=True)
+
+
+def allreduce_timing(model: torch.nn.Module, device: torch.device, repeats: int = 20) -> dict:
+    """Milliseconds per all-reduce of one flat fp32 tensor the size of the model's
+    trainable parameters (what DDP moves each step), with nothing else running."""
+    from medxfer.engine import distributed as D
+
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    flat = torch.ones(count, device=device)
+    for _ in range(3):
+        torch.distributed.all_reduce(flat)
+    D.barrier()
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        torch.distributed.all_reduce(flat)
+    synchronize(device)
+    D.barrier()
+    return {"gradients": count, "allreduce_ms": 1000 * (time.perf_counter() - tic) / repeats}
 
 
 def launch(config: Path, overrides: list[str], steps: int, warmup: int, nproc: int,
-           threads: int, sync: bool = True) -> dict:
+           threads: int, sync: str = "ddp") -> dict:
     """Run one setting under torchrun and return rank 0's result."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), "--worker",
            str(config), "--steps", str(steps), "--warmup", str(warmup),
-           "--set", f"train.threads={threads}"] + ([] if sync else ["--no-sync"])
+           "--set", f"train.threads={threads}", "--sync", sync]
     for item in overrides:
         cmd += ["--set", item]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -111,23 +144,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-sync", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sync", choices=SYNC_MODES, default="ddp", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.config, args.overrides, args.steps, args.warmup, sync=not args.no_sync)
+        worker(args.config, args.overrides, args.steps, args.warmup, sync=args.sync)
         return 0
     print(f"{args.config.name}: {args.steps} timed steps after {args.warmup}, torch "
           f"{torch.__version__}, {os.cpu_count()} CPUs, gloo")
-    print(f"{'setting':<26} {'samples/s':>10} {'speed-up':>9} {'efficiency':>10}")
-    base = None
+    print(f"{'setting':<37} {'samples/s':>10} {'speed-up':>9} {'efficiency':>10}")
+    base, steps = None, {}
     for nproc, threads, sync in SETTINGS:
         r = launch(args.config, args.overrides, args.steps, args.warmup, nproc, threads, sync)
         base = base or r["samples_per_s"]
         speedup = r["samples_per_s"] / base
         label = f"{nproc} process{'es' if nproc > 1 else ''} x {threads} thread" + \
-            ("s" if threads > 1 else "") + ("" if sync else ", no sync")
-        print(f"{label:<26} {r['samples_per_s']:>10.1f} {speedup:>8.2f}x "
-              f"{speedup / nproc:>10.2f}", flush=True)
+            ("s" if threads > 1 else "") + SYNC_LABELS[sync]
+        efficiency = f"{speedup / nproc:.2f}" if threads == 1 else ""  # per process
+        print(f"{label:<37} {r['samples_per_s']:>10.1f} {speedup:>8.2f}x {efficiency:>10}",
+              flush=True)
+        if nproc > 1 and threads == 1:
+            steps[sync] = r
+    if "barrier" in steps and "ddp" in steps:
+        alone = steps["barrier"]
+        print(f"2-process step: {steps['ddp']['step_ms']:.1f} ms with DDP, "
+              f"{alone['step_ms']:.1f} ms barrier only; one gloo all-reduce of the "
+              f"{alone['gradients']:,} gradients on its own: {alone['allreduce_ms']:.1f} ms")
     return 0
 
 

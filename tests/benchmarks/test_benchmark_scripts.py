@@ -57,5 +57,6 @@ def test_ddp_scaling_runs_every_setting(bench, repo_root, capsys):
     assert module.main([str(config), "--steps", "1", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     for setting in ("1 process x 1 thread", "2 processes x 1 thread", "1 process x 2 threads",
-                    "2 processes x 1 thread, no sync"):
+                    "2 processes x 1 thread, no sync", "2 processes x 1 thread, barrier only"):
         assert setting in out
+    assert "gloo all-reduce of the" in out and "ms barrier only" in out
