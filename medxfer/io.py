@@ -10,10 +10,32 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+def current_umask() -> int:
+    """The process's umask (read from ``/proc`` where possible, so it is never changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plainly created file (or folder) gets under the current umask;
+    ``tempfile`` creates its files 0600 and folders 0700, which must not leak into outputs."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w",
                 encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success fsync and rename it into place.
+
+    The file gets the permissions of a plainly created one (0644 under umask 022).
 
     Args:
         path: The final file.
@@ -24,6 +46,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w",
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medxfer.errors import CheckpointError
-from medxfer.io import atomic_open, atomic_write_json
+from medxfer.io import atomic_open, atomic_write_json, default_mode
 
 LAST_STATE = Path("checkpoints") / "last.pt"
 BEST_WEIGHTS = "model.safetensors"
@@ -83,6 +83,7 @@ def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
     path = run_dir / BEST_WEIGHTS
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})
+    tmp.chmod(default_mode())  # safetensors creates its file 0600
     os.replace(tmp, path)
     atomic_write_json(run_dir / BEST_SIDECAR, sidecar)
     return path

@@ -37,7 +37,7 @@ import torch
 
 from medxfer.data.readers import IMAGE_SUFFIXES, image_kind
 from medxfer.errors import ConfigError, DataError
-from medxfer.io import atomic_write_bytes, atomic_write_text
+from medxfer.io import atomic_write_bytes, atomic_write_text, default_mode
 
 SUMMARY_NAME = "masks.csv"
 _ITK_OUT = {".nrrd": ".nrrd", ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
@@ -325,6 +325,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
                                dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, default_mode())
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medxfer.errors import ConfigError, MedxferError
+from medxfer.io import default_mode
 
 #: ``|exported - medxfer| <= atol + rtol * |medxfer|`` on the logits, per format.
 TOLERANCES: dict[str, tuple[float, float]] = {
@@ -151,6 +152,7 @@ def staged_folder(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(default_mode(directory=True))
         yield tmp
         check_output_folder(path)  # nobody wrote there meanwhile
         if path.is_dir():

@@ -28,6 +28,8 @@ def test_export_bundle_to_a_chosen_folder(tmp_path):
     assert (out / "configs" / "inference.json").is_file()
     assert (out / "configs" / "metadata.json").is_file()
     assert (out / "models" / "model.ts").is_file()
+    (tmp_path / "plain").mkdir()
+    assert out.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
 
 
 def test_export_errors_exit_2_with_a_message(tmp_path, capsys):

@@ -44,6 +44,15 @@ def test_run_writes_every_output(finished_run):
     assert not list(finished_run.rglob("*.tmp"))
 
 
+def test_outputs_get_the_permissions_of_plainly_created_files(finished_run, tmp_path):
+    """Atomic writes go through temporary files (0600); the outputs must not keep that."""
+    (tmp_path / "plain").write_text("x")
+    plain = (tmp_path / "plain").stat().st_mode & 0o777
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "report.html",
+                 "model.safetensors", "model.json", "figures/roc_curve.png"):
+        assert (finished_run / name).stat().st_mode & 0o777 == plain, name
+
+
 def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_root):
     images = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[:3]
     out_csv = tmp_path / "pred.csv"
