@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from medxfer.cli.console import out
-from medxfer.cli.run_cmd import check_output_dir, print_summary
+from medxfer.cli.run_cmd import check_output_dir, cleared_if_nothing_to_resume, print_summary
 from medxfer.cli.state import state_of
 from medxfer.config import load_config
 from medxfer.plugins import check_plugin_specs
@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
         registries = state_of(ctx).registries
         check_plugin_specs(cfg.plugin_specs(), registries)
         check_output_dir(output, resume)
-        record = pretrain(cfg, output, registries=registries, resume=resume)
+        with cleared_if_nothing_to_resume(output, resume):
+            record = pretrain(cfg, output, registries=registries, resume=resume)
         summary = {"backbone": record["backbone"]["name"], "strategy": record["strategy"],
                    "test": record["source_test"], "ci95": {},
                    "train_seconds": _train_seconds(output)}

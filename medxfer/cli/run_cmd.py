@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
@@ -35,6 +38,37 @@ def check_output_dir(output: Path, resume: bool) -> None:
         raise ConfigError(
             f"--output {str(output)!r} already holds files; results are never overwritten. "
             "Pass --resume to continue that run, or choose another folder.")
+
+
+@contextmanager
+def cleared_if_nothing_to_resume(output: Path, resume: bool) -> Iterator[None]:
+    """Remove what a failed new run wrote into ``output`` when it left no checkpoint.
+
+    A run that stops before its first checkpoint (a missing data file, weights that are
+    not on this machine, an interrupted first epoch) has nothing ``--resume`` could
+    continue; left in place, its ``config.yaml`` and ``splits.csv`` would make the same
+    command refuse the folder. So the folder goes (or is emptied, if it existed empty
+    before), and the command can simply be run again. Resumed runs and runs with a
+    checkpoint anywhere below ``output`` (ensemble members included) are left as they
+    are. Only the writing process (rank 0) removes anything.
+    """
+    from medxfer.engine import distributed as D
+
+    existed = output.is_dir()
+    fresh = not resume and not (existed and any(output.iterdir()))
+    try:
+        yield
+    except BaseException:
+        if fresh and D.is_main() and output.is_dir() and not any(output.rglob("last.pt")):
+            if existed:
+                for child in output.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(output, ignore_errors=True)
+        raise
 
 
 def register(app: typer.Typer) -> None:
@@ -102,7 +136,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(problem)
             from medxfer.engine.pipeline import run_pipeline
 
-            summary = run_pipeline(cfg, output, registries=registries, resume=resume)
+            with cleared_if_nothing_to_resume(output, resume):
+                summary = run_pipeline(cfg, output, registries=registries, resume=resume)
             if D.is_main():
                 print_summary(summary, output)
 

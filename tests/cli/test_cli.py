@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import medxfer
 from medxfer.cli import main
 from tests.helpers import make_distribution
@@ -86,6 +88,46 @@ def test_run_refuses_to_overwrite_results(tmp_path, capsys):
     assert main(["run", "--output", str(out_dir), "--set", "strategy.name=full_finetune"]) == 2
     assert "never overwritten" in capsys.readouterr().err
     assert (out_dir / "metrics.json").read_text(encoding="utf-8") == "{}"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, capsys):
+    """The same command can be run again once the cause is fixed: no --resume needed."""
+    out_dir = tmp_path / "out"
+    args = ["run", "--output", str(out_dir), "--set", "model.backbone.name=basic_cnn",
+            "--set", "train.epochs=1", "--set", "eval.bootstrap=10", "--set", "data.limit=16"]
+    missing = tmp_path / "missing.npz"
+    assert main([*args, "--set", f"data.path={missing}"]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert not out_dir.exists()
+    assert main(args) == 0
+    assert (out_dir / "metrics.json").is_file()
+
+
+def test_an_empty_output_folder_given_is_kept_but_emptied_after_a_failure(tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert main(["run", "--output", str(out_dir), "--set", "model.backbone.name=basic_cnn",
+                 "--set", f"data.path={tmp_path / 'missing.npz'}"]) == 2
+    assert out_dir.is_dir() and not list(out_dir.iterdir())
+
+
+def test_what_a_failed_run_can_resume_from_is_kept(tmp_path):
+    from medxfer.cli.run_cmd import cleared_if_nothing_to_resume
+
+    out_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with cleared_if_nothing_to_resume(out_dir, resume=False):
+            (out_dir / "members" / "m0" / "checkpoints").mkdir(parents=True)
+            (out_dir / "members" / "m0" / "checkpoints" / "last.pt").write_bytes(b"x")
+            raise RuntimeError("killed in the second member")
+    assert (out_dir / "members" / "m0" / "checkpoints" / "last.pt").is_file()
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "config.yaml").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with cleared_if_nothing_to_resume(resumed, resume=True):
+            raise RuntimeError("failed again")
+    assert (resumed / "config.yaml").is_file()
 
 
 def test_console_script_exit_code_for_a_bad_override(tmp_path):
