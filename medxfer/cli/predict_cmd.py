@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
         else:
             norm = wants_imagenet_norm(loaded.config, pretrained)
         transform = inference_transform(loaded.config, imagenet_norm=norm,
-                                        spatial_dims=int(loaded.sidecar["spatial_dims"]))
+                                        spatial_dims=int(loaded.sidecar["spatial_dims"]),
+                                        in_channels=int(loaded.sidecar["in_channels"]))
         threshold = _threshold(run)
         names = loaded.class_names
         buffer = io.StringIO()

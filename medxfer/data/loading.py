@@ -227,18 +227,21 @@ def _medmnist_base(dl: Datalist, cases: list[dict[str, Any]], mode: str, pre: An
                       percentiles=pre.percentiles)
 
 
-def inference_transform(config: RunConfig, *, imagenet_norm: bool,
-                        spatial_dims: int) -> Callable[[str | Path], torch.Tensor]:
+def inference_transform(config: RunConfig, *, imagenet_norm: bool, spatial_dims: int,
+                        in_channels: int | None = None) -> Callable[[str | Path], torch.Tensor]:
     """A function from an image file to a tensor preprocessed exactly like evaluation data.
 
     Args:
         config: The run config the model was trained with.
         imagenet_norm: Whether the run applied ImageNet mean/std.
         spatial_dims: 2 or 3: the model's input dimensionality.
+        in_channels: The model's input channels. A colour image given to a model trained
+            on grey ones is converted to grey (ITU-R 601 luma, as ``channels: grey`` does),
+            a grey one given to a colour model is repeated to RGB; other mismatches raise.
 
     Returns:
         ``f(path) -> float32 tensor [C, *spatial]``; it raises :class:`DataError` for an
-        unreadable file or one of the wrong dimensionality.
+        unreadable file, one of the wrong dimensionality or channels it cannot convert.
     """
     pre = config.data.preprocess
     modality, medmnist = _dataset_hints(config)
@@ -255,11 +258,27 @@ def inference_transform(config: RunConfig, *, imagenet_norm: bool,
             raise DataError(f"{str(path)!r} is a {image.spatial_dims}D image but the model takes "
                             f"{spatial_dims}D input")
         try:
-            return adapt(chain({"image": str(path), "id": path.name})["image"])
+            tensor = chain({"image": str(path), "id": path.name})["image"]
         except RuntimeError as exc:
             raise unwrap_errors(exc) from None
+        if in_channels is not None and adapt.out_channels(tensor.shape[0]) != in_channels:
+            tensor = _match_channels(tensor, in_channels, path)
+        return adapt(tensor)
 
     return transform
+
+
+def _match_channels(image: torch.Tensor, channels: int, path: Path) -> torch.Tensor:
+    """``image`` ``[C, *spatial]`` converted to the ``channels`` a model was trained on:
+    colour to grey or grey to RGB; anything else is an error naming the file."""
+    have = int(image.shape[0])
+    if have == 3 and channels == 1:
+        return AdaptChannels("grey")(image)
+    if have == 1 and channels == 3:
+        return AdaptChannels("rgb")(image)
+    raise DataError(f"{str(path)!r} has {have} channel{'s' if have != 1 else ''} but the model "
+                    f"was trained on {channels}-channel images; give images like the training "
+                    "data's")
 
 
 def _dataset_hints(config: RunConfig) -> tuple[str | None, bool]:

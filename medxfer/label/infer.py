@@ -117,7 +117,8 @@ class MedxferClassificationInfer(InferTask):
         loaded = self._runs.get()
         norm = bool(loaded.sidecar.get("imagenet_norm", False))
         transform = inference_transform(loaded.config, imagenet_norm=norm,
-                                        spatial_dims=int(loaded.sidecar["spatial_dims"]))
+                                        spatial_dims=int(loaded.sidecar["spatial_dims"]),
+                                        in_channels=int(loaded.sidecar["in_channels"]))
         device = next(loaded.model.parameters()).device
         x = transform(str(request["image"]))[None].to(device)
         probs = torch.softmax(loaded.model(x).float(), dim=1)[0].cpu()

@@ -65,6 +65,23 @@ def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_ro
                  "--output", str(out_csv)]) == 2  # never overwrites
 
 
+def test_predict_takes_a_colour_copy_of_a_grey_image_alike(finished_run, tmp_path,
+                                                           repo_root):
+    """An X-ray saved as RGB, given to a run trained on grey images, is converted to grey
+    instead of failing in the first convolution."""
+    from PIL import Image
+
+    grey = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
+    colour = tmp_path / "colour.png"
+    Image.open(grey).convert("RGB").save(colour)
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", "--run", str(finished_run), str(grey), str(colour),
+                 "--output", str(out_csv)]) == 0
+    rows = [r.split(",") for r in out_csv.read_text(encoding="utf-8").strip().splitlines()[1:]]
+    assert [float(v) for v in rows[0][2:]] == pytest.approx([float(v) for v in rows[1][2:]],
+                                                            abs=1e-5)
+
+
 def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), str(tmp_path / "x.png")]) == 2
     assert "not a finished medxfer run" in capsys.readouterr().err

@@ -80,6 +80,33 @@ def test_inference_transform_matches_evaluation():
         inference_transform(_config(), imagenet_norm=True, spatial_dims=3)(case["image"])
 
 
+def test_inference_transform_matches_the_channels_the_model_was_trained_on(tmp_path):
+    """A colour file for a grey model becomes grey (luma), a grey file for an RGB model
+    is repeated; the result equals what the matching file gives."""
+    from PIL import Image
+
+    config = _config()  # the sample data: grey PNGs, channels auto
+    bundle = load_data(config, imagenet_norm=True)
+    case = next(c for c in bundle.cases if c["split"] == "val")
+    grey = np.asarray(Image.open(case["image"]))
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(colour)
+    Image.fromarray(np.stack([grey] * 3 + [np.full_like(grey, 255)], axis=-1)).save(
+        tmp_path / "rgba.png")
+    fn = inference_transform(config, imagenet_norm=True, spatial_dims=2,
+                             in_channels=bundle.in_channels)
+    assert bundle.in_channels == 1
+    expected = fn(case["image"])
+    for path in (colour, tmp_path / "rgba.png"):
+        assert torch.allclose(fn(path), expected, atol=1e-5), path.name
+    rgb_model = inference_transform(config, imagenet_norm=True, spatial_dims=2, in_channels=3)
+    assert rgb_model(case["image"]).shape[0] == 3
+    with pytest.raises(DataError, match="has 1 channel but the model was trained on "
+                                        "2-channel images"):
+        inference_transform(config, imagenet_norm=True, spatial_dims=2,
+                            in_channels=2)(case["image"])
+
+
 def test_segmentation_sample_3d_and_2d():
     seg3 = load_data(_config(task="segmentation"), imagenet_norm=False)
     item = seg3.train[0]
