@@ -243,10 +243,8 @@ def inference_transform(config: RunConfig, *, imagenet_norm: bool, spatial_dims:
         ``f(path) -> float32 tensor [C, *spatial]``; it raises :class:`DataError` for an
         unreadable file, one of the wrong dimensionality or channels it cannot convert.
     """
-    pre = config.data.preprocess
-    modality, medmnist = _dataset_hints(config)
-    if medmnist and pre.intensity == "auto":
-        pre = pre.model_copy(update={"intensity": "uint8"})
+    pre = inference_preprocess(config)
+    modality, _ = _dataset_hints(config)
     chain = preprocess_transform(pre, task="classification", spatial_dims=spatial_dims,
                                  num_classes=2, imagenet_norm=imagenet_norm, modality=modality)
     adapt = AdaptChannels(pre.channels, imagenet_norm)
@@ -266,6 +264,16 @@ def inference_transform(config: RunConfig, *, imagenet_norm: bool, spatial_dims:
         return adapt(tensor)
 
     return transform
+
+
+def inference_preprocess(config: RunConfig) -> Any:
+    """``data.preprocess`` as new images get it: MedMNIST's ``auto`` intensity is ``uint8``
+    (its arrays are uint8 whatever file a new image comes in)."""
+    pre = config.data.preprocess
+    _, medmnist = _dataset_hints(config)
+    if medmnist and pre.intensity == "auto":
+        pre = pre.model_copy(update={"intensity": "uint8"})
+    return pre
 
 
 def _match_channels(image: torch.Tensor, channels: int, path: Path) -> torch.Tensor:

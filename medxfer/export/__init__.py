@@ -37,6 +37,20 @@ class ExportResult:
     check: OutputCheck
 
 
+#: What ``intensity: auto`` does to one image (medxfer.data.transforms.resolve_intensity).
+AUTO_INTENSITY = ("per image: CT -> ct_window; 2D uint8 -> uint8 (x / 255); other 2D -> "
+                  "percentile; 3D -> zscore (percentile when imagenet_norm)")
+
+
+def _preprocessing(config: Any) -> dict[str, Any]:
+    from medxfer.data.loading import inference_preprocess
+
+    described = inference_preprocess(config).model_dump()
+    if described.get("intensity") == "auto":
+        described["intensity_auto"] = AUTO_INTENSITY
+    return described
+
+
 def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
               extra: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -53,7 +67,7 @@ def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
         "input": {"name": "image", "dtype": "float32",
                   "shape": ["N", int(sidecar["in_channels"]), *(["*"] * dims)],
                   "size_divisor": size_divisor(loaded),
-                  "preprocessing": config.data.preprocess.model_dump(),
+                  "preprocessing": _preprocessing(config),
                   "imagenet_norm": bool(sidecar.get("imagenet_norm", False))},
         "output": {"name": "logits", "class_names": names,
                    "meaning": "softmax over dimension 1 gives class probabilities"},

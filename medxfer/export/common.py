@@ -86,10 +86,9 @@ def example_shapes(loaded: Any) -> list[list[int]]:
     if not size or len(size) != dims:
         size = [32] * dims if dims == 3 else [64, 64]
     first = round_up(size, divisor)
-    if config.task == "segmentation":
-        second = [s + divisor for s in first]
-    else:  # a classifier's pooling takes any size, but the preprocessing fixes it
-        second = list(first)
+    # a classifier's global pooling takes any size too: the exported model must as well,
+    # since a run's own image size (28 px MedMNIST, say) need not be the first shape
+    second = [s + max(divisor, 8) for s in first]
     return [[1, channels, *first], [2, channels, *second]]
 
 

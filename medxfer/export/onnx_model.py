@@ -43,12 +43,12 @@ def require_onnx() -> Any:
 
 def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, dims: int,
             segmentation: bool) -> str:
-    """Write the ONNX file; returns which exporter succeeded."""
+    """Write the ONNX file (batch and every spatial side of the input dynamic; a
+    segmentation output's sides follow the input's); returns which exporter succeeded."""
     from torch.export import Dim
 
-    axes = {0: "batch"}
-    if segmentation:
-        axes.update({2 + i: f"side{i}" for i in range(dims)})
+    axes = {0: "batch", **{2 + i: f"side{i}" for i in range(dims)}}
+    out_axes = axes if segmentation else {0: "batch"}
     shapes = {"image": {axis: Dim.AUTO for axis in axes}}
     errors = []
     sink = io.StringIO()
@@ -64,7 +64,7 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, dims: int
         try:
             torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamo=False,
-                              dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
+                              dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: out_axes})
             return "torchscript"
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")

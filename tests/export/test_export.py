@@ -46,17 +46,19 @@ def test_torchscript_segmentation_matches_on_other_sizes(seg_run, tmp_path):
 def test_torchscript_classification(cls_run, tmp_path):
     export_run(cls_run.run_dir, "torchscript", tmp_path / "ts")
     ts = _load_ts(tmp_path / "ts" / "model.ts")
-    x = example_inputs([(5, 1, 32, 32)], seed=1)[0]
-    with torch.no_grad():
-        _assert_close(cls_run.model(x), ts(x), "torchscript")
+    for x in example_inputs([(5, 1, 32, 32), (2, 1, 28, 28), (1, 1, 45, 37)], seed=1):
+        with torch.no_grad():
+            _assert_close(cls_run.model(x), ts(x), "torchscript")
 
 
 def test_onnx_segmentation_and_classification(seg_run, cls_run, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     export_run(seg_run.run_dir, "onnx", tmp_path / "seg")
     export_run(cls_run.run_dir, "onnx", tmp_path / "cls")
-    cases = [(seg_run, tmp_path / "seg", SEG_SHAPES), (cls_run, tmp_path / "cls",
-                                                        [(4, 1, 32, 32)])]
+    # the classifier takes any size, as its export.json says ("*"): not only the 32 px of
+    # its config, also e.g. a 28 px MedMNIST image
+    cls_shapes = [(4, 1, 32, 32), (2, 1, 28, 28), (1, 1, 45, 37)]
+    cases = [(seg_run, tmp_path / "seg", SEG_SHAPES), (cls_run, tmp_path / "cls", cls_shapes)]
     for run, folder, shapes in cases:
         session = ort.InferenceSession(str(folder / "model.onnx"),
                                        providers=["CPUExecutionProvider"])
@@ -105,3 +107,13 @@ def test_onnx_without_the_extra_says_how_to_install(seg_run, tmp_path, monkeypat
     with pytest.raises(ConfigError, match=r'medxfer\[export\]'):
         export_run(seg_run.run_dir, "onnx", tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_export_json_says_what_auto_intensity_does():
+    from medxfer.config import RunConfig
+    from medxfer.export import AUTO_INTENSITY, _preprocessing
+
+    sample = _preprocessing(RunConfig.model_validate({}))  # the embedded sample data
+    assert sample["intensity"] == "auto" and sample["intensity_auto"] == AUTO_INTENSITY
+    medmnist = _preprocessing(RunConfig.model_validate({"data": {"path": "any/pneumonia.npz"}}))
+    assert medmnist["intensity"] == "uint8" and "intensity_auto" not in medmnist
