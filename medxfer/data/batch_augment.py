@@ -140,6 +140,19 @@ class BatchAugmentation:
         self._device_gens.clear()
         return self
 
+    def random_state_dict(self) -> dict[str, Any]:
+        """Where every random stream stands (saved in a checkpoint so that a resumed run
+        draws what the uninterrupted one would)."""
+        return {"cpu": self._cpu.get_state(),
+                "devices": {key: gen.get_state() for key, gen in self._device_gens.items()}}
+
+    def load_random_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the streams :meth:`random_state_dict` saved."""
+        self._cpu.set_state(state["cpu"])
+        self._device_gens.clear()
+        for key, gen_state in state.get("devices", {}).items():
+            self._noise_generator(torch.device(key)).set_state(gen_state)
+
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (spawned loader workers): generators travel as their states."""
         state = dict(self.__dict__)

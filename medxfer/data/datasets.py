@@ -133,6 +133,49 @@ class SliceCases(Dataset):
                 "id": f"{item['id']}#{k}"}
 
 
+def _random_states(root: Any) -> list[np.random.RandomState]:
+    """The random states of every randomised MONAI transform in ``root`` (a transform, a
+    ``Compose`` or a list), nested ones included, in a fixed order and each once."""
+    from monai.transforms import Transform
+
+    found: list[np.random.RandomState] = []
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item)
+            return
+        if not isinstance(obj, Transform):
+            return
+        state = getattr(obj, "R", None)
+        if isinstance(state, np.random.RandomState) and id(state) not in seen:
+            seen.add(id(state))
+            found.append(state)
+        for value in vars(obj).values():
+            if isinstance(value, (Transform, list, tuple)):
+                walk(value)
+
+    if root is not None:
+        walk(root)
+    return found
+
+
+def _save_numpy_state(state: np.random.RandomState) -> dict[str, Any]:
+    """A RandomState's state as tensors and numbers (what ``weights_only`` loading takes)."""
+    _, keys, pos, has_gauss, gauss = state.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _load_numpy_state(state: np.random.RandomState, saved: dict[str, Any]) -> None:
+    state.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["pos"],
+                     saved["has_gauss"], saved["gauss"]))
+
+
 class CaseDataset(Dataset):
     """Trainer-facing items from a base dataset: augmentation, channels, label types.
 
@@ -185,6 +228,25 @@ class CaseDataset(Dataset):
             if augment is not None:
                 augment.set_random_state(seed=seed % (2 ** 32))
         self._seeded_for = worker
+
+    def random_state_dict(self) -> dict[str, Any]:
+        """Where this process's augmentation streams stand: the per-item transforms' and
+        the batch augmentation's (a data-loader worker's own streams are not included)."""
+        self._ensure_seeded()
+        return {"items": [_save_numpy_state(r) for r in _random_states(self.augment)],
+                "batch": (self.batch_augment.random_state_dict()
+                          if self.batch_augment is not None else None)}
+
+    def load_random_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the streams :meth:`random_state_dict` saved (same augmentation)."""
+        self._ensure_seeded()  # so that the first item does not reseed them
+        streams = _random_states(self.augment)
+        if len(streams) != len(state.get("items", [])):
+            return  # another augmentation chain: its own seeding stands
+        for stream, saved in zip(streams, state["items"]):
+            _load_numpy_state(stream, saved)
+        if self.batch_augment is not None and state.get("batch") is not None:
+            self.batch_augment.load_random_state_dict(state["batch"])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self._item(index, finish=True)

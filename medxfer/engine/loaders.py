@@ -3,12 +3,62 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from medxfer.config import RunConfig
+
+
+def _generators(loader: Any) -> list[torch.Generator]:
+    """The generators a loader draws its order (and worker seeds) from, each once."""
+    found: list[torch.Generator] = []
+    for owner in (loader, getattr(loader, "sampler", None)):
+        gen = getattr(owner, "generator", None)
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
+
+
+def _augmented_dataset(loader: Any) -> Any:
+    """The dataset under a loader that holds augmentation streams, or None."""
+    dataset = getattr(loader, "dataset", None)
+    for _ in range(4):  # RawItems and similar wrappers keep theirs in .dataset
+        if dataset is None or hasattr(dataset, "load_random_state_dict"):
+            return dataset
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def data_random_state(loaders: Sequence[Any]) -> list[dict[str, Any] | None]:
+    """Where each training loader's random streams stand: its shuffle (or sampling)
+    generator and its dataset's augmentation streams, so that a resumed run draws the
+    batches the uninterrupted run would. Exact with ``data.num_workers: 0``; worker
+    processes keep streams of their own that are not saved."""
+    states: list[dict[str, Any] | None] = []
+    for loader in loaders:
+        if loader is None:
+            states.append(None)
+            continue
+        dataset = _augmented_dataset(loader)
+        states.append({"generators": [g.get_state() for g in _generators(loader)],
+                       "dataset": dataset.random_state_dict() if dataset is not None else None})
+    return states
+
+
+def set_data_random_state(loaders: Sequence[Any], states: Sequence[Any]) -> None:
+    """Continue the streams :func:`data_random_state` saved (loaders in the same order)."""
+    for loader, state in zip(loaders, states):
+        if loader is None or not state:
+            continue
+        generators = _generators(loader)
+        if len(generators) == len(state["generators"]):
+            for gen, saved in zip(generators, state["generators"]):
+                gen.set_state(saved)
+        dataset = _augmented_dataset(loader)
+        if dataset is not None and state.get("dataset") is not None:
+            dataset.load_random_state_dict(state["dataset"])
 
 
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:

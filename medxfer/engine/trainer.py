@@ -26,6 +26,7 @@ from medxfer.engine.checkpoints import (
     set_rng_state,
 )
 from medxfer.engine.context import FitContext, LossTerm
+from medxfer.engine.loaders import data_random_state, set_data_random_state
 from medxfer.engine.ema import WeightAverage
 from medxfer.engine.schedule import apply_lr, lr_factor
 from medxfer.errors import CheckpointError
@@ -196,12 +197,16 @@ class Trainer:
                 else:
                     bad_epochs += 1
                 stopped = patience is not None and bad_epochs >= patience
+                # every rank's own random streams (data order, augmentation, dropout)
+                streams = D.all_gather({"rng": rng_state(), "data": data_random_state(
+                    [self.train_loader, ctx.target_loader])})
                 self._save_state({
                     "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
                     "best_score": best_score, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "train_seconds": seconds, "rng": rng_state(),
                     "stopped": stopped, "plugin_state": _tensor_state(ctx.state),
+                    "rank_streams": streams,
                     "ema": None if self.ema is None else self.ema.state_dict()})
                 if stopped:
                     break
@@ -255,6 +260,11 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         ctx.state.update(state.get("plugin_state") or {})
         set_rng_state(state["rng"])
+        streams = state.get("rank_streams")  # absent in checkpoints before it was saved
+        if streams and len(streams) == D.world_size():  # the same processes as before
+            mine = streams[D.rank()]
+            set_rng_state(mine["rng"])
+            set_data_random_state([self.train_loader, ctx.target_loader], mine["data"])
 
     def _score(self, metrics: dict[str, float]) -> float:
         value = metrics.get(self.monitor, float("nan"))

@@ -183,7 +183,7 @@ def require_min_input_size(body: nn.Module, backbone: str, min_size: int) -> Non
             size = "x".join(str(s) for s in spatial)
             raise ConfigError(
                 f"backbone {backbone!r} needs inputs of at least {min_size} pixels per side, "
-                f"got {size}: resize the images (e.g. data spatial size) or choose a backbone "
+                f"got {size}: resize the images (data.preprocess.image_size) or choose a backbone "
                 "that takes small inputs (basic_cnn, lenet, resnet18, mobilenet_v2)"
             )
 

@@ -111,10 +111,22 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
-    assert main(["run", "--output", str(out), "--resume"]) == 0
+    resumed = subprocess.run([sys.executable, "-m", "medxfer", "run", "--output", str(out),
+                              "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
     assert (out / "report.html").is_file()
+    # the resumed run continues the data order, augmentation and dropout streams: it
+    # trains exactly as the run that was never killed
+    whole = tmp_path / "whole"
+    done = subprocess.run([*args[:5], str(whole), *args[6:]], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    expected = json.loads((whole / "metrics.json").read_text(encoding="utf-8"))["history"]
+    for got, want in zip(metrics["history"], expected):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5), got["epoch"]
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5), got["epoch"]
 
 
 def test_killed_deep_ensemble_resumes_the_member_it_was_training(tmp_path):

@@ -122,6 +122,20 @@ def test_seeded_reproducible_and_reseedable():
     assert torch.equal(a[0], again[0])
 
 
+def test_its_random_state_can_be_saved_and_continued():
+    """What a checkpoint keeps: a resumed run draws what the uninterrupted one would."""
+    image, label = _batch(2)
+    ops = [{"name": "flip"}, {"name": "affine"}, {"name": "noise", "prob": 1.0}]
+    augment = _augment(ops, 2, seed=5)
+    augment(image, label)
+    saved = augment.random_state_dict()
+    expected = augment(image, label)
+    fresh = _augment(ops, 2, seed=99)
+    fresh.load_random_state_dict(saved)
+    got = fresh(image, label)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
 def test_every_op_is_either_batched_or_refused_with_a_clear_message():
     for name in OPS:
         if name in BATCH_OPS:

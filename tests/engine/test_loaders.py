@@ -46,6 +46,27 @@ def test_thread_loader_yields_the_same_batches_as_torch_loader():
         assert torch.equal(a["label"], b["label"])
 
 
+@pytest.mark.parametrize("loader_kind", ["torch", "thread"])
+def test_data_random_state_continues_order_and_augmentation(loader_kind):
+    """A checkpoint's data streams: the next epoch after restoring equals the next epoch
+    of the loader that was never stopped (shuffle and per-item augmentation alike)."""
+    from medxfer.engine.loaders import data_random_state, set_data_random_state
+
+    config = _config(loader=loader_kind)
+    loader = make_loader(_dataset(), config, train=True)
+    _batches(loader)  # epoch 0
+    saved = data_random_state([loader, None])
+    expected = _batches(loader)  # epoch 1
+    restarted = make_loader(_dataset(), config, train=True)  # a new process: seeded afresh
+    assert not torch.equal(_batches(make_loader(_dataset(), config, train=True))[0]["image"],
+                           expected[0]["image"])
+    set_data_random_state([restarted, None], saved)
+    got = _batches(restarted)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
 def test_evaluation_loaders_stay_plain():
     loader = make_loader(_dataset(), _config(loader="thread"), train=False)
     assert type(loader) is torch.utils.data.DataLoader
