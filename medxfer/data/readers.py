@@ -119,7 +119,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None,
         image = read_image_2d(path)
     elif kind == "dicom":
         image = read_dicom_series(path, series_uid=series_uid) if path.is_dir() \
-            else read_dicom_series([path])
+            else single_frame_as_2d(read_dicom_series([path]))
     else:
         raise DataError(f"{str(path)!r}: unknown image type; expected one of "
                         f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
@@ -346,6 +346,20 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
     meta["files"] = len(files)
     modality = str(first.get("Modality", "")) or None
     return _sitk_to_image_data(image, label, modality=modality, meta=meta)
+
+
+def single_frame_as_2d(image: ImageData) -> ImageData:
+    """A DICOM file with one frame (a radiograph, or one slice) as the 2D image
+    ``[C, rows, columns]`` a PNG of it reads as, with the pixel spacing (mm per row step,
+    per column step) on its affine's diagonal; a file with several frames stays a
+    volume."""
+    if image.array.ndim != 4 or image.array.shape[3] != 1:
+        return image
+    array = np.ascontiguousarray(np.swapaxes(image.array[..., 0], 1, 2))  # [C, x, y] -> rows
+    steps = np.linalg.norm(image.affine[:3, :2], axis=0)  # mm per step along x (columns), y
+    affine = np.diag([steps[1], steps[0], 1.0])
+    return ImageData(array, affine, image.path, modality=image.modality,
+                     meta={**image.meta, "frames": 1})
 
 
 def _require_pixel_data(path: str, ds: Any) -> None:

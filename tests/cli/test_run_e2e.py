@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medxfer.cli import main
@@ -82,6 +83,22 @@ def test_predict_takes_a_colour_copy_of_a_grey_image_alike(finished_run, tmp_pat
                                                             abs=1e-5)
 
 
+def test_predict_classifies_a_single_frame_dicom_file(finished_run, tmp_path, repo_root):
+    """A radiograph stored as one DICOM file is a 2D image for a 2D run."""
+    from PIL import Image
+
+    from tests.data.datafiles import write_dicom_series
+
+    png = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
+    pixels = np.asarray(Image.open(png)).astype(np.int16)[None]  # one frame
+    dicom = write_dicom_series(tmp_path / "xray", pixels, modality="DX")[0]
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", "--run", str(finished_run), str(dicom),
+                 "--output", str(out_csv)]) == 0
+    rows = out_csv.read_text(encoding="utf-8").strip().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(str(dicom))
+
+
 def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), str(tmp_path / "x.png")]) == 2
     assert "not a finished medxfer run" in capsys.readouterr().err
@@ -112,7 +129,8 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
     proc.wait()
     assert not (out / "metrics.json").exists()
     resumed = subprocess.run([sys.executable, "-m", "medxfer", "run", "--output", str(out),
-                              "--resume"], env=env, capture_output=True, text=True)
+                              "--resume"], env=env, capture_output=True, encoding="utf-8",
+                             errors="replace")
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
@@ -121,7 +139,7 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
     # trains exactly as the run that was never killed
     whole = tmp_path / "whole"
     done = subprocess.run([*args[:5], str(whole), *args[6:]], env=env, capture_output=True,
-                          text=True)
+                          encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stderr
     expected = json.loads((whole / "metrics.json").read_text(encoding="utf-8"))["history"]
     for got, want in zip(metrics["history"], expected):

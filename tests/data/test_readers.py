@@ -65,6 +65,22 @@ def test_dicom_series_geometry_and_rescale(tmp_path, tiny_volume):
     np.testing.assert_array_equal(img.array[0, :, :, 1], (raw * 2.0 - 100).T)
 
 
+def test_a_single_frame_dicom_file_is_a_2d_image_like_its_png(tmp_path, tiny_volume):
+    """A radiograph (or one slice given alone) is 2D: rows x columns as stored, rescaled,
+    with its pixel spacing; the folder of the same slices stays a volume."""
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "s", tiny_volume, spacing=(0.5, 0.7, 2.0),
+                               slope=2.0, intercept=-10.0)
+    img = read_image(files[2])
+    assert img.spatial_dims == 2 and img.array.shape == (1, 6, 5)
+    raw = pydicom.dcmread(str(files[2])).pixel_array
+    np.testing.assert_allclose(img.array[0], raw * 2.0 - 10.0)
+    np.testing.assert_allclose(img.spacing, (0.7, 0.5))  # PixelSpacing: row, column
+    assert img.modality == "CT" and img.meta["frames"] == 1
+    assert read_image(tmp_path / "s").spatial_dims == 3
+
+
 def test_dicom_folder_with_two_series_needs_a_uid(tmp_path, tiny_volume):
     write_dicom_series(tmp_path, tiny_volume, series_uid="1.2.3.4.100", description="first")
     write_dicom_series(tmp_path, tiny_volume[:3], series_uid="1.2.3.4.200", description="second")
