@@ -89,6 +89,8 @@ def predict_masks(loaded_run: Any, inputs: list[Path], output_dir: Path, *,
     records = []
     for job in jobs:
         mask, geometry = segmenter(job.source)
+        if job.kind == "dicom" and mask.ndim == 2:  # a single-frame file, segmented in 2D
+            mask, geometry = _as_one_slice(mask, job.source)
         _write_mask(job, mask, geometry)
         if job.seg is not None:
             _write_dicom_seg(job.seg, mask, job.source, names)
@@ -99,6 +101,17 @@ def predict_masks(loaded_run: Any, inputs: list[Path], output_dir: Path, *,
                         "voxels": {name: int(n) for name, n in zip(names, counts)}})
     _write_summary(output_dir / SUMMARY_NAME, records, names)
     return records
+
+
+def _as_one_slice(mask: np.ndarray, source: Path) -> tuple[np.ndarray, "_Geometry"]:
+    """A single-frame DICOM file's 2D mask ``(rows, columns)`` as the one-slice volume
+    ``(column, row, 1)`` in the file's scanner geometry (how its NIfTI mask and DICOM SEG
+    are written)."""
+    from medxfer.data.readers import read_dicom_series
+
+    volume = read_dicom_series([source])
+    return (np.ascontiguousarray(mask.T[:, :, None]),
+            _Geometry(affine=volume.affine, shape=volume.spatial_shape))
 
 
 def _plan_outputs(inputs: list[Path], output_dir: Path, *, dicom_seg: bool) -> list[_Job]:

@@ -267,3 +267,29 @@ def test_dicom_seg_frames_match_the_mask_slice_by_slice(tmp_path, registries, t1
     assert frames.shape == (mask.shape[2], mask.shape[1], mask.shape[0])
     assert 0 < int(frames.sum())
     assert np.array_equal(frames, (mask == 1).transpose(2, 1, 0))
+
+
+def test_a_single_frame_dicom_file_for_a_2d_run_gets_a_one_slice_mask(tmp_path, registries,
+                                                                       t1post):
+    """One DICOM file is a 2D image; its mask is written in the file's scanner geometry,
+    as a one-slice NIfTI and (asked) a one-frame DICOM SEG."""
+    from medxfer.data.readers import read_dicom_series
+
+    source = sorted(t1post.iterdir())[5]
+    loaded = make_run(tmp_path / "run", registries, ["data.preprocess.intensity=minmax"],
+                      spatial_dims=2)
+    hd = pytest.importorskip("highdicom")
+    records = predict_masks(loaded, [source], tmp_path / "out", device=CPU, dicom_seg=True)
+    out = nib.load(records[0]["mask"])
+    assert out.shape == (512, 512, 1)
+    assert np.allclose(out.affine, read_dicom_series([source]).affine, atol=1e-4)
+    mask = np.asarray(out.dataobj)
+    pixels = read_image(source).array[0]  # (rows, columns)
+    scaled = (pixels - pixels.min()) / (pixels.max() - pixels.min())
+    assert np.array_equal(mask[:, :, 0].T == 1, scaled > 0.5)  # the oracle's rule
+    seg = hd.seg.segread(records[0]["dicom_seg"])
+    frame = seg.get_pixels_by_source_instance([seg.ReferencedSeriesSequence[0]
+                                               .ReferencedInstanceSequence[0]
+                                               .ReferencedSOPInstanceUID],
+                                              segment_numbers=[1])[0, ..., 0]
+    assert np.array_equal(frame, mask[:, :, 0].T == 1)
