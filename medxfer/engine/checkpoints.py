@@ -113,7 +113,8 @@ def read_sidecar(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in a form ``weights_only`` loading accepts."""
+    """Python, NumPy, torch (CPU and, when used, CUDA) RNG states in a form ``weights_only``
+    loading accepts."""
     np_state = np.random.get_state()
     return {
         "python": list(random.getstate()[1]),
@@ -122,6 +123,9 @@ def rng_state() -> dict[str, Any]:
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "torch": torch.get_rng_state(),
+        # dropout on a GPU draws from the CUDA generators (None when CUDA is unused)
+        "cuda": (torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                 and torch.cuda.is_initialized() else None),
     }
 
 
@@ -131,3 +135,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
