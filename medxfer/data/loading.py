@@ -253,8 +253,11 @@ def inference_transform(config: RunConfig, *, imagenet_norm: bool, spatial_dims:
         path = Path(path)
         image = read_image(path)
         if image.spatial_dims != spatial_dims:
+            hint = ("give volumes (NIfTI, NRRD/MHA or a DICOM series folder)" if spatial_dims == 3
+                    else "give 2D images (PNG/JPEG/TIFF, or a single-frame DICOM file)")
             raise DataError(f"{str(path)!r} is a {image.spatial_dims}D image but the model takes "
-                            f"{spatial_dims}D input")
+                            f"{spatial_dims}D input: {hint}, or predict with a run trained on "
+                            f"{image.spatial_dims}D images")
         try:
             tensor = chain({"image": str(path), "id": path.name})["image"]
         except RuntimeError as exc:

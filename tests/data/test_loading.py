@@ -76,7 +76,7 @@ def test_inference_transform_matches_evaluation():
     fn = inference_transform(config, imagenet_norm=True, spatial_dims=2)
     assert torch.allclose(fn(case["image"]), bundle.val[0]["image"])
     assert bundle.in_channels == 3
-    with pytest.raises(DataError, match="2D image but the model takes 3D"):
+    with pytest.raises(DataError, match="2D image but the model takes 3D input: give volumes"):
         inference_transform(_config(), imagenet_norm=True, spatial_dims=3)(case["image"])
 
 
