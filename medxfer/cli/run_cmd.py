@@ -53,13 +53,15 @@ def cleared_if_nothing_to_resume(output: Path, resume: bool) -> Iterator[None]:
     are. Only the writing process (rank 0) removes anything.
     """
     from medxfer.engine import distributed as D
+    from medxfer.engine.checkpoints import LAST_STATE
 
     existed = output.is_dir()
     fresh = not resume and not (existed and any(output.iterdir()))
     try:
         yield
     except BaseException:
-        if fresh and D.is_main() and output.is_dir() and not any(output.rglob("last.pt")):
+        checkpoint = LAST_STATE.name  # a run's, or an ensemble member's, below output
+        if fresh and D.is_main() and output.is_dir() and not any(output.rglob(checkpoint)):
             if existed:
                 for child in output.iterdir():
                     if child.is_dir() and not child.is_symlink():

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from medxfer.data.augment import CachedFgBgIndices
 from medxfer.errors import ConfigError, MedxferError
+from medxfer.rng import pack_numpy_state, unpack_numpy_state
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 
 
@@ -164,18 +165,6 @@ def _random_states(root: Any) -> list[np.random.RandomState]:
     return found
 
 
-def _save_numpy_state(state: np.random.RandomState) -> dict[str, Any]:
-    """A RandomState's state as tensors and numbers (what ``weights_only`` loading takes)."""
-    _, keys, pos, has_gauss, gauss = state.get_state()
-    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "gauss": float(gauss)}
-
-
-def _load_numpy_state(state: np.random.RandomState, saved: dict[str, Any]) -> None:
-    state.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["pos"],
-                     saved["has_gauss"], saved["gauss"]))
-
-
 class CaseDataset(Dataset):
     """Trainer-facing items from a base dataset: augmentation, channels, label types.
 
@@ -233,7 +222,7 @@ class CaseDataset(Dataset):
         """Where this process's augmentation streams stand: the per-item transforms' and
         the batch augmentation's (a data-loader worker's own streams are not included)."""
         self._ensure_seeded()
-        return {"items": [_save_numpy_state(r) for r in _random_states(self.augment)],
+        return {"items": [pack_numpy_state(r.get_state()) for r in _random_states(self.augment)],
                 "batch": (self.batch_augment.random_state_dict()
                           if self.batch_augment is not None else None)}
 
@@ -244,7 +233,7 @@ class CaseDataset(Dataset):
         if len(streams) != len(state.get("items", [])):
             return  # another augmentation chain: its own seeding stands
         for stream, saved in zip(streams, state["items"]):
-            _load_numpy_state(stream, saved)
+            stream.set_state(unpack_numpy_state(saved))
         if self.batch_augment is not None and state.get("batch") is not None:
             self.batch_augment.load_random_state_dict(state["batch"])
 

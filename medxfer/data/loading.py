@@ -243,8 +243,8 @@ def inference_transform(config: RunConfig, *, imagenet_norm: bool, spatial_dims:
         ``f(path) -> float32 tensor [C, *spatial]``; it raises :class:`DataError` for an
         unreadable file, one of the wrong dimensionality or channels it cannot convert.
     """
-    pre = inference_preprocess(config)
-    modality, _ = _dataset_hints(config)
+    modality, medmnist = _dataset_hints(config)
+    pre = _for_new_images(config.data.preprocess, medmnist)
     chain = preprocess_transform(pre, task="classification", spatial_dims=spatial_dims,
                                  num_classes=2, imagenet_norm=imagenet_norm, modality=modality)
     adapt = AdaptChannels(pre.channels, imagenet_norm)
@@ -272,11 +272,12 @@ def inference_transform(config: RunConfig, *, imagenet_norm: bool, spatial_dims:
 def inference_preprocess(config: RunConfig) -> Any:
     """``data.preprocess`` as new images get it: MedMNIST's ``auto`` intensity is ``uint8``
     (its arrays are uint8 whatever file a new image comes in)."""
-    pre = config.data.preprocess
-    _, medmnist = _dataset_hints(config)
-    if medmnist and pre.intensity == "auto":
-        pre = pre.model_copy(update={"intensity": "uint8"})
-    return pre
+    return _for_new_images(config.data.preprocess, _dataset_hints(config)[1])
+
+
+def _for_new_images(pre: Any, medmnist: bool) -> Any:
+    return pre.model_copy(update={"intensity": "uint8"}) \
+        if medmnist and pre.intensity == "auto" else pre
 
 
 def _match_channels(image: torch.Tensor, channels: int, path: Path) -> torch.Tensor:

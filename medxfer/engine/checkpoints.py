@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from medxfer.errors import CheckpointError
 from medxfer.io import atomic_open, atomic_write_json, default_mode
+from medxfer.rng import pack_numpy_state, unpack_numpy_state
 
 LAST_STATE = Path("checkpoints") / "last.pt"
 BEST_WEIGHTS = "model.safetensors"
@@ -115,13 +116,11 @@ def read_sidecar(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch (CPU and, when used, CUDA) RNG states in a form ``weights_only``
     loading accepts."""
-    np_state = np.random.get_state()
     return {
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],
         "python_gauss": random.getstate()[2],
-        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
+        "numpy": pack_numpy_state(np.random.get_state()),
         "torch": torch.get_rng_state(),
         # dropout on a GPU draws from the CUDA generators (None when CUDA is unused)
         "cuda": (torch.cuda.get_rng_state_all() if torch.cuda.is_available()
@@ -132,8 +131,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` saved."""
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    numpy_state = state.get("numpy") or {"keys": state["numpy_keys"],  # older checkpoints
+                                          "pos": state["numpy_pos"]}
+    np.random.set_state(unpack_numpy_state(numpy_state))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

@@ -204,7 +204,8 @@ class Trainer:
                     "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
                     "best_score": best_score, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "train_seconds": seconds, "rng": rng_state(),
+                    "bad_epochs": bad_epochs, "train_seconds": seconds,
+                    "rng": streams[D.rank()]["rng"],
                     "stopped": stopped, "plugin_state": _tensor_state(ctx.state),
                     "rank_streams": streams,
                     "ema": None if self.ema is None else self.ema.state_dict()})
