@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from medxfer.cli.console import err
 from medxfer.cli.state import state_of
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_text
+from medxfer.report.tables import PREDICTIONS_CSV
 
 
 def register(app: typer.Typer) -> None:
@@ -24,9 +26,11 @@ def register(app: typer.Typer) -> None:
         inputs: list[Path] = typer.Argument(
             ..., help="Image files (any supported format) or DICOM series folders."),
         run: Path = typer.Option(..., "--run", help="Folder of a finished `medxfer run`."),
-        output: Path | None = typer.Option(
-            None, "--output", "-o", help="Classification: CSV file to write (default: print "
-            "to stdout). Segmentation: folder for the masks and masks.csv (required)."),
+        output: str | None = typer.Option(
+            None, "--output", "-o", help="Classification: CSV file to write, or a folder "
+            "(an existing one, or a name ending in /) to write predictions.csv into "
+            "(default: print to stdout). Segmentation: folder for the masks and masks.csv "
+            "(required)."),
         dicom_seg: bool = typer.Option(
             False, "--dicom-seg", help="Segmentation: also write a DICOM SEG for each DICOM "
             "input (needs `pip install highdicom`)."),
@@ -51,10 +55,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--domain {domain!r}: use source or target")
         set_domain(loaded.model, domain)
         if loaded.config.task == "segmentation":
-            _predict_masks(loaded, inputs, output, dicom_seg=dicom_seg)
+            _predict_masks(loaded, inputs, None if output is None else Path(output),
+                           dicom_seg=dicom_seg)
             return
-        if output is not None and output.exists():
-            raise ConfigError(f"--output {str(output)!r} exists; results are never overwritten")
+        csv_path = None if output is None else _csv_target(output)
         if dicom_seg:
             raise ConfigError("--dicom-seg applies to segmentation runs only; "
                               f"{str(run)!r} is a {loaded.config.task} run")
@@ -90,11 +94,27 @@ def register(app: typer.Typer) -> None:
                                      *[f"{p:.6f}" for p in probs.tolist()]])
                 else:
                     writer.writerow([str(path), f"{float(out.reshape(-1)[0]):.6f}"])
-        if output is None:
+        if csv_path is None:
             typer.echo(buffer.getvalue(), nl=False)
         else:
-            atomic_write_text(output, buffer.getvalue())
-            err().print(f"wrote {len(inputs)} predictions to {output}")
+            atomic_write_text(csv_path, buffer.getvalue())
+            err().print(f"wrote {len(inputs)} predictions to {csv_path}", highlight=False)
+
+
+def _csv_target(output: str) -> Path:
+    """The CSV file ``--output`` names for a classification or regression run.
+
+    A folder (one that exists, or a name ending in a path separator) gets
+    ``predictions.csv`` inside it; anything else is the CSV file itself. An existing file is
+    refused: results are never overwritten.
+    """
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        path = path / PREDICTIONS_CSV
+    if path.exists():
+        raise ConfigError(f"--output {str(path)!r} exists; results are never overwritten "
+                          "(give another file or folder)")
+    return path
 
 
 def _predict_masks(loaded: object, inputs: list[Path], output: Path | None, *,

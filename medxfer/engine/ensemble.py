@@ -41,7 +41,6 @@ from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 
 ENSEMBLE_JSON = "ensemble.json"
 ENSEMBLE_MD = "ensemble.md"
-PREDICTIONS_CSV = "predictions.csv"
 TASKS = ("classification", "segmentation")
 SPLITS = ("val", "test")
 
@@ -369,7 +368,7 @@ def _classification(members: Sequence[Member], combiner: Any, info: dict[str, An
                             title=f"Test confusion matrix, {ensemble['label']}")
     R.plot_roc_curve(y_test, ens_test, figures / "roc_curve.png", names,
                      threshold=ensemble["threshold"])
-    R.write_predictions_csv(staging / PREDICTIONS_CSV, ids["test"], y_test, ens_test, y_pred,
+    R.write_predictions_csv(staging / R.PREDICTIONS_CSV, ids["test"], y_test, ens_test, y_pred,
                             names)
     return {"task": "classification", "class_names": names, "runs": [m.run for m in members],
             "members": rows, "ensemble": ensemble,
@@ -378,7 +377,7 @@ def _classification(members: Sequence[Member], combiner: Any, info: dict[str, An
             "calibration": {"metric": "expected calibration error, top-label confidence",
                             "n_bins": ECE_BINS},
             "threshold_source": _threshold_source(members[0].config),
-            "splits": {s: len(ids[s]) for s in SPLITS}, "predictions": PREDICTIONS_CSV}
+            "splits": {s: len(ids[s]) for s in SPLITS}, "predictions": R.PREDICTIONS_CSV}
 
 
 def _evaluate(config: RunConfig, targets: dict[str, np.ndarray], val: np.ndarray,

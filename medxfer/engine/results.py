@@ -87,7 +87,7 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
                                     title="Test confusion matrix")
             R.plot_roc_curve(test.targets.astype(int), test.scores,
                              figures_dir / "roc_curve.png", bundle.class_names)
-            R.write_predictions_csv(run_dir / "predictions.csv", test.ids,
+            R.write_predictions_csv(run_dir / R.PREDICTIONS_CSV, test.ids,
                                     test.targets.astype(int), test.scores, y_pred,
                                     bundle.class_names)
         summary.update(threshold=threshold, confusion_matrix=cm,
@@ -104,7 +104,7 @@ def evaluate_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module
         if writes:
             from medxfer import report as R
 
-            R.write_predictions_csv(run_dir / "predictions.csv", test.ids, test.targets,
+            R.write_predictions_csv(run_dir / R.PREDICTIONS_CSV, test.ids, test.targets,
                                     test.scores, test.scores, bundle.class_names)
     if target_test is not None:
         summary["target_test"] = target_test

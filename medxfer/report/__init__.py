@@ -15,6 +15,7 @@ from medxfer.report.html_page import render_html
 from medxfer.report.markdown import render_markdown
 from medxfer.report.seg_figures import plot_dice_boxplot, plot_segmentation_overlays
 from medxfer.report.tables import (
+    PREDICTIONS_CSV,
     format_ci,
     format_value,
     markdown_table,
@@ -26,6 +27,7 @@ from medxfer.report.tables import (
 from medxfer.report.writer import REPORT_HTML, REPORT_MD, write_report
 
 __all__ = [
+    "PREDICTIONS_CSV",
     "REPORT_HTML",
     "REPORT_MD",
     "ReportContent",

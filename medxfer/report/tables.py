@@ -103,6 +103,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
     return "\n".join(lines)
 
 
+PREDICTIONS_CSV = "predictions.csv"
+"""The per-case predictions file of a classification or regression run."""
+
+
 def write_predictions_csv(path: str | os.PathLike[str], ids: Sequence[Any], y_true: Any,
                           probs: Any, y_pred: Any,
                           class_names: Sequence[str] | None = None) -> Path:

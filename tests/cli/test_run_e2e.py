@@ -66,6 +66,20 @@ def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_ro
                  "--output", str(out_csv)]) == 2  # never overwrites
 
 
+def test_predict_output_folder_gets_predictions_csv(finished_run, tmp_path, repo_root):
+    """``-o newdir/`` (or an existing folder) means a folder, as for the run's own outputs."""
+    image = str(sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0])
+    new = tmp_path / "new"
+    assert main(["predict", "--run", str(finished_run), image, "-o", f"{new}/"]) == 0
+    assert (new / "predictions.csv").is_file()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["predict", "--run", str(finished_run), image, "-o", str(existing)]) == 0
+    rows = (existing / "predictions.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[1].startswith(image)
+    assert main(["predict", "--run", str(finished_run), image, "-o", str(existing)]) == 2
+
+
 def test_predict_takes_a_colour_copy_of_a_grey_image_alike(finished_run, tmp_path,
                                                            repo_root):
     """An X-ray saved as RGB, given to a run trained on grey images, is converted to grey
