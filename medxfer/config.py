@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -410,11 +411,17 @@ def _mark_seeded(section: dict[str, Any], seeded: dict[int, set[str]]) -> None:
             _mark_seeded(value, seeded)
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each naming the dotted key and what is allowed."""
+def format_validation_error(exc: ValidationError, source: str,
+                            overrides: Sequence[str] = ()) -> str:
+    """One line per problem, each naming the dotted key and what is allowed.
+
+    A problem with a key that a ``--set`` override gave (or a section one of them changed)
+    names that override, so that it is not taken for a line of the file in ``source``.
+    """
     lines = [f"invalid config ({source}):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        origin = _override_for(tuple(str(p) for p in err["loc"]), overrides)
         if err["type"] == "extra_forbidden":
             parent = _section_model(tuple(err["loc"][:-1]))
             allowed = ", ".join(parent.model_fields) if parent else ""
@@ -425,8 +432,18 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             if "input" in err and err["type"] not in ("missing",) \
                     and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
-        lines.append(f"  {key}: {msg.removeprefix('Value error, ')}")
+        where = f" [from --set {origin}]" if origin else ""
+        lines.append(f"  {key}: {msg.removeprefix('Value error, ')}{where}")
     return "\n".join(lines)
+
+
+def _override_for(loc: tuple[str, ...], overrides: Sequence[str]) -> str | None:
+    """The last override that set the key at ``loc``, or a key inside that section."""
+    for text in reversed(overrides):
+        key = text.partition("=")[0].strip().split(".")
+        if tuple(key[: len(loc)]) == loc or tuple(loc[: len(key)]) == tuple(key):
+            return text
+    return None
 
 
 def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -445,8 +462,12 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+def validate_config(raw: dict[str, Any], source: str = "config",
+                    overrides: Sequence[str] = ()) -> RunConfig:
     """Validate a raw mapping into a :class:`RunConfig`.
+
+    ``overrides`` are the ``--set`` texts applied to ``raw``, named in the error lines they
+    caused.
 
     Raises:
         ConfigError: naming every bad key and the allowed values.
@@ -456,7 +477,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, overrides)) from None
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -487,7 +508,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     source = str(path) if path is not None else "default config"
-    config = validate_config(raw, source)
+    config = validate_config(raw, source, overrides or ())
     if path is not None and config.data.path and "path" in (raw.get("data") or {}):
         data_path = Path(config.data.path).expanduser()
         if not data_path.is_absolute():

@@ -80,6 +80,19 @@ def test_overrides_are_validated(tmp_path):
         load_config(None, ["train.epochs=0"])
 
 
+def test_errors_from_overrides_name_the_override(tmp_path):
+    """A bad ``--set`` is not reported as if it were a line of the config file."""
+    path = write(tmp_path, "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.batch_size=many", "model.head={x: 1}", "train.epochs=2"])
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"invalid config ({path}):"
+    by_key = {line.split(":")[0].strip(): line for line in lines[1:]}
+    assert "unknown key" in by_key["train.epochz"] and "--set" not in by_key["train.epochz"]
+    assert by_key["train.batch_size"].endswith("[from --set train.batch_size=many]")
+    assert by_key["model.head.x"].endswith("[from --set model.head={x: 1}]")
+
+
 def test_yaml_is_never_evaluated(tmp_path):
     path = write(tmp_path, "task: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

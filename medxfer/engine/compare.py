@@ -132,7 +132,8 @@ def apply_sets(config: RunConfig, sets: Sequence[str], source: str) -> RunConfig
     """``config`` with ``KEY=VALUE`` overrides applied (as ``--set`` does)."""
     if not sets:
         return config
-    return validate_config(apply_overrides(config.model_dump(mode="json"), list(sets)), source)
+    return validate_config(apply_overrides(config.model_dump(mode="json"), list(sets)), source,
+                           sets)
 
 
 def backbone_overrides(overrides: Sequence[str]) -> dict[str, Any]:
