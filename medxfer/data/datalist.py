@@ -239,13 +239,10 @@ def _folder_datalist(folder: Path) -> Datalist:
 
 
 def _dicom_datalist(folder: Path) -> Datalist:
-    from medxfer.data.readers import list_dicom_series
+    from medxfer.data.readers import dicom_folders, list_dicom_series
 
-    dirs = [folder] + [d for d in sorted(folder.rglob("*")) if d.is_dir()]
     cases = []
-    for d in dirs:
-        if not any(_is_dicom(p) for p in sorted(d.iterdir())[:20]):
-            continue
+    for d in dicom_folders(folder):
         for uid in list_dicom_series(d):
             rel = d.relative_to(folder).as_posix()
             cid = rel if rel != "." else folder.name

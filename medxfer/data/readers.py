@@ -265,8 +265,11 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
         raise DataError(f"{str(folder)!r} is not a folder")
     dicom_files = [p for p in sorted(folder.iterdir()) if _is_dicom(p)]
     if not dicom_files:
+        inside = dicom_folders(folder, limit=5)
+        hint = (f"; its sub-folders {', '.join(repr(str(d)) for d in inside)} hold DICOM "
+                "files: give one series folder" if inside else "")
         raise DataError(f"{str(folder)!r} holds no DICOM files (looked for files with the "
-                        "DICM preamble directly inside it)")
+                        f"DICM preamble directly inside it){hint}")
     series = {}
     for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
         series[uid] = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
@@ -277,6 +280,19 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
     if not series:
         raise DataError(f"{str(folder)!r}: GDCM found no readable image series in it")
     return series
+
+
+def dicom_folders(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
+    """``folder`` and the folders below it that hold DICOM files directly (judged by their
+    first 20 files), in sorted order; at most ``limit`` of them."""
+    folder = Path(folder)
+    found = []
+    for sub in [folder, *sorted(d for d in folder.rglob("*") if d.is_dir())]:
+        if any(_is_dicom(p) for p in sorted(sub.iterdir())[:20]):
+            found.append(sub)
+            if len(found) == limit:
+                break
+    return found
 
 
 def _header(path: str) -> Any:

@@ -133,6 +133,21 @@ def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(DataError, match="holds no DICOM files"):
         read_dicom_series(tmp_path)
+    with pytest.raises(DataError) as info:
+        read_dicom_series(tmp_path)
+    assert "sub-folders" not in str(info.value)
+
+
+def test_study_folder_names_its_series_folders(tmp_path, tiny_volume):
+    """A study or patient folder given where a series folder was meant says where they are."""
+    write_dicom_series(tmp_path / "study" / "T1", tiny_volume, series_uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "study" / "T2", tiny_volume, series_uid="1.2.3.4.200")
+    with pytest.raises(DataError) as info:
+        read_image(tmp_path / "study")
+    text = str(info.value)
+    assert "holds no DICOM files" in text and "give one series folder" in text
+    assert repr(str(tmp_path / "study" / "T1")) in text
+    assert repr(str(tmp_path / "study" / "T2")) in text
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
