@@ -27,6 +27,7 @@ import gzip
 import io
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,12 +399,17 @@ def _write_dicom_seg(path: Path, mask: np.ndarray, source: Path, names: list[str
         segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm) for number, name in enumerate(names[1:], 1)]
-    seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=frames, segmentation_type="BINARY",
-        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=9000,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medxfer",
-        manufacturer_model_name="medxfer predict", software_versions=__version__,
-        device_serial_number="none", omit_empty_frames=bool(frames.any()))
+    with warnings.catch_warnings():
+        # the SEG must carry the source's patient name as it is; highdicom warns about a
+        # one-component name (an anonymised ID such as "PGBM-003"), which is valid DICOM
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended "
+                                "person name", category=UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=datasets, pixel_array=frames, segmentation_type="BINARY",
+            segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=9000,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medxfer",
+            manufacturer_model_name="medxfer predict", software_versions=__version__,
+            device_serial_number="none", omit_empty_frames=bool(frames.any()))
     with atomic_open(path, "wb") as handle:
         seg.save_as(handle)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -254,9 +255,15 @@ def test_dicom_seg_frames_match_the_mask_slice_by_slice(tmp_path, registries, t1
     from medxfer.data.readers import list_dicom_series
 
     loaded = make_run(tmp_path / "run", registries, DICOM_RUN)
-    records = predict_masks(loaded, [t1post], tmp_path / "out", device=CPU, dicom_seg=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = predict_masks(loaded, [t1post], tmp_path / "out", device=CPU,
+                                dicom_seg=True)
+    # the study's patient name "PGBM-003" is copied as it is, without highdicom's warning
+    assert not [w for w in caught if "person name" in str(w.message)]
     seg = hd.seg.segread(records[0]["dicom_seg"])
     assert seg.Modality == "SEG"
+    assert str(seg.PatientName) == "PGBM-003"
     files = next(iter(list_dicom_series(t1post).values()))  # in the reader's slice order
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
