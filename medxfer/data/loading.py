@@ -93,6 +93,35 @@ def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     return cases
 
 
+def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> tuple[int, int, int]:
+    """``(spatial_dims, in_channels, num_classes)`` of the run's network, as
+    :func:`load_data` would give them, from the datalist and one image only.
+
+    Nothing is split, preprocessed or cached, so long work (a ``medxfer compare`` grid) can
+    build its networks, and so find missing weights, before it starts.
+
+    Raises:
+        DataError: when the data cannot be read or has no labels for the task.
+    """
+    dl = load_datalist(config)
+    if dl.medmnist is not None:
+        spatial_dims = dl.medmnist.spatial_dims
+        channels = int(next(iter(dl.medmnist.images.values())).shape[1])
+    else:
+        if not dl.cases:
+            raise DataError(f"{dl.describe()} has no cases")
+        case = dl.cases[0]
+        image = read_image(case["image"], series_uid=case.get("series_uid"))
+        spatial_dims = dl.spatial_dims or image.spatial_dims
+        channels = int(image.array.shape[0])
+    if config.data.slice_axis is not None and spatial_dims == 3:
+        spatial_dims = 2  # the slices of volumes (load_data checks the rest)
+    adapt = AdaptChannels(config.data.preprocess.channels, imagenet_norm)
+    in_channels = adapt.out_channels(channels)
+    num_classes = len(dl.class_names) if config.task != "regression" else 1
+    return spatial_dims, in_channels, num_classes
+
+
 def load_data(config: RunConfig, *, imagenet_norm: bool,
               cache_dir: Path | None = None) -> DataBundle:
     """Read, split, preprocess and (for training) augment the data of a run.

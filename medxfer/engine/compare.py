@@ -29,7 +29,7 @@ from medxfer.config import (
     parse_override,
     validate_config,
 )
-from medxfer.errors import ConfigError
+from medxfer.errors import ConfigError, MedxferError
 from medxfer.io import atomic_write_json
 from medxfer.plugins import Registries, build_registries, check_plugin_specs
 from medxfer.weights import TRANSFER_SOURCE_JSON, is_no_weights, wants_imagenet
@@ -226,7 +226,71 @@ def plan_grid(config: RunConfig, output: str | Path, backbones: Sequence[str],
             pre = grid.pretrain_cell_config(backbone)
             check_plugin_specs(pre.plugin_specs(), registries)
     _check_output(grid)
+    check_backbones(grid, registries)
     return grid
+
+
+def check_backbones(grid: Grid, registries: Registries) -> None:
+    """Build each backbone's network once, as its pretraining and first transfer cell will.
+
+    Missing or corrupt ImageNet weights, a weights file that does not fit, or a backbone
+    that does not fit the task then stop the study before its first run, not hours into
+    it. Backbones whose work is all finished (a resumed grid) are skipped; a transfer cell
+    that starts from its pretraining is built without weights (that run does not exist
+    yet).
+
+    Raises:
+        ConfigError, WeightsError, CheckpointError, DataError: naming the cell or
+            pretraining that would fail.
+    """
+    from types import SimpleNamespace
+
+    from medxfer.data.loading import network_inputs
+    from medxfer.engine.pipeline import _default_option, build_task_network, wants_imagenet_norm
+
+    inputs: dict[str, tuple[int, int, int]] = {}
+    for label, config, use_weights in _first_builds(grid, registries):
+        spec = config.model.backbone
+        kwargs = dict(spec.kwargs)
+        if not use_weights:
+            kwargs["pretrained"] = "none"
+        pretrained = kwargs.get("pretrained",
+                                _default_option(registries, spec.name, "pretrained", "none"))
+        norm = wants_imagenet_norm(config, pretrained)
+        key = json.dumps([config.task, config.data.model_dump(mode="json"), norm])
+        try:
+            if key not in inputs:
+                inputs[key] = network_inputs(config, imagenet_norm=norm)
+            dims, channels, classes = inputs[key]
+            bundle = SimpleNamespace(spatial_dims=dims, in_channels=channels,
+                                     num_classes=classes)
+            build_task_network(config, registries, bundle, kwargs)
+        except MedxferError as exc:
+            raise type(exc)(f"{label}: {exc}") from None
+
+
+def _first_builds(grid: Grid, registries: Registries) -> list[tuple[str, RunConfig, bool]]:
+    """``(label, config, use_weights)`` of each unfinished pretraining, and of each
+    backbone's first unfinished cell (a transfer cell where there is one)."""
+    builds = []
+    if grid.pretrain_config is not None:
+        for backbone in grid.backbones:
+            if cell_state(grid.pretrain_dir(backbone), TRANSFER_SOURCE_JSON) != "done":
+                builds.append((f"pretrain {backbone}", grid.pretrain_cell_config(backbone),
+                               True))
+    for backbone in grid.backbones:
+        todo = [c for c in grid.cells
+                if c.backbone == backbone and cell_state(grid.run_dir(c)) != "done"]
+        configs = [(c, cell_config(grid, c, registries)) for c in todo]
+        transfer = [(c, config) for c, config in configs if getattr(
+            registries.strategy.create(c.strategy, key="strategy", **config.strategy.kwargs),
+            "uses_pretrained", True)]
+        if not configs:
+            continue
+        cell, config = (transfer or configs)[0]
+        use_weights = bool(transfer) and grid.pretrain_config is None
+        builds.append((f"cell {cell.name}", config, use_weights))
+    return builds
 
 
 def _check_output(grid: Grid) -> None:

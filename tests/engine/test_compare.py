@@ -137,6 +137,37 @@ def test_transfer_without_weights_is_refused_before_anything_runs(tmp_path, sour
     assert not out.exists()
 
 
+def test_missing_weights_of_a_later_backbone_stop_the_study_before_it_starts(
+        tmp_path, source_config, capsys, monkeypatch):
+    """resnet18's ImageNet file is not on the machine: the study stops before the
+    mobilenet_v2 cells (whose weights are installed) run, not after them."""
+    monkeypatch.setenv("MEDXFER_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("MEDXFER_WEIGHTS_DIR", raising=False)
+    out = tmp_path / "grid"
+    code = main(["compare", str(source_config), "--backbones", "mobilenet_v2,resnet18",
+                 "--strategies", "scratch,full_finetune", "--seeds", "1", "--output", str(out),
+                 *SETS])
+    message = capsys.readouterr().err
+    assert code == 2
+    assert "cell resnet18__full_finetune__seed0: no ImageNet weights" in message
+    assert "resnet18-f37072fd.pth" in message
+    assert not out.exists()
+
+
+def test_a_backbone_that_does_not_fit_the_task_is_refused_before_anything_runs(
+        tmp_path, capsys):
+    config = tmp_path / "seg.yaml"
+    config.write_text("task: segmentation\n", encoding="utf-8")
+    out = tmp_path / "grid"
+    code = main(["compare", str(config), "--backbones", "monai_unet,basic_cnn",
+                 "--strategies", "scratch", "--seeds", "1", "--output", str(out), *SETS])
+    assert code == 2
+    assert "cell basic_cnn__scratch__seed0: model.backbone.name: 'basic_cnn' builds " \
+        "classifier features" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_unknown_plugins_and_bad_lists_are_named(tmp_path, source_config, capsys):
     code = main(["compare", str(source_config), "--backbones", "lenet,nonet", "--strategies",
                  "scratch", "--output", str(tmp_path / "g"), *SETS])
