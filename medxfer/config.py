@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
+                      model_validator)
 
 from medxfer.errors import ConfigError
 
@@ -170,7 +171,9 @@ class HeadConfig(StrictModel):
     """The task head the core builds on top of the backbone."""
 
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the last layer")
-    hidden: int | None = Field(None, ge=1, description="width of an optional hidden layer")
+    hidden: PositiveInt | list[PositiveInt] | None = Field(
+        None, description="width of an optional hidden layer, or a list of widths for several "
+        "(each a linear layer and a ReLU)")
 
 
 class ModelConfig(StrictModel):

@@ -93,6 +93,13 @@ def test_errors_from_overrides_name_the_override(tmp_path):
     assert by_key["model.head.x"].endswith("[from --set model.head={x: 1}]")
 
 
+def test_head_hidden_takes_one_width_or_a_list():
+    assert load_config(None, ["model.head.hidden=64"]).model.head.hidden == 64
+    assert load_config(None, ["model.head.hidden=[120, 84]"]).model.head.hidden == [120, 84]
+    with pytest.raises(ConfigError, match=r"model.head.hidden"):
+        load_config(None, ["model.head.hidden=[120, 0]"])
+
+
 def test_yaml_is_never_evaluated(tmp_path):
     path = write(tmp_path, "task: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -15,18 +17,20 @@ class TransferNetwork(nn.Module):
         backbone: The feature extractor.
         out_features: Number of classes (classification) or targets (regression).
         dropout: Dropout before the last layer.
-        hidden: Width of an optional hidden layer.
+        hidden: Width of an optional hidden layer, or the widths of several (each a
+            linear layer and a ReLU).
     """
 
     def __init__(self, backbone: Backbone, out_features: int, *, dropout: float = 0.0,
-                 hidden: int | None = None) -> None:
+                 hidden: int | Sequence[int] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         layers: list[nn.Module] = []
         width = backbone.feature_dim
-        if hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
-            width = hidden
+        widths = [hidden] if isinstance(hidden, int) else list(hidden or [])
+        for size in widths:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+            width = size
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width, out_features))
@@ -81,6 +85,6 @@ def flip_variants(x: torch.Tensor, axes: list[int]) -> list[torch.Tensor]:
 
 
 def build_network(backbone: Backbone, out_features: int, *, dropout: float = 0.0,
-                  hidden: int | None = None) -> TransferNetwork:
+                  hidden: int | Sequence[int] | None = None) -> TransferNetwork:
     """Build the task network on top of ``backbone``."""
     return TransferNetwork(backbone, out_features, dropout=dropout, hidden=hidden)
