@@ -64,7 +64,8 @@ class SplitConfig(StrictModel):
     use_existing: bool = Field(True, description="use the split stored in the data when it has one")
     file: str | None = Field(
         None, description="CSV (id,split) or JSON ({split: [ids]}) fixing every case's split "
-        "(relative to the config file); overrides the fractions")
+        "(relative to the config file; with --set, to the current folder); overrides the "
+        "fractions")
 
 
 class PreprocessConfig(StrictModel):
@@ -114,7 +115,8 @@ class TargetConfig(StrictModel):
     source's test split. Its labels are never used for training unless ``labelled`` is true.
     """
 
-    path: str = Field(description="target dataset file or folder (relative to the config file)")
+    path: str = Field(description="target dataset file or folder (relative to the config file; "
+                      "with --set, to the current folder)")
     format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
         "auto", description="target dataset layout; auto detects it from the path")
     labelled: bool = Field(
@@ -129,8 +131,8 @@ class DataConfig(StrictModel):
     format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
         "auto", description="dataset layout; auto detects it from the path")
     path: str | None = Field(
-        None, description="dataset file or folder (relative to the config file); "
-        "null: the embedded sample data for the task")
+        None, description="dataset file or folder (relative to the config file; with --set, to "
+        "the current folder); null: the embedded sample data for the task")
     classes: list[str] | None = Field(None, description="class names, in label order")
     image_key: str = Field("image", description="manifest column of image paths")
     label_key: str = Field("label", description="manifest column of labels or mask paths")
@@ -503,29 +505,35 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 overrides: list[str] | None = None) -> RunConfig:
     """Load a run config from YAML (or the defaults when ``path`` is None), apply overrides.
 
-    A relative ``data.path`` in a file is taken relative to that file's folder.
+    A relative path (``data.path``, ``data.target.path``, ``data.split.file``) written in
+    the file is taken relative to that file's folder; one given with ``--set`` is taken
+    relative to the current folder, as any command-line path is. Both are made absolute.
 
     Raises:
         ConfigError: for a missing or malformed file, a bad override, or invalid values.
     """
+    overrides = list(overrides or [])
     raw = read_yaml(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     source = str(path) if path is not None else "default config"
-    config = validate_config(raw, source, overrides or ())
-    if path is not None and config.data.path and "path" in (raw.get("data") or {}):
-        data_path = Path(config.data.path).expanduser()
-        if not data_path.is_absolute():
-            config.data.path = str((Path(path).resolve().parent / data_path))
-    target_raw = (raw.get("data") or {}).get("target") or {}
-    if path is not None and config.data.target is not None and "path" in target_raw:
-        target_path = Path(config.data.target.path).expanduser()
-        if not target_path.is_absolute():
-            config.data.target.path = str(Path(path).resolve().parent / target_path)
-    split_raw = (raw.get("data") or {}).get("split") or {}
-    if path is not None and config.data.split.file and "file" in split_raw:
-        split_path = Path(config.data.split.file).expanduser()
-        if not split_path.is_absolute():
-            config.data.split.file = str((Path(path).resolve().parent / split_path))
+    config = validate_config(raw, source, overrides)
+    folder = Path(path).resolve().parent if path is not None else None
+
+    def anchored(value: str, loc: tuple[str, ...]) -> str:
+        relative = Path(value).expanduser()
+        if relative.is_absolute():
+            return str(relative)
+        if _override_for(loc, overrides):
+            return str(Path.cwd() / relative)
+        return str(folder / relative) if folder is not None else value
+
+    data = config.data
+    if data.path:
+        data.path = anchored(data.path, ("data", "path"))
+    if data.target is not None:
+        data.target.path = anchored(data.target.path, ("data", "target", "path"))
+    if data.split.file:
+        data.split.file = anchored(data.split.file, ("data", "split", "file"))
     return config
 
 

@@ -118,6 +118,25 @@ def test_relative_data_path_is_relative_to_the_config(tmp_path):
     assert config.data.path == str(tmp_path / "images")
 
 
+def test_a_relative_path_given_with_set_is_relative_to_the_current_folder(tmp_path,
+                                                                         monkeypatch):
+    """As any command-line path, whether or not a config file is given (the file's own
+    relative paths stay relative to the file)."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "work").mkdir()
+    path = tmp_path / "configs" / "run.yaml"
+    path.write_text("data: {path: images, split: {file: splits.csv}, "
+                    "target: {path: target.csv}}\n")
+    monkeypatch.chdir(tmp_path / "work")
+    config = load_config(path, ["data.path=mine.npz", "data.target={path: t/other.csv}"])
+    assert config.data.path == str(tmp_path / "work" / "mine.npz")
+    assert config.data.target.path == str(tmp_path / "work" / "t" / "other.csv")
+    assert config.data.split.file == str(tmp_path / "configs" / "splits.csv")
+    assert load_config(None, ["data.path=mine.npz"]).data.path == \
+        str(tmp_path / "work" / "mine.npz")
+    assert load_config(path, ["data.path=/abs/x.npz"]).data.path == "/abs/x.npz"
+
+
 def test_resolved_config_round_trips(tmp_path):
     config = load_config(None, ["train.epochs=2", "strategy.name=l2sp", "strategy.beta2=1"])
     path = write_resolved_config(config, tmp_path / "run")
