@@ -38,6 +38,14 @@ THRESHOLD_METHODS = ("val_youden", "val_f1", "val_accuracy")
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1",
                        "auc", "n")
 TASK_DEFAULT_MONITOR = {"classification": "auc", "regression": "mae", "segmentation": "dice"}
+#: What the per-epoch validation of a run computes, by task (``history`` keys without
+#: ``val_``): the choices of ``train.early_stopping.metric``.
+VALIDATION_METRICS = {
+    "classification": ("loss", "accuracy", "balanced_accuracy", "precision", "recall",
+                       "specificity", "f1", "auc"),
+    "regression": ("loss", "mae", "mse", "rmse", "r2"),
+    "segmentation": ("loss", "dice"),
+}
 # Metrics where smaller is better; any other name is maximised.
 _MINIMISED = {"loss", "mae", "mse", "rmse", "hausdorff", "hd95", "surface_distance", "brier"}
 # Elements (resamples x cases x classes) per batch in bootstrap_ci. Kept below torch's

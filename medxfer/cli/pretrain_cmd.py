@@ -10,7 +10,7 @@ from medxfer.cli.console import out
 from medxfer.cli.run_cmd import check_output_dir, cleared_if_nothing_to_resume, print_summary
 from medxfer.cli.state import state_of
 from medxfer.config import load_config
-from medxfer.plugins import check_plugin_specs
+from medxfer.engine.preflight import check_config
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         if backbone:
             cfg = with_backbone(cfg, backbone, overrides)
         registries = state_of(ctx).registries
-        check_plugin_specs(cfg.plugin_specs(), registries)
+        check_config(cfg, registries)
         check_output_dir(output, resume)
         with cleared_if_nothing_to_resume(output, resume):
             record = pretrain(cfg, output, registries=registries, resume=resume)

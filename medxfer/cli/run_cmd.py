@@ -13,8 +13,8 @@ import typer
 from medxfer.cli.console import err
 from medxfer.cli.state import state_of
 from medxfer.config import load_config
+from medxfer.engine.preflight import check_config
 from medxfer.errors import ConfigError
-from medxfer.plugins import check_plugin_specs
 
 
 def default_output_dir() -> Path:
@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(
             False, "--resume", help="Continue the run in --output from its last checkpoint."),
         check: bool = typer.Option(
-            False, "--check", help="Validate the config and plugins, then stop."),
+            False, "--check", help="Validate the config, its plugins and their options, "
+            "read the data's first image and build the network with its weights, then stop."),
         nproc: int | None = typer.Option(
             None, "--nproc", min=1,
             help="Train with DistributedDataParallel in N processes on this machine (one GPU "
@@ -112,9 +113,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--nproc starts torchrun itself; under torchrun omit --nproc")
         cfg = load_config(config, overrides)
         registries = state_of(ctx).registries
-        check_plugin_specs(cfg.plugin_specs(), registries)
+        strategy = check_config(cfg, registries)
         if check:
-            err().print("config and plugins are valid")
+            from medxfer.engine.preflight import check_network
+
+            check_network(cfg, registries, use_weights=getattr(strategy, "uses_pretrained", True))
+            err().print("config, plugins, data and weights are valid")
             return
         if nproc is not None:
             output = output or default_output_dir()

@@ -29,9 +29,10 @@ from medxfer.config import (
     parse_override,
     validate_config,
 )
+from medxfer.engine.preflight import check_config
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.io import atomic_write_json
-from medxfer.plugins import Registries, build_registries, check_plugin_specs
+from medxfer.plugins import Registries, build_registries
 from medxfer.weights import TRANSFER_SOURCE_JSON, is_no_weights, wants_imagenet
 
 COMPARE_JSON = "compare.json"
@@ -180,9 +181,7 @@ def cell_config(grid: Grid, cell: Cell, registries: Registries) -> RunConfig:
     data["train"]["seed"] = cell.seed
     config = validate_config(data, source=f"cell {cell.name}")
     config = apply_sets(config, grid.backbone_sets.get(cell.backbone, []), f"cell {cell.name}")
-    check_plugin_specs(config.plugin_specs(), registries)
-    strategy = registries.strategy.create(cell.strategy, key="strategy",
-                                          **config.strategy.kwargs)
+    strategy = check_config(config, registries)
     if getattr(strategy, "uses_pretrained", True) and _gets_no_weights(config, registries):
         raise ConfigError(
             f"--strategies {cell.strategy}: backbone {cell.backbone!r} would start from random "
@@ -223,8 +222,7 @@ def plan_grid(config: RunConfig, output: str | Path, backbones: Sequence[str],
         cell_config(grid, cell, registries)
     if pretrain_config is not None:
         for backbone in grid.backbones:
-            pre = grid.pretrain_cell_config(backbone)
-            check_plugin_specs(pre.plugin_specs(), registries)
+            check_config(grid.pretrain_cell_config(backbone), registries)
     _check_output(grid)
     check_backbones(grid, registries)
     return grid
@@ -243,28 +241,12 @@ def check_backbones(grid: Grid, registries: Registries) -> None:
         ConfigError, WeightsError, CheckpointError, DataError: naming the cell or
             pretraining that would fail.
     """
-    from types import SimpleNamespace
-
-    from medxfer.data.loading import network_inputs
-    from medxfer.engine.pipeline import _default_option, build_task_network, wants_imagenet_norm
+    from medxfer.engine.preflight import check_network
 
     inputs: dict[str, tuple[int, int, int]] = {}
     for label, config, use_weights in _first_builds(grid, registries):
-        spec = config.model.backbone
-        kwargs = dict(spec.kwargs)
-        if not use_weights:
-            kwargs["pretrained"] = "none"
-        pretrained = kwargs.get("pretrained",
-                                _default_option(registries, spec.name, "pretrained", "none"))
-        norm = wants_imagenet_norm(config, pretrained)
-        key = json.dumps([config.task, config.data.model_dump(mode="json"), norm])
         try:
-            if key not in inputs:
-                inputs[key] = network_inputs(config, imagenet_norm=norm)
-            dims, channels, classes = inputs[key]
-            bundle = SimpleNamespace(spatial_dims=dims, in_channels=channels,
-                                     num_classes=classes)
-            build_task_network(config, registries, bundle, kwargs)
+            check_network(config, registries, use_weights=use_weights, inputs=inputs)
         except MedxferError as exc:
             raise type(exc)(f"{label}: {exc}") from None
 

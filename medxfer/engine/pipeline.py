@@ -190,9 +190,10 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = make_loss(config, bundle.train_labels, bundle.num_classes, device)
 
-    from medxfer.metrics import select_monitor_metric
+    from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 
-    monitor = select_monitor_metric(config.task, config.train.early_stopping.metric)
+    monitor = select_monitor_metric(config.task, config.train.early_stopping.metric,
+                                    available=VALIDATION_METRICS[config.task])
     validate = make_validate(config, bundle, val_loader, device, precision, loss_fn)
     monitor_key = monitor[0] if monitor[0].startswith("val_") else f"val_{monitor[0]}"
     describe = getattr(strategy, "describe", None)

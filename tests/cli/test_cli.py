@@ -81,6 +81,39 @@ def test_run_rejects_unknown_plugin_with_choices(tmp_path, capsys):
     assert not out_dir.exists()
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["strategy.name=partial_finetune", "strategy.freeze_groups=-3"],
+     "strategy.freeze_groups: must be >= 0"),
+    (["strategy.name=lwf", "strategy.temperature=-1"], "strategy.temperature: must be > 0"),
+    (["domain_adaptation.name=mmd"], "'mmd' needs target-domain data"),
+    (["train.early_stopping.metric=mae"],
+     "train.early_stopping.metric: 'mae' is not a validation metric of this classification"),
+    (["task=regression", "data.path=x.csv", "train.early_stopping.metric=auc"],
+     "'auc' is not a validation metric of this regression run. Choose one of: loss, mae"),
+    (["data.path=/nonexistent/data.npz"], "'/nonexistent/data.npz' does not exist"),
+    (["model.backbone.name=resnet18"], "no ImageNet weights for backbone 'resnet18'"),
+    (["model.backbone.name=unet"], "builds a segmentation network"),
+])
+def test_run_check_finds_what_would_stop_the_run(overrides, message, tmp_path, capsys,
+                                                 monkeypatch):
+    """--check goes as far as the run gets before training: plugin options, target data,
+    the monitored metric, the data and the weights."""
+    monkeypatch.setenv("MEDXFER_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.chdir(tmp_path)
+    args = [arg for item in overrides for arg in ("--set", item)]
+    assert main(["run", "--check", *args]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_check_passes_a_good_config_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--check", "--set", "train.early_stopping.metric=val_f1"]) == 0
+    assert "config, plugins, data and weights are valid" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_refuses_to_overwrite_results(tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()

@@ -1,0 +1,68 @@
+"""Checks made before any training: ``medxfer run --check``, and ``medxfer compare`` for
+every backbone of a grid before its first cell runs.
+
+:func:`check_config` needs no data; :func:`check_network` reads the datalist and one image
+and builds the run's network with the weights it will load.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from medxfer.config import RunConfig
+from medxfer.plugins import Registries, check_plugin_specs
+
+
+def check_config(config: RunConfig, registries: Registries) -> Any:
+    """Check the plugins and their option values, the domain-adaptation data and the
+    monitored metric; return the strategy object.
+
+    Raises:
+        ConfigError: naming the key: an unknown plugin or option, an option value the
+            plugin refuses, domain adaptation without target data, or an
+            ``early_stopping.metric`` the task's validation does not compute.
+    """
+    from medxfer.engine.domain import create_method
+    from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
+
+    check_plugin_specs(config.plugin_specs(), registries)
+    strategy = registries.strategy.create(config.strategy.name, key="strategy",
+                                          **config.strategy.kwargs)
+    create_method(config, registries)
+    select_monitor_metric(config.task, config.train.early_stopping.metric,
+                          available=VALIDATION_METRICS[config.task])
+    return strategy
+
+
+def check_network(config: RunConfig, registries: Registries, *, use_weights: bool = True,
+                  inputs: dict[str, tuple[int, int, int]] | None = None) -> None:
+    """Build the run's network as the run will: the data's dimensions, channels and
+    classes (from the datalist and one image), and the pretrained weights when
+    ``use_weights`` (else random ones).
+
+    ``inputs`` caches what was read from the data, for configs that share it.
+
+    Raises:
+        DataError: when the data cannot be read.
+        ConfigError, WeightsError, CheckpointError: for a backbone that does not fit the
+            task or the data, or weights that are missing, corrupt or do not fit.
+    """
+    from medxfer.data.loading import network_inputs
+    from medxfer.engine.pipeline import _default_option, build_task_network, wants_imagenet_norm
+
+    spec = config.model.backbone
+    kwargs = dict(spec.kwargs)
+    if not use_weights:
+        kwargs["pretrained"] = "none"
+    pretrained = kwargs.get("pretrained",
+                            _default_option(registries, spec.name, "pretrained", "none"))
+    norm = wants_imagenet_norm(config, pretrained)
+    inputs = {} if inputs is None else inputs
+    key = json.dumps([config.task, config.data.model_dump(mode="json"), norm])
+    if key not in inputs:
+        inputs[key] = network_inputs(config, imagenet_norm=norm)
+    dims, channels, classes = inputs[key]
+    shape = SimpleNamespace(spatial_dims=dims, in_channels=channels, num_classes=classes)
+    build_task_network(config, registries, shape, kwargs)
