@@ -40,3 +40,9 @@ class WeightsError(MedxferError):
     """Pretrained weights are missing, fail their hash check or do not fit; exit code 2."""
 
     exit_code = 2
+
+
+class TrainingError(MedxferError):
+    """Training cannot go on: the loss is no longer finite (it diverged); exit code 2."""
+
+    exit_code = 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,6 +331,9 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
             except (TypeError, ValueError):
                 raise DataError(f"{where}: regression target {raw_labels[n]!r} is not a number") \
                     from None
+            if not math.isfinite(case["label"]):
+                raise DataError(f"{where}: regression target {raw_labels[n]!r} is not a finite "
+                                "number; fix or drop the row")
         cases.append(case)
     if len({c["id"] for c in cases}) < len(cases):
         for c in cases:
@@ -356,7 +360,8 @@ def _infer_task(labels: list[Any], base: Path) -> str:
         floats = [float(v) for v in values]
     except (TypeError, ValueError):
         return "classification"
-    if any(f != int(f) for f in floats) or len(set(floats)) > max(20, len(floats) // 2):
+    if any(not math.isfinite(f) or f != int(f) for f in floats) \
+            or len(set(floats)) > max(20, len(floats) // 2):
         return "regression"
     return "classification"
 

@@ -29,7 +29,7 @@ from medxfer.engine.context import FitContext, LossTerm
 from medxfer.engine.loaders import data_random_state, set_data_random_state
 from medxfer.engine.ema import WeightAverage
 from medxfer.engine.schedule import apply_lr, lr_factor
-from medxfer.errors import CheckpointError
+from medxfer.errors import CheckpointError, TrainingError
 from medxfer.models.domain import SOURCE, TARGET, set_domain
 from medxfer.plugins import MedxferPluginManager
 
@@ -171,6 +171,7 @@ class Trainer:
                 shards.set_epoch([self.train_loader, ctx.target_loader], epoch)
                 self.hooks.medxfer_epoch_start(ctx=ctx, epoch=epoch)
                 metrics = self._train_epoch(epoch, scaler, total_steps, warmup)
+                self._check_finite(metrics, epoch)
                 # With train.ema the weight average is what is scored, kept and delivered.
                 scored = self.ema.module if self.ema is not None else ctx.model
                 if ctx.target_loader is not None:
@@ -266,6 +267,23 @@ class Trainer:
             mine = streams[D.rank()]
             set_rng_state(mine["rng"])
             set_data_random_state([self.train_loader, ctx.target_loader], mine["data"])
+
+    def _check_finite(self, metrics: dict[str, float], epoch: int) -> None:
+        """Stop with a clear message when the epoch's mean training loss is nan or inf.
+
+        The weights are then no longer usable; the last checkpoint (the epoch before) is
+        kept, and nothing of this epoch is saved.
+        """
+        loss = metrics.get("train_loss", 0.0)
+        if math.isfinite(loss):
+            return
+        lr = max(g["lr"] for g in self.ctx.optimizer.param_groups)
+        kept = (f"; the checkpoints of epochs 1-{epoch} stay in {self.run_dir}"
+                if epoch > 0 else "")
+        raise TrainingError(
+            f"training diverged in epoch {epoch + 1}: the mean training loss is {loss} "
+            f"(learning rate {lr:.3g}). Lower train.optimizer.lr, set train.grad_clip, or "
+            f"check the data and labels, then start a new run{kept}")
 
     def _score(self, metrics: dict[str, float]) -> float:
         value = metrics.get(self.monitor, float("nan"))

@@ -114,6 +114,19 @@ def test_run_check_passes_a_good_config_and_writes_nothing(tmp_path, capsys, mon
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
+    """A nan loss used to train on silently and crash in the threshold choice."""
+    out_dir = tmp_path / "out"
+    code = main(["run", "--output", str(out_dir), "--set", "model.backbone.name=basic_cnn",
+                 "--set", "train.optimizer.lr=1e12", "--set", "train.epochs=2",
+                 "--set", "eval.bootstrap=0"])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "training diverged in epoch 1: the mean training loss is nan" in err
+    assert "Lower train.optimizer.lr" in err and "Traceback" not in err
+    assert not out_dir.exists()  # nothing to resume from: nothing left
+
+
 def test_run_refuses_to_overwrite_results(tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()

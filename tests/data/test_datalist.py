@@ -44,6 +44,19 @@ def test_manifest_json_segmentation_and_regression(tmp_path):
     assert [c["label"] for c in dl.cases] == [1.5, 2.25]
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "abc"])
+@pytest.mark.parametrize("task", ["regression", None])
+def test_regression_targets_must_be_finite_numbers(tmp_path, bad, task):
+    """A nan or inf target would make the loss nan and the run fail much later."""
+    _pngs(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "m.csv").write_text(f"image,label\na.png,1.5\nb.png,{bad}\n")
+    if task is None and bad == "abc":  # not a number: a class name
+        assert build_datalist(tmp_path / "m.csv").task == "classification"
+        return
+    with pytest.raises(DataError, match=rf"m\.csv.*row 2: regression target '{bad}' is not a"):
+        build_datalist(tmp_path / "m.csv", task=task)
+
+
 def test_manifest_path_that_does_not_exist(tmp_path):
     _pngs(tmp_path, ["a.png"])
     (tmp_path / "m.csv").write_text("image,label\na.png,0\nmissing.png,1\n")
