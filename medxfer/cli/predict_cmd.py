@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         series: NIfTI, plus DICOM SEG with --dicom-seg), and a masks.csv summary.
         """
         from medxfer.data import inference_transform
-        from medxfer.engine.inference import load_run
+        from medxfer.engine.inference import load_run, run_threshold
         from medxfer.engine.pipeline import wants_imagenet_norm
 
         from medxfer.models import set_domain
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         transform = inference_transform(loaded.config, imagenet_norm=norm,
                                         spatial_dims=int(loaded.sidecar["spatial_dims"]),
                                         in_channels=int(loaded.sidecar["in_channels"]))
-        threshold = _threshold(run)
+        threshold = run_threshold(run)
         names = loaded.class_names
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -135,12 +135,3 @@ def _predict_masks(loaded: object, inputs: list[Path], output: Path | None, *,
         err().print(f"{record['input']} -> {record['mask']}{extra}", highlight=False)
     err().print(f"wrote {len(records)} masks; summary in {output / SUMMARY_NAME}",
                 highlight=False)
-
-
-def _threshold(run: Path) -> float | None:
-    import json
-
-    metrics = run / "metrics.json"
-    if not metrics.is_file():
-        return None
-    return json.loads(metrics.read_text(encoding="utf-8")).get("threshold")

@@ -106,11 +106,23 @@ def load_model_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def read_sidecar(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON sidecar of a run's saved model ({} when absent)."""
+    """The JSON sidecar of a run's saved model ({} when absent).
+
+    Raises:
+        CheckpointError: when the file is unreadable or not a JSON object.
+    """
     path = Path(run_dir) / BEST_SIDECAR
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(sidecar, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); it describes the run's saved "
+                              "model, so the run cannot be used without it. Restore it from a "
+                              "copy or train the run again") from None
+    return sidecar
 
 
 def rng_state() -> dict[str, Any]:

@@ -31,6 +31,29 @@ class LoadedRun:
         return list(self.sidecar.get("class_names") or [])
 
 
+def run_threshold(run_dir: str | Path) -> float | None:
+    """The binary decision threshold a run chose on validation (``metrics.json``), or
+    ``None`` (no metrics yet, or not a binary classification run).
+
+    Raises:
+        CheckpointError: when ``metrics.json`` is unreadable.
+    """
+    import json
+
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); it holds the decision threshold "
+                              "chosen on validation. Restore it from a copy or train the run "
+                              "again") from None
+    return metrics.get("threshold")
+
+
 def load_run(run_dir: str | Path, *, registries: Registries | None = None,
              device: torch.device | None = None) -> LoadedRun:
     """Rebuild the network of ``run_dir`` and load its selected weights.

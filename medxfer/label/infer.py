@@ -8,7 +8,6 @@ The model served is the app's newest fine-tuned run of the model, else the origi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from medxfer.engine.amp import resolve_device
-from medxfer.engine.inference import LoadedRun, load_run
+from medxfer.engine.inference import LoadedRun, load_run, run_threshold
 from medxfer.label.appdir import current_run
 
 
@@ -123,7 +122,7 @@ class MedxferClassificationInfer(InferTask):
         x = transform(str(request["image"]))[None].to(device)
         probs = torch.softmax(loaded.model(x).float(), dim=1)[0].cpu()
         names = _names(loaded)
-        threshold = _threshold(loaded.run_dir)
+        threshold = run_threshold(loaded.run_dir)
         if threshold is not None and len(names) == 2:
             label = int(probs[1] >= threshold)
         else:
@@ -131,11 +130,3 @@ class MedxferClassificationInfer(InferTask):
         return None, {"prediction": names[label], "model": self.model,
                       "probabilities": {n: float(p) for n, p in zip(names, probs)},
                       "run": str(loaded.run_dir)}
-
-
-def _threshold(run_dir: Path) -> float | None:
-    """The decision threshold chosen on validation (binary runs), as ``medxfer predict``."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("threshold")

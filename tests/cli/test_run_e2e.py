@@ -113,6 +113,19 @@ def test_predict_classifies_a_single_frame_dicom_file(finished_run, tmp_path, re
     assert len(rows) == 2 and rows[1].startswith(str(dicom))
 
 
+@pytest.mark.parametrize("name", ["model.json", "metrics.json"])
+def test_predict_names_a_corrupt_run_file(finished_run, tmp_path, capsys, repo_root, name):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(finished_run, broken)
+    (broken / name).write_text("{bad", encoding="utf-8")
+    image = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
+    assert main(["predict", "--run", str(broken), str(image)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{broken / name} is unreadable" in err and "Traceback" not in err
+
+
 def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), str(tmp_path / "x.png")]) == 2
     assert "not a finished medxfer run" in capsys.readouterr().err
