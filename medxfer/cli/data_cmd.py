@@ -28,7 +28,11 @@ def register(app: typer.Typer) -> None:
         """Counts per class and split, shapes, spacings, intensities, patients, and a montage."""
         from medxfer.cli.console import out
         from medxfer.data.inspect import save_montage, summarize_dataset, summary_tables
+        from medxfer.errors import ConfigError
 
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"--output {str(output)!r} is a file, not a folder; give the "
+                              "folder the montage (<dataset-name>_montage.png) goes into")
         summary = summarize_dataset(path, format=format, max_read=max_read)
         console = out()
         for table in summary_tables(summary):

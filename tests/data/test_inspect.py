@@ -29,6 +29,14 @@ def test_cli_inspect_bad_path(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_inspect_output_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"mine")
+    data = ensure_sample_data("classification")
+    assert main(["data", "inspect", str(data), "--output", str(tmp_path / "a.png")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == b"mine"
+
+
 def test_cli_inspect_real_sets(shared_data, tmp_path):
     for path in (shared_data / "medmnist" / "breastmnist.npz", shared_data / "msd_hippocampus",
                  shared_data / "dicom" / "PGBM-003"):
