@@ -6,7 +6,8 @@ Formats:
 * ``onnx``: ``model.onnx`` with dynamic batch and spatial sizes (needs
   ``pip install "medxfer[export]"``);
 * ``monai-bundle``: a MONAI bundle (configs, TorchScript model) that reads image files,
-  preprocesses them as medxfer does, runs the network and writes masks or probabilities.
+  preprocesses them as medxfer does, runs the network and writes masks, class
+  probabilities or regression values.
 
 Every export is checked before it is kept: the exported model must reproduce medxfer's
 logits on two reproducible inputs of different sizes within
@@ -51,6 +52,22 @@ def _preprocessing(config: Any) -> dict[str, Any]:
     return described
 
 
+def _output(loaded: Any) -> dict[str, Any]:
+    """What the exported model's output means, by task.
+
+    The output is named ``logits`` in every format (it is the ONNX output's name), also for
+    regression, where it holds the predicted values themselves.
+    """
+    from medxfer.export.common import class_names, regression_target
+
+    if loaded.config.task == "regression":
+        return {"name": "logits", "target": regression_target(loaded),
+                "meaning": "one regression value per image, [N, 1]: the prediction itself "
+                           "(what `medxfer predict` writes), no softmax"}
+    return {"name": "logits", "class_names": class_names(loaded),
+            "meaning": "softmax over dimension 1 gives class probabilities"}
+
+
 def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
               extra: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -60,7 +77,6 @@ def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
 
     sidecar, config = loaded.sidecar, loaded.config
     dims = int(sidecar["spatial_dims"])
-    names = loaded.class_names or [str(i) for i in range(int(sidecar["num_classes"]))]
     return {
         "format": fmt, "files": files, "run": str(loaded.run_dir), "task": config.task,
         "medxfer_version": __version__, "torch_version": torch.__version__,
@@ -69,8 +85,7 @@ def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
                   "size_divisor": size_divisor(loaded),
                   "preprocessing": _preprocessing(config),
                   "imagenet_norm": bool(sidecar.get("imagenet_norm", False))},
-        "output": {"name": "logits", "class_names": names,
-                   "meaning": "softmax over dimension 1 gives class probabilities"},
+        "output": _output(loaded),
         "check": check.as_dict(), **extra,
     }
 

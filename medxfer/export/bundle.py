@@ -2,14 +2,16 @@
 
 Layout (MONAI's bundle specification)::
 
-    configs/metadata.json    versions, task, input/output description, class names
+    configs/metadata.json    versions, task, input/output description, class names (or
+                             a regression run's target)
     configs/inference.json   preprocessing, network, inferer, postprocessing, ``run``
     models/model.ts          the network as TorchScript
     docs/README.md           how to run it
 
 ``python -m monai.bundle run --bundle_root B --config_file B/configs/inference.json
 --meta_file B/configs/metadata.json --dataset_dir IMAGES --output_dir OUT`` writes one
-mask per NIfTI file (segmentation) or a ``predictions.csv`` (classification). The
+mask per NIfTI file (segmentation) or a ``predictions.csv`` (classification: class
+probabilities; regression: the network's output, as ``medxfer predict`` writes it). The
 ``$``-expressions in the config are MONAI's bundle syntax, evaluated by MONAI when the
 bundle runs; medxfer itself never evaluates a config.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medxfer.export.bundle_transforms import preprocessing
-from medxfer.export.common import OutputCheck, size_divisor
+from medxfer.export.common import OutputCheck, class_names, regression_target, size_divisor
 from medxfer.export.torchscript import export_torchscript
 from medxfer.io import atomic_write_text
 
@@ -43,6 +45,17 @@ def _inferer(loaded: Any) -> tuple[dict[str, Any], bool]:
     sw = config.eval.sliding_window
     return {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": sw.batch_size,
             "overlap": sw.overlap, "mode": sw.mode, "progress": False}, True
+
+
+def _image_postprocessing(task: str) -> list[dict[str, Any]]:
+    """The postprocessing transforms of a classification or regression bundle.
+
+    Classification turns logits into class probabilities; a regression network's output is
+    the prediction itself (``medxfer predict`` writes it unchanged), so nothing is applied.
+    """
+    if task == "regression":
+        return []
+    return [{"_target_": "Activationsd", "keys": "pred", "softmax": True}]
 
 
 def inference_config(loaded: Any) -> dict[str, Any]:
@@ -83,8 +96,8 @@ def inference_config(loaded: Any) -> dict[str, Any]:
                           "@inferer(d['image'][None].to(@device), @network)[0].cpu()}))")
         cfg["run"] = ["$[@predict(d) for d in @dataset]"]
     else:
-        cfg["postprocessing"] = {"_target_": "Compose", "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True}]}
+        cfg["postprocessing"] = {"_target_": "Compose",
+                                 "transforms": _image_postprocessing(loaded.config.task)}
         cfg["saver"] = {"_target_": "CSVSaver", "output_dir": "@output_dir",
                         "filename": "predictions.csv", "overwrite": False}
         cfg["predict"] = ("$torch.no_grad()(lambda d: @postprocessing({**d, 'pred': "
@@ -104,16 +117,7 @@ def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
 
     sidecar, config = loaded.sidecar, loaded.config
     dims = int(sidecar["spatial_dims"])
-    names = loaded.class_names or [str(i) for i in range(int(sidecar["num_classes"]))]
     spatial = ["*"] * dims
-    if config.task == "segmentation":
-        output = {"type": "image", "format": "segmentation", "num_channels": len(names),
-                  "spatial_shape": spatial, "dtype": "float32", "value_range": [0, 1],
-                  "is_onehot": True, "channel_def": dict(enumerate(names))}
-    else:
-        output = {"type": "probabilities", "format": "classes", "num_channels": len(names),
-                  "spatial_shape": [], "dtype": "float32", "value_range": [0, 1],
-                  "is_onehot": True, "channel_def": dict(enumerate(names))}
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
                   "0.8.1/meta_schema_20220324.json",
@@ -135,11 +139,37 @@ def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
                                  "spatial_shape": spatial, "dtype": "float32",
                                  "value_range": [], "is_patch_data": False,
                                  "channel_def": {"0": "image"}}},
-            "outputs": {"pred": output},
+            "outputs": {"pred": _output_format(loaded)},
         },
-        "medxfer": {"task": config.task, "class_names": names,
+        "medxfer": {"task": config.task, **_labels(loaded),
                     "size_divisor": size_divisor(loaded), "check": check.as_dict()},
     }
+
+
+def _output_format(loaded: Any) -> dict[str, Any]:
+    """The ``network_data_format`` of the bundle's prediction ``pred``, by task."""
+    task = loaded.config.task
+    if task == "regression":
+        return {"type": "number", "format": "regression", "num_channels": 1,
+                "spatial_shape": [], "dtype": "float32", "value_range": [],
+                "is_onehot": False,
+                "channel_def": {0: f"predicted value of {regression_target(loaded)!r}"}}
+    names = class_names(loaded)
+    if task == "segmentation":
+        spatial = ["*"] * int(loaded.sidecar["spatial_dims"])
+        return {"type": "image", "format": "segmentation", "num_channels": len(names),
+                "spatial_shape": spatial, "dtype": "float32", "value_range": [0, 1],
+                "is_onehot": True, "channel_def": dict(enumerate(names))}
+    return {"type": "probabilities", "format": "classes", "num_channels": len(names),
+            "spatial_shape": [], "dtype": "float32", "value_range": [0, 1],
+            "is_onehot": True, "channel_def": dict(enumerate(names))}
+
+
+def _labels(loaded: Any) -> dict[str, Any]:
+    """What the output's channels are: the class names, or a regression run's target."""
+    if loaded.config.task == "regression":
+        return {"target": regression_target(loaded)}
+    return {"class_names": class_names(loaded)}
 
 
 def _version(name: str) -> str:
@@ -184,6 +214,9 @@ def export_bundle(loaded: Any, folder: Path) -> tuple[list[Path], OutputCheck]:
     if loaded.config.task == "segmentation":
         what = ("Writes `<name>_seg.nii.gz` (class indices, on the input's grid) per image "
                 "matching `image_pattern` in `dataset_dir`.")
+    elif loaded.config.task == "regression":
+        what = ("Writes `predictions.csv` (one predicted value of "
+                f"`{regression_target(loaded)}` per image) for the images in `dataset_dir`.")
     else:
         what = "Writes `predictions.csv` (class probabilities) for the images in `dataset_dir`."
     atomic_write_text(folder / "docs" / "README.md", README.format(task=loaded.config.task,

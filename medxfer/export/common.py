@@ -59,8 +59,26 @@ class LogitsModel(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, C, *spatial]`` (segmentation) or ``[N, C]`` (classification)."""
+        """Logits ``[N, C, *spatial]`` (segmentation), ``[N, C]`` (classification).
+
+        A regression network gives its predicted values ``[N, 1]`` instead of logits.
+        """
         return self.model(image)
+
+
+def class_names(loaded: Any) -> list[str]:
+    """The run's class names (``"0"``, ``"1"``, ... when the run recorded none)."""
+    return loaded.class_names or [str(i) for i in range(int(loaded.sidecar["num_classes"]))]
+
+
+def regression_target(loaded: Any) -> str:
+    """The name of a regression run's target: its label column (``"target"`` if unrecorded).
+
+    A regression run records the label column as its only "class name"; it names the value
+    the network predicts, not a class.
+    """
+    names = loaded.class_names
+    return str(names[0]) if names else "target"
 
 
 def size_divisor(loaded: Any) -> int:

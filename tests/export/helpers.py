@@ -22,6 +22,10 @@ SEG_3D = ["task=segmentation", "model.backbone.name=monai_unet",
 CLS_2D = ["task=classification", "model.backbone.name=basic_cnn",
           "model.backbone.pretrained=none", "data.preprocess.image_size=[32,32]",
           "data.preprocess.intensity=minmax"]
+#: a regression run: one output per image, what a manifest with a numeric label makes
+REG_2D = ["task=regression", "model.backbone.name=basic_cnn",
+          "model.backbone.pretrained=none", "data.preprocess.image_size=[32,32]",
+          "data.preprocess.intensity=minmax"]
 
 
 class _Bundle:
@@ -33,8 +37,12 @@ class _Bundle:
 
 
 def make_run(run_dir: Path, overrides: list[str], *, spatial_dims: int, num_classes: int,
-             in_channels: int = 1, seed: int = 0):
-    """Write config, weights and sidecar as `medxfer run` does; return the loaded run."""
+             in_channels: int = 1, seed: int = 0, class_names: list[str] | None = None):
+    """Write config, weights and sidecar as `medxfer run` does; return the loaded run.
+
+    ``class_names`` defaults to ``background, class1, ...``; a regression run records its
+    label column instead (``["label"]``), as `medxfer run` does.
+    """
     torch.manual_seed(seed)
     config = load_config(None, overrides)
     registries = medxfer.build_registries()
@@ -42,7 +50,7 @@ def make_run(run_dir: Path, overrides: list[str], *, spatial_dims: int, num_clas
     model, _ = build_task_network(config, registries,
                                   _Bundle(in_channels, spatial_dims, num_classes),
                                   dict(config.model.backbone.kwargs))
-    names = ["background", *[f"class{i}" for i in range(1, num_classes)]]
+    names = class_names or ["background", *[f"class{i}" for i in range(1, num_classes)]]
     save_model(run_dir, model, {"task": config.task, "num_classes": num_classes,
                                 "class_names": names, "in_channels": in_channels,
                                 "spatial_dims": spatial_dims, "imagenet_norm": False,

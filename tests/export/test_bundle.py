@@ -1,7 +1,8 @@
 """A monai-bundle export runs with MONAI's bundle tools alone and reproduces medxfer.
 
 Tolerance: segmentation masks equal ``medxfer predict``'s on at least 99.9% of voxels
-(they were identical in every case measured); classification probabilities within 1e-5.
+(they were identical in every case measured); classification probabilities within 1e-5;
+regression values within 1e-5 of what ``medxfer predict`` writes (6 decimals).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +23,24 @@ from medxfer.engine.seg_predict import predict_masks
 from medxfer.export import export_run
 from medxfer.export.common import ExportError
 from tests.export.helpers import CLS_2D, SEG_3D, make_run, write_volume
+
+
+def _write_pngs(folder, count=3):
+    """``count`` random 8-bit PNGs of an odd size (40x48, not the run's 32x32)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def _bundle_csv(out):
+    """The bundle's ``predictions.csv`` as ``{file name: [values]}``."""
+    rows = list(csv.reader((out / "predictions.csv").open()))
+    return {row[0].split("/")[-1]: [float(v) for v in row[1:]] for row in rows}
 
 
 def _run_bundle(bundle, images, out):
@@ -73,22 +93,57 @@ def test_classification_bundle_reproduces_probabilities(tmp_path):
 
     run = make_run(tmp_path / "run", CLS_2D, spatial_dims=2, num_classes=2)
     images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(3):
-        path = images / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(path)
-        paths.append(path)
+    paths = _write_pngs(images)
     export_run(run.run_dir, "monai-bundle", tmp_path / "bundle")
+    meta = json.loads((tmp_path / "bundle" / "configs" / "metadata.json")
+                      .read_text(encoding="utf-8"))
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert pred["type"] == "probabilities" and pred["value_range"] == [0, 1]
+    assert pred["num_channels"] == 2 and meta["medxfer"]["class_names"] == ["background",
+                                                                            "class1"]
     _run_bundle(tmp_path / "bundle", images, tmp_path / "out")
-    rows = list(csv.reader((tmp_path / "out" / "predictions.csv").open()))
-    got = {row[0].split("/")[-1]: [float(v) for v in row[1:]] for row in rows}
+    got = _bundle_csv(tmp_path / "out")
     transform = inference_transform(run.config, imagenet_norm=False, spatial_dims=2)
     for path in paths:
         with torch.no_grad():
             expected = torch.softmax(run.model(transform(str(path))[None]), dim=1)[0]
         assert np.allclose(got[path.name], expected.numpy(), atol=1e-5), (path, got)
+
+
+def test_regression_bundle_writes_what_medxfer_predict_writes(tmp_path, reg_run):
+    """No softmax on a regression output: the bundle's value is the network's own."""
+    from medxfer.cli import main
+
+    images = tmp_path / "images"
+    paths = _write_pngs(images)
+    export_run(reg_run.run_dir, "monai-bundle", tmp_path / "bundle")
+    _run_bundle(tmp_path / "bundle", images, tmp_path / "out")
+    got = _bundle_csv(tmp_path / "out")
+    assert main(["predict", "--run", str(reg_run.run_dir), *map(str, paths),
+                 "--output", str(tmp_path / "predict.csv")]) == 0
+    with (tmp_path / "predict.csv").open(newline="", encoding="utf-8") as handle:
+        expected = {Path(row["file"]).name: float(row["prediction"])
+                    for row in csv.DictReader(handle)}
+    assert len({round(v, 5) for v in expected.values()}) == len(paths)  # a real test
+    for path in paths:
+        assert got[path.name] == pytest.approx([expected[path.name]], abs=1e-5), (path, got)
+
+
+def test_regression_bundle_describes_one_value_not_probabilities(tmp_path, reg_run):
+    bundle = export_run(reg_run.run_dir, "monai-bundle", tmp_path / "bundle").output
+    config = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
+    assert config["postprocessing"]["transforms"] == []
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert pred["format"] == "regression" and pred["type"] != "probabilities"
+    assert (pred["num_channels"], pred["value_range"], pred["is_onehot"]) == (1, [], False)
+    assert pred["channel_def"] == {"0": "predicted value of 'label'"}
+    assert meta["medxfer"]["target"] == "label" and "class_names" not in meta["medxfer"]
+    readme = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
+    assert "probabilities" not in readme and "predicted value of `label`" in readme
+    info = json.loads((bundle / "export.json").read_text(encoding="utf-8"))
+    assert info["output"]["target"] == "label" and "class_names" not in info["output"]
+    assert "softmax gives" not in info["output"]["meaning"]
 
 
 def test_slice_wise_runs_are_refused_before_anything_is_written(tmp_path):

@@ -49,6 +49,23 @@ def test_torchscript_classification(cls_run, tmp_path):
     for x in example_inputs([(5, 1, 32, 32), (2, 1, 28, 28), (1, 1, 45, 37)], seed=1):
         with torch.no_grad():
             _assert_close(cls_run.model(x), ts(x), "torchscript")
+    output = json.loads((tmp_path / "ts" / "export.json").read_text(encoding="utf-8"))["output"]
+    assert output == {"name": "logits", "class_names": ["background", "class1"],
+                      "meaning": "softmax over dimension 1 gives class probabilities"}
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_regression_export_json_describes_the_value_not_probabilities(reg_run, tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    export_run(reg_run.run_dir, fmt, tmp_path / fmt)
+    info = json.loads((tmp_path / fmt / "export.json").read_text(encoding="utf-8"))
+    assert info["task"] == "regression"
+    output = info["output"]
+    assert output["name"] == "logits" and output["target"] == "label"
+    assert "class_names" not in output
+    assert "regression value" in output["meaning"] and "no softmax" in output["meaning"]
+    assert "probabilities" not in output["meaning"]
 
 
 def test_onnx_segmentation_and_classification(seg_run, cls_run, tmp_path):
