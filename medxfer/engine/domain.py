@@ -102,6 +102,11 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
                      cache_dir: Path) -> Any:
     """Read and preprocess ``data.target`` like the source data.
 
+    The target's labels must mean what the source's mean. Classes that are the source's
+    in another order (a class folder is read alphabetically, a manifest in its own order),
+    or numbered ``0 .. C-1``, are given the source's label order; other names are refused.
+    Declaring ``data.classes`` names both alike.
+
     Raises:
         DataError: when the target data cannot be read or does not match the source
             (channels, dimensions, classes).
@@ -109,9 +114,9 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
     from medxfer.data import load_data
 
     where = f"data.target.path {config.data.target.path!r}"
+    target = target_config(config)
     try:
-        bundle = load_data(target_config(config), imagenet_norm=imagenet_norm,
-                           cache_dir=cache_dir)
+        bundle = load_data(target, imagenet_norm=imagenet_norm, cache_dir=cache_dir)
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
     for attr in ("spatial_dims", "in_channels", "num_classes"):
@@ -120,7 +125,22 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
                 f"{where}: the target data has {attr} {getattr(bundle, attr)} but the source "
                 f"has {getattr(source, attr)}; source and target must be the same kind of images "
                 "with the same classes")
-    return bundle
+    names, wanted = list(bundle.class_names), list(source.class_names)
+    if names == wanted:
+        return bundle
+    refused = DataError(
+        f"{where}: the target's classes {names} are not the source's {wanted}, so its labels "
+        "would be read as other classes. Name the target's classes as the source's, or, "
+        "where they mean the same under other names, declare data.classes (the names in "
+        "label order) to use them for both")
+    if config.task != "classification":
+        raise refused
+    data = target.data.model_copy(update={"classes": wanted})
+    try:  # the source's label order, by name (or by number)
+        return load_data(target.model_copy(update={"data": data}),
+                         imagenet_norm=imagenet_norm, cache_dir=cache_dir)
+    except DataError:
+        raise refused from None
 
 
 def target_train_loader(config: RunConfig, target: Any, device: torch.device) -> Any:

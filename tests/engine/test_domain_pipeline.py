@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,53 @@ def test_segmentation_run_scores_the_target_test_cases(tmp_path, repo_root):
     assert summary["target_test"]["n"] == 2
     assert 0.0 <= summary["target_test"]["dice"] <= 1.0
     assert "## Source and target domains" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+
+
+
+def _sample_as_class_folders(root, names):
+    """The embedded sample classification images copied as class folders, ``normal`` and
+    ``lesion`` renamed by ``names``."""
+    import shutil
+
+    from medxfer.data.sample import ensure_sample_data
+
+    sample = ensure_sample_data("classification")
+    for name in ("normal", "lesion"):
+        shutil.copytree(sample / name, root / names.get(name, name))
+    return root
+
+
+def _source_and_config(tmp_path, target_dir):
+    from medxfer.data import load_data
+
+    config = load_config(None, [f"data.target.path={target_dir}", "data.augment.preset=none",
+                                "model.backbone.pretrained=none"])
+    return load_data(config, imagenet_norm=False, cache_dir=tmp_path / "cache"), config
+
+
+def test_target_classes_in_another_order_get_the_sources_label_order(tmp_path):
+    """The sample's manifest orders its classes normal, lesion; the same images as class
+    folders are read alphabetically (lesion, normal). Target labels must still mean the
+    source's classes (they were silently swapped: target AUC 0.285 against 0.743)."""
+    from medxfer.engine.domain import load_target_data
+
+    target_dir = _sample_as_class_folders(tmp_path / "target", {})
+    source, config = _source_and_config(tmp_path, target_dir)
+    assert source.class_names == ["normal", "lesion"]
+    target = load_target_data(config, source, imagenet_norm=False,
+                              cache_dir=tmp_path / "cache_t")
+    assert target.class_names == ["normal", "lesion"]
+    folders = [Path(case["image"]).parent.name for case in target.cases]
+    assert set(folders) == {"normal", "lesion"}
+    assert [target.class_names[case["label"]] for case in target.cases] == folders
+
+
+def test_target_classes_with_other_names_are_refused(tmp_path):
+    from medxfer.engine.domain import load_target_data
+
+    target_dir = _sample_as_class_folders(tmp_path / "target",
+                                          {"normal": "benign", "lesion": "malignant"})
+    source, config = _source_and_config(tmp_path, target_dir)
+    with pytest.raises(DataError, match=r"the target's classes \['benign', 'malignant'\] are "
+                                        r"not the source's \['normal', 'lesion'\]"):
+        load_target_data(config, source, imagenet_norm=False, cache_dir=tmp_path / "cache_t")
