@@ -18,9 +18,11 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from medxfer import hookspecs
-from medxfer.errors import ConfigError, PluginError
+from medxfer.errors import ConfigError, MedxferError, PluginError
 
 ENTRY_POINT_GROUP = "medxfer"
+#: The distribution of medxfer's own plugins, which register before any other.
+BUILTIN = "medxfer"
 STRICT_ENV = "MEDXFER_STRICT_PLUGINS"
 
 #: Plugin kinds, each with the registration hook that fills its registry.
@@ -249,10 +251,27 @@ class Registry:
             raise ConfigError(unknown_name_message(self.kind, name, self.names(), key)) from None
 
     def create(self, name: str, *, key: str | None = None, **kwargs: Any) -> Any:
-        """Call the factory registered as ``name`` with ``kwargs`` (checked first)."""
+        """Call the factory registered as ``name`` with ``kwargs`` (checked first).
+
+        Raises:
+            ConfigError: for an unknown name or option.
+            PluginError: when an installed (not built-in) plugin's factory fails with
+                anything but a medxfer error, naming the plugin and its distribution.
+        """
         entry = self.get(name, key=key)
         check_factory_kwargs(entry, kwargs, key=key)
-        return entry.factory(**kwargs)
+        try:
+            return entry.factory(**kwargs)
+        except MedxferError:
+            raise
+        except Exception as exc:
+            if entry.distribution == BUILTIN:
+                raise
+            raise PluginError(
+                f"{self.kind} {name!r} of plugin {entry.plugin!r} ({entry.distribution} "
+                f"{entry.version}) failed: {type(exc).__name__}: {exc}. This is an error in "
+                "that plugin; report it to its authors, or choose another "
+                f"{key or self.kind}") from exc
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str], key: str | None) -> str:
@@ -311,37 +330,68 @@ class Registries:
         return [e for kind in KIND_HOOKS for e in self.of(kind).entries()]
 
 
-def build_registries(manager: MedxferPluginManager | None = None) -> Registries:
+def build_registries(manager: MedxferPluginManager | None = None, *,
+                     strict: bool | None = None) -> Registries:
     """Ask every loaded plugin to register its factories, one registry per kind.
 
-    Each plugin's registration hook is called separately so that every entry records
-    which plugin (and distribution) registered it.
+    Each plugin's registration hooks are called separately so that every entry records
+    which plugin (and distribution) registered it. medxfer's own plugins register first,
+    so an installed plugin cannot take a built-in name. A plugin whose registration hook
+    raises, that registers a name another plugin has, or that calls ``register`` wrongly
+    is skipped as a whole (reported in ``manager.broken`` and as a
+    :class:`PluginLoadWarning`), as a plugin that fails to import is, unless strict mode
+    is on.
 
     Raises:
-        PluginError: for a name registered twice, or a malformed ``register`` call.
+        PluginError: in strict mode, for the first plugin that fails to register.
     """
     manager = manager or create_plugin_manager()
+    strict = strict_mode() if strict is None else strict
     registries = Registries(**{kind: Registry(kind) for kind in KIND_HOOKS})
+    staged: dict[str, list[RegistryEntry]] = {}
+    failures: dict[str, str] = {}
     for kind, hook_name in KIND_HOOKS.items():
-        registry = registries.of(kind)
         hook = getattr(manager.hook, hook_name)
         # pluggy returns implementations last-registered first; register in load order.
         for impl in reversed(hook.get_hookimpls()):
-            origin = manager.origin_of(impl.plugin_name)
-            register = _register_callback(registry, kind, origin)
+            name = impl.plugin_name
+            entries = staged.setdefault(name, [])
+            if name in failures:
+                continue
+            origin = manager.origin_of(name)
             try:
-                impl.function(register=register)
-            except PluginError:
-                raise
+                impl.function(register=_register_callback(entries, kind, origin))
+            except PluginError as exc:
+                failures[name] = str(exc)
             except Exception as exc:  # noqa: BLE001 - name the plugin whose hook failed
-                raise PluginError(
-                    f"plugin {origin.plugin!r} ({origin.distribution} {origin.version}) "
-                    f"failed in {hook_name}: {type(exc).__name__}: {exc}"
-                ) from exc
+                failures[name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
+    builtin_first = sorted(staged, key=lambda n: manager.origin_of(n).distribution != BUILTIN)
+    for name in builtin_first:
+        problem = failures.get(name) or _clash(staged[name], registries)
+        if problem:
+            _skip(manager, manager.origin_of(name), problem, strict)
+            continue
+        for entry in staged[name]:
+            registries.of(entry.kind).add(entry)
     return registries
 
 
-def _register_callback(registry: Registry, kind: str,
+def _clash(entries: list[RegistryEntry], registries: Registries) -> str | None:
+    """Why ``entries`` (one plugin's) cannot join ``registries``: a name taken, or twice."""
+    seen: dict[tuple[str, str], RegistryEntry] = {}
+    for entry in entries:
+        registry = registries.of(entry.kind)
+        first = registry._entries.get(entry.name) or seen.get((entry.kind, entry.name))
+        if first is not None:
+            return (f"{entry.kind} {entry.name!r} is registered twice: by plugin "
+                    f"{first.plugin!r} ({first.distribution} {first.version}) and by plugin "
+                    f"{entry.plugin!r} ({entry.distribution} {entry.version}); uninstall or "
+                    "rename one of them")
+        seen[(entry.kind, entry.name)] = entry
+    return None
+
+
+def _register_callback(entries: list[RegistryEntry], kind: str,
                        origin: PluginOrigin) -> Callable[..., None]:
     def register(name: str, factory: Callable[..., Any], *, description: str = "") -> None:
         if not isinstance(name, str) or not name:
@@ -352,8 +402,8 @@ def _register_callback(registry: Registry, kind: str,
                 "is not callable"
             )
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-        registry.add(RegistryEntry(name, kind, factory, origin.plugin, origin.distribution,
-                                   origin.version, doc))
+        entries.append(RegistryEntry(name, kind, factory, origin.plugin, origin.distribution,
+                                     origin.version, doc))
 
     return register
 

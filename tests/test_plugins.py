@@ -46,13 +46,50 @@ def medxfer_register_backbones(register):
     register("fake_net", lambda **kw: None)
 """
 
+TAKES_BUILTIN = """
+import medxfer
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("other_net", lambda **kw: None)
+    register("mobilenet_v2", lambda **kw: None)
+"""
+
+RAISES = """
+import medxfer
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("half_net", lambda **kw: None)
+
+@medxfer.hookimpl
+def medxfer_register_strategies(register):
+    raise RuntimeError("no luck")
+"""
+
+FAULTY_FACTORIES = """
+import medxfer
+
+def returns_none(*, in_channels, spatial_dims, pretrained=None):
+    return None
+
+def raises(*, in_channels, spatial_dims, pretrained=None):
+    raise KeyError("weights_dict")
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("none_net", returns_none)
+    register("raising_net", raises)
+"""
+
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     """A folder on sys.path where tests install fake distributions."""
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    for name in ("good_plugin", "broken_plugin", "misspelt_plugin", "dup_plugin"):
+    for name in ("good_plugin", "broken_plugin", "misspelt_plugin", "dup_plugin",
+                 "taker_plugin", "raising_plugin", "faulty_plugin"):
         sys.modules.pop(name, None)
 
 
@@ -107,15 +144,51 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site, monkeypatch):
         create_plugin_manager()
 
 
-def test_duplicate_name_names_both_plugins(site):
+def test_duplicate_name_names_both_plugins_and_skips_the_later(site, monkeypatch):
     make_distribution(site, "fake-dist", "1.0", {"good": "good_plugin"}, {"good_plugin": GOOD})
     make_distribution(site, "dup-dist", "9.9", {"dup": "dup_plugin"}, {"dup_plugin": DUPLICATE})
-    with pytest.raises(PluginError) as info:
-        build_registries(create_plugin_manager())
-    message = str(info.value)
+    manager = create_plugin_manager()
+    with pytest.warns(PluginLoadWarning) as caught:
+        registries = build_registries(manager)
+    message = " ".join(str(w.message) for w in caught)
     assert "'fake_net' is registered twice" in message
     assert "'good'" in message and "'dup'" in message
     assert "fake-dist" in message and "dup-dist" in message
+    skipped = [b.plugin for b in manager.broken]
+    kept = registries.backbone.get("fake_net").plugin
+    assert sorted([skipped[0], kept]) == ["dup", "good"]  # one of them, by load order
+    monkeypatch.setenv("MEDXFER_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="'fake_net' is registered twice"):
+        build_registries(create_plugin_manager())
+
+
+def test_a_plugin_cannot_take_a_builtin_name(site):
+    """medxfer's own plugins register first: the installed one is skipped, not the built-in."""
+    make_distribution(site, "taker-dist", "1.0", {"taker": "taker_plugin"},
+                      {"taker_plugin": TAKES_BUILTIN})
+    manager = create_plugin_manager()
+    with pytest.warns(PluginLoadWarning, match=r"'mobilenet_v2' is registered twice.*"
+                                               r"taker-dist"):
+        registries = build_registries(manager)
+    assert registries.backbone.get("mobilenet_v2").distribution == "medxfer"
+    assert "other_net" not in registries.backbone  # the plugin is skipped as a whole
+    assert [b.plugin for b in manager.broken] == ["taker"]
+
+
+def test_a_plugin_whose_registration_raises_is_skipped(site, monkeypatch):
+    make_distribution(site, "fake-dist", "1.0", {"good": "good_plugin"}, {"good_plugin": GOOD})
+    make_distribution(site, "raise-dist", "0.1", {"raiser": "raising_plugin"},
+                      {"raising_plugin": RAISES})
+    manager = create_plugin_manager()
+    with pytest.warns(PluginLoadWarning, match=r"'raiser' from raise-dist 0.1.*"
+                                               r"medxfer_register_strategies raised "
+                                               r"RuntimeError: no luck"):
+        registries = build_registries(manager)
+    assert "fake_net" in registries.backbone and "half_net" not in registries.backbone
+    assert len(registries.strategy) > 0
+    monkeypatch.setenv("MEDXFER_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="no luck"):
+        build_registries(create_plugin_manager())
 
 
 def test_unknown_name_suggests_close_matches():
@@ -166,3 +239,24 @@ def test_register_misspelt_hook_on_object_fails_with_name():
     manager = create_plugin_manager(load_entry_points=False)
     with pytest.raises(PluginError, match="'typo'.*does not define"):
         manager.register(Typo(), name="typo")
+
+
+@pytest.mark.parametrize(("backbone", "message"), [
+    ("none_net", r"'none_net' of plugin 'faulty' \(faulty-dist 0.3\) returned NoneType, not "
+                 r"a medxfer.models.Backbone"),
+    ("raising_net", r"backbone 'raising_net' of plugin 'faulty' \(faulty-dist 0.3\) failed: "
+                    r"KeyError: 'weights_dict'. This is an error in that plugin"),
+])
+def test_a_faulty_backbone_factory_is_named(site, backbone, message):
+    from types import SimpleNamespace
+
+    from medxfer.config import load_config
+    from medxfer.engine.pipeline import build_task_network
+
+    make_distribution(site, "faulty-dist", "0.3", {"faulty": "faulty_plugin"},
+                      {"faulty_plugin": FAULTY_FACTORIES})
+    registries = build_registries(create_plugin_manager())
+    config = load_config(None, [f"model.backbone.name={backbone}"])
+    shape = SimpleNamespace(spatial_dims=2, in_channels=1, num_classes=2)
+    with pytest.raises(PluginError, match=message):
+        build_task_network(config, registries, shape, {})

@@ -20,7 +20,17 @@ class CliState:
     def registries(self) -> Registries:
         """Registries, built on first use."""
         if self._registries is None:
-            self._registries = build_registries(self.manager)
+            import warnings
+
+            from medxfer.cli.console import warn
+            from medxfer.plugins import PluginLoadWarning
+
+            known = len(self.manager.broken)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PluginLoadWarning)
+                self._registries = build_registries(self.manager)
+            for broken in self.manager.broken[known:]:  # reported once, as a load failure is
+                warn(broken.describe() + " (skipped)")
         return self._registries
 
 

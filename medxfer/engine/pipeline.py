@@ -267,7 +267,8 @@ def build_task_network(config: RunConfig, registries: Registries, bundle: Any,
     Raises:
         ConfigError: when the backbone does not fit the task.
     """
-    from medxfer.models import build_segmentation_network, builds_segmentation
+    from medxfer.models import (Backbone, SegmentationModel, build_segmentation_network,
+                                builds_segmentation)
 
     spec = config.model.backbone
     entry = registries.backbone.get(spec.name, key="model.backbone.name")
@@ -284,13 +285,27 @@ def build_task_network(config: RunConfig, registries: Registries, bundle: Any,
                               "spatial_dims": bundle.spatial_dims, **backbone_kwargs}
     if seg_plugin:
         kwargs["num_classes"] = bundle.num_classes
-        network = build_segmentation_network(
-            registries.backbone.create(spec.name, key="model.backbone", **kwargs))
+        model = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
+        _require_type(model, SegmentationModel, entry)
+        network = build_segmentation_network(model)
         return network, network.backbone
     backbone = registries.backbone.create(spec.name, key="model.backbone", **kwargs)
+    _require_type(backbone, Backbone, entry)
     out_features = bundle.num_classes if config.task == "classification" else 1
     return build_network(backbone, out_features, dropout=config.model.head.dropout,
                          hidden=config.model.head.hidden), backbone
+
+
+def _require_type(built: Any, expected: type, entry: Any) -> None:
+    """Refuse what a backbone plugin's factory returned unless it is an ``expected``."""
+    if not isinstance(built, expected):
+        from medxfer.errors import PluginError
+
+        raise PluginError(
+            f"model.backbone.name: {entry.name!r} of plugin {entry.plugin!r} "
+            f"({entry.distribution} {entry.version}) returned {type(built).__name__}, not a "
+            f"medxfer.models.{expected.__name__}; its factory must return one (see "
+            "docs/plugin_hooks.md)")
 
 
 def make_validate(config: RunConfig, bundle: Any, val_loader: Any, device: torch.device,
