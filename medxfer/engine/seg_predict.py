@@ -16,8 +16,11 @@ DICOM series (folder/file)  ``<name>_mask.nii.gz`` aligned with the series; with
                             ``dicom_seg`` also ``<name>_seg.dcm`` (needs ``highdicom``)
 ==========================  ===============================================================
 
-Masks hold class indices (0 background). Nothing is overwritten, every file is written
-atomically, and ``masks.csv`` lists each input, its outputs and voxels per class.
+Masks hold class indices (0 background). Nothing is overwritten, and ``masks.csv`` lists
+each input, its outputs and voxels per class. It is all or nothing: every file is written
+into a hidden staging folder and moved into ``output_dir`` only when all inputs succeeded, so
+a failure (an unreadable input, say) leaves ``output_dir`` as it was, absent if it was absent,
+and the same call can be repeated once the input is fixed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import csv
 import gzip
 import io
 import os
+import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -72,10 +76,12 @@ def predict_masks(loaded_run: Any, inputs: list[Path], output_dir: Path, *,
         ``shape`` and ``voxels`` (class name -> count).
 
     Raises:
-        ConfigError: when the run is not a segmentation run, an output file exists, two
-            inputs would write the same file, or ``dicom_seg`` is asked without highdicom.
+        ConfigError: when the run is not a segmentation run, ``output_dir`` is not a folder,
+            an output file exists, two inputs would write the same file, or ``dicom_seg`` is
+            asked without highdicom.
         DataError: for a missing, unreadable or unsupported input, or one whose
             dimensionality or channels do not fit the model (the message names the file).
+            On any error no output is written and ``output_dir`` is left as it was.
     """
     if loaded_run.config.task != "segmentation":
         raise ConfigError(f"{str(loaded_run.run_dir)!r} is a {loaded_run.config.task} run; "
@@ -88,20 +94,97 @@ def predict_masks(loaded_run: Any, inputs: list[Path], output_dir: Path, *,
     segmenter = _Segmenter(loaded_run, device)
     names = _class_names(loaded_run)
     records = []
-    for job in jobs:
-        mask, geometry = segmenter(job.source)
-        if job.kind == "dicom" and mask.ndim == 2:  # a single-frame file, segmented in 2D
-            mask, geometry = _as_one_slice(mask, job.source)
-        _write_mask(job, mask, geometry)
-        if job.seg is not None:
-            _write_dicom_seg(job.seg, mask, job.source, names)
-        counts = np.bincount(mask.reshape(-1).astype(np.int64), minlength=len(names))
-        records.append({"input": str(job.source), "mask": str(job.mask),
-                        "dicom_seg": str(job.seg) if job.seg else None,
-                        "shape": list(mask.shape),
-                        "voxels": {name: int(n) for name, n in zip(names, counts)}})
-    _write_summary(output_dir / SUMMARY_NAME, records, names)
+    with _staged_outputs(output_dir) as staging:
+        for job in jobs:
+            mask, geometry = segmenter(job.source)
+            if job.kind == "dicom" and mask.ndim == 2:  # a single-frame file, segmented in 2D
+                mask, geometry = _as_one_slice(mask, job.source)
+            staged = _Job(job.source, job.kind, staging / job.mask.name,
+                          None if job.seg is None else staging / job.seg.name)
+            _write_mask(staged, mask, geometry)
+            if staged.seg is not None:
+                _write_dicom_seg(staged.seg, mask, job.source, names)
+            counts = np.bincount(mask.reshape(-1).astype(np.int64), minlength=len(names))
+            records.append({"input": str(job.source), "mask": str(job.mask),
+                            "dicom_seg": str(job.seg) if job.seg else None,
+                            "shape": list(mask.shape),
+                            "voxels": {name: int(n) for name, n in zip(names, counts)}})
+        _write_summary(staging / SUMMARY_NAME, records, names)
     return records
+
+
+@contextmanager
+def _staged_outputs(output_dir: Path) -> Iterator[Path]:
+    """A hidden staging folder for the outputs, published into ``output_dir`` on success.
+
+    The staging folder is made inside ``output_dir`` when it exists, else beside it (so it
+    is on the same filesystem and publishing is a rename). When the block succeeds its files
+    are moved into ``output_dir`` (a new ``output_dir`` is the staging folder renamed); when
+    it fails, the staging folder and every folder made for it are removed, leaving
+    ``output_dir`` as it was.
+    """
+    new = not os.path.lexists(output_dir)
+    created = _missing_folders(output_dir.parent) if new else []
+    staging: Path | None = None
+    try:
+        for folder in created:
+            folder.mkdir()
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial",
+                                        dir=output_dir.parent if new else output_dir))
+        os.chmod(staging, default_mode(directory=True))
+        yield staging
+        _publish(staging, output_dir)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist, outermost first."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
+def _publish(staging: Path, output_dir: Path) -> None:
+    """Move the files of ``staging`` into ``output_dir``: all of them, or none on error.
+
+    Raises:
+        ConfigError: when one of them appeared in ``output_dir`` while predicting.
+    """
+    if not os.path.lexists(output_dir):
+        os.rename(staging, output_dir)
+        return
+    names = sorted(os.listdir(staging))
+    for name in names:
+        if os.path.lexists(output_dir / name):
+            raise ConfigError(f"{str(output_dir / name)!r} exists; results are never "
+                              "overwritten: choose a new --output folder or move the old file "
+                              "away")
+    moved: list[str] = []
+    try:
+        for name in names:
+            os.rename(staging / name, output_dir / name)
+            moved.append(name)
+    except BaseException:
+        for name in reversed(moved):  # put back what was moved; the caller removes staging
+            try:
+                os.rename(output_dir / name, staging / name)
+            except OSError:
+                pass
+        raise
+    try:
+        staging.rmdir()
+    except OSError:
+        pass
 
 
 def _as_one_slice(mask: np.ndarray, source: Path) -> tuple[np.ndarray, "_Geometry"]:
@@ -120,10 +203,14 @@ def _plan_outputs(inputs: list[Path], output_dir: Path, *, dicom_seg: bool) -> l
 
     Raises:
         DataError: for a missing input or one of an unknown type.
-        ConfigError: when an output (or ``masks.csv``) exists, or two inputs share one.
+        ConfigError: when ``output_dir`` is not a folder, an output (or ``masks.csv``)
+            exists, or two inputs share one.
     """
     jobs: list[_Job] = []
     taken: dict[Path, Path] = {}
+    if os.path.lexists(output_dir) and not output_dir.is_dir():
+        raise ConfigError(f"{str(output_dir)!r} is not a folder; masks are written into a "
+                          "folder: choose a new --output folder")
     summary = output_dir / SUMMARY_NAME
     if summary.exists():
         raise ConfigError(f"{str(summary)!r} exists; results are never overwritten: choose a "

@@ -82,3 +82,28 @@ def test_predict_writes_masks_for_a_segmentation_run(seg_run, tmp_path, capsys):
 def test_predict_segmentation_needs_an_output_folder(seg_run, tmp_path, capsys):
     assert main(["predict", "--run", str(seg_run), str(tmp_path / "x.nii.gz")]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_a_failed_predict_leaves_no_output_and_can_be_rerun(seg_run, tmp_path, capsys):
+    """An unreadable later input: exit 2 naming it, no --output folder left behind (not even
+    the first input's mask), and the same command succeeds once the input is replaced."""
+    import SimpleITK as sitk
+
+    data = np.random.default_rng(1).normal(size=(9, 8, 6)).astype(np.float32)
+    good, broken = tmp_path / "a.nrrd", tmp_path / "broken.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(data), str(good))
+    raw = good.read_bytes()
+    broken.write_bytes(raw[: len(raw) - 300])  # truncated
+    out = tmp_path / "OUT"
+    command = ["predict", "--run", str(seg_run), "--output", str(out), str(good), str(broken)]
+    assert main(command) == 2
+    assert "broken.nrrd" in capsys.readouterr().err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nrrd", "broken.nrrd", "run",
+                                                          "site"]
+
+    broken.write_bytes(raw)
+    assert main(command) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.nrrd", "broken_mask.nrrd",
+                                                     "masks.csv"]
+    assert "wrote 2 masks" in capsys.readouterr().err

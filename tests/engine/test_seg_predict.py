@@ -300,3 +300,61 @@ def test_a_single_frame_dicom_file_for_a_2d_run_gets_a_one_slice_mask(tmp_path, 
                                                .ReferencedSOPInstanceUID],
                                               segment_numbers=[1])[0, ..., 0]
     assert np.array_equal(frame, mask[:, :, 0].T == 1)
+
+
+def _nrrd_pair(folder):
+    """A readable ``a.nrrd`` and a truncated ``broken.nrrd`` (its header reads, its data not)."""
+    import SimpleITK as sitk
+
+    folder.mkdir()
+    image, _ = box_volume((10, 12, 6), [(2, 6), (3, 9), (1, 4)])
+    itk = sitk.GetImageFromArray(np.ascontiguousarray(image.transpose()))
+    good, broken = folder / "a.nrrd", folder / "broken.nrrd"
+    sitk.WriteImage(itk, str(good))  # uncompressed
+    data = good.read_bytes()
+    broken.write_bytes(data[: len(data) - 200])
+    return good, broken
+
+
+def _tree(folder):
+    """Every path under ``folder`` (hidden ones too) with its bytes (None for folders)."""
+    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes())
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_an_unreadable_later_input_leaves_the_output_as_it_was(tmp_path, registries, existing):
+    """All or nothing: the masks of the inputs before the bad one are not left behind (nor
+    folders created for them), so the same call succeeds once the input is fixed."""
+    from medxfer.io import default_mode
+
+    loaded = make_run(tmp_path / "run", registries, ["data.preprocess.intensity=minmax"])
+    good, broken = _nrrd_pair(tmp_path / "in")
+    out = tmp_path / "results" / "masks"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "notes.txt").write_text("the user's own file")
+        (out / ".hidden").write_bytes(b"\x00keep")
+        before = _tree(tmp_path / "results")
+    with pytest.raises(DataError, match="broken.nrrd"):
+        predict_masks(loaded, [good, broken], out, device=CPU)
+    if existing:
+        assert _tree(tmp_path / "results") == before
+    else:
+        assert not (tmp_path / "results").exists()
+
+    broken.write_bytes(good.read_bytes())  # the input fixed: the same call now succeeds
+    records = predict_masks(loaded, [good, broken], out, device=CPU)
+    assert [r["mask"] for r in records] == [str(out / "a_mask.nrrd"),
+                                            str(out / "broken_mask.nrrd")]
+    expected = {"a_mask.nrrd", "broken_mask.nrrd", SUMMARY_NAME}
+    if existing:
+        expected |= {"notes.txt", ".hidden"}
+        assert (out / "notes.txt").read_text() == "the user's own file"
+    assert {p.name for p in out.iterdir()} == expected
+    for name in ("a_mask.nrrd", "broken_mask.nrrd", SUMMARY_NAME):
+        assert (out / name).stat().st_mode & 0o777 == default_mode()
+    if not existing:
+        assert out.stat().st_mode & 0o777 == default_mode(directory=True)
+    rows = list(csv.DictReader((out / SUMMARY_NAME).open()))
+    assert [row["mask"] for row in rows] == [r["mask"] for r in records]
