@@ -32,6 +32,12 @@ def register(app: typer.Typer) -> None:
             None, "--kind", help="Only this kind: backbone, strategy, domain_adaptation, combiner."),
     ) -> None:
         """List registered plugins: name, kind, providing distribution and version."""
+        from medxfer.plugins import KIND_HOOKS
+
+        if kind is not None and kind not in KIND_HOOKS:
+            from medxfer.errors import ConfigError
+
+            raise ConfigError(f"--kind {kind!r}: choose one of {', '.join(KIND_HOOKS)}")
         rows = plugin_rows(ctx)
         if kind:
             rows = [r for r in rows if r["kind"] == kind]
@@ -39,8 +45,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(rows, indent=2))
             return
         table = Table(title="medxfer plugins")
-        for column in ("kind", "name", "distribution", "version", "description"):
-            table.add_column(column)
+        for column in ("kind", "name", "distribution", "version"):  # whole, to copy or grep
+            table.add_column(column, no_wrap=True, overflow="fold")
+        table.add_column("description")
         for r in rows:
             table.add_row(r["kind"], r["name"], r["distribution"], r["version"], r["description"])
         out().print(table)

@@ -54,6 +54,19 @@ def test_plugins_json_has_the_required_keys(capsys):
         assert row["kind"] in {"backbone", "strategy", "domain_adaptation", "combiner"}
 
 
+def test_plugins_table_keeps_whole_names_on_a_narrow_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["plugins", "--kind", "strategy"]) == 0
+    table = capsys.readouterr().out
+    assert "discriminative_lr" in table and "gradual_unfreeze" in table
+    assert "feature_extraction" in table and "partial_finetune" in table
+
+
+def test_plugins_unknown_kind_is_an_error(capsys):
+    assert main(["plugins", "--kind", "foo"]) == 2
+    assert "choose one of backbone, strategy" in capsys.readouterr().err
+
+
 def test_config_show_prints_the_commented_default(capsys):
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
