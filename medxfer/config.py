@@ -485,19 +485,22 @@ def validate_config(raw: dict[str, Any], source: str = "config",
         raise ConfigError(format_validation_error(exc, source, overrides)) from None
 
 
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load`` (no tags, no code)."""
+def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load`` (no tags, no code); ``what`` names the
+    file in messages."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give the YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r}: the top level must be a mapping of keys")
+        raise ConfigError(f"{what} {str(path)!r}: the top level must be a mapping of keys")
     return raw
 
 

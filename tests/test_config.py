@@ -109,6 +109,8 @@ def test_yaml_is_never_evaluated(tmp_path):
 def test_missing_file_and_non_mapping(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a folder; give the YAML file"):
+        load_config(tmp_path)
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))
 

@@ -191,6 +191,10 @@ def _require_file(base: Path, rel: str, where: str) -> str:
 
 def _msd_datalist(folder: Path) -> Datalist:
     meta_path = folder / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(f"{str(folder)!r} has no dataset.json, so it is not a Medical "
+                        "Segmentation Decathlon folder (format msd); give the task folder, or "
+                        "another data.format")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

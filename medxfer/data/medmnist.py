@@ -51,6 +51,11 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Raises:
         DataError: when the file is missing or not a readable ``.npz``.
     """
+    if not os.path.exists(path):
+        raise DataError(f"{str(path)!r} does not exist")
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
+        raise DataError(f"{str(path)!r} is not an .npz file (a zip of NumPy arrays, as "
+                        "MedMNIST ships its datasets)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

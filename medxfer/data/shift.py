@@ -186,7 +186,7 @@ def load_recipe(path: str | Path | None, ops: list[str]) -> tuple[list[dict[str,
 
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = read_yaml(path)
+        raw = read_yaml(path, what="recipe")
         unknown = set(raw) - {"seed", "corruptions", "description"}
         if unknown:
             raise ConfigError(f"recipe {str(path)!r}: unknown key(s) {', '.join(sorted(unknown))}"

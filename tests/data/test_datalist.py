@@ -57,6 +57,18 @@ def test_regression_targets_must_be_finite_numbers(tmp_path, bad, task):
         build_datalist(tmp_path / "m.csv", task=task)
 
 
+def test_wrong_format_for_the_path_says_what_it_needs(tmp_path):
+    from medxfer.data.medmnist import read_npz
+
+    _pngs(tmp_path, ["a.png"])
+    (tmp_path / "m.csv").write_text("image,label\na.png,0\n")
+    with pytest.raises(DataError, match=r"has no dataset.json, so it is not a Medical "
+                                        r"Segmentation Decathlon folder"):
+        build_datalist(tmp_path / "m.csv", format="msd")
+    with pytest.raises(DataError, match=r"m\.csv' is not an \.npz file"):
+        read_npz(tmp_path / "m.csv")
+
+
 def test_manifest_path_that_does_not_exist(tmp_path):
     _pngs(tmp_path, ["a.png"])
     (tmp_path / "m.csv").write_text("image,label\na.png,0\nmissing.png,1\n")
