@@ -172,6 +172,8 @@ def parse_op(text: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--op {text!r}: expected NAME:param=value,... "
                               "(e.g. gamma:gamma=1.8)")
+        if key.strip() in step:
+            raise ConfigError(f"--op {text!r}: {key.strip()!r} is given twice")
         step[key.strip()] = yaml.safe_load(value)
     return step
 

@@ -58,6 +58,8 @@ def test_bad_recipes_name_the_step(recipe, match):
 
 def test_ops_and_recipe_files(tmp_path):
     assert parse_op("gamma:gamma=1.8") == {"name": "gamma", "gamma": 1.8}
+    with pytest.raises(ConfigError, match="'gamma' is given twice"):
+        parse_op("gamma:gamma=2,gamma=3")
     recipe = tmp_path / "r.yaml"
     recipe.write_text("seed: 4\ncorruptions:\n  - {name: blur, sigma: 0.5}\n")
     steps, seed = load_recipe(recipe, ["noise:std=0.1"])
