@@ -126,6 +126,12 @@ def test_predict_names_a_corrupt_run_file(finished_run, tmp_path, capsys, repo_r
     assert f"{broken / name} is unreadable" in err and "Traceback" not in err
 
 
+def test_predict_domain_target_needs_domain_specific_layers(finished_run, capsys, repo_root):
+    image = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
+    assert main(["predict", "--run", str(finished_run), str(image), "--domain", "target"]) == 2
+    assert "has no domain-specific layers" in " ".join(capsys.readouterr().err.split())
+
+
 def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), str(tmp_path / "x.png")]) == 2
     assert "not a finished medxfer run" in capsys.readouterr().err
