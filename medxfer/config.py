@@ -330,6 +330,29 @@ class RunConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _check_regression_options(self) -> RunConfig:
+        if self.task != "regression":
+            return self
+        unused = []
+        if self.loss.name != "auto":
+            unused.append(f"loss.name {self.loss.name!r} (regression trains with mean squared "
+                          "error: leave it auto)")
+        if self.loss.label_smoothing:
+            unused.append("loss.label_smoothing (classification only: set it to 0)")
+        if self.train.imbalance != "none":
+            unused.append(f"train.imbalance {self.train.imbalance!r} (classes only: none)")
+        if self.data.classes is not None:
+            unused.append("data.classes (regression targets are numbers: null)")
+        default = EvalConfig()  # a resolved config spells the defaults out: those are fine
+        if self.eval.threshold != default.threshold or \
+                self.eval.fixed_threshold != default.fixed_threshold:
+            unused.append("eval.threshold / eval.fixed_threshold (binary classification only: "
+                          "remove them)")
+        if unused:
+            raise ValueError("task regression does not use " + "; ".join(unused))
+        return self
+
+    @model_validator(mode="after")
     def _check_ensemble(self) -> RunConfig:
         if self.ensemble.members == 1:
             return self
@@ -444,6 +467,8 @@ def format_validation_error(exc: ValidationError, source: str,
 
 def _override_for(loc: tuple[str, ...], overrides: Sequence[str]) -> str | None:
     """The last override that set the key at ``loc``, or a key inside that section."""
+    if not loc:  # a check across sections: no one override is its cause
+        return None
     for text in reversed(overrides):
         key = text.partition("=")[0].strip().split(".")
         if tuple(key[: len(loc)]) == loc or tuple(loc[: len(key)]) == tuple(key):

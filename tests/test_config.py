@@ -100,6 +100,21 @@ def test_head_hidden_takes_one_width_or_a_list():
         load_config(None, ["model.head.hidden=[120, 0]"])
 
 
+def test_classification_options_on_a_regression_run_are_refused(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["task=regression", "loss.label_smoothing=0.1",
+                           "train.imbalance=class_weights", "eval.threshold=val_f1",
+                           "loss.name=dice", "data.classes=[a, b]"])
+    text = str(info.value)
+    for key in ("loss.name 'dice'", "loss.label_smoothing", "train.imbalance 'class_weights'",
+                "data.classes", "eval.threshold"):
+        assert key in text
+    assert "[from --set" not in text  # a check across sections names no single override
+    # a regression run's resolved config (every default spelt out) loads again
+    config = load_config(None, ["task=regression"])
+    assert load_config(write_resolved_config(config, tmp_path)).task == "regression"
+
+
 def test_yaml_is_never_evaluated(tmp_path):
     path = write(tmp_path, "task: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
