@@ -35,7 +35,7 @@ from medxfer.config import RunConfig
 from medxfer.engine.amp import Precision, resolve_device, resolve_precision
 from medxfer.engine.inference import LoadedRun, load_run
 from medxfer.engine.results import ECE_BINS
-from medxfer.errors import ConfigError, PluginError
+from medxfer.errors import CheckpointError, ConfigError, PluginError
 from medxfer.io import atomic_write_text
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 
@@ -105,6 +105,12 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
     for i, d in enumerate(resolved):
         if d in resolved[:i]:
             raise ConfigError(f"--runs: {str(dirs[i])!r} is given twice; each member once")
+    for d in dirs:
+        if d.is_dir() and not (d / "metrics.json").is_file():
+            raise CheckpointError(
+                f"--runs: {str(d)!r} is not a finished run (no metrics.json: it stopped before "
+                "its test evaluation, was killed or diverged); finish it with `medxfer run "
+                f"--output {d} --resume`, or leave it out")
     weights = (combiner_options or {}).get("weights")
     if isinstance(weights, (list, tuple)) and len(weights) != len(dirs):
         raise ConfigError(f"--option weights: {len(weights)} weight(s) given for {len(dirs)} "

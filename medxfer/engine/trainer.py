@@ -278,7 +278,8 @@ class Trainer:
         if math.isfinite(loss):
             return
         lr = max(g["lr"] for g in self.ctx.optimizer.param_groups)
-        kept = (f"; the checkpoints of epochs 1-{epoch} stay in {self.run_dir}"
+        done = "epoch 1" if epoch == 1 else f"epochs 1-{epoch}"
+        kept = (f"; {self.run_dir} keeps what {done} trained (not a finished run)"
                 if epoch > 0 else "")
         raise TrainingError(
             f"training diverged in epoch {epoch + 1}: the mean training loss is {loss} "

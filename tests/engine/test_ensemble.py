@@ -21,7 +21,7 @@ from medxfer.cli import main
 from medxfer.config import load_config
 from medxfer.engine.ensemble import run_ensemble
 from medxfer.engine.pipeline import run_pipeline
-from medxfer.errors import ConfigError
+from medxfer.errors import CheckpointError, ConfigError
 
 QUICK = ["data.limit=20", "data.split.test_fraction=0.1", "train.epochs=1",
          "model.backbone.name=basic_cnn", "model.backbone.pretrained=none", "eval.bootstrap=0",
@@ -183,6 +183,16 @@ def test_a_member_with_another_test_set_is_refused(runs, tmp_path):
     (other / "splits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"different test sets.*'{case}'.*same cases"):
         run_ensemble([runs[0], other], "mean", tmp_path / "out")
+
+
+def test_a_run_that_did_not_finish_is_refused(runs, tmp_path):
+    """A killed or diverged run keeps its best model so far, but has no test evaluation."""
+    unfinished = _copy_run(runs[1], tmp_path / "killed")
+    (unfinished / "metrics.json").unlink()
+    with pytest.raises(CheckpointError, match=r"'.*killed' is not a finished run \(no "
+                                              r"metrics.json"):
+        run_ensemble([runs[0], unfinished], "mean", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_user_errors_are_refused_before_any_work(runs, tmp_path):
