@@ -20,6 +20,7 @@ from medxfer.report.tables import (
     as_list,
     as_number,
     ci_bounds,
+    display_epoch,
     format_ci,
     format_value,
     ordered_metrics,
@@ -177,12 +178,15 @@ def _run_info(summary: Mapping[str, Any], task: str,
         stopped = " (stopped early)" if summary.get("stopped_early") else ""
         info.append(("Epochs", format_value(epochs) + stopped))
     if summary.get("best_epoch") is not None:
-        monitor = as_list(summary.get("monitor"))
+        monitor = summary.get("monitor")
+        monitor = [monitor] if isinstance(monitor, str) else as_list(monitor) or []
+        kept = display_epoch(summary["best_epoch"])
         if summary.get("select") == "last":  # train.early_stopping.select: last
-            info.append(("Kept epoch", format_value(summary["best_epoch"]) + " (the last)"))
+            info.append(("Kept epoch", kept + " (the last)"))
         else:
-            by = f" (by {monitor[0]}, {monitor[1]})" if monitor and len(monitor) == 2 else ""
-            info.append(("Best epoch", format_value(summary["best_epoch"]) + by))
+            by = (f" (by {monitor[0]}, {monitor[1]})" if len(monitor) == 2
+                  else f" (by {monitor[0]})" if len(monitor) == 1 else "")
+            info.append(("Best epoch", kept + by))
     splits = summary.get("splits")
     if isinstance(splits, Mapping) and splits:
         info.append(("Cases", ", ".join(f"{k} {format_value(v)}" for k, v in splits.items())))

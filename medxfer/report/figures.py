@@ -37,11 +37,12 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]],
 
     Args:
         history: One dict per epoch (``epoch``, ``train_loss``, ``val_loss``, ``val_auc``,
-            ``lr``, ...); ``epoch`` defaults to the position (1-based).
+            ``lr``, ...); ``epoch`` is the 0-based index the trainer stores (drawn 1-based,
+            as the console counts), the position when missing.
         path: The PNG to write.
     """
     rows = list(history)
-    epochs = [_number(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+    epochs = _epoch_axis(rows)
     keys: list[str] = []
     for row in rows:
         keys += [k for k, v in row.items() if k not in keys and _number(v) is not None]
@@ -95,7 +96,8 @@ def plot_member_training_curves(histories: Mapping[str, Sequence[Mapping[str, An
         histories: Member label -> one dict per epoch (as :func:`plot_training_curves`).
         path: The PNG to write.
         metric: The history key of the selection metric (``val_auc``, ``val_loss``, ...).
-        best_epochs: Member label -> the epoch whose weights the member kept.
+        best_epochs: Member label -> the epoch whose weights the member kept (0-based, as
+            ``metrics.json`` stores it).
     """
     key = metric if metric.startswith("val_") else f"val_{metric}"
     fig = Figure(figsize=(11, 4.8), dpi=DPI, layout="constrained")
@@ -103,7 +105,7 @@ def plot_member_training_curves(histories: Mapping[str, Sequence[Mapping[str, An
     colours = [f"C{i % 10}" for i in range(len(histories))]
     for colour, (label, history) in zip(colours, histories.items()):
         rows = list(history)
-        epochs = [_number(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+        epochs = _epoch_axis(rows)
         ax_loss.plot(epochs, _series(rows, "train_loss"), "-", color=colour, marker="o",
                      markersize=3, label=f"{label} train")
         ax_loss.plot(epochs, _series(rows, "val_loss"), "--", color=colour, marker="o",
@@ -111,6 +113,7 @@ def plot_member_training_curves(histories: Mapping[str, Sequence[Mapping[str, An
         values = _series(rows, key)
         ax_metric.plot(epochs, values, marker="o", markersize=3, color=colour, label=label)
         best = _number((best_epochs or {}).get(label))
+        best = None if best is None else best + 1  # stored 0-based, drawn 1-based
         if best in epochs and not math.isnan(values[epochs.index(best)]):
             ax_metric.plot([best], [values[epochs.index(best)]], "*", markersize=11,
                            color=colour)
@@ -221,6 +224,15 @@ def plot_roc_curve(y_true: Any, probs: Any, path: str | os.PathLike[str],
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     return [math.nan if (v := _number(r.get(key))) is None else v for r in rows]
+
+
+def _epoch_axis(rows: Sequence[Mapping[str, Any]]) -> list[float | None]:
+    """The 1-based epoch of each history row (stored 0-based; the position when absent)."""
+    axis = []
+    for i, row in enumerate(rows):
+        stored = _number(row.get("epoch"))
+        axis.append(i + 1.0 if stored is None else stored + 1)
+    return axis
 
 
 def _number(value: Any) -> float | None:

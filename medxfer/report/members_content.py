@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medxfer.report.content import METRIC_LABELS
-from medxfer.report.tables import as_number, format_value, ordered_metrics
+from medxfer.report.tables import as_number, display_epoch, format_value, ordered_metrics
 
 #: Columns shown when the members report them (the table stays readable on a page).
 _COLUMNS = ("accuracy", "balanced_accuracy", "auc", "f1", "sensitivity", "recall",
@@ -34,7 +34,7 @@ def add_members_section(content: Any, summary: Mapping[str, Any]) -> None:
     for m in members:
         metrics = m.get("test") or {}
         content.member_rows.append([f"{m.get('label')} ({m.get('run')})",
-                                    format_value(m.get("seed")), format_value(m.get("best_epoch")),
+                                    format_value(m.get("seed")), display_epoch(m.get("best_epoch")),
                                     _seconds(m.get("train_seconds")),
                                     *(format_value(metrics.get(n)) for n in names)])
     mean = (info.get("member_mean") or {}).get("test") or {}

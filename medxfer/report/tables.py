@@ -63,6 +63,13 @@ def format_value(value: Any, digits: int = 3) -> str:
     return f"{number:.{digits}f}"
 
 
+def display_epoch(index: Any) -> str:
+    """An epoch as people count it: ``metrics.json``, ``model.json`` and the history store
+    epochs 0-based (the first is 0); reports, figures and the console show them 1-based."""
+    number = as_number(index)
+    return NA if number is None else str(int(number) + 1)
+
+
 def format_ci(value: Any, ci: Any, digits: int = 3) -> str:
     """``0.912 [0.890, 0.931]``; the value alone when the interval is missing or undefined."""
     text = format_value(value, digits)

@@ -43,6 +43,9 @@ def test_run_writes_every_output(finished_run):
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
     assert metrics["loss"] == {"alpha": 1.0, "beta": 1.0}
     assert not list(finished_run.rglob("*.tmp"))
+    # metrics.json stores the epoch 0-based; the report counts as the console does (1-based)
+    report = (finished_run / "report.md").read_text(encoding="utf-8")
+    assert f"| Best epoch | {metrics['best_epoch'] + 1} (by val_auc) |" in report
 
 
 def test_outputs_get_the_permissions_of_plainly_created_files(finished_run, tmp_path):

@@ -56,9 +56,9 @@ def summary():
         "confusion_matrix": [[180, 54], [33, 357]],
         "class_names": ["normal", "pneumonia"],
         "figures": ["figures/training_curves.png", "figures/roc_curve.png"],
-        "history": [{"epoch": 1, "train_loss": 0.7}, {"epoch": 2, "train_loss": 0.5}],
+        "history": [{"epoch": 0, "train_loss": 0.7}, {"epoch": 1, "train_loss": 0.5}],
         "loss": {"alpha": 0.01, "beta": 1.0},
-        "best_epoch": 2,
+        "best_epoch": 1,  # 0-based, as the trainer stores it: shown as epoch 2
         "device": "cuda:0",
         "config_path": "configs/run.yaml",
         "bootstrap": 1000,
@@ -85,7 +85,7 @@ def test_markdown_report(tmp_path, summary):
 def test_report_names_the_kept_epoch_of_select_last(tmp_path, summary):
     summary.update(select="last", monitor=["auc", "max"], best_epoch=19)
     md = write_report(tmp_path, summary)[0].read_text(encoding="utf-8")
-    assert "Kept epoch | 19 (the last)" in md and "Best epoch" not in md
+    assert "Kept epoch | 20 (the last)" in md and "Best epoch" not in md
 
 
 def test_html_report_is_well_formed_and_self_contained(tmp_path, summary):
@@ -143,7 +143,7 @@ def test_summary_as_the_pipeline_writes_it(tmp_path):
     }
     md = write_report(tmp_path, summary)[0].read_text(encoding="utf-8")
     for text in ("0.370, chosen on the validation set by maximising F1", "5 (stopped early)",
-                 "3 (by auc, max)", "train 80, val 10, test 10", "10 of 12",
+                 "4 (by auc, max)", "train 80, val 10, test 10", "10 of 12",
                  "skipped: 2 (fc.weight, fc.bias)", "| Loss | 0.410 | n/a |",
                  "| AUC (ROC) | 0.800 | 0.700 [0.600, 0.790] |"):
         assert text in md, text
