@@ -12,15 +12,18 @@ import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medxfer.errors import ConfigError
 
 RESOLVED_CONFIG_NAME = "config.yaml"
+
+
+#: A layer width: a whole number above 0 (strict, so ``true`` is not read as 1).
+Width = Annotated[int, Field(strict=True, gt=0)]
 
 
 class StrictModel(BaseModel):
@@ -173,7 +176,7 @@ class HeadConfig(StrictModel):
     """The task head the core builds on top of the backbone."""
 
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the last layer")
-    hidden: PositiveInt | list[PositiveInt] | None = Field(
+    hidden: Width | list[Width] | None = Field(
         None, description="width of an optional hidden layer, or a list of widths for several "
         "(each a linear layer and a ReLU)")
 
@@ -552,8 +555,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if relative.is_absolute():
             return str(relative)
         if _override_for(loc, overrides):
-            return str(Path.cwd() / relative)
-        return str(folder / relative) if folder is not None else value
+            return os.path.abspath(relative)
+        return os.path.normpath(folder / relative) if folder is not None else value
 
     data = config.data
     if data.path:

@@ -98,6 +98,8 @@ def test_head_hidden_takes_one_width_or_a_list():
     assert load_config(None, ["model.head.hidden=[120, 84]"]).model.head.hidden == [120, 84]
     with pytest.raises(ConfigError, match=r"model.head.hidden"):
         load_config(None, ["model.head.hidden=[120, 0]"])
+    with pytest.raises(ConfigError, match=r"model.head.hidden"):
+        load_config(None, ["model.head.hidden=true"])  # not a width of 1
 
 
 def test_classification_options_on_a_regression_run_are_refused(tmp_path):
@@ -152,6 +154,8 @@ def test_a_relative_path_given_with_set_is_relative_to_the_current_folder(tmp_pa
     assert load_config(None, ["data.path=mine.npz"]).data.path == \
         str(tmp_path / "work" / "mine.npz")
     assert load_config(path, ["data.path=/abs/x.npz"]).data.path == "/abs/x.npz"
+    assert load_config(path, ["data.path=../work/./mine.npz"]).data.path == \
+        str(tmp_path / "work" / "mine.npz")  # one spelling per file, so a resume matches
 
 
 def test_resolved_config_round_trips(tmp_path):
