@@ -93,33 +93,113 @@ def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     return cases
 
 
-def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> tuple[int, int, int]:
-    """``(spatial_dims, in_channels, num_classes)`` of the run's network, as
-    :func:`load_data` would give them, from the datalist and one image only.
+@dataclass
+class NetworkInputs:
+    """What the run's network is built for and trained on (see :func:`network_inputs`)."""
 
-    Nothing is split, preprocessed or cached, so long work (a ``medxfer compare`` grid) can
-    build its networks, and so find missing weights, before it starts.
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+    input_size: list[int]
+
+
+def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
+    """The dimensions, channels, classes and training input size of the run's network, as
+    :func:`load_data` gives them, from the datalist and one preprocessed image only.
+
+    The augmentation is built too, so its ops are checked against the data. Nothing is
+    split or cached, so long work (a ``medxfer compare`` grid, ``medxfer run --check``)
+    can build its networks before it starts.
 
     Raises:
         DataError: when the data cannot be read or has no labels for the task.
+        ConfigError: for invalid augmentation ops.
     """
+    data = config.data
     dl = load_datalist(config)
+    if not dl.cases:
+        raise DataError(f"{dl.describe()} has no cases")
+    case = next((c for c in dl.cases if c.get("split") in (None, "train")), dl.cases[0])
+    spatial_dims, bases = _bases(config, dl, {"train": [case], "val": [], "test": []},
+                                 imagenet_norm=imagenet_norm, cache="none", cache_dir=None)
+    first = _first_image(bases["train"])
+    model_dims, size = _model_geometry(config, spatial_dims, first)
+    _augmentations(config, dl, model_dims, size)
+    seg = config.task == "segmentation"
+    return NetworkInputs(
+        spatial_dims=model_dims,
+        in_channels=AdaptChannels(data.preprocess.channels, imagenet_norm).out_channels(
+            int(first.shape[0])),
+        num_classes=len(dl.class_names) if config.task != "regression" else 1,
+        input_size=list(data.patch.size) if seg and data.patch.size else size)
+
+
+def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, Any]]], *,
+           imagenet_norm: bool, cache: str, cache_dir: Path | None) -> tuple[int, dict]:
+    """The data's spatial dimensions and the preprocessed (not augmented) dataset of each
+    split."""
+    pre = config.data.preprocess
     if dl.medmnist is not None:
-        spatial_dims = dl.medmnist.spatial_dims
-        channels = int(next(iter(dl.medmnist.images.values())).shape[1])
-    else:
-        if not dl.cases:
-            raise DataError(f"{dl.describe()} has no cases")
-        case = dl.cases[0]
-        image = read_image(case["image"], series_uid=case.get("series_uid"))
-        spatial_dims = dl.spatial_dims or image.spatial_dims
-        channels = int(image.array.shape[0])
-    if config.data.slice_axis is not None and spatial_dims == 3:
-        spatial_dims = 2  # the slices of volumes (load_data checks the rest)
-    adapt = AdaptChannels(config.data.preprocess.channels, imagenet_norm)
-    in_channels = adapt.out_channels(channels)
-    num_classes = len(dl.class_names) if config.task != "regression" else 1
-    return spatial_dims, in_channels, num_classes
+        mode = "uint8" if pre.intensity == "auto" else pre.intensity
+        return dl.medmnist.spatial_dims, {s: _medmnist_base(dl, by_split[s], mode, pre)
+                                          for s in SPLITS}
+    spatial_dims = dl.spatial_dims or read_image(
+        by_split["train"][0]["image"], series_uid=by_split["train"][0].get("series_uid")
+    ).spatial_dims
+    seg = config.task == "segmentation"
+    transform = preprocess_transform(pre, task=config.task, spatial_dims=spatial_dims,
+                                     num_classes=len(dl.class_names) if seg else 2,
+                                     imagenet_norm=imagenet_norm, modality=dl.modality)
+    key = {"preprocess": pre.model_dump(), "task": config.task, "imagenet": imagenet_norm,
+           "classes": dl.class_names, "modality": dl.modality}
+    return spatial_dims, {s: cached_dataset(by_split[s], transform, cache=cache,
+                                            cache_dir=cache_dir, key=key) for s in SPLITS}
+
+
+def _first_image(base: Dataset) -> torch.Tensor:
+    try:
+        return base[0]["image"]
+    except RuntimeError as exc:
+        raise unwrap_errors(exc) from None
+
+
+def _model_geometry(config: RunConfig, spatial_dims: int,
+                    first: torch.Tensor) -> tuple[int, list[int]]:
+    """The network's spatial dimensions and the training items' size (``data.slice_axis``
+    makes 2D slices of volumes)."""
+    data, size = config.data, list(first.shape[1:])
+    if data.slice_axis is None:
+        return spatial_dims, size
+    if config.task != "segmentation" or spatial_dims != 3:
+        raise DataError("data.slice_axis slices 3D volumes for a 2D segmentation network; "
+                        f"this is {spatial_dims}D {config.task} data: set it to null")
+    return 2, [s for a, s in enumerate(size) if a != data.slice_axis]
+
+
+def _augmentations(config: RunConfig, dl: Datalist, model_dims: int,
+                   size: list[int]) -> tuple[Any, BatchAugmentation | None]:
+    """The per-item augmentation and, with ``data.augment_on: batch``, the batch one.
+
+    Raises:
+        ConfigError: for invalid augmentation ops (naming the op).
+    """
+    data, pre = config.data, config.data.preprocess
+    seg = config.task == "segmentation"
+    ops, batch_augment = resolve_ops(data.augment.preset, data.augment.ops), None
+    if data.augment_on == "batch":  # per item only the patch draw; the ops act on batches
+        patch = data.patch if seg and data.patch.size else None
+        batch_augment = BatchAugmentation(ops, spatial_dims=model_dims, segmentation=seg,
+                                          spatial_size=list(patch.size) if patch else size,
+                                          seed=config.train.seed)
+        ops = []
+    # every training item has one size: one array, a resize or crop to one size, or
+    # segmentation masks checked to share one size
+    fixed_size = (dl.medmnist is not None or bool(pre.image_size) or bool(pre.crop_size)
+                  or (seg and data.slice_axis is None))
+    augment = build_augmentation(data.augment.preset, ops, spatial_dims=model_dims,
+                                 segmentation=seg, spatial_size=size, seed=config.train.seed,
+                                 patch=data.patch if seg else None, fixed_size=fixed_size)
+    return augment, batch_augment
 
 
 def load_data(config: RunConfig, *, imagenet_norm: bool,
@@ -143,50 +223,17 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     cases = split_datalist(dl, config)
     by_split = {s: [c for c in cases if c["split"] == s] for s in SPLITS}
     seg = config.task == "segmentation"
-    if dl.medmnist is not None:
-        spatial_dims = dl.medmnist.spatial_dims
-        mode = "uint8" if pre.intensity == "auto" else pre.intensity
-        bases = {s: _medmnist_base(dl, by_split[s], mode, pre) for s in SPLITS}
-    else:
-        spatial_dims = dl.spatial_dims or read_image(
-            by_split["train"][0]["image"], series_uid=by_split["train"][0].get("series_uid")
-        ).spatial_dims
-        transform = preprocess_transform(pre, task=config.task, spatial_dims=spatial_dims,
-                                         num_classes=len(dl.class_names) if seg else 2,
-                                         imagenet_norm=imagenet_norm, modality=dl.modality)
-        key = {"preprocess": pre.model_dump(), "task": config.task, "imagenet": imagenet_norm,
-               "classes": dl.class_names, "modality": dl.modality}
-        bases = {s: cached_dataset(by_split[s], transform, cache=data.cache, cache_dir=cache_dir,
-                                   key=key) for s in SPLITS}
-    try:
-        first = bases["train"][0]["image"]
-    except RuntimeError as exc:
-        raise unwrap_errors(exc) from None
+    spatial_dims, bases = _bases(config, dl, by_split, imagenet_norm=imagenet_norm,
+                                 cache=data.cache, cache_dir=cache_dir)
+    first = _first_image(bases["train"])
     adapt = AdaptChannels(pre.channels, imagenet_norm)
-    model_dims, train_base, size = spatial_dims, bases["train"], list(first.shape[1:])
+    model_dims, size = _model_geometry(config, spatial_dims, first)
+    train_base = bases["train"]
     if data.slice_axis is not None:
-        if not seg or spatial_dims != 3:
-            raise DataError("data.slice_axis slices 3D volumes for a 2D segmentation network; "
-                            f"this is {spatial_dims}D {config.task} data: set it to null")
         from medxfer.data.datasets import SliceCases
 
         train_base = SliceCases(bases["train"], axis=data.slice_axis)
-        model_dims = 2
-        size = [s for a, s in enumerate(size) if a != data.slice_axis]
-    ops, batch_augment = resolve_ops(data.augment.preset, data.augment.ops), None
-    if data.augment_on == "batch":  # per item only the patch draw; the ops act on batches
-        patch = data.patch if seg and data.patch.size else None
-        batch_augment = BatchAugmentation(ops, spatial_dims=model_dims, segmentation=seg,
-                                          spatial_size=list(patch.size) if patch else size,
-                                          seed=config.train.seed)
-        ops = []
-    # every training item has one size: one array, a resize or crop to one size, or
-    # segmentation masks checked below to share one size
-    fixed_size = (dl.medmnist is not None or bool(pre.image_size) or bool(pre.crop_size)
-                  or (seg and data.slice_axis is None))
-    augment = build_augmentation(data.augment.preset, ops, spatial_dims=model_dims,
-                                 segmentation=seg, spatial_size=size, seed=config.train.seed,
-                                 patch=data.patch if seg else None, fixed_size=fixed_size)
+    augment, batch_augment = _augmentations(config, dl, model_dims, size)
     if seg:
         _check_training_masks(bases["train"], by_split["train"],
                               same_size=not data.patch.size and data.slice_axis is None)

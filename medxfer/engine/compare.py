@@ -243,7 +243,7 @@ def check_backbones(grid: Grid, registries: Registries) -> None:
     """
     from medxfer.engine.preflight import check_network
 
-    inputs: dict[str, tuple[int, int, int]] = {}
+    inputs: dict[str, Any] = {}
     for label, config, use_weights in _first_builds(grid, registries):
         try:
             check_network(config, registries, use_weights=use_weights, inputs=inputs)

@@ -8,7 +8,6 @@ and builds the run's network with the weights it will load.
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 from medxfer.config import RunConfig
@@ -37,17 +36,22 @@ def check_config(config: RunConfig, registries: Registries) -> Any:
 
 
 def check_network(config: RunConfig, registries: Registries, *, use_weights: bool = True,
-                  inputs: dict[str, tuple[int, int, int]] | None = None) -> None:
-    """Build the run's network as the run will: the data's dimensions, channels and
-    classes (from the datalist and one image), and the pretrained weights when
-    ``use_weights`` (else random ones).
+                  inputs: dict[str, Any] | None = None) -> None:
+    """Build the run's network as the run will and pass it one input of the training size.
+
+    The data's dimensions, channels, classes and input size come from the datalist and one
+    preprocessed image (:func:`medxfer.data.loading.network_inputs`, which also builds the
+    augmentation); the weights are the pretrained ones when ``use_weights`` (else random).
+    The input is a ``meta`` tensor, so the pass costs neither memory nor time and finds the
+    size rules a backbone enforces (AlexNet's 63 pixels, a U-Net's multiple of 8).
 
     ``inputs`` caches what was read from the data, for configs that share it.
 
     Raises:
         DataError: when the data cannot be read.
-        ConfigError, WeightsError, CheckpointError: for a backbone that does not fit the
-            task or the data, or weights that are missing, corrupt or do not fit.
+        ConfigError, WeightsError, CheckpointError: for invalid augmentation ops, a backbone
+            that does not fit the task or the input size, or weights that are missing,
+            corrupt or do not fit.
     """
     from medxfer.data.loading import network_inputs
     from medxfer.engine.pipeline import _default_option, build_task_network, wants_imagenet_norm
@@ -60,9 +64,30 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
                             _default_option(registries, spec.name, "pretrained", "none"))
     norm = wants_imagenet_norm(config, pretrained)
     inputs = {} if inputs is None else inputs
-    key = json.dumps([config.task, config.data.model_dump(mode="json"), norm])
+    key = json.dumps([config.task, config.data.model_dump(mode="json"), norm,
+                      config.train.seed])
     if key not in inputs:
         inputs[key] = network_inputs(config, imagenet_norm=norm)
-    dims, channels, classes = inputs[key]
-    shape = SimpleNamespace(spatial_dims=dims, in_channels=channels, num_classes=classes)
-    build_task_network(config, registries, shape, kwargs)
+    shape = inputs[key]
+    network, _ = build_task_network(config, registries, shape, kwargs)
+    _meta_forward(network, shape.in_channels, shape.input_size)
+
+
+def _meta_forward(network: Any, channels: int, size: list[int]) -> None:
+    """One forward pass on a ``meta`` tensor of shape ``[1, channels, *size]``.
+
+    Only medxfer's own errors (the size checks of backbones) count: an operation that
+    ``meta`` tensors do not support says nothing about the run, which checks it itself.
+    """
+    import torch
+
+    from medxfer.errors import MedxferError
+
+    try:
+        net = network.to("meta").eval()
+        with torch.no_grad():
+            net(torch.empty(1, channels, *size, device="meta"))
+    except MedxferError:
+        raise
+    except Exception:  # noqa: BLE001 - see the docstring
+        return

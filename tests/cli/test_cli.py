@@ -106,6 +106,11 @@ def test_run_rejects_unknown_plugin_with_choices(tmp_path, capsys):
     (["data.path=/nonexistent/data.npz"], "'/nonexistent/data.npz' does not exist"),
     (["model.backbone.name=resnet18"], "no ImageNet weights for backbone 'resnet18'"),
     (["model.backbone.name=unet"], "builds a segmentation network"),
+    (["model.backbone.name=alexnet", "model.backbone.pretrained=none",
+      "data.preprocess.image_size=[32,32]"],
+     "'alexnet' needs inputs of at least 63 pixels per side, got 32x32"),
+    (["data.augment.ops=[{name: flipp}]"], "unknown augmentation op 'flipp'"),
+    (["data.augment.ops=[{name: flip, axes: [5]}]"], "axis 5 is not a spatial axis"),
 ])
 def test_run_check_finds_what_would_stop_the_run(overrides, message, tmp_path, capsys,
                                                  monkeypatch):
