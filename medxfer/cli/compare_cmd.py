@@ -60,7 +60,13 @@ def register(app: typer.Typer) -> None:
         if pretrain_overrides and source is None:
             raise ConfigError("--pretrain-set needs --pretrain SOURCE_CONFIG")
         if ensemble != "none":
-            registries.combiner.get(ensemble, key="--ensemble")
+            from medxfer.engine.ensemble import make_combiner
+
+            combiner = make_combiner(registries, ensemble, {})
+            if cfg.task == "segmentation" and not getattr(combiner, "supports_spatial", True):
+                raise ConfigError(f"--ensemble {ensemble!r} combines classification outputs "
+                                  "only; for a segmentation study choose mean, vote, weighted "
+                                  "or none")
         names = parse_names(backbones, "--backbones")
         grid = plan_grid(cfg, output, names, parse_names(strategies, "--strategies"), seeds,
                          overrides=overrides, pretrain_config=source,

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from medxfer.config import (
     PluginSpec,
@@ -234,8 +235,8 @@ def check_backbones(grid: Grid, registries: Registries) -> None:
     Missing or corrupt ImageNet weights, a weights file that does not fit, or a backbone
     that does not fit the task then stop the study before its first run, not hours into
     it. Backbones whose work is all finished (a resumed grid) are skipped; a transfer cell
-    that starts from its pretraining is built without weights (that run does not exist
-    yet).
+    that starts from its pretraining is built without weights (that run may not exist yet),
+    and its data must have the pretraining data's dimensions.
 
     Raises:
         ConfigError, WeightsError, CheckpointError, DataError: naming the cell or
@@ -244,22 +245,31 @@ def check_backbones(grid: Grid, registries: Registries) -> None:
     from medxfer.engine.preflight import check_network
 
     inputs: dict[str, Any] = {}
-    for label, config, use_weights in _first_builds(grid, registries):
+    source_dims: dict[str, int] = {}  # backbone -> dimensions of its pretraining data
+    for label, backbone, config, use_weights in _first_builds(grid, registries):
         try:
-            check_network(config, registries, use_weights=use_weights, inputs=inputs)
+            shape = check_network(config, registries, use_weights=use_weights, inputs=inputs)
         except MedxferError as exc:
             raise type(exc)(f"{label}: {exc}") from None
+        if label.startswith("pretrain"):
+            source_dims[backbone] = shape.spatial_dims
+        elif backbone in source_dims and source_dims[backbone] != shape.spatial_dims:
+            raise ConfigError(
+                f"{label}: the --pretrain data is {source_dims[backbone]}D but the study's is "
+                f"{shape.spatial_dims}D, so {backbone!r} pretrained on it cannot transfer; give "
+                "a --pretrain config of the same kind of images")
 
 
-def _first_builds(grid: Grid, registries: Registries) -> list[tuple[str, RunConfig, bool]]:
-    """``(label, config, use_weights)`` of each unfinished pretraining, and of each
+def _first_builds(grid: Grid,
+                  registries: Registries) -> list[tuple[str, str, RunConfig, bool]]:
+    """``(label, backbone, config, use_weights)`` of each pretraining, and of each
     backbone's first unfinished cell (a transfer cell where there is one)."""
     builds = []
     if grid.pretrain_config is not None:
         for backbone in grid.backbones:
-            if cell_state(grid.pretrain_dir(backbone), TRANSFER_SOURCE_JSON) != "done":
-                builds.append((f"pretrain {backbone}", grid.pretrain_cell_config(backbone),
-                               True))
+            done = cell_state(grid.pretrain_dir(backbone), TRANSFER_SOURCE_JSON) == "done"
+            builds.append((f"pretrain {backbone}", backbone,
+                           grid.pretrain_cell_config(backbone), not done))
     for backbone in grid.backbones:
         todo = [c for c in grid.cells
                 if c.backbone == backbone and cell_state(grid.run_dir(c)) != "done"]
@@ -271,7 +281,7 @@ def _first_builds(grid: Grid, registries: Registries) -> list[tuple[str, RunConf
             continue
         cell, config = (transfer or configs)[0]
         use_weights = bool(transfer) and grid.pretrain_config is None
-        builds.append((f"cell {cell.name}", config, use_weights))
+        builds.append((f"cell {cell.name}", backbone, config, use_weights))
     return builds
 
 
@@ -329,8 +339,9 @@ def run_grid(grid: Grid, *, registries: Registries | None = None, progress: bool
             if state == "done":
                 continue
             _clear_stale(folder, state)
-            pretrain(grid.pretrain_cell_config(backbone), folder,
-                     registries=registries, resume=state == "resume", progress=progress)
+            with _named(f"pretrain {backbone}"):
+                pretrain(grid.pretrain_cell_config(backbone), folder,
+                         registries=registries, resume=state == "resume", progress=progress)
     cells = grid.cells
     for index, cell in enumerate(cells, 1):
         folder = grid.run_dir(cell)
@@ -339,9 +350,19 @@ def run_grid(grid: Grid, *, registries: Registries | None = None, progress: bool
         if state == "done":
             continue
         _clear_stale(folder, state)
-        run_pipeline(cell_config(grid, cell, registries), folder, registries=registries,
-                     resume=state == "resume", progress=progress)
+        with _named(f"cell {cell.name}"):
+            run_pipeline(cell_config(grid, cell, registries), folder, registries=registries,
+                         resume=state == "resume", progress=progress)
     return [(cell, grid.run_dir(cell)) for cell in cells]
+
+
+@contextmanager
+def _named(label: str) -> Iterator[None]:
+    """Prefix a medxfer error raised inside with the cell or pretraining it came from."""
+    try:
+        yield
+    except MedxferError as exc:
+        raise type(exc)(f"{label}: {exc}") from None
 
 
 def _verb(state: str) -> str:

@@ -36,7 +36,7 @@ def check_config(config: RunConfig, registries: Registries) -> Any:
 
 
 def check_network(config: RunConfig, registries: Registries, *, use_weights: bool = True,
-                  inputs: dict[str, Any] | None = None) -> None:
+                  inputs: dict[str, Any] | None = None) -> Any:
     """Build the run's network as the run will and pass it one input of the training size.
 
     The data's dimensions, channels, classes and input size come from the datalist and one
@@ -45,7 +45,8 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
     The input is a ``meta`` tensor, so the pass costs neither memory nor time and finds the
     size rules a backbone enforces (AlexNet's 63 pixels, a U-Net's multiple of 8).
 
-    ``inputs`` caches what was read from the data, for configs that share it.
+    ``inputs`` caches what was read from the data, for configs that share it. Returns the
+    :class:`medxfer.data.loading.NetworkInputs` used.
 
     Raises:
         DataError: when the data cannot be read.
@@ -71,6 +72,7 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
     shape = inputs[key]
     network, _ = build_task_network(config, registries, shape, kwargs)
     _meta_forward(network, shape.in_channels, shape.input_size)
+    return shape
 
 
 def _meta_forward(network: Any, channels: int, size: list[int]) -> None:

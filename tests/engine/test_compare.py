@@ -168,6 +168,50 @@ def test_a_backbone_that_does_not_fit_the_task_is_refused_before_anything_runs(
     assert not out.exists()
 
 
+def test_a_pretraining_source_of_other_dimensions_is_refused_before_anything_runs(
+        tmp_path, source_config, capsys):
+    """3D volumes cannot seed a 2D study's backbone: found before pretraining runs."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 12, 12, 12)).astype(np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2)[:, None]
+    np.savez(tmp_path / "vol3d.npz", **arrays)
+    volumes = tmp_path / "volumes.yaml"
+    volumes.write_text(f"data: {{path: {tmp_path / 'vol3d.npz'}}}\n", encoding="utf-8")
+    out = tmp_path / "grid"
+    code = main(["compare", str(source_config), "--backbones", "basic_cnn", "--strategies",
+                 "full_finetune", "--seeds", "1", "--output", str(out),
+                 "--pretrain", str(volumes), *PRE_SETS, *SETS])
+    assert code == 2
+    assert "cell basic_cnn__full_finetune__seed0: the --pretrain data is 3D but the study's " \
+        "is 2D" in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+
+
+def test_stacking_is_refused_for_a_segmentation_study_before_anything_runs(tmp_path, capsys):
+    config = tmp_path / "seg.yaml"
+    config.write_text("task: segmentation\n", encoding="utf-8")
+    out = tmp_path / "grid"
+    code = main(["compare", str(config), "--backbones", "monai_unet", "--strategies",
+                 "scratch", "--seeds", "2", "--ensemble", "stacking", "--output", str(out),
+                 *SETS])
+    assert code == 2 and "combines classification outputs only" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_error_in_a_cell_names_the_cell(tmp_path, source_config, capsys):
+    out = tmp_path / "grid"
+    code = main(["compare", str(source_config), "--backbones", "basic_cnn", "--strategies",
+                 "scratch", "--seeds", "1", "--output", str(out), *SETS,
+                 "--set", "train.optimizer.lr=1e12"])
+    assert code == 2
+    assert "cell basic_cnn__scratch__seed0: training diverged in epoch 1" in " ".join(
+        capsys.readouterr().err.split())
+
+
 def test_unknown_plugins_and_bad_lists_are_named(tmp_path, source_config, capsys):
     code = main(["compare", str(source_config), "--backbones", "lenet,nonet", "--strategies",
                  "scratch", "--output", str(tmp_path / "g"), *SETS])
