@@ -107,8 +107,8 @@ def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
     """The dimensions, channels, classes and training input size of the run's network, as
     :func:`load_data` gives them, from the datalist and one preprocessed image only.
 
-    The augmentation is built too, so its ops are checked against the data. Nothing is
-    split or cached, so long work (a ``medxfer compare`` grid, ``medxfer run --check``)
+    The cases are split (so the split settings are checked) and the augmentation is built
+    (so its ops are checked against the data). Nothing is cached, so long work (a ``medxfer compare`` grid, ``medxfer run --check``)
     can build its networks before it starts.
 
     Raises:
@@ -119,7 +119,8 @@ def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
     dl = load_datalist(config)
     if not dl.cases:
         raise DataError(f"{dl.describe()} has no cases")
-    case = next((c for c in dl.cases if c.get("split") in (None, "train")), dl.cases[0])
+    cases = split_datalist(dl, config)  # checks the split settings (and data.split.file)
+    case = next((c for c in cases if c["split"] == "train"), cases[0])
     spatial_dims, bases = _bases(config, dl, {"train": [case], "val": [], "test": []},
                                  imagenet_norm=imagenet_norm, cache="none", cache_dir=None)
     first = _first_image(bases["train"])

@@ -20,13 +20,16 @@ def check_config(config: RunConfig, registries: Registries) -> Any:
 
     Raises:
         ConfigError: naming the key: an unknown plugin or option, an option value the
-            plugin refuses, domain adaptation without target data, or an
-            ``early_stopping.metric`` the task's validation does not compute.
+            plugin refuses, a precision or device this machine lacks, domain adaptation
+            without target data, or an ``early_stopping.metric`` the task's validation does
+            not compute.
     """
+    from medxfer.engine.amp import resolve_device, resolve_precision
     from medxfer.engine.domain import create_method
     from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 
     check_plugin_specs(config.plugin_specs(), registries)
+    resolve_precision(config.train.amp, resolve_device(config.train.device))
     strategy = registries.strategy.create(config.strategy.name, key="strategy",
                                           **config.strategy.kwargs)
     create_method(config, registries)
@@ -55,7 +58,8 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
             corrupt or do not fit.
     """
     from medxfer.data.loading import network_inputs
-    from medxfer.engine.pipeline import _default_option, build_task_network, wants_imagenet_norm
+    from medxfer.engine.pipeline import (_default_option, build_task_network, resolve_tta_axes,
+                                         wants_imagenet_norm)
 
     spec = config.model.backbone
     kwargs = dict(spec.kwargs)
@@ -70,6 +74,7 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
     if key not in inputs:
         inputs[key] = network_inputs(config, imagenet_norm=norm)
     shape = inputs[key]
+    resolve_tta_axes(config, shape.spatial_dims)
     network, _ = build_task_network(config, registries, shape, kwargs)
     _meta_forward(network, shape.in_channels, shape.input_size)
     return shape

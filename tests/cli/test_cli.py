@@ -111,6 +111,9 @@ def test_run_rejects_unknown_plugin_with_choices(tmp_path, capsys):
      "'alexnet' needs inputs of at least 63 pixels per side, got 32x32"),
     (["data.augment.ops=[{name: flipp}]"], "unknown augmentation op 'flipp'"),
     (["data.augment.ops=[{name: flip, axes: [5]}]"], "axis 5 is not a spatial axis"),
+    (["train.amp=fp16", "train.device=cpu"], "train.amp: fp16 needs a CUDA device"),
+    (["eval.tta=flip", "eval.tta_axes=[5]"], "eval.tta_axes [5]: give distinct spatial axes"),
+    (["data.split.file=/nonexistent/splits.csv"], "splits.csv"),
 ])
 def test_run_check_finds_what_would_stop_the_run(overrides, message, tmp_path, capsys,
                                                  monkeypatch):
