@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one."""
+"""Atomic file writes (a reader never sees a half-written file, a crash leaves the old one),
+and reading back the JSON records a run writes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from medxfer.errors import CheckpointError
 
 
 def current_umask() -> int:
@@ -75,3 +78,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json_object(path: str | os.PathLike[str], *, what_to_do: str) -> dict[str, Any]:
+    """A JSON file that must hold an object (a run's record, such as ``model.json``).
+
+    Raises:
+        CheckpointError: naming the file, why it is unreadable, and ``what_to_do``.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); {what_to_do}") from None
+    return data

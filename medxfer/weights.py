@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from medxfer.errors import CheckpointError, ConfigError, WeightsError
+from medxfer.io import read_json_object
 from medxfer.models.adapt import adapt_input_conv_weight
 from medxfer.models.backbone import LoadReport
 
@@ -430,13 +431,8 @@ def check_transfer_source(run_dir: str | os.PathLike[str], backbone: str) -> Non
     ckpt = find_run_checkpoint(run_dir)
     record: dict[str, Any] = {}
     if record_path.is_file():
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{record_path} is unreadable ({exc}); re-run "
-                                  "`medxfer pretrain` to make the transfer source") from None
+        record = read_json_object(record_path, what_to_do="re-run `medxfer pretrain` to make "
+                                  "the transfer source")
         recorded = record.get("checkpoint")
         target = run_dir / recorded if isinstance(recorded, str) else ckpt
         if target is None or not target.is_file():

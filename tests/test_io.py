@@ -41,3 +41,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_read_json_object_names_the_file_and_what_to_do(tmp_path):
+    import pytest
+
+    from medxfer.errors import CheckpointError
+    from medxfer.io import read_json_object
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}', encoding="utf-8")
+    assert read_json_object(good, what_to_do="x") == {"a": 1}
+    for name, text in (("broken.json", "{bad"), ("list.json", "[1, 2]")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(CheckpointError, match=rf"{name} is unreadable .*; train it again"):
+            read_json_object(tmp_path / name, what_to_do="train it again")

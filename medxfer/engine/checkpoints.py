@@ -10,7 +10,6 @@ A run folder holds:
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -24,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medxfer.errors import CheckpointError
-from medxfer.io import atomic_open, atomic_write_json, default_mode
+from medxfer.io import atomic_open, atomic_write_json, default_mode, read_json_object
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 
 LAST_STATE = Path("checkpoints") / "last.pt"
@@ -114,15 +113,9 @@ def read_sidecar(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / BEST_SIDECAR
     if not path.is_file():
         return {}
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(sidecar, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable ({exc}); it describes the run's saved "
-                              "model, so the run cannot be used without it. Restore it from a "
-                              "copy or train the run again") from None
-    return sidecar
+    return read_json_object(path, what_to_do="it describes the run's saved model, so the run "
+                            "cannot be used without it. Restore it from a copy or train the "
+                            "run again")
 
 
 def rng_state() -> dict[str, Any]:

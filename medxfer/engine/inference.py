@@ -38,20 +38,14 @@ def run_threshold(run_dir: str | Path) -> float | None:
     Raises:
         CheckpointError: when ``metrics.json`` is unreadable.
     """
-    import json
+    from medxfer.io import read_json_object
 
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         return None
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(metrics, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable ({exc}); it holds the decision threshold "
-                              "chosen on validation. Restore it from a copy or train the run "
-                              "again") from None
-    return metrics.get("threshold")
+    return read_json_object(path, what_to_do="it holds the decision threshold chosen on "
+                            "validation. Restore it from a copy or train the run again"
+                            ).get("threshold")
 
 
 def load_run(run_dir: str | Path, *, registries: Registries | None = None,
