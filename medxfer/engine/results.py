@@ -136,8 +136,17 @@ def run_summary_fields(config: RunConfig, run_dir: Path, bundle: Any, result: Fi
         loss={"alpha": config.loss.alpha, "beta": config.loss.beta},
         figures=sorted(str(p.relative_to(run_dir)) for p in figures_dir.glob("*.png")),
         history=[_clean(h) for h in result.history], config_path="config.yaml",
-        splits={"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)},
+        splits=_case_counts(bundle),
     )
+
+
+def _case_counts(bundle: Any) -> dict[str, int]:
+    """Cases (images or volumes) per split, as ``splits.csv`` lists them; a 2D network
+    trained on the slices of volumes (``data.slice_axis``) has more training items."""
+    cases = getattr(bundle, "cases", None) or []
+    if not cases:
+        return {s: len(getattr(bundle, s)) for s in ("train", "val", "test")}
+    return {s: sum(1 for c in cases if c["split"] == s) for s in ("train", "val", "test")}
 
 
 def _threshold(config: RunConfig, val: Predictions, metrics_module: Any) -> float | None:

@@ -114,6 +114,10 @@ def test_2d_network_on_slices_of_3d_volumes(tmp_path, registries):
     sidecar = json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))
     assert sidecar["spatial_dims"] == 2
     assert 0.0 <= summary["history"][0]["val_dice"] <= 1.0
+    # the report's case counts are volumes in every split, not training slices
+    rows = (tmp_path / "run" / "splits.csv").read_text(encoding="utf-8").splitlines()[1:]
+    assert summary["splits"] == {s: sum(r.endswith(f",{s}") for r in rows)
+                                 for s in ("train", "val", "test")}
 
 
 def test_slice_axis_refused_for_2d_data(tmp_path, registries, repo_root):
