@@ -25,3 +25,18 @@ def make_distribution(site: Path, dist: str, version: str, entry_points: dict[st
     for name, source in (modules or {}).items():
         (site / f"{name}.py").write_text(textwrap.dedent(source))
     return info
+
+
+def fake_medmnist(path: Path, *, n: int = 24, size: int = 16, seed: int = 0) -> Path:
+    """A tiny 2D MedMNIST-like .npz: two classes, class 1 with a bright square."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", n), ("val", n // 2), ("test", n // 2)):
+        labels = np.arange(count) % 2
+        images = rng.integers(40, 120, (count, size, size)).astype(np.uint8)
+        images[labels == 1, 4:12, 4:12] += 100  # class 1: a bright square
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    np.savez(path, **arrays)
+    return path

@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         output: Path | None = typer.Option(
             None, "--output", "-o", help="New (or empty) folder to write; default: "
             "RUN/export/FORMAT."),
+        domain: str = typer.Option(
+            "source", "--domain", help="Runs with domain-specific layers (dsbn, adabn): the "
+            "domain whose layers the exported model uses, source or target."),
     ) -> None:
         """Export a run's model: TorchScript, ONNX, or a MONAI bundle.
 
@@ -32,7 +35,8 @@ def register(app: typer.Typer) -> None:
         from medxfer.export import export_run
 
         target = output if output is not None else run / "export" / fmt
-        result = export_run(run, fmt, target, registries=state_of(ctx).registries)
+        result = export_run(run, fmt, target, registries=state_of(ctx).registries,
+                            domain=domain)
         err().print(f"wrote {result.fmt} export to {result.output} (max |logit difference| "
                     f"{result.check.max_abs_diff:.2g}, tolerance atol={result.check.atol} "
                     f"rtol={result.check.rtol})", highlight=False)

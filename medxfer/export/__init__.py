@@ -68,6 +68,31 @@ def _output(loaded: Any) -> dict[str, Any]:
             "meaning": "softmax over dimension 1 gives class probabilities"}
 
 
+def _normalisation(channels: int, imagenet_norm: bool) -> dict[str, Any] | None:
+    """The ImageNet mean and std the inputs are normalised with, per channel (``None``
+    without ImageNet normalisation): RGB's three, or their grey equivalent for one channel."""
+    from medxfer.data.transforms import (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, IMAGENET_MEAN,
+                                         IMAGENET_STD)
+
+    if not imagenet_norm:
+        return None
+    if channels == 3:
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return {"mean": [IMAGENET_GREY_MEAN] * channels, "std": [IMAGENET_GREY_STD] * channels}
+
+
+def _decision(loaded: Any) -> dict[str, Any] | None:
+    """The binary decision ``medxfer predict`` applies (the threshold chosen on validation)."""
+    from medxfer.engine.inference import run_threshold
+
+    threshold = run_threshold(loaded.run_dir) if loaded.config.task == "classification" else None
+    if threshold is None:
+        return None
+    return {"threshold": threshold,
+            "rule": "class 1 when its softmax probability is >= threshold, else class 0 "
+                    "(chosen on validation; argmax would be a threshold of 0.5)"}
+
+
 def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
               extra: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -76,22 +101,27 @@ def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
     from medxfer.export.common import size_divisor
 
     sidecar, config = loaded.sidecar, loaded.config
-    dims = int(sidecar["spatial_dims"])
+    dims, channels = int(sidecar["spatial_dims"]), int(sidecar["in_channels"])
+    norm = bool(sidecar.get("imagenet_norm", False))
     return {
         "format": fmt, "files": files, "run": str(loaded.run_dir), "task": config.task,
         "medxfer_version": __version__, "torch_version": torch.__version__,
         "input": {"name": "image", "dtype": "float32",
-                  "shape": ["N", int(sidecar["in_channels"]), *(["*"] * dims)],
+                  "shape": ["N", channels, *(["*"] * dims)],
                   "size_divisor": size_divisor(loaded),
                   "preprocessing": _preprocessing(config),
-                  "imagenet_norm": bool(sidecar.get("imagenet_norm", False))},
+                  "imagenet_norm": norm,
+                  "normalisation": _normalisation(channels, norm)},
         "output": _output(loaded),
+        "decision": _decision(loaded),
+        "test_time_augmentation": {"flip_axes": [int(a) for a in sidecar.get("tta_axes") or []],
+                                   "in_the_model": True} if sidecar.get("tta_axes") else None,
         "check": check.as_dict(), **extra,
     }
 
 
 def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
-               registries: Any | None = None) -> ExportResult:
+               registries: Any | None = None, domain: str = "source") -> ExportResult:
     """Export the selected model of a finished run.
 
     Args:
@@ -99,6 +129,9 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
         fmt: One of :data:`EXPORT_FORMATS`.
         output: A folder that does not exist yet (or is empty).
         registries: Plugin registries (built from installed plugins when omitted).
+        domain: For runs with domain-specific layers (dsbn, adabn): the domain whose
+            layers the exported model uses, ``source`` or ``target`` (recorded in
+            ``export.json``).
 
     Returns:
         The folder, format, files written and the output check.
@@ -113,6 +146,8 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
     from medxfer.engine.inference import load_run
     from medxfer.export.common import check_output_folder
     from medxfer.io import atomic_write_text
+    from medxfer.models import set_domain
+    from medxfer.models.domain import domain_modules
 
     if fmt not in EXPORT_FORMATS:
         import difflib
@@ -127,8 +162,17 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
         from medxfer.export.onnx_model import require_onnx
 
         require_onnx()
+    if domain not in ("source", "target"):
+        raise ConfigError(f"--domain {domain!r}: use source or target")
     loaded = load_run(run_dir, registries=registries)
     extra: dict[str, Any] = {}
+    if domain_modules(loaded.model):
+        set_domain(loaded.model, domain)
+        extra["domain"] = domain
+    elif domain == "target":
+        raise ConfigError(f"--domain target: run {str(run_dir)!r} has no domain-specific layers "
+                          "(domain_adaptation dsbn or adabn), so its model is the same for every "
+                          "domain; leave --domain out")
     with staged_folder(output) as tmp:
         if fmt == "torchscript":
             from medxfer.export.torchscript import export_torchscript
@@ -139,7 +183,8 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
             from medxfer.export.onnx_model import export_onnx
 
             path, check, exporter = export_onnx(loaded, tmp)
-            files, extra = [path], {"onnx_exporter": exporter}
+            files = [path]
+            extra["onnx_exporter"] = exporter
         else:
             from medxfer.export.bundle import export_bundle
 

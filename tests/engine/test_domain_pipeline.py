@@ -14,23 +14,12 @@ from medxfer.data.shift import parse_recipe, shift_medmnist
 from medxfer.engine.inference import load_run
 from medxfer.engine.pipeline import run_pipeline
 from medxfer.errors import ConfigError, DataError
-
-
-def _fake_medmnist(path, *, n=24, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count in (("train", n), ("val", n // 2), ("test", n // 2)):
-        labels = np.arange(count) % 2
-        images = rng.integers(40, 120, (count, size, size)).astype(np.uint8)
-        images[labels == 1, 4:12, 4:12] += 100  # class 1: a bright square
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
-    np.savez(path, **arrays)
-    return path
+from tests.helpers import fake_medmnist
 
 
 @pytest.fixture
 def source_and_target(tmp_path):
-    source = _fake_medmnist(tmp_path / "fakemnist.npz")
+    source = fake_medmnist(tmp_path / "fakemnist.npz")
     target = shift_medmnist(source, tmp_path / "fakemnist_shifted.npz",
                             parse_recipe([{"name": "gamma", "gamma": 2.0},
                                           {"name": "noise", "std": 0.05}]))

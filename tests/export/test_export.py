@@ -134,3 +134,58 @@ def test_export_json_says_what_auto_intensity_does():
     assert sample["intensity"] == "auto" and sample["intensity_auto"] == AUTO_INTENSITY
     medmnist = _preprocessing(RunConfig.model_validate({"data": {"path": "any/pneumonia.npz"}}))
     assert medmnist["intensity"] == "uint8" and "intensity_auto" not in medmnist
+
+
+def test_export_json_gives_the_decision_threshold_and_the_normalisation(cls_run, tmp_path):
+    """What `medxfer predict` applies beyond the network: the validation threshold, and the
+    ImageNet mean/std of the inputs."""
+    (cls_run.run_dir / "metrics.json").write_text(json.dumps({"threshold": 0.7}),
+                                                  encoding="utf-8")
+    sidecar = json.loads((cls_run.run_dir / "model.json").read_text(encoding="utf-8"))
+    sidecar["imagenet_norm"] = True
+    (cls_run.run_dir / "model.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    export_run(cls_run.run_dir, "torchscript", tmp_path / "ts")
+    info = json.loads((tmp_path / "ts" / "export.json").read_text(encoding="utf-8"))
+    assert info["decision"]["threshold"] == 0.7
+    assert "class 1 when its softmax probability is >= threshold" in info["decision"]["rule"]
+    assert info["input"]["normalisation"] == {"mean": [0.449], "std": [0.226]}
+    assert "domain" not in info and info["test_time_augmentation"] is None
+
+
+def test_domain_target_needs_domain_specific_layers(cls_run, tmp_path):
+    with pytest.raises(ConfigError, match="has no domain-specific layers"):
+        export_run(cls_run.run_dir, "torchscript", tmp_path / "ts", domain="target")
+    assert not (tmp_path / "ts").exists()
+
+
+def test_a_dsbn_run_exports_the_domain_asked_for(tmp_path):
+    """Domain-specific batch norm: the exported model is the source or the target one, as
+    asked, and export.json says which."""
+    from medxfer.config import load_config
+    from medxfer.data.shift import parse_recipe, shift_medmnist
+    from medxfer.engine.inference import load_run
+    from medxfer.engine.pipeline import run_pipeline
+    from medxfer.models import set_domain
+    from tests.helpers import fake_medmnist
+
+    source = fake_medmnist(tmp_path / "fakemnist.npz")
+    target = shift_medmnist(source, tmp_path / "shifted.npz",
+                            parse_recipe([{"name": "gamma", "gamma": 2.0}]))
+    config = load_config(None, [
+        f"data.path={source}", f"data.target.path={target}", "data.augment.preset=none",
+        "model.backbone.name=basic_cnn", "model.backbone.channels=[4,8]",
+        "model.backbone.pretrained=none", "strategy.name=scratch", "train.epochs=1",
+        "train.batch_size=8", "eval.bootstrap=0", "domain_adaptation.name=dsbn"])
+    run_pipeline(config, tmp_path / "run", progress=False)
+    x = torch.rand(2, 1, 16, 16)
+    outputs = {}
+    for domain in ("source", "target"):
+        export_run(tmp_path / "run", "torchscript", tmp_path / domain, domain=domain)
+        info = json.loads((tmp_path / domain / "export.json").read_text(encoding="utf-8"))
+        assert info["domain"] == domain
+        loaded = load_run(tmp_path / "run")
+        set_domain(loaded.model, domain)
+        with torch.no_grad():
+            outputs[domain] = _load_ts(tmp_path / domain / "model.ts")(x)
+            _assert_close(loaded.model(x), outputs[domain], "torchscript")
+    assert not torch.allclose(outputs["source"], outputs["target"])
