@@ -15,14 +15,22 @@ def register(app: typer.Typer) -> None:
 
     @group.command("show")
     def show(
+        ctx: typer.Context,
         config: Path | None = typer.Argument(
             None, help="A config file to show resolved; omit for the commented default."),
         overrides: list[str] = typer.Option([], "--set", help="Override a key: a.b=value."),
     ) -> None:
-        """Print the default config with comments, or a config file fully resolved."""
+        """Print the default config with comments, or a config file fully resolved (its
+        plugins and their options checked; `medxfer run --check` also checks the data and
+        the network)."""
         if config is None and not overrides:
             typer.echo(commented_default_config(), nl=False)
-        else:
-            typer.echo(config_to_yaml(load_config(config, overrides)), nl=False)
+            return
+        from medxfer.cli.state import state_of
+        from medxfer.engine.preflight import check_config
+
+        resolved = load_config(config, overrides)
+        check_config(resolved, state_of(ctx).registries, machine=False)  # maybe for a GPU
+        typer.echo(config_to_yaml(resolved), nl=False)
 
     app.add_typer(group, name="config")

@@ -14,9 +14,10 @@ from medxfer.config import RunConfig
 from medxfer.plugins import Registries, check_plugin_specs
 
 
-def check_config(config: RunConfig, registries: Registries) -> Any:
+def check_config(config: RunConfig, registries: Registries, *, machine: bool = True) -> Any:
     """Check the plugins and their option values, the domain-adaptation data and the
-    monitored metric; return the strategy object.
+    monitored metric, and (``machine``) that this machine has the device and precision;
+    return the strategy object.
 
     Raises:
         ConfigError: naming the key: an unknown plugin or option, an option value the
@@ -29,7 +30,8 @@ def check_config(config: RunConfig, registries: Registries) -> Any:
     from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 
     check_plugin_specs(config.plugin_specs(), registries)
-    resolve_precision(config.train.amp, resolve_device(config.train.device))
+    if machine:
+        resolve_precision(config.train.amp, resolve_device(config.train.device))
     strategy = registries.strategy.create(config.strategy.name, key="strategy",
                                           **config.strategy.kwargs)
     create_method(config, registries)

@@ -74,6 +74,16 @@ def test_config_show_prints_the_commented_default(capsys):
     assert "epochs: 5" in out
 
 
+def test_config_show_checks_plugins_and_their_options(capsys):
+    assert main(["config", "show", "--set", "strategy.name=partial_finetune",
+                 "--set", "strategy.freeze_groups=-3"]) == 2
+    assert "strategy.freeze_groups: must be >= 0" in capsys.readouterr().err
+    assert main(["config", "show", "--set", "model.backbone.name=nosuch"]) == 2
+    # a config for another machine (a GPU one) shows here
+    assert main(["config", "show", "--set", "train.amp=fp16"]) == 0
+    assert "amp: fp16" in capsys.readouterr().out
+
+
 def test_run_rejects_bad_config_before_any_work(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("train:\n  epochs: three\n")
