@@ -18,7 +18,7 @@ from typing import Any
 
 from medxfer.errors import DataError
 from medxfer.data.medmnist import SPLITS, MedMNISTData, load_medmnist
-from medxfer.data.readers import IMAGE_SUFFIXES, _is_dicom, image_kind
+from medxfer.data.readers import IMAGE_SUFFIXES, _is_dicom, dicom_folders, image_kind
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json", "datalist.csv", "datalist.json")
 FORMATS = ("folder", "manifest", "medmnist", "msd", "dicom")
@@ -94,9 +94,11 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "folder"
     if any(_is_dicom(p) for p in children[:20]):
         return "dicom"
+    if dicom_folders(path, limit=1):  # a patient or study folder: DICOM series below it
+        return "dicom"
     raise DataError(f"data path {str(path)!r}: cannot tell its layout (expected dataset.json, "
                     f"a manifest ({', '.join(MANIFEST_NAMES)}), class sub-folders of images or "
-                    "DICOM files); set data.format")
+                    "DICOM files); set data.format (`medxfer data inspect`: --format)")
 
 
 def _has_images(folder: Path) -> bool:
@@ -244,7 +246,7 @@ def _folder_datalist(folder: Path) -> Datalist:
 
 
 def _dicom_datalist(folder: Path) -> Datalist:
-    from medxfer.data.readers import dicom_folders, list_dicom_series
+    from medxfer.data.readers import list_dicom_series
 
     cases = []
     for d in dicom_folders(folder):

@@ -57,6 +57,16 @@ def test_regression_targets_must_be_finite_numbers(tmp_path, bad, task):
         build_datalist(tmp_path / "m.csv", task=task)
 
 
+def test_a_study_folder_of_dicom_series_is_detected(tmp_path):
+    from tests.data.datafiles import write_dicom_series
+
+    volume = np.zeros((4, 5, 3), np.int16)
+    write_dicom_series(tmp_path / "patient" / "study" / "T1", volume, series_uid="1.2.3.4.1")
+    write_dicom_series(tmp_path / "patient" / "study" / "T2", volume, series_uid="1.2.3.4.2")
+    assert detect_format(tmp_path / "patient") == "dicom"
+    assert len(build_datalist(tmp_path / "patient").cases) == 2
+
+
 def test_wrong_format_for_the_path_says_what_it_needs(tmp_path):
     from medxfer.data.medmnist import read_npz
 
