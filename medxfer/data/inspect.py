@@ -123,7 +123,8 @@ def _counts(dl: Datalist, samples: list[Sample]) -> dict[str, Counter]:
             bucket = counts.setdefault(s.case.get("split") or "all (sampled)", Counter())
             for v in present:
                 v = 1 if v == 255 and len(dl.class_names) == 2 else int(v)
-                name = dl.class_names[v] if 0 <= v < len(dl.class_names) else f"? {v}"
+                name = dl.class_names[v] if 0 <= v < len(dl.class_names) \
+                    else f"class {v} (unnamed: declare data.classes)"
                 bucket[name] += 1
     else:
         for c in dl.cases:
