@@ -296,9 +296,9 @@ def test_an_error_on_one_rank_is_reported_with_its_rank(env, tmp_path):
 
 def test_dann_with_gradual_unfreezing_keeps_the_ranks_identical(env, tmp_path):
     from medxfer.data.shift import parse_recipe, shift_medmnist
-    from tests.engine.test_domain_pipeline import _fake_medmnist
+    from tests.helpers import fake_medmnist
 
-    source = _fake_medmnist(tmp_path / "fakemnist.npz")
+    source = fake_medmnist(tmp_path / "fakemnist.npz")
     target = shift_medmnist(source, tmp_path / "shifted.npz",
                             parse_recipe([{"name": "gamma", "gamma": 2.0}]))
     run = tmp_path / "run"
