@@ -186,10 +186,13 @@ README = """# medxfer {task} bundle
 Exported by `medxfer export --format monai-bundle`; needs MONAI, PyTorch and nibabel only.
 
 ```bash
-python -m monai.bundle run --bundle_root {{BUNDLE}} \\
-    --config_file {{BUNDLE}}/configs/inference.json --meta_file {{BUNDLE}}/configs/metadata.json \\
-    --dataset_dir {{IMAGES}} --output_dir {{OUT}}
+python -m monai.bundle run --bundle_root BUNDLE \\
+    --config_file BUNDLE/configs/inference.json --meta_file BUNDLE/configs/metadata.json \\
+    --dataset_dir IMAGES --output_dir OUT
 ```
+
+where `BUNDLE` is this folder (wherever it now is), `IMAGES` a folder of the images to
+predict and `OUT` a new folder for the results.
 
 {what}
 """
@@ -218,7 +221,9 @@ def export_bundle(loaded: Any, folder: Path) -> tuple[list[Path], OutputCheck]:
         what = ("Writes `predictions.csv` (one predicted value of "
                 f"`{regression_target(loaded)}` per image) for the images in `dataset_dir`.")
     else:
-        what = "Writes `predictions.csv` (class probabilities) for the images in `dataset_dir`."
+        what = ("Writes `predictions.csv` (class probabilities) for the images in `dataset_dir`. "
+                "A binary run's decision, as `medxfer predict` makes it, is class 1 when its "
+                "probability is at least `decision.threshold` in `export.json`.")
     atomic_write_text(folder / "docs" / "README.md", README.format(task=loaded.config.task,
                                                                    what=what))
     return [model_path, folder / INFERENCE_CONFIG, folder / METADATA,
