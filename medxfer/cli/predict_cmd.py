@@ -48,17 +48,10 @@ def register(app: typer.Typer) -> None:
         from medxfer.engine.inference import load_run, run_threshold
         from medxfer.engine.pipeline import wants_imagenet_norm
 
-        from medxfer.models import set_domain
-        from medxfer.models.domain import domain_modules
+        from medxfer.models.domain import choose_domain
 
-        if domain not in ("source", "target"):
-            raise ConfigError(f"--domain {domain!r}: use source or target")
         loaded = load_run(run, registries=state_of(ctx).registries)
-        if domain == "target" and not domain_modules(loaded.model):
-            raise ConfigError(f"--domain target: run {str(run)!r} has no domain-specific layers "
-                              "(domain_adaptation dsbn or adabn), so its predictions are the "
-                              "same for every domain; leave --domain out")
-        set_domain(loaded.model, domain)
+        choose_domain(loaded.model, domain, run)
         if loaded.config.task == "segmentation":
             _predict_masks(loaded, inputs, None if output is None else Path(output),
                            dicom_seg=dicom_seg)

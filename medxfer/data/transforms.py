@@ -25,6 +25,14 @@ IMAGENET_GREY_MEAN = 0.449
 IMAGENET_GREY_STD = 0.226
 
 
+def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel ImageNet mean and std for an input of ``channels`` channels: RGB's for
+    three, the grey values (what summed RGB kernels expect) for any other count."""
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [IMAGENET_GREY_MEAN] * channels, [IMAGENET_GREY_STD] * channels
+
+
 def resolve_intensity(mode: str, *, modality: str | None, spatial_dims: int, dtype: str,
                       imagenet_norm: bool) -> str:
     """The concrete intensity mode for one image when the config says ``auto``.
@@ -105,13 +113,10 @@ class AdaptChannels:
             image = image.mean(channel_dim, keepdim=True)
         if self.imagenet_norm:
             shape = (-1,) + trail
-            if image.shape[channel_dim] == 3:
-                like = {"dtype": image.dtype, "device": image.device}
-                mean = torch.tensor(IMAGENET_MEAN, **like).view(shape)
-                std = torch.tensor(IMAGENET_STD, **like).view(shape)
-            else:
-                mean, std = IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
-            image = (image - mean) / std
+            like = {"dtype": image.dtype, "device": image.device}
+            mean, std = imagenet_stats(image.shape[channel_dim])
+            image = (image - torch.tensor(mean, **like).view(shape)) / \
+                torch.tensor(std, **like).view(shape)
         return image.contiguous()
 
 

@@ -193,12 +193,9 @@ def cell_config(grid: Grid, cell: Cell, registries: Registries) -> RunConfig:
 
 
 def _gets_no_weights(config: RunConfig, registries: Registries) -> bool:
-    from medxfer.engine.pipeline import _default_option
+    from medxfer.engine.pipeline import backbone_weights
 
-    spec = config.model.backbone
-    value = spec.kwargs.get("pretrained",
-                            _default_option(registries, spec.name, "pretrained", "none"))
-    return is_no_weights(value)
+    return is_no_weights(backbone_weights(config, registries)[1])
 
 
 def plan_grid(config: RunConfig, output: str | Path, backbones: Sequence[str],

@@ -74,6 +74,23 @@ def wants_imagenet_norm(config: RunConfig, pretrained: Any) -> bool:
     return False
 
 
+def backbone_weights(config: RunConfig, registries: Registries, *,
+                     use_weights: bool = True) -> tuple[dict[str, Any], Any, bool]:
+    """The backbone factory's options, the weights it loads (``pretrained``, the factory's
+    default when the config names none) and whether inputs get ImageNet normalisation.
+
+    ``use_weights=False`` (a strategy such as ``scratch``) builds the backbone without
+    pretrained weights whatever the config asks.
+    """
+    spec = config.model.backbone
+    kwargs = dict(spec.kwargs)
+    if not use_weights:
+        kwargs["pretrained"] = "none"
+    pretrained = kwargs.get("pretrained",
+                            _default_option(registries, spec.name, "pretrained", "none"))
+    return kwargs, pretrained, wants_imagenet_norm(config, pretrained)
+
+
 def _default_option(registries: Registries, name: str, option: str, fallback: Any) -> Any:
     """The default of ``option`` in the factory of backbone ``name``."""
     import inspect
@@ -135,15 +152,11 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     strategy = registries.strategy.create(strategy_spec.name, key="strategy",
                                           **strategy_spec.kwargs)
     backbone_spec = config.model.backbone
-    backbone_kwargs = dict(backbone_spec.kwargs)
-    if not getattr(strategy, "uses_pretrained", True):
-        backbone_kwargs["pretrained"] = "none"
-    pretrained = backbone_kwargs.get(
-        "pretrained", _default_option(registries, backbone_spec.name, "pretrained", "none"))
+    backbone_kwargs, pretrained, imagenet_norm = backbone_weights(
+        config, registries, use_weights=getattr(strategy, "uses_pretrained", True))
 
     from medxfer.data import load_data
 
-    imagenet_norm = wants_imagenet_norm(config, pretrained)
     cache_dir = run_dir / "cache" if cache_dir is None else cache_dir
     bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=cache_dir)
     if main:

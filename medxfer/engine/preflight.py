@@ -60,16 +60,9 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
             corrupt or do not fit.
     """
     from medxfer.data.loading import network_inputs
-    from medxfer.engine.pipeline import (_default_option, build_task_network, resolve_tta_axes,
-                                         wants_imagenet_norm)
+    from medxfer.engine.pipeline import backbone_weights, build_task_network, resolve_tta_axes
 
-    spec = config.model.backbone
-    kwargs = dict(spec.kwargs)
-    if not use_weights:
-        kwargs["pretrained"] = "none"
-    pretrained = kwargs.get("pretrained",
-                            _default_option(registries, spec.name, "pretrained", "none"))
-    norm = wants_imagenet_norm(config, pretrained)
+    kwargs, _, norm = backbone_weights(config, registries, use_weights=use_weights)
     inputs = {} if inputs is None else inputs
     key = json.dumps([config.task, config.data.model_dump(mode="json"), norm,
                       config.train.seed])

@@ -71,14 +71,12 @@ def _output(loaded: Any) -> dict[str, Any]:
 def _normalisation(channels: int, imagenet_norm: bool) -> dict[str, Any] | None:
     """The ImageNet mean and std the inputs are normalised with, per channel (``None``
     without ImageNet normalisation): RGB's three, or their grey equivalent for one channel."""
-    from medxfer.data.transforms import (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, IMAGENET_MEAN,
-                                         IMAGENET_STD)
+    from medxfer.data.transforms import imagenet_stats
 
     if not imagenet_norm:
         return None
-    if channels == 3:
-        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    return {"mean": [IMAGENET_GREY_MEAN] * channels, "std": [IMAGENET_GREY_STD] * channels}
+    mean, std = imagenet_stats(channels)
+    return {"mean": mean, "std": std}
 
 
 def _decision(loaded: Any) -> dict[str, Any] | None:
@@ -146,8 +144,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
     from medxfer.engine.inference import load_run
     from medxfer.export.common import check_output_folder
     from medxfer.io import atomic_write_text
-    from medxfer.models import set_domain
-    from medxfer.models.domain import domain_modules
+    from medxfer.models.domain import choose_domain
 
     if fmt not in EXPORT_FORMATS:
         import difflib
@@ -162,17 +159,10 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
         from medxfer.export.onnx_model import require_onnx
 
         require_onnx()
-    if domain not in ("source", "target"):
-        raise ConfigError(f"--domain {domain!r}: use source or target")
     loaded = load_run(run_dir, registries=registries)
     extra: dict[str, Any] = {}
-    if domain_modules(loaded.model):
-        set_domain(loaded.model, domain)
+    if choose_domain(loaded.model, domain, run_dir):
         extra["domain"] = domain
-    elif domain == "target":
-        raise ConfigError(f"--domain target: run {str(run_dir)!r} has no domain-specific layers "
-                          "(domain_adaptation dsbn or adabn), so its model is the same for every "
-                          "domain; leave --domain out")
     with staged_folder(output) as tmp:
         if fmt == "torchscript":
             from medxfer.export.torchscript import export_torchscript

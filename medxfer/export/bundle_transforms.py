@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medxfer.data.transforms import (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, IMAGENET_MEAN,
-                                     IMAGENET_STD, interp_mode, resolve_intensity)
+from medxfer.data.transforms import imagenet_stats, interp_mode, resolve_intensity
 from medxfer.export.common import ExportError
 
 KEY = "image"
@@ -104,11 +103,9 @@ def preprocessing(loaded: Any, *, pad_to: int | None) -> list[dict[str, Any]]:
     if dims == 3 and pre.channels == "rgb" and int(sidecar["in_channels"]) == 3:
         steps.append({"_target_": "RepeatChanneld", "keys": KEY, "repeats": 3})
     if sidecar.get("imagenet_norm"):
-        rgb = int(sidecar["in_channels"]) == 3
-        steps.append({"_target_": "NormalizeIntensityd", "keys": KEY,
-                      "subtrahend": list(IMAGENET_MEAN) if rgb else IMAGENET_GREY_MEAN,
-                      "divisor": list(IMAGENET_STD) if rgb else IMAGENET_GREY_STD,
-                      "channel_wise": rgb})
+        mean, std = imagenet_stats(int(sidecar["in_channels"]))
+        steps.append({"_target_": "NormalizeIntensityd", "keys": KEY, "subtrahend": mean,
+                      "divisor": std, "channel_wise": True})
     if pad_to and pad_to > 1:
         steps.append({"_target_": "DivisiblePadd", "keys": KEY, "k": pad_to, "method": "end"})
     steps.append({"_target_": "EnsureTyped", "keys": KEY, "dtype": "$torch.float32"})

@@ -25,6 +25,29 @@ def domain_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if callable(getattr(m, "set_domain", None))]
 
 
+def choose_domain(model: nn.Module, domain: str, run: object) -> bool:
+    """Set ``model`` (a finished run's network) to the ``domain`` a user asked for
+    (``predict --domain``, ``export --domain``); return whether it has domain-specific
+    layers.
+
+    Raises:
+        ConfigError: for another name, or ``target`` for a network without such layers
+            (its outputs are the same for every domain).
+    """
+    from medxfer.errors import ConfigError
+
+    if domain not in DOMAINS:
+        raise ConfigError(f"--domain {domain!r}: use {' or '.join(DOMAINS)}")
+    if not domain_modules(model):
+        if domain == TARGET:
+            raise ConfigError(f"--domain target: run {str(run)!r} has no domain-specific layers "
+                              "(domain_adaptation dsbn or adabn), so its outputs are the same "
+                              "for every domain; leave --domain out")
+        return False
+    set_domain(model, domain)
+    return True
+
+
 def set_domain(model: nn.Module, domain: str) -> None:
     """Tell every domain-aware module of ``model`` which domain the next inputs come from.
 
