@@ -381,7 +381,8 @@ def _clash(entries: list[RegistryEntry], registries: Registries) -> str | None:
     seen: dict[tuple[str, str], RegistryEntry] = {}
     for entry in entries:
         registry = registries.of(entry.kind)
-        first = registry._entries.get(entry.name) or seen.get((entry.kind, entry.name))
+        first = (registry.get(entry.name) if entry.name in registry
+                 else seen.get((entry.kind, entry.name)))
         if first is not None:
             return (f"{entry.kind} {entry.name!r} is registered twice: by plugin "
                     f"{first.plugin!r} ({first.distribution} {first.version}) and by plugin "
