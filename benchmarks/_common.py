@@ -49,8 +49,10 @@ def build_parts(config_path: Path | None, overrides: list[str], run_dir: Path, *
 
 def train_step(parts: dict[str, Any], batch: dict[str, Any], *, precision: Any = None,
                scaler: torch.amp.GradScaler | None = None, forward: Any = None,
-               channels_last: bool = False) -> None:
-    """One training step on ``batch`` (moved to the device first)."""
+               channels_last: bool = False, before: Any = None) -> None:
+    """One training step on ``batch`` (moved to the device first; ``before()`` first)."""
+    if before is not None:
+        before()
     device = parts["device"]
     images = batch["image"].to(device, non_blocking=True)
     if channels_last and images.ndim == 4:

@@ -4,12 +4,20 @@ The run's own network, loss and data (built as ``medxfer run`` builds them, defa
 Hippocampus 3D config) train for the same pre-loaded batches in each variant, each from a
 copy of the same initial weights with a fresh AdamW, so that only the arithmetic differs:
 
-* ``fp32``: eager, no autocast (the reference);
+* ``fp32``: eager, no autocast (the reference; PyTorch's default lets cuDNN run fp32
+  convolutions as TF32 on Ampere and later GPUs, as ``medxfer run`` with ``amp: off`` does);
+* ``fp32_no_tf32``: fp32 with TF32 switched off for convolutions and matrix products (CUDA
+  only; not in the default list);
 * ``fp16``: CUDA autocast to float16 with a GradScaler (CUDA only);
 * ``bf16``: autocast to bfloat16 (CUDA, or CPU where the CPU supports it);
 * ``compile``: ``torch.compile`` of the network with the device's AMP (fp16 on CUDA,
   fp32 on CPU); its compilation happens in the warm-up steps, which are not timed;
+* ``compile_cudagraphs``: as ``compile`` with ``mode="reduce-overhead"`` (CUDA graphs,
+  which remove the per-kernel launch cost of small batches; CUDA only; not in the default
+  list);
 * ``channels_last``: channels-last memory format with the device's AMP (2D networks only).
+
+A variant that fails (e.g. a compiler error) prints its error and the others still run.
 
 It prints samples per second, the peak GPU memory of each variant and the ratio to fp32.
 
@@ -17,6 +25,8 @@ Usage::
 
     python benchmarks/amp_compile.py [CONFIG] [--steps 30] [--warmup 5] [--device cuda]
         [--variants fp32,fp16,bf16,compile,channels_last] [--set KEY=VALUE ...]
+
+(``--set train.batch_size=N`` measures another batch size.)
 """
 
 from __future__ import annotations
@@ -34,7 +44,8 @@ import torch
 from _common import REPO, build_parts, preload, synchronize, train_step
 
 DEFAULT_CONFIG = REPO / "configs" / "hippocampus_3d.yaml"
-ALL_VARIANTS = ["fp32", "fp16", "bf16", "compile", "channels_last"]
+DEFAULT_VARIANTS = ["fp32", "fp16", "bf16", "compile", "channels_last"]
+ALL_VARIANTS = DEFAULT_VARIANTS + ["fp32_no_tf32", "compile_cudagraphs"]
 
 
 def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict[str, Any] | None:
@@ -45,6 +56,8 @@ def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict
     amp = Precision(torch.float16 if cuda else None, device.type)
     if name == "fp32":
         return {"precision": Precision(None, device.type)}
+    if name == "fp32_no_tf32":
+        return {"precision": Precision(None, "cuda"), "tf32": False} if cuda else None
     if name == "fp16":
         return {"precision": Precision(torch.float16, "cuda")} if cuda else None
     if name == "bf16":
@@ -53,6 +66,8 @@ def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict
         return {"precision": Precision(torch.bfloat16, device.type)}
     if name == "compile":
         return {"precision": amp, "compile": True}
+    if name == "compile_cudagraphs":
+        return {"precision": amp, "compile": "reduce-overhead"} if cuda else None
     if name == "channels_last":
         return {"precision": amp, "channels_last": True} if spatial_dims == 2 else None
     raise SystemExit(f"--variants: unknown variant {name!r}; choose from {', '.join(ALL_VARIANTS)}")
@@ -66,24 +81,34 @@ def run_variant(parts: dict[str, Any], reference: torch.nn.Module,
     if settings.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     local = dict(parts, model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
-    forward = torch.compile(model.forward_features) if settings.get("compile") else None
+    mode = settings.get("compile")
+    forward = (torch.compile(model.forward_features, mode=mode if isinstance(mode, str) else None)
+               if mode else None)
     precision = settings["precision"]
     scaler = torch.amp.GradScaler("cuda") if precision.needs_scaler else None
     kwargs = {"precision": precision, "scaler": scaler, "forward": forward,
               "channels_last": bool(settings.get("channels_last"))}
+    if mode == "reduce-overhead":  # each step is a new CUDA-graph replay (outputs not kept)
+        kwargs["before"] = torch.compiler.cudagraph_mark_step_begin
     device = parts["device"]
-    for batch in batches[:warmup]:
-        train_step(local, batch, **kwargs)
-    synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    tic = time.perf_counter()
-    samples = 0
-    for batch in batches[warmup:]:
-        train_step(local, batch, **kwargs)
-        samples += len(batch["image"])
-    synchronize(device)
-    seconds = time.perf_counter() - tic
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    if "tf32" in settings:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
+    try:
+        for batch in batches[:warmup]:
+            train_step(local, batch, **kwargs)
+        synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        tic = time.perf_counter()
+        samples = 0
+        for batch in batches[warmup:]:
+            train_step(local, batch, **kwargs)
+            samples += len(batch["image"])
+        synchronize(device)
+        seconds = time.perf_counter() - tic
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {"samples_per_s": samples / seconds, "peak_mib": peak}
 
@@ -95,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: auto)")
-    parser.add_argument("--variants", default=",".join(ALL_VARIANTS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated, from {','.join(ALL_VARIANTS)}")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,17 +135,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config.name} on {name} ({device}), torch {torch.__version__}, "
               f"batch {parts['config'].train.batch_size}, {args.steps} timed steps "
               f"after {args.warmup} warm-up")
-        print(f"{'variant':<14} {'samples/s':>10} {'peak MiB':>9} {'vs fp32':>8}")
+        print(f"{'variant':<18} {'samples/s':>10} {'peak MiB':>9} {'vs fp32':>8}")
         base = None
         for variant in args.variants.split(","):
             settings = variant_settings(variant.strip(), device, parts["spatial_dims"])
             if settings is None:
-                print(f"{variant:<14} {'n/a on this device or network':>30}")
+                print(f"{variant:<18} {'n/a on this device or network':>30}")
                 continue
-            r = run_variant(parts, reference, batches, settings, args.warmup)
+            try:
+                r = run_variant(parts, reference, batches, settings, args.warmup)
+            except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
+                print(f"{variant:<18} failed: {type(exc).__name__}: {exc}"[:400], flush=True)
+                continue
             base = base or (r["samples_per_s"] if variant == "fp32" else None)
             ratio = f"{r['samples_per_s'] / base:.2f}x" if base else "-"
-            print(f"{variant:<14} {r['samples_per_s']:>10.1f} {r['peak_mib']:>9.0f} {ratio:>8}",
+            print(f"{variant:<18} {r['samples_per_s']:>10.1f} {r['peak_mib']:>9.0f} {ratio:>8}",
                   flush=True)
     return 0
 

@@ -14,13 +14,16 @@
 # run installs the wheels and medxfer into /tmp/medxfer_site (nothing else is touched), then
 # writes into $OUT (or .gpu_kit/out):
 #   env.txt                 GPU, torch, CUDA and MONAI versions
-#   amp_hippocampus_3d.txt  benchmarks/amp_compile.py on the Hippocampus 3D config
-#   run_pneumonia.txt       a 1-epoch PneumoniaMNIST run (MobileNet-V2, AMP, batch
-#                           augmentation on the GPU) and its metrics.json
+#   amp_hippocampus_3d.txt  benchmarks/amp_compile.py on the Hippocampus 3D config (fp32,
+#                           fp16, bf16, compile, compile with CUDA graphs)
+#   amp_hippocampus_3d_batch32.txt  the same at batch 32 (fp32, fp32 without TF32, fp16,
+#                           bf16): whether a small batch, not the arithmetic, limits AMP
 #   run_hippocampus_3d.txt  a 2-epoch Hippocampus 3D run (3D U-Net, AMP, sliding-window
 #                           test) and its metrics.json
+#   run_pneumonia.txt       a 1-epoch PneumoniaMNIST run (MobileNet-V2, AMP, batch
+#                           augmentation on the GPU) and its metrics.json
 # Every step has its own time limit, so what finished comes back even when a later step
-# hangs; the whole job takes about 6 minutes on an H100 (STEPS=100).
+# hangs; the steps' limits add up to 11 minutes (STEPS=100).
 #
 # Environment: PYTHON (prepare: the checkout's .venv; run: python3), PYVER (prepare; default
 # 3.12), DEVICE (run; default cuda, cpu to try the job here), STEPS (timed steps per AMP
@@ -83,20 +86,26 @@ run() {
 torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU',
 '| monai', monai.__version__, '| medxfer', medxfer.__version__)"; } 2>&1 | tee "$out/env.txt"
 
-    step 300 "$out/amp_hippocampus_3d.txt" "$PYTHON" benchmarks/amp_compile.py \
+    # most important first: what finished comes back even if the machine's time runs out
+    step 240 "$out/amp_hippocampus_3d.txt" "$PYTHON" benchmarks/amp_compile.py \
         configs/hippocampus_3d.yaml --device "$device" --steps "$steps" \
+        --variants fp32,fp16,bf16,compile,compile_cudagraphs \
         --set "data.path=$data/msd_hippocampus"
+    step 120 "$out/amp_hippocampus_3d_batch32.txt" "$PYTHON" benchmarks/amp_compile.py \
+        configs/hippocampus_3d.yaml --device "$device" --steps 40 \
+        --variants fp32,fp32_no_tf32,fp16,bf16 \
+        --set "data.path=$data/msd_hippocampus" --set train.batch_size=32
     rm -rf /tmp/gpu_check_pn /tmp/gpu_check_hippo
-    step 150 "$out/run_pneumonia.txt" "$PYTHON" -m medxfer run configs/pneumoniamnist.yaml \
-        --output /tmp/gpu_check_pn --set "data.path=$data/pneumoniamnist.npz" \
-        --set model.backbone.pretrained=none --set train.epochs=1 \
-        --set "train.device=$device" --set eval.bootstrap=100
-    cp /tmp/gpu_check_pn/metrics.json "$out/metrics_pneumonia.json" 2>/dev/null
-    step 240 "$out/run_hippocampus_3d.txt" "$PYTHON" -m medxfer run \
+    step 180 "$out/run_hippocampus_3d.txt" "$PYTHON" -m medxfer run \
         configs/hippocampus_3d.yaml --output /tmp/gpu_check_hippo \
         --set "data.path=$data/msd_hippocampus" --set train.epochs=2 \
         --set "train.device=$device" --set eval.bootstrap=100
     cp /tmp/gpu_check_hippo/metrics.json "$out/metrics_hippocampus_3d.json" 2>/dev/null
+    step 120 "$out/run_pneumonia.txt" "$PYTHON" -m medxfer run configs/pneumoniamnist.yaml \
+        --output /tmp/gpu_check_pn --set "data.path=$data/pneumoniamnist.npz" \
+        --set model.backbone.pretrained=none --set train.epochs=1 \
+        --set "train.device=$device" --set eval.bootstrap=100
+    cp /tmp/gpu_check_pn/metrics.json "$out/metrics_pneumonia.json" 2>/dev/null
     echo "results in $out"
 }
 
