@@ -15,19 +15,22 @@ def build_parts(config_path: Path | None, overrides: list[str], run_dir: Path, *
     """The run's training loader, network, loss, AdamW and precision, without training.
 
     ImageNet weights are replaced by a random initialisation: weights do not change the
-    timing, and the benchmarks then need no download.
+    timing, and the benchmarks then need no download. The run's seeding and
+    ``train.deterministic`` setting are applied, as they choose the cuDNN algorithms.
     """
     from medxfer.config import load_config
     from medxfer.data import load_data
     from medxfer.engine.amp import resolve_device, resolve_precision
     from medxfer.engine.loaders import make_loader, make_loss
     from medxfer.engine.pipeline import build_task_network, wants_imagenet_norm
+    from medxfer.engine.seeding import seed_everything
     from medxfer.plugins import build_registries
 
     config = load_config(config_path, list(overrides) + ([f"train.device={device}"]
                                                          if device else []))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed, deterministic=config.train.deterministic)
     registries = build_registries()
     kwargs = dict(config.model.backbone.kwargs)
     pretrained = kwargs.get("pretrained", "none")

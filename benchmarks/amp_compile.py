@@ -14,7 +14,7 @@ copy of the same initial weights with a fresh AdamW, so that only the arithmetic
   fp32 on CPU); its compilation happens in the warm-up steps, which are not timed;
 * ``compile_cudagraphs``: as ``compile`` with ``mode="reduce-overhead"`` (CUDA graphs,
   which remove the per-kernel launch cost of small batches; CUDA only; not in the default
-  list);
+  list), and ``fp32_cudagraphs``, the same in fp32 (so that AMP's own share shows);
 * ``channels_last``: channels-last memory format with the device's AMP (2D networks only).
 
 A variant that fails (e.g. a compiler error) prints its error and the others still run.
@@ -45,7 +45,7 @@ from _common import REPO, build_parts, preload, synchronize, train_step
 
 DEFAULT_CONFIG = REPO / "configs" / "hippocampus_3d.yaml"
 DEFAULT_VARIANTS = ["fp32", "fp16", "bf16", "compile", "channels_last"]
-ALL_VARIANTS = DEFAULT_VARIANTS + ["fp32_no_tf32", "compile_cudagraphs"]
+ALL_VARIANTS = DEFAULT_VARIANTS + ["fp32_no_tf32", "compile_cudagraphs", "fp32_cudagraphs"]
 
 
 def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict[str, Any] | None:
@@ -68,6 +68,8 @@ def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict
         return {"precision": amp, "compile": True}
     if name == "compile_cudagraphs":
         return {"precision": amp, "compile": "reduce-overhead"} if cuda else None
+    if name == "fp32_cudagraphs":
+        return {"precision": Precision(None, "cuda"), "compile": "reduce-overhead"} if cuda else None
     if name == "channels_last":
         return {"precision": amp, "channels_last": True} if spatial_dims == 2 else None
     raise SystemExit(f"--variants: unknown variant {name!r}; choose from {', '.join(ALL_VARIANTS)}")
@@ -95,7 +97,7 @@ def run_variant(parts: dict[str, Any], reference: torch.nn.Module,
     if "tf32" in settings:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
     try:
-        for batch in batches[:warmup]:
+        for batch in warmup_batches(batches, warmup):
             train_step(local, batch, **kwargs)
         synchronize(device)
         if device.type == "cuda":
@@ -111,6 +113,18 @@ def run_variant(parts: dict[str, Any], reference: torch.nn.Module,
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {"samples_per_s": samples / seconds, "peak_mib": peak}
+
+
+def warmup_batches(batches: list[dict[str, Any]], warmup: int) -> list[dict[str, Any]]:
+    """The first ``warmup`` batches, then one of each batch shape the timed steps meet that
+    those did not (a smaller last batch), so that no compilation happens while timing."""
+    chosen = list(batches[:warmup])
+    seen = {tuple(b["image"].shape) for b in chosen}
+    for batch in batches[warmup:]:
+        if tuple(batch["image"].shape) not in seen:
+            seen.add(tuple(batch["image"].shape))
+            chosen.append(batch)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:

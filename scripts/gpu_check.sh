@@ -15,18 +15,20 @@
 # writes into $OUT (or .gpu_kit/out):
 #   env.txt                 GPU, torch, CUDA and MONAI versions
 #   amp_hippocampus_3d.txt  benchmarks/amp_compile.py on the Hippocampus 3D config (fp32,
-#                           fp16, bf16, compile, compile with CUDA graphs)
-#   amp_hippocampus_3d_batch32.txt  the same at batch 32 (fp32, fp32 without TF32, fp16,
-#                           bf16): whether a small batch, not the arithmetic, limits AMP
+#                           fp16, bf16, each eager and as CUDA graphs, and compile)
+#   amp_hippocampus_3d_nondeterministic.txt  the same without train.deterministic (eager)
+#   amp_hippocampus_3d_batch128.txt  at batch 128, where the arithmetic, not the launch of
+#                           each kernel, takes the time (also fp32 without TF32)
 #   run_hippocampus_3d.txt  a 2-epoch Hippocampus 3D run (3D U-Net, AMP, sliding-window
 #                           test) and its metrics.json
 #   run_pneumonia.txt       a 1-epoch PneumoniaMNIST run (MobileNet-V2, AMP, batch
 #                           augmentation on the GPU) and its metrics.json
 # Every step has its own time limit, so what finished comes back even when a later step
-# hangs; the steps' limits add up to 11 minutes (STEPS=100).
+# hangs; the steps' limits add up to 13 minutes (STEPS=100).
 #
 # Environment: PYTHON (prepare: the checkout's .venv; run: python3), PYVER (prepare; default
-# 3.12), DEVICE (run; default cuda, cpu to try the job here), STEPS (timed steps per AMP
+# 3.12), DEVICE (run; default cuda, cpu to try the job here), RUNS (run; 0: the
+# benchmarks only, not the two training runs), STEPS (timed steps per AMP
 # variant; default 100), KIT (default .gpu_kit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,10 +65,11 @@ print(" ".join(f"{n}=={version(n)}" for n in sys.argv[1:]))' $PACKAGES) || {
 step() {  # step SECONDS LOGFILE COMMAND...: run with a time limit, output to screen and log
     local limit=$1 log=$2
     shift 2
+    local start=$SECONDS
     echo "\$ $*" | tee "$log"
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     local rc=${PIPESTATUS[0]}
-    echo "exit $rc" | tee -a "$log"
+    echo "exit $rc after $((SECONDS - start)) s" | tee -a "$log"
 }
 
 run() {
@@ -89,12 +92,18 @@ torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() e
     # most important first: what finished comes back even if the machine's time runs out
     step 240 "$out/amp_hippocampus_3d.txt" "$PYTHON" benchmarks/amp_compile.py \
         configs/hippocampus_3d.yaml --device "$device" --steps "$steps" \
-        --variants fp32,fp16,bf16,compile,compile_cudagraphs \
+        --variants fp32,fp16,bf16,fp32_cudagraphs,compile_cudagraphs,compile \
         --set "data.path=$data/msd_hippocampus"
-    step 120 "$out/amp_hippocampus_3d_batch32.txt" "$PYTHON" benchmarks/amp_compile.py \
-        configs/hippocampus_3d.yaml --device "$device" --steps 40 \
-        --variants fp32,fp32_no_tf32,fp16,bf16 \
-        --set "data.path=$data/msd_hippocampus" --set train.batch_size=32
+    step 100 "$out/amp_hippocampus_3d_nondeterministic.txt" "$PYTHON" \
+        benchmarks/amp_compile.py configs/hippocampus_3d.yaml --device "$device" \
+        --steps "$steps" --variants fp32,fp16,bf16 \
+        --set "data.path=$data/msd_hippocampus" --set train.deterministic=false
+    step 150 "$out/amp_hippocampus_3d_batch128.txt" "$PYTHON" benchmarks/amp_compile.py \
+        configs/hippocampus_3d.yaml --device "$device" --steps 20 \
+        --variants fp32,fp32_no_tf32,fp16,bf16,fp32_cudagraphs,compile_cudagraphs \
+        --set "data.path=$data/msd_hippocampus" --set train.batch_size=128 \
+        --set train.deterministic=false
+    [ "${RUNS:-1}" = 0 ] && { echo "results in $out (RUNS=0: no training runs)"; return 0; }
     rm -rf /tmp/gpu_check_pn /tmp/gpu_check_hippo
     step 180 "$out/run_hippocampus_3d.txt" "$PYTHON" -m medxfer run \
         configs/hippocampus_3d.yaml --output /tmp/gpu_check_hippo \
