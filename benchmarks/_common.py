@@ -54,12 +54,14 @@ def train_step(parts: dict[str, Any], batch: dict[str, Any], *, precision: Any =
                scaler: torch.amp.GradScaler | None = None, forward: Any = None,
                channels_last: bool = False, before: Any = None) -> None:
     """One training step on ``batch`` (moved to the device first; ``before()`` first)."""
+    from medxfer.engine.amp import to_channels_last
+
     if before is not None:
         before()
     device = parts["device"]
     images = batch["image"].to(device, non_blocking=True)
-    if channels_last and images.ndim == 4:
-        images = images.contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        images = to_channels_last(images)
     labels = batch["label"].to(device, non_blocking=True)
     precision = precision or parts["precision"]
     forward = forward or parts["model"].forward_features

@@ -15,7 +15,9 @@ copy of the same initial weights with a fresh AdamW, so that only the arithmetic
 * ``compile_cudagraphs``: as ``compile`` with ``mode="reduce-overhead"`` (CUDA graphs,
   which remove the per-kernel launch cost of small batches; CUDA only; not in the default
   list), and ``fp32_cudagraphs``, the same in fp32 (so that AMP's own share shows);
-* ``channels_last``: channels-last memory format with the device's AMP (2D networks only).
+* ``channels_last``: channels-last memory format (``channels_last_3d`` for 3D networks)
+  with the device's AMP, as ``train.channels_last: true``; ``fp32_channels_last`` the same
+  in fp32 (not in the default list).
 
 A variant that fails (e.g. a compiler error) prints its error and the others still run.
 
@@ -45,7 +47,8 @@ from _common import REPO, build_parts, preload, synchronize, train_step
 
 DEFAULT_CONFIG = REPO / "configs" / "hippocampus_3d.yaml"
 DEFAULT_VARIANTS = ["fp32", "fp16", "bf16", "compile", "channels_last"]
-ALL_VARIANTS = DEFAULT_VARIANTS + ["fp32_no_tf32", "compile_cudagraphs", "fp32_cudagraphs"]
+ALL_VARIANTS = DEFAULT_VARIANTS + ["fp32_no_tf32", "compile_cudagraphs", "fp32_cudagraphs",
+                                   "fp32_channels_last"]
 
 
 def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict[str, Any] | None:
@@ -71,7 +74,9 @@ def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict
     if name == "fp32_cudagraphs":
         return {"precision": Precision(None, "cuda"), "compile": "reduce-overhead"} if cuda else None
     if name == "channels_last":
-        return {"precision": amp, "channels_last": True} if spatial_dims == 2 else None
+        return {"precision": amp, "channels_last": True}
+    if name == "fp32_channels_last":
+        return {"precision": Precision(None, device.type), "channels_last": True}
     raise SystemExit(f"--variants: unknown variant {name!r}; choose from {', '.join(ALL_VARIANTS)}")
 
 
@@ -79,9 +84,11 @@ def run_variant(parts: dict[str, Any], reference: torch.nn.Module,
                 batches: list[dict[str, Any]], settings: dict[str, Any],
                 warmup: int) -> dict[str, float]:
     """Samples per second and peak memory of one variant on ``batches``."""
+    from medxfer.engine.amp import channels_last_format
+
     model = copy.deepcopy(reference)
     if settings.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=channels_last_format(parts["spatial_dims"]))
     local = dict(parts, model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
     mode = settings.get("compile")
     forward = (torch.compile(model.forward_features, mode=mode if isinstance(mode, str) else None)

@@ -240,7 +240,8 @@ class TrainConfig(StrictModel):
         "auto", description="mixed precision: fp16 (CUDA, GradScaler) or bf16 (CUDA or CPU); "
         "auto: fp16 on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model")
-    channels_last: bool = Field(False, description="channels-last memory format (2D)")
+    channels_last: bool = Field(
+        False, description="channels-last memory format (channels_last_3d for 3D networks)")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
     ema: float | None = Field(
         None, gt=0, lt=1, description="exponential moving average of the weights with this "

@@ -212,6 +212,12 @@ class CaseDataset(Dataset):
         worker = -1 if info is None else info.id
         if self._seeded_for == worker:
             return
+        # Once per process (a loader worker too): a background-only case (e.g. a slice
+        # outside the organ) is valid, its patches are then all background, and MONAI warns
+        # about that at every draw. A filter for the process, not a catch_warnings around
+        # each draw: that reset every "once per line" warning registry at every item, so
+        # warnings meant to show once (torch's) showed at every training step.
+        warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
         seed = self.seed if info is None else (self.seed * 1_000_003 + info.seed) % (2 ** 32)
         for augment in (self.augment, self.batch_augment):
             if augment is not None:
@@ -286,11 +292,7 @@ class CaseDataset(Dataset):
             previous = get_track_meta()
             set_track_meta(False)  # 3x faster: no metadata or inverse bookkeeping needed here
             try:
-                with _one_intra_op_thread(_numel(data["image"])), warnings.catch_warnings():
-                    # a background-only case (e.g. a slice outside the organ) is valid: its
-                    # patches are then all background, which MONAI warns about every time.
-                    warnings.filterwarnings("ignore", message="Num foregrounds 0",
-                                            category=UserWarning)
+                with _one_intra_op_thread(_numel(data["image"])):
                     data = self.augment(data)
             finally:
                 set_track_meta(previous)

@@ -1,4 +1,5 @@
-"""Device choice and mixed precision (CUDA fp16 with GradScaler, bf16 on CUDA or CPU)."""
+"""Device choice, mixed precision (CUDA fp16 with GradScaler, bf16 on CUDA or CPU) and the
+channels-last memory format."""
 
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: cuda requested but no CUDA GPU is available; use auto or cpu")
     return device
+
+
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """torch's channels-last memory format for ``spatial_dims``-D inputs and convolutions
+    (``channels_last`` for 2D, ``channels_last_3d`` for 3D)."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
+def to_channels_last(images: torch.Tensor) -> torch.Tensor:
+    """A 2D or 3D batch ``[B, C, *spatial]`` in channels-last layout (others unchanged)."""
+    if images.ndim not in (4, 5):
+        return images
+    return images.contiguous(memory_format=channels_last_format(images.ndim - 2))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from medxfer.config import RunConfig, config_to_yaml, load_config, write_resolve
 from medxfer.data.augment import default_flip_axes
 from medxfer.engine import distributed as D
 from medxfer.engine import shards
-from medxfer.engine.amp import resolve_device, resolve_precision
+from medxfer.engine.amp import channels_last_format, resolve_device, resolve_precision
 from medxfer.engine.checkpoints import BEST_WEIGHTS, load_model_weights
 from medxfer.engine.evaluate import predict
 from medxfer.engine.loaders import make_loader, make_loss
@@ -181,8 +181,8 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         bundle.train.seed = D.rank_seed(config.train.seed)
         if target is not None:  # the target domain's training augmentation too
             target.train.seed = D.rank_seed(config.train.seed)
-    if config.train.channels_last and bundle.spatial_dims == 2:
-        model.to(memory_format=torch.channels_last)
+    if config.train.channels_last:
+        model.to(memory_format=channels_last_format(bundle.spatial_dims))
     if config.train.compile:  # submodules: the trainer calls forward_features, not forward
         if config.task == "segmentation":
             model.net.compile()

@@ -14,7 +14,7 @@ from torch import nn
 from medxfer.config import RunConfig
 from medxfer.engine import distributed as D
 from medxfer.engine import shards
-from medxfer.engine.amp import Precision
+from medxfer.engine.amp import Precision, to_channels_last
 from medxfer.engine.checkpoints import (
     BEST_WEIGHTS,
     load_model_weights,
@@ -349,8 +349,8 @@ class Trainer:
         """
         ctx, cfg = self.ctx, self.config
         images = batch["image"].to(self.device, non_blocking=True)
-        if cfg.train.channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
+        if cfg.train.channels_last:
+            images = to_channels_last(images)
         labels = batch["label"].to(self.device, non_blocking=True)
         target_images = target_features = target_outputs = None
         with self.precision.autocast():

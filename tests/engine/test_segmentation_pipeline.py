@@ -127,3 +127,23 @@ def test_slice_axis_refused_for_2d_data(tmp_path, registries, repo_root):
     config = load_config(None, [*QUICK, f"data.path={path}", "data.slice_axis=0"])
     with pytest.raises(DataError, match="slice_axis"):
         run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
+
+
+def test_3d_training_in_channels_last_layout(tmp_path, registries, monkeypatch):
+    """``train.channels_last`` lays 3D networks and batches out as ``channels_last_3d``."""
+    from medxfer.engine import trainer
+
+    layouts = []
+    original = trainer.to_channels_last
+
+    def spy(images):
+        out = original(images)
+        layouts.append(out.is_contiguous(memory_format=torch.channels_last_3d))
+        return out
+
+    monkeypatch.setattr(trainer, "to_channels_last", spy)
+    config = load_config(None, [*QUICK, "train.epochs=1", "data.patch.size=[16,16,16]",
+                                "train.channels_last=true"])
+    summary = run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
+    assert layouts and all(layouts)
+    assert 0.0 <= summary["test"]["dice"] <= 1.0
