@@ -22,6 +22,10 @@ from medxfer.data.readers import IMAGE_SUFFIXES, _is_dicom, dicom_folders, image
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json", "datalist.csv", "datalist.json")
 FORMATS = ("folder", "manifest", "medmnist", "msd", "dicom")
+#: The :attr:`Datalist.class_order` values that nobody declared: names sorted
+#: alphabetically, with the words that say so.
+IMPLICIT_CLASS_ORDERS = {"folders": "its folder names, alphabetical",
+                         "sorted": "its label names, alphabetical"}
 
 
 @dataclass
@@ -38,6 +42,11 @@ class Datalist:
         spatial_dims: 2 or 3 when known from the format, else ``None``.
         modality: ``CT``/``MR``/... when the dataset declares it.
         medmnist: The arrays of a MedMNIST file (``format == "medmnist"`` only).
+        class_order: Where the order of ``class_names`` comes from: ``declared``
+            (``data.classes``), ``manifest`` (its ``classes`` list or ``classes.txt``),
+            ``numbers`` (numbered labels), ``dataset`` (the MedMNIST or MSD label numbers),
+            ``folders`` (class folder names, alphabetical) or ``sorted`` (a manifest's label
+            names, alphabetical); ``""`` when the labels are not classes.
     """
 
     name: str
@@ -49,6 +58,7 @@ class Datalist:
     spatial_dims: int | None = None
     modality: str | None = None
     medmnist: MedMNISTData | None = None
+    class_order: str = ""
 
     def describe(self) -> str:
         """One line: format, path and case count."""
@@ -170,6 +180,7 @@ def _apply_declared_classes(dl: Datalist, classes: list[str]) -> None:
     elif len(classes) < 2:
         raise DataError("data.classes for segmentation must include the background class")
     dl.class_names = list(classes)
+    dl.class_order = "declared"
 
 
 def _medmnist_datalist(path: Path) -> Datalist:
@@ -181,7 +192,8 @@ def _medmnist_datalist(path: Path) -> Datalist:
             cases.append({"id": cid, "image": f"npz:{path.name}#{split}/{i}", "label": int(label),
                           "patient_id": cid, "domain": None, "split": split})
     return Datalist(data.name, "medmnist", str(path), "classification", cases,
-                    data.class_names, data.spatial_dims, None, medmnist=data)
+                    data.class_names, data.spatial_dims, None, medmnist=data,
+                    class_order="dataset")
 
 
 def _require_file(base: Path, rel: str, where: str) -> str:
@@ -221,7 +233,8 @@ def _msd_datalist(folder: Path) -> Datalist:
                       "domain": None, "split": None})
     task = "segmentation" if all(c["label"] for c in cases) else "unlabelled"
     dims = 3 if str(meta.get("tensorImageSize", "3D")).upper() in ("3D", "4D") else 2
-    return Datalist(folder.name, "msd", str(folder), task, cases, class_names, dims, modality)
+    return Datalist(folder.name, "msd", str(folder), task, cases, class_names, dims, modality,
+                    class_order="dataset")
 
 
 def _folder_datalist(folder: Path) -> Datalist:
@@ -242,7 +255,8 @@ def _folder_datalist(folder: Path) -> Datalist:
     if len(class_names) < 2:
         raise DataError(f"{str(folder)!r}: a class-folder dataset needs at least two sub-folders "
                         f"with images; found {class_names or 'none'}")
-    return Datalist(folder.name, "folder", str(folder), "classification", cases, class_names)
+    return Datalist(folder.name, "folder", str(folder), "classification", cases, class_names,
+                    class_order="folders")
 
 
 def _dicom_datalist(folder: Path) -> Datalist:
@@ -346,15 +360,16 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
             c["id"] = Path(c["image"]).relative_to(base).as_posix() \
                 if Path(c["image"]).is_relative_to(base) else c["image"]
     class_names: list[str] = []
+    class_order = ""
     if task == "classification" and has_labels:
-        class_names = _encode_classes(cases, path, _declared_order(path, meta))
+        class_names, class_order = _encode_classes(cases, path, _declared_order(path, meta))
     elif task == "segmentation":
         class_names = ["background", "foreground"]
     elif task == "regression":
         class_names = [label_key]
     name = path.parent.name if path.name in MANIFEST_NAMES else stem(path)
     return Datalist(name, "manifest", str(path), task if has_labels else "unlabelled", cases,
-                    class_names)
+                    class_names, class_order=class_order)
 
 
 def _infer_task(labels: list[Any], base: Path) -> str:
@@ -373,9 +388,14 @@ def _infer_task(labels: list[Any], base: Path) -> str:
 
 
 def _encode_classes(cases: list[dict[str, Any]], path: Path,
-                    order: list[str] | None) -> list[str]:
+                    order: list[str] | None) -> tuple[list[str], str]:
     """Turn raw labels into indices: integers keep their value, names follow ``order``
-    (or sorted order when the manifest declares none)."""
+    (or sorted order when the manifest declares none).
+
+    Returns:
+        The class names in label order and where that order comes from
+        (:attr:`Datalist.class_order`).
+    """
     raw = [c["label"] for c in cases]
     if order is not None:
         for c in cases:
@@ -387,7 +407,7 @@ def _encode_classes(cases: list[dict[str, Any]], path: Path,
             else:
                 raise DataError(f"manifest {str(path)!r}: case {c['id']!r} has label {value!r}, "
                                 f"not one of the declared classes {order}")
-        return list(order)
+        return list(order), "manifest"
     if all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in raw):
         ints = [int(v) for v in raw]
         if min(ints) < 0:
@@ -396,8 +416,8 @@ def _encode_classes(cases: list[dict[str, Any]], path: Path,
                             f"{min(ints)}")
         for c, v in zip(cases, ints):
             c["label"] = v
-        return [str(i) for i in range(max(ints) + 1)]
+        return [str(i) for i in range(max(ints) + 1)], "numbers"
     names = sorted({str(v) for v in raw})
     for c in cases:
         c["label"] = names.index(str(c["label"]))
-    return names
+    return names, "sorted"

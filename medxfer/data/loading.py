@@ -30,7 +30,9 @@ class DataBundle:
 
     Items of ``train``/``val``/``test`` are ``{"image": float32 [C, *spatial], "label": ...,
     "id": str}``; the label is an int64 scalar (classification), a float32 scalar
-    (regression) or an int64 ``[1, *spatial]`` mask (segmentation).
+    (regression) or an int64 ``[1, *spatial]`` mask (segmentation). ``class_order`` says
+    where the order of ``class_names`` comes from (see
+    :attr:`medxfer.data.datalist.Datalist.class_order`).
     """
 
     task: str
@@ -44,6 +46,7 @@ class DataBundle:
     train_labels: list[int] = field(default_factory=list)
     cases: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    class_order: str = ""
 
 
 def resolve_data_path(config: RunConfig) -> Path:
@@ -254,7 +257,7 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
         if config.task == "classification" else [],
         cases=[{"id": c["id"], "split": c["split"], "patient_id": c.get("patient_id"),
                 "image": c["image"], "label": c["label"]} for s in SPLITS for c in by_split[s]],
-        source=f"{dl.describe()}; {counts}")
+        source=f"{dl.describe()}; {counts}", class_order=dl.class_order)
 
 
 def _check_training_masks(base: Dataset, cases: list[dict[str, Any]], *,

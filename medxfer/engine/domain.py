@@ -3,6 +3,7 @@ the source-vs-target feature figure. The pipeline calls these; none names a meth
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,17 @@ import torch
 from torch.utils.data import Dataset
 
 from medxfer.config import RunConfig
+from medxfer.engine import distributed as D
 from medxfer.errors import ConfigError, DataError
 from medxfer.models.domain import SOURCE, TARGET, in_domain
 
 #: Features kept per domain for the PCA figure and ``features.npz``.
 MAX_FEATURE_POINTS = 600
 FEATURES_FILE = "features.npz"
+
+
+class ClassOrderWarning(UserWarning):
+    """Numbered target labels are read in a source class order that nobody declared."""
 
 
 class WithoutLabels(Dataset):
@@ -105,13 +111,16 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
     The target's labels must mean what the source's mean. Classes that are the source's
     in another order (a class folder is read alphabetically, a manifest in its own order),
     or numbered ``0 .. C-1``, are given the source's label order; other names are refused.
-    Declaring ``data.classes`` names both alike.
+    Declaring ``data.classes`` names both alike. Numbered target labels read in an order
+    the source only has by sorting its names (class folders, a manifest's label names
+    without ``classes.txt``) give a :class:`ClassOrderWarning` (rank 0 only).
 
     Raises:
         DataError: when the target data cannot be read or does not match the source
             (channels, dimensions, classes).
     """
     from medxfer.data import load_data
+    from medxfer.data.datalist import IMPLICIT_CLASS_ORDERS
 
     where = f"data.target.path {config.data.target.path!r}"
     target = target_config(config)
@@ -137,10 +146,21 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
         raise refused
     data = target.data.model_copy(update={"classes": wanted})
     try:  # the source's label order, by name (or by number)
-        return load_data(target.model_copy(update={"data": data}),
-                         imagenet_norm=imagenet_norm, cache_dir=cache_dir)
+        bundle = load_data(target.model_copy(update={"data": data}),
+                           imagenet_norm=imagenet_norm, cache_dir=cache_dir)
     except DataError:
         raise refused from None
+    numbered = [name for name in names if name not in wanted and name.isdigit()]
+    implicit = IMPLICIT_CLASS_ORDERS.get(getattr(source, "class_order", ""))
+    if numbered and implicit and D.is_main():
+        as_read = ", ".join(f"{i}={name}" for i, name in enumerate(wanted))
+        warnings.warn(
+            f"{where}: the target's numbered labels are read as {as_read} (the source's "
+            f"class order, taken from {implicit}). If the numbers mean other classes, "
+            "declare data.classes: [...] with the class names in the order the numbers "
+            "mean (it orders the source's classes too), or label the target with the "
+            "class names", ClassOrderWarning, stacklevel=2)
+    return bundle
 
 
 def target_train_loader(config: RunConfig, target: Any, device: torch.device) -> Any:

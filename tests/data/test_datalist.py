@@ -143,3 +143,20 @@ def test_real_layouts(shared_data):
     breast = build_datalist(shared_data / "medmnist" / "breastmnist.npz")
     assert breast.format == "medmnist" and len(breast.cases) == 780
     assert breast.cases[0]["image"] == "npz:breastmnist.npz#train/0"
+
+
+def test_class_order_says_where_the_label_order_comes_from(tmp_path):
+    """Orders only sorted from names (``folders``, ``sorted``) were declared by nobody."""
+    from medxfer.data.datalist import IMPLICIT_CLASS_ORDERS
+
+    _pngs(tmp_path / "folders", ["b/1.png", "a/2.png"])
+    assert build_datalist(tmp_path / "folders").class_order == "folders"
+    assert build_datalist(tmp_path / "folders", classes=["b", "a"]).class_order == "declared"
+    _pngs(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "names.csv").write_text("image,label\na.png,normal\nb.png,lesion\n")
+    assert build_datalist(tmp_path / "names.csv").class_order == "sorted"
+    (tmp_path / "numbers.csv").write_text("image,label\na.png,1\nb.png,0\n")
+    assert build_datalist(tmp_path / "numbers.csv").class_order == "numbers"
+    (tmp_path / "classes.txt").write_text("normal\nlesion\n")
+    assert build_datalist(tmp_path / "names.csv").class_order == "manifest"
+    assert set(IMPLICIT_CLASS_ORDERS) == {"folders", "sorted"}
