@@ -121,13 +121,15 @@ class DistributedWeightedSampler(Sampler[int]):
         return self.per_rank
 
 
-def per_rank_batch_size(batch_size: int) -> int:
-    """This rank's share of the global ``train.batch_size``.
+def per_rank_batch_size(batch_size: int, world: int | None = None) -> int:
+    """Each rank's share of the global ``train.batch_size`` over ``world`` processes (this
+    run's world size when omitted). ``medxfer run --nproc N`` calls it with ``N`` before it
+    starts any worker, the training loaders inside each rank.
 
     Raises:
         ConfigError: when the batch cannot be split evenly between the processes.
     """
-    world = world_size()
+    world = world_size() if world is None else world
     if batch_size % world:
         from medxfer.errors import ConfigError
 

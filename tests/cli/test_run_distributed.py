@@ -328,3 +328,17 @@ def test_nproc_inside_torchrun_is_refused(monkeypatch, capsys):
         monkeypatch.setenv(name, value)
     assert main(["run", "--nproc", "2", "--set", "train.epochs=1"]) == 2
     assert "under torchrun omit --nproc" in capsys.readouterr().err
+
+
+def test_nproc_with_a_batch_that_does_not_split_is_refused_before_launch(monkeypatch, capsys,
+                                                                           tmp_path):
+    from medxfer.cli import launch, main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(launch, "launch_run", lambda *a: pytest.fail("torchrun was started"))
+    for check in ([], ["--check"]):
+        assert main(["run", "--nproc", "2", *check, "--set", "train.batch_size=7",
+                     "--set", "train.epochs=1"]) == 2
+        assert ("train.batch_size 7 is the global batch and must split evenly over 2 "
+                "processes; set it to a multiple of 2") in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -52,6 +52,16 @@ def test_merge_shards_rejects_sizes_no_split_gives():
         S.merge_shards([[1], [2, 3]])
 
 
+def test_the_global_batch_must_split_evenly_over_the_processes():
+    from medxfer.errors import ConfigError
+
+    assert S.per_rank_batch_size(8, 2) == 4
+    assert S.per_rank_batch_size(7) == 7  # one process: this run's world size
+    with pytest.raises(ConfigError, match="train.batch_size 7 .* over 2 processes; set it "
+                                          "to a multiple of 2"):
+        S.per_rank_batch_size(7, 2)
+
+
 def test_not_distributed_helpers_are_identity():
     assert not D.is_active() and D.is_main() and D.world_size() == 1
     assert S.gather_in_order([3, 1]) == [3, 1]
