@@ -90,9 +90,14 @@ def _bias_field(x: torch.Tensor, seed: int, coeff: float, degree: float) -> torc
     return torch.as_tensor(field(x))
 
 
+def _downsampled(spatial: tuple[int, ...], factor: float) -> list[int]:
+    """The size ``resolution`` with ``factor`` downsamples images of size ``spatial`` to."""
+    return [max(1, round(s / factor)) for s in spatial]
+
+
 def _resolution(x: torch.Tensor, seed: int, factor: float) -> torch.Tensor:
     spatial = x.shape[1:]
-    small = [max(1, round(s / factor)) for s in spatial]
+    small = _downsampled(tuple(spatial), factor)
     batch = x[:, None].float()
     down = torch.nn.functional.interpolate(batch, size=small, mode="area")
     mode = "bilinear" if len(spatial) == 2 else "trilinear"
@@ -201,6 +206,28 @@ def load_recipe(path: str | Path | None, ops: list[str]) -> tuple[list[dict[str,
     return parse_recipe(steps, source=source), seed
 
 
+def check_image_size(steps: list[dict[str, Any]], spatial: tuple[int, ...]) -> None:
+    """Refuse steps that cannot work on images of size ``spatial``: a ``resolution`` factor
+    that would downsample an axis of 2 or more pixels to a single pixel (the copy would be
+    constant along it).
+
+    Raises:
+        ConfigError: naming the step, its factor, the image size and the largest factor.
+    """
+    for i, step in enumerate(steps):
+        if step["name"] != "resolution":
+            continue
+        small = _downsampled(spatial, step["factor"])
+        if any(n < 2 <= s for n, s in zip(small, spatial)):
+            size = "x".join(str(s) for s in spatial)
+            halves = min(s for s in spatial if s >= 2) / 2
+            raise ConfigError(f"corruption {i} (resolution): factor {step['factor']:g} "
+                              f"downsamples the {size} images to "
+                              f"{'x'.join(str(n) for n in small)}, fewer than 2 pixels along "
+                              f"an axis, and would make them flat; use a smaller factor "
+                              f"({halves:g} leaves 2)")
+
+
 def apply_recipe(images: np.ndarray, steps: list[dict[str, Any]], *, spatial_dims: int,
                  seed: int = 0, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Apply a parsed recipe to images ``[..., *spatial]`` (channels first, if any).
@@ -215,7 +242,12 @@ def apply_recipe(images: np.ndarray, steps: list[dict[str, Any]], *, spatial_dim
 
     Returns:
         The shifted images, clipped to the value range.
+
+    Raises:
+        ConfigError: when a step cannot work on images of this size (see
+            :func:`check_image_size`).
     """
+    check_image_size(steps, tuple(images.shape[images.ndim - spatial_dims:]))
     dtype = images.dtype
     if value_range is None:
         value_range = (0.0, 255.0) if dtype == np.uint8 else \

@@ -49,3 +49,14 @@ def test_list_and_errors(tmp_path):
     bad = runner.invoke(_app(), ["data", "shift", str(source), "--op", "gama",
                                  "--output", str(tmp_path / "c.npz")])
     assert bad.exit_code != 0 and "did you mean 'gamma'" in str(bad.exception)
+
+
+def test_a_resolution_factor_larger_than_the_images_is_refused(tmp_path):
+    source = _npz(tmp_path / "tinymnist.npz")
+    bad = CliRunner().invoke(_app(), ["data", "shift", str(source), "--op",
+                                      "resolution:factor=16", "--output", str(tmp_path / "d.npz")])
+    assert bad.exit_code != 0
+    assert str(bad.exception) == (
+        "corruption 0 (resolution): factor 16 downsamples the 8x8 images to 1x1, fewer than "
+        "2 pixels along an axis, and would make them flat; use a smaller factor (4 leaves 2)")
+    assert not (tmp_path / "d.npz").exists()

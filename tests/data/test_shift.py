@@ -95,3 +95,21 @@ def test_missing_source_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         shift_medmnist(tmp_path / "nope.npz", tmp_path / "out.npz",
                        parse_recipe([{"name": "blur"}]))
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(2, (2, 8, 8)), (3, (2, 8, 8, 6))])
+def test_a_resolution_factor_that_flattens_the_images_is_refused(spatial_dims, shape):
+    images = _images(shape)
+    size = "x".join(str(s) for s in shape[1:])
+    with pytest.raises(ConfigError, match=rf"corruption 1 \(resolution\): factor 20 "
+                                          rf"downsamples the {size} images to .*fewer than 2 "
+                                          r"pixels .* use a smaller factor \(\d+ leaves 2\)"):
+        apply_recipe(images, parse_recipe([{"name": "gamma"},
+                                           {"name": "resolution", "factor": 20}]),
+                     spatial_dims=spatial_dims)
+    edge = min(shape[1:]) / 2  # the factor the message suggests still changes the images
+    out = apply_recipe(images, parse_recipe([{"name": "resolution", "factor": edge}]),
+                       spatial_dims=spatial_dims)
+    assert not np.array_equal(out, images)
+    flat = np.ones((2, 8, 1), np.uint8)  # an axis of one pixel is left as it is
+    apply_recipe(flat, parse_recipe([{"name": "resolution", "factor": 4}]), spatial_dims=2)
