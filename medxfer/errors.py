@@ -18,6 +18,24 @@ class ConfigError(MedxferError, ValueError):
     exit_code = 2
 
 
+class InputSizeError(ConfigError):
+    """A network cannot take an input of this spatial size; exit code 2.
+
+    ``problem`` says what the network takes and what it got, ``hint`` what to change. The
+    network knows the first; what sets the size (a training patch, a sliding window, the
+    image) depends on the caller, which may re-raise the error :meth:`with_hint` its own.
+    """
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem}: {hint}" if hint else problem)
+        self.problem = problem
+        self.hint = hint
+
+    def with_hint(self, hint: str) -> "InputSizeError":
+        """The same problem with ``hint`` in place of this error's."""
+        return InputSizeError(self.problem, hint)
+
+
 class PluginError(MedxferError):
     """A plugin is broken, misspelt a hook, or registered a name twice; exit code 2."""
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from medxfer.data.readers import IMAGE_SUFFIXES, image_kind
-from medxfer.errors import ConfigError, DataError
+from medxfer.errors import ConfigError, DataError, InputSizeError
 from medxfer.io import atomic_write_bytes, atomic_write_text, default_mode
 
 SUMMARY_NAME = "masks.csv"
@@ -298,6 +298,7 @@ class _Segmenter:
 
         config, sidecar = loaded_run.config, loaded_run.sidecar
         self.model = loaded_run.model.to(device).eval()
+        self.run_dir = Path(loaded_run.run_dir)
         self.config, self.device = config, device
         self.model_dims = int(sidecar["spatial_dims"])
         self.data_dims = 3 if config.data.slice_axis is not None else self.model_dims
@@ -340,8 +341,11 @@ class _Segmenter:
         if x.shape[0] != self.in_channels:
             raise DataError(f"{str(path)!r} has {x.shape[0]} channels after preprocessing but "
                             f"the model takes {self.in_channels}")
-        probs = predict_probabilities(self.model, x[None], self.config, device=self.device,
-                                      precision=self.precision)
+        try:
+            probs = predict_probabilities(self.model, x[None], self.config, device=self.device,
+                                          precision=self.precision)
+        except InputSizeError as exc:
+            raise exc.with_hint(self._size_hint(path)) from None
         labels = MetaTensor(probs[0].argmax(0, keepdim=True).cpu().float())
         restored = labels
         if processed["image"].applied_operations:
@@ -352,6 +356,22 @@ class _Segmenter:
             raise RuntimeError(f"inverting the preprocessing of {str(path)!r} gave shape "
                                f"{tuple(mask_np.shape)}, not {geometry.shape}")
         return mask_np, geometry
+
+    def _size_hint(self, path: Path) -> str:
+        """What sets the network's input size in predict, and how to change it: the run's
+        sliding window (config.yaml), else the whole preprocessed image."""
+        config = self.run_dir / "config.yaml"
+        sw = self.config.eval.sliding_window
+        if sw.roi_size or self.config.data.patch.size:
+            key = "eval.sliding_window.roi_size" if sw.roi_size else "data.patch.size"
+            window = list(sw.roi_size or self.config.data.patch.size or [])
+            return (f"predict gives it windows of {key} {window} (padded) from the run's "
+                    f"config; set eval.sliding_window.roi_size in {str(config)!r} to a larger "
+                    "window")
+        return (f"predict gives it the whole of {str(path)!r} (padded) as the run's config "
+                "sets neither eval.sliding_window.roi_size nor data.patch.size; give a larger "
+                f"image, or set eval.sliding_window.roi_size in {str(config)!r} to a window it "
+                "takes (smaller images are padded to it)")
 
     def _invert(self, labels: Any, image: Any) -> Any:
         """Undo the spatial steps recorded on ``image`` for ``labels``, nearest neighbour.

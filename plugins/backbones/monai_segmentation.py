@@ -31,7 +31,13 @@ import torch
 from torch import nn
 
 import medxfer
-from medxfer.errors import CheckpointError, ConfigError, PluginError, WeightsError
+from medxfer.errors import (
+    CheckpointError,
+    ConfigError,
+    InputSizeError,
+    PluginError,
+    WeightsError,
+)
 from medxfer.models import LoadReport, SegmentationModel
 from medxfer.models.adapt import (
     LayerGroup,
@@ -72,7 +78,8 @@ def _input_size_guard(name: str, size_divisor: int, two_deepest: bool) -> Callab
     """A forward pre-hook refusing sides that are not multiples of ``size_divisor``.
 
     With ``two_deepest`` (instance norm at the deepest scale, which needs more than one
-    value) one side must also be at least twice the divisor.
+    value) one side must also be at least twice the divisor. The :class:`InputSizeError`
+    hints at the training patch; ``medxfer predict`` replaces the hint with its own.
     """
 
     def check(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -82,10 +89,10 @@ def _input_size_guard(name: str, size_divisor: int, two_deepest: bool) -> Callab
                 or (two_deepest and math.prod(deepest) < 2):
             size = "x".join(str(s) for s in spatial)
             least = f", one of them at least {2 * size_divisor}" if two_deepest else ""
-            raise ConfigError(
+            raise InputSizeError(
                 f"backbone {name!r} takes inputs whose sides are multiples of {size_divisor}"
-                f"{least}; got {size}: change data.patch.size (or the image size) or make "
-                "the network shallower")
+                f"{least}; got {size}",
+                "change data.patch.size (or the image size) or make the network shallower")
 
     return check
 

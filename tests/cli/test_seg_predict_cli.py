@@ -107,3 +107,39 @@ def test_a_failed_predict_leaves_no_output_and_can_be_rerun(seg_run, tmp_path, c
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.nrrd", "broken_mask.nrrd",
                                                      "masks.csv"]
     assert "wrote 2 masks" in capsys.readouterr().err
+
+
+def test_an_input_too_small_for_the_network_names_what_predict_can_change(tmp_path, capsys):
+    """monai_unet's size check hints at data.patch.size, which predict does not use: there
+    the whole image (or the run's sliding window) sets the size, and the error says so."""
+    from PIL import Image
+
+    from medxfer.models import SegmentationNetwork
+    from medxfer_plugins.backbones.monai_segmentation import monai_unet
+
+    options = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
+    config = load_config(None, ["task=segmentation", "model.backbone.name=monai_unet",
+                                *[f"model.backbone.{k}={v}" for k, v in options.items()]])
+    run = tmp_path / "run"
+    write_resolved_config(config, run)
+    model = SegmentationNetwork(monai_unet(1, 2, 2, **options))
+    save_model(run, model, {"task": "segmentation", "num_classes": 2, "in_channels": 1,
+                            "class_names": ["background", "lesion"], "spatial_dims": 2,
+                            "imagenet_norm": False})
+    src = tmp_path / "small.png"
+    Image.fromarray(np.arange(9, dtype=np.uint8).reshape(3, 3) * 20).save(src)
+    out = tmp_path / "masks"
+    command = ["predict", "--run", str(run), str(src), "--output", str(out)]
+    assert main(command) == 2
+    message = capsys.readouterr().err
+    assert "backbone 'monai_unet' takes inputs whose sides are multiples of 4" in message
+    assert "data.patch.size (or the image size)" not in message
+    assert f"predict gives it the whole of {str(src)!r}" in message
+    assert f"set eval.sliding_window.roi_size in {str(run / 'config.yaml')!r}" in message
+    assert not out.exists()
+
+    # what the message says to do works: a window the network takes
+    write_resolved_config(load_config(run / "config.yaml",
+                                      ["eval.sliding_window.roi_size=[8,8]"]), run)
+    assert main(command) == 0, capsys.readouterr().err
+    assert (out / "small_mask.png").is_file()

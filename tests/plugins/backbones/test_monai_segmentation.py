@@ -13,7 +13,7 @@ import torch  # noqa: E402
 import medxfer  # noqa: E402
 from medxfer import weights  # noqa: E402
 from medxfer.engine.checkpoints import save_model  # noqa: E402
-from medxfer.errors import ConfigError, WeightsError  # noqa: E402
+from medxfer.errors import ConfigError, InputSizeError, WeightsError  # noqa: E402
 from medxfer.models import (SegmentationModel, build_network,  # noqa: E402
                             build_segmentation_network)
 
@@ -98,7 +98,7 @@ def test_input_sides_must_fit_the_network():
     network = build_segmentation_network(build("monai_unet"))
     with pytest.raises(ConfigError, match="multiples of 4"):
         network(torch.randn(1, 1, 8, 8, 6))
-    with pytest.raises(ConfigError, match="at least 8"):
+    with pytest.raises(InputSizeError, match="at least 8; got 4x4x4: change data.patch.size"):
         network(torch.randn(1, 1, 4, 4, 4))
 
 
