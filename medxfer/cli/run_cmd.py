@@ -10,10 +10,10 @@ from typing import Iterator
 
 import typer
 
-from medxfer.cli.console import err
+from medxfer.cli.console import err, warn
 from medxfer.cli.state import state_of
 from medxfer.config import load_config
-from medxfer.engine.preflight import check_config
+from medxfer.engine.preflight import check_config, random_start_warning
 from medxfer.errors import ConfigError
 
 
@@ -118,9 +118,12 @@ def register(app: typer.Typer) -> None:
             per_rank_batch_size(cfg.train.batch_size, nproc)
         registries = state_of(ctx).registries
         strategy = check_config(cfg, registries)
+        random_start = random_start_warning(cfg, registries, strategy)
         if check:
             from medxfer.engine.preflight import check_network
 
+            if random_start:
+                warn(random_start)
             check_network(cfg, registries, use_weights=getattr(strategy, "uses_pretrained", True))
             err().print("config, plugins, data and weights are valid")
             return
@@ -144,6 +147,8 @@ def register(app: typer.Typer) -> None:
             problem = D.from_rank_zero(problem)
             if problem:
                 raise ConfigError(problem)
+            if random_start and D.is_main():  # once: the --nproc launcher leaves it to rank 0
+                warn(random_start)
             from medxfer.engine.pipeline import run_pipeline
 
             with cleared_if_nothing_to_resume(output, resume):

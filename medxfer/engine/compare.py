@@ -30,11 +30,11 @@ from medxfer.config import (
     parse_override,
     validate_config,
 )
-from medxfer.engine.preflight import check_config
+from medxfer.engine.preflight import check_config, starts_from_random
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.io import atomic_write_json
 from medxfer.plugins import Registries, build_registries
-from medxfer.weights import TRANSFER_SOURCE_JSON, is_no_weights, wants_imagenet
+from medxfer.weights import TRANSFER_SOURCE_JSON, wants_imagenet
 
 COMPARE_JSON = "compare.json"
 RUNS_DIR = "runs"
@@ -183,19 +183,13 @@ def cell_config(grid: Grid, cell: Cell, registries: Registries) -> RunConfig:
     config = validate_config(data, source=f"cell {cell.name}")
     config = apply_sets(config, grid.backbone_sets.get(cell.backbone, []), f"cell {cell.name}")
     strategy = check_config(config, registries)
-    if getattr(strategy, "uses_pretrained", True) and _gets_no_weights(config, registries):
+    if starts_from_random(config, registries, strategy):
         raise ConfigError(
             f"--strategies {cell.strategy}: backbone {cell.backbone!r} would start from random "
             "weights, so this is not transfer. Give --pretrain SOURCE_CONFIG (pretrains each "
             "backbone on a labelled source dataset), set model.backbone.pretrained, or drop "
             "the strategy for this backbone")
     return config
-
-
-def _gets_no_weights(config: RunConfig, registries: Registries) -> bool:
-    from medxfer.engine.pipeline import backbone_weights
-
-    return is_no_weights(backbone_weights(config, registries)[1])
 
 
 def plan_grid(config: RunConfig, output: str | Path, backbones: Sequence[str],

@@ -164,6 +164,8 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
         "best_epoch": None, "epochs_run": None, "stopped_early": None, "history": [],
         "ensemble": info,
     }
+    if first["random_start"]:
+        run_info["random_start"] = True
     val_loader = make_loader(bundle.val, config, train=False, device=device)
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = make_loss(config, bundle.train_labels, bundle.num_classes, device)
@@ -198,6 +200,7 @@ def read_members(dirs: list[Path]) -> list[dict[str, Any]]:
             "history": summary.get("history") or [], "monitor": summary.get("monitor"),
             "strategy": summary.get("strategy"), "pretrained": summary.get("pretrained"),
             "load_report": summary.get("load_report"), "sidecar": sidecar, "splits": splits,
+            "random_start": bool(summary.get("random_start")),
         })
     return facts
 

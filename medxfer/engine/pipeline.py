@@ -239,6 +239,10 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
         run_info["domain_adaptation"] = DA.describe_method(adaptation, config)
     if target is not None:
         run_info["target_source"] = target.source
+    from medxfer.engine.preflight import random_start_warning
+
+    if random_start_warning(config, registries, strategy):  # what `medxfer run` warned of
+        run_info["random_start"] = True
     if config.task == "segmentation":
         from medxfer.engine.seg_results import evaluate_segmentation_and_report
 

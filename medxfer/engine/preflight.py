@@ -2,7 +2,10 @@
 every backbone of a grid before its first cell runs.
 
 :func:`check_config` needs no data; :func:`check_network` reads the datalist and one image
-and builds the run's network with the weights it will load.
+and builds the run's network with the weights it will load. :func:`starts_from_random` asks
+whether a transfer strategy would start from random weights: ``compare`` refuses such a
+cell, and ``run`` warns when the strategy freezes or pulls towards them
+(:func:`random_start_warning`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,36 @@ def check_config(config: RunConfig, registries: Registries, *, machine: bool = T
     select_monitor_metric(config.task, config.train.early_stopping.metric,
                           available=VALIDATION_METRICS[config.task])
     return strategy
+
+
+def starts_from_random(config: RunConfig, registries: Registries, strategy: Any) -> bool:
+    """Whether ``strategy`` wants pretrained weights (its ``uses_pretrained``, true unless it
+    says otherwise as ``scratch`` does) but the backbone gets none: ``pretrained: none``, or
+    no ``pretrained`` and a backbone whose default is none."""
+    from medxfer.engine.pipeline import backbone_weights
+    from medxfer.weights import is_no_weights
+
+    return bool(getattr(strategy, "uses_pretrained", True)
+                and is_no_weights(backbone_weights(config, registries)[1]))
+
+
+def random_start_warning(config: RunConfig, registries: Registries,
+                         strategy: Any) -> str | None:
+    """The warning ``medxfer run`` prints when ``strategy`` freezes or pulls towards the
+    backbone's starting weights (its ``keeps_pretrained``: frozen layer groups, a retention
+    loss) and those are random (:func:`starts_from_random`); else ``None``.
+
+    A warning, not an error: a frozen random backbone is a rare but legitimate baseline.
+    """
+    if not (getattr(strategy, "keeps_pretrained", False)
+            and starts_from_random(config, registries, strategy)):
+        return None
+    return (f"strategy {config.strategy.name!r} freezes or pulls towards the backbone's "
+            f"starting weights, but backbone {config.model.backbone.name!r} starts from "
+            "random weights (model.backbone.pretrained: none), so this is not transfer (fine "
+            "only as a deliberate random-features baseline). Set model.backbone.pretrained to "
+            "imagenet or a transfer source folder (from `medxfer pretrain` or an earlier run), "
+            "or use strategy full_finetune or scratch")
 
 
 def check_network(config: RunConfig, registries: Registries, *, use_weights: bool = True,

@@ -79,7 +79,8 @@ def build_report_content(summary: Mapping[str, Any],
             ``strategy``, ``pretrained`` and optionally ``threshold`` (a number or
             ``{value, method}``), ``threshold_method``, ``confusion_matrix``,
             ``class_names``, ``figures``, ``history``, ``loss`` (``{alpha, beta}``),
-            ``threshold_source``, ``load_report``, ``best_epoch``, ``monitor``, ``device``,
+            ``threshold_source``, ``load_report``, ``random_start`` (the strategy froze or
+            pulled towards random starting weights), ``best_epoch``, ``monitor``, ``device``,
             ``precision``, ``config_path``, ``bootstrap`` (number of resamples),
             ``domain_adaptation``, ``epochs``/``epochs_run``, ``stopped_early``, ``splits``,
             ``data_source``, ``title``, ``target_test`` (metrics on the target domain's
@@ -158,6 +159,9 @@ def _run_info(summary: Mapping[str, Any], task: str,
                        ("pretrained", "Pretrained weights")):
         if key in summary and summary[key] is not None:
             info.append((label, describe(summary[key])))
+    if summary.get("random_start"):
+        info.append(("Warning", f"strategy {_name(summary.get('strategy'))} froze or pulled "
+                                "towards the backbone's starting weights, which were random"))
     if summary.get("load_report") is not None:
         info.append(("Tensors loaded", _load_report(summary["load_report"])))
     ensemble = summary.get("ensemble")

@@ -62,10 +62,13 @@ class Strategy(NamedPlugin):
             weights (``scratch``).
         freezes_backbone: ``True`` when the whole backbone stays frozen for the whole run
             (``feature_extraction``); ``medxfer pretrain`` refuses such a strategy.
+        keeps_pretrained: ``True`` when some starting weights stay frozen, or a loss pulls
+            towards them; ``medxfer run`` warns when they are random (``pretrained: none``).
     """
 
     uses_pretrained: bool = True
     freezes_backbone: bool = False
+    keeps_pretrained: bool = False
 
     @staticmethod
     def lock_frozen_norms(ctx: FitContext) -> None:

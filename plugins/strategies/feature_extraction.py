@@ -17,6 +17,7 @@ class FeatureExtraction(Strategy):
 
     name = "feature_extraction"
     freezes_backbone = True
+    keeps_pretrained = True
 
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:

@@ -53,6 +53,7 @@ class GradualUnfreeze(Strategy):
     """
 
     name = "gradual_unfreeze"
+    keeps_pretrained = True
 
     def __init__(self, every: int, decay: float, train_bn: bool) -> None:
         super().__init__(every=every, decay=decay, train_bn=train_bn)

@@ -60,6 +60,7 @@ class L2SP(Strategy):
     """
 
     name = "l2sp"
+    keeps_pretrained = True
 
     def __init__(self, head_decay: float, keep_weight_decay: bool) -> None:
         super().__init__(head_decay=head_decay, keep_weight_decay=keep_weight_decay)

@@ -66,6 +66,7 @@ class LearningWithoutForgetting(Strategy):
     """
 
     name = "lwf"
+    keeps_pretrained = True
 
     def __init__(self, temperature: float, source_head: nn.Module | None) -> None:
         super().__init__(temperature=temperature)

@@ -34,6 +34,7 @@ class PartialFinetune(Strategy):
         super().__init__(freeze_groups=freeze_groups, train_bn=train_bn)
         self.freeze_groups = freeze_groups
         self.train_bn = train_bn
+        self.keeps_pretrained = freeze_groups > 0  # ``freeze_groups: 0`` trains every group
 
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import medxfer
 from medxfer.cli import main
-from tests.helpers import make_distribution
+from tests.helpers import fake_medmnist, make_distribution
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin-package"
 
@@ -143,6 +143,69 @@ def test_run_check_passes_a_good_config_and_writes_nothing(tmp_path, capsys, mon
     assert main(["run", "--check", "--set", "train.early_stopping.metric=val_f1"]) == 0
     assert "config, plugins, data and weights are valid" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+RANDOM_START = "starts from random weights"
+TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "model.backbone.channels=[4,8]",
+        "--set", "data.augment.preset=none", "--set", "train.epochs=1",
+        "--set", "train.batch_size=8", "--set", "eval.bootstrap=0"]
+
+
+@pytest.mark.parametrize(("strategy", "warns"), [("feature_extraction", True),
+                                                 ("full_finetune", False)])
+def test_run_check_warns_of_a_strategy_that_keeps_random_starting_weights(
+        strategy, warns, tmp_path, capsys, monkeypatch):
+    """A head on a frozen random backbone is almost always a mistake: a warning, not an
+    error; full_finetune from random weights is simply training from scratch."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--check", "--set", "model.backbone.name=basic_cnn",
+                 "--set", "model.backbone.pretrained=none",
+                 "--set", f"strategy.name={strategy}"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"warning: strategy '{strategy}' freezes or pulls towards" in err) is warns
+    assert (RANDOM_START in err) is warns
+    assert "config, plugins, data and weights are valid" in err
+
+
+def test_run_check_does_not_warn_with_imagenet_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--check", "--set", "strategy.name=feature_extraction"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_run_on_a_frozen_random_backbone_warns_once_and_its_report_says_so(tmp_path, capsys):
+    data = fake_medmnist(tmp_path / "fakemnist.npz")
+    source = tmp_path / "source"
+    assert main(["run", "--output", str(source), *TINY, "--set", f"data.path={data}",
+                 "--set", "model.backbone.pretrained=none",
+                 "--set", "strategy.name=feature_extraction"]) == 0
+    assert capsys.readouterr().err.count(RANDOM_START) == 1
+    assert json.loads((source / "metrics.json").read_text(encoding="utf-8"))["random_start"]
+    report = " ".join((source / "report.md").read_text(encoding="utf-8").split())
+    assert ("strategy feature_extraction froze or pulled towards the backbone's starting "
+            "weights, which were random") in report
+    # that run is a transfer source: the same strategy from it does not warn
+    assert main(["run", "--check", *TINY, "--set", f"data.path={data}",
+                 "--set", f"model.backbone.pretrained={source}",
+                 "--set", "strategy.name=feature_extraction"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["ensemble.members=2"],
+                                   ["data.target.path=TARGET", "domain_adaptation.name=coral"]])
+def test_ensemble_and_domain_adaptation_runs_warn_as_a_plain_run_does(extra, tmp_path, capsys):
+    from medxfer.data.shift import parse_recipe, shift_medmnist
+
+    data = fake_medmnist(tmp_path / "fakemnist.npz")
+    target = shift_medmnist(data, tmp_path / "shifted.npz",
+                            parse_recipe([{"name": "gamma", "gamma": 2.0}]))
+    out_dir = tmp_path / "run"
+    sets = [arg for item in extra for arg in ("--set", item.replace("TARGET", str(target)))]
+    assert main(["run", "--output", str(out_dir), *TINY, "--set", f"data.path={data}",
+                 "--set", "model.backbone.pretrained=none", "--set", "strategy.name=l2sp",
+                 *sets]) == 0
+    assert capsys.readouterr().err.count(RANDOM_START) == 1  # not once per member
+    assert json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))["random_start"]
 
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):

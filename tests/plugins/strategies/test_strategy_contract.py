@@ -48,6 +48,7 @@ def _frozen_norm_layers(model: nn.Module) -> list[str]:
 def test_strategy_object_contract(entry):
     strategy = entry.factory()
     assert isinstance(getattr(strategy, "uses_pretrained", True), bool)
+    assert isinstance(getattr(strategy, "keeps_pretrained", False), bool)
     description = strategy.describe()
     assert description["name"] == entry.name
     json.dumps(description)  # goes into metrics.json as is

@@ -58,6 +58,8 @@ def test_defaults_are_described(strategies, name, expected):
     strategy = strategies.create(name, key="strategy")
     assert strategy.describe() == {"name": name, **expected}
     assert strategy.uses_pretrained is (name != "scratch")
+    assert strategy.keeps_pretrained is (name not in ("full_finetune", "discriminative_lr",
+                                                      "scratch"))
 
 
 def test_lwf_accepts_a_source_head_from_python(strategies):
