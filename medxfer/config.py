@@ -370,6 +370,13 @@ class RunConfig(StrictModel):
                              "ensemble --runs ...`")
         return self
 
+    def patches_per_case(self) -> int:
+        """Training patches each case gives per draw: ``data.patch.samples_per_case`` when a
+        segmentation run trains on patches, else 1. ``train.batch_size`` counts patches."""
+        if self.task == "segmentation" and self.data.patch.size:
+            return int(self.data.patch.samples_per_case)
+        return 1
+
     def plugin_specs(self) -> dict[str, tuple[str, PluginSpec]]:
         """Config key -> (plugin kind, spec) for every pluggable part that is set."""
         specs = {"model.backbone": ("backbone", self.model.backbone),

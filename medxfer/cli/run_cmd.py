@@ -112,12 +112,9 @@ def register(app: typer.Typer) -> None:
         if nproc is not None and D.launched_by_torchrun():
             raise ConfigError("--nproc starts torchrun itself; under torchrun omit --nproc")
         cfg = load_config(config, overrides)
-        if nproc is not None:  # refused here, before torchrun starts any worker
-            from medxfer.engine.shards import per_rank_batch_size
-
-            per_rank_batch_size(cfg.train.batch_size, nproc)
         registries = state_of(ctx).registries
-        strategy = check_config(cfg, registries)
+        # the batch split too, before torchrun starts any worker for --nproc
+        strategy = check_config(cfg, registries, processes=nproc or 1)
         random_start = random_start_warning(cfg, registries, strategy)
         if check:
             from medxfer.engine.preflight import check_network

@@ -98,9 +98,12 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
         shuffle = False
     batch_size = config.train.batch_size
     length = len(dataset)
+    patches = config.patches_per_case() if train else 1
+    if train:  # this rank's share, in whole cases
+        batch_size = shards.per_rank_batch_size(batch_size, D.world_size() if D.is_active()
+                                                else 1, samples_per_case=patches)
     if D.is_active():
         if train:
-            batch_size = shards.per_rank_batch_size(batch_size)
             sampler = shards.training_sampler(dataset, seed=config.train.seed, weights=weights)
         else:
             sampler = shards.ShardSampler(len(dataset), D.rank(), D.world_size())
@@ -114,7 +117,7 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
 
         collate = list_data_collate  # flattens the patches drawn from each case
         if train and config.data.patch.size:
-            batch_size = max(1, batch_size // config.data.patch.samples_per_case)
+            batch_size //= patches  # cases per batch: each gives ``patches`` patches
             drop_last = False
     on_device = (train and config.data.augment_on == "device" and device is not None
                  and device.type == "cuda" and hasattr(dataset, "augment_device"))

@@ -17,22 +17,28 @@ from medxfer.config import RunConfig
 from medxfer.plugins import Registries, check_plugin_specs
 
 
-def check_config(config: RunConfig, registries: Registries, *, machine: bool = True) -> Any:
-    """Check the plugins and their option values, the domain-adaptation data and the
-    monitored metric, and (``machine``) that this machine has the device and precision;
-    return the strategy object.
+def check_config(config: RunConfig, registries: Registries, *, machine: bool = True,
+                 processes: int = 1) -> Any:
+    """Check the plugins and their option values, the domain-adaptation data, the
+    monitored metric, that ``train.batch_size`` splits over ``processes`` in whole cases,
+    and (``machine``) that this machine has the device and precision; return the strategy
+    object.
 
     Raises:
         ConfigError: naming the key: an unknown plugin or option, an option value the
             plugin refuses, a precision or device this machine lacks, domain adaptation
-            without target data, or an ``early_stopping.metric`` the task's validation does
-            not compute.
+            without target data, an ``early_stopping.metric`` the task's validation does
+            not compute, or a batch that does not split.
     """
     from medxfer.engine.amp import resolve_device, resolve_precision
     from medxfer.engine.domain import create_method
     from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 
+    from medxfer.engine.shards import per_rank_batch_size
+
     check_plugin_specs(config.plugin_specs(), registries)
+    per_rank_batch_size(config.train.batch_size, processes,
+                        samples_per_case=config.patches_per_case())
     if machine:
         resolve_precision(config.train.amp, resolve_device(config.train.device))
     strategy = registries.strategy.create(config.strategy.name, key="strategy",

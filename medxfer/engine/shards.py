@@ -121,21 +121,37 @@ class DistributedWeightedSampler(Sampler[int]):
         return self.per_rank
 
 
-def per_rank_batch_size(batch_size: int, world: int | None = None) -> int:
+def per_rank_batch_size(batch_size: int, world: int | None = None, *,
+                        samples_per_case: int = 1) -> int:
     """Each rank's share of the global ``train.batch_size`` over ``world`` processes (this
-    run's world size when omitted). ``medxfer run --nproc N`` calls it with ``N`` before it
-    starts any worker, the training loaders inside each rank.
+    run's world size when omitted). ``medxfer run`` calls it before training (with ``N``
+    for ``--nproc N``, before it starts any worker), the training loaders inside each rank.
+
+    Args:
+        batch_size: The global ``train.batch_size``.
+        world: The number of processes.
+        samples_per_case: Patches each case gives (:meth:`RunConfig.patches_per_case`):
+            a rank's batch is drawn from whole cases, so its share must be a multiple.
 
     Raises:
-        ConfigError: when the batch cannot be split evenly between the processes.
+        ConfigError: when the batch cannot be split evenly between the processes, or a
+            process's share into whole cases.
     """
+    from medxfer.errors import ConfigError
+
     world = world_size() if world is None else world
     if batch_size % world:
-        from medxfer.errors import ConfigError
-
         raise ConfigError(f"train.batch_size {batch_size} is the global batch and must split "
                           f"evenly over {world} processes; set it to a multiple of {world}")
-    return batch_size // world
+    per_rank = batch_size // world
+    if per_rank % samples_per_case:
+        share = f" ({per_rank} per process over {world})" if world > 1 else ""
+        raise ConfigError(
+            f"train.batch_size {batch_size}{share} counts patches, and each case gives "
+            f"data.patch.samples_per_case {samples_per_case}; a batch is made of whole cases, "
+            f"so set train.batch_size to a multiple of {samples_per_case * world} (or change "
+            "data.patch.samples_per_case)")
+    return per_rank
 
 
 def training_sampler(dataset: Any, *, seed: int, weights: Sequence[float] | None) -> Sampler:

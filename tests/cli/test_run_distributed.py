@@ -342,3 +342,21 @@ def test_nproc_with_a_batch_that_does_not_split_is_refused_before_launch(monkeyp
         assert ("train.batch_size 7 is the global batch and must split evenly over 2 "
                 "processes; set it to a multiple of 2") in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_batch_of_part_cases_is_refused_before_training(monkeypatch, capsys, tmp_path):
+    """Patches are drawn whole cases at a time: batch 3 with 2 patches per case trained on
+    2 patches; with --nproc 2, batch 2 trained on 4."""
+    from medxfer.cli import launch, main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(launch, "launch_run", lambda *a: pytest.fail("torchrun was started"))
+    seg = ["--set", "task=segmentation", "--set", "model.backbone.name=monai_unet",
+           "--set", "model.backbone.pretrained=none", "--set", "data.patch.size=[32,32,32]",
+           "--set", "data.patch.samples_per_case=2", "--set", "train.epochs=1"]
+    for args in (["--set", "train.batch_size=3"], ["--check", "--set", "train.batch_size=3"],
+                 ["--nproc", "2", "--set", "train.batch_size=2"]):
+        assert main(["run", *args, *seg]) == 2
+        assert "counts patches, and each case gives data.patch.samples_per_case 2" \
+            in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -62,6 +62,20 @@ def test_the_global_batch_must_split_evenly_over_the_processes():
         S.per_rank_batch_size(7, 2)
 
 
+def test_each_process_batch_must_be_whole_cases_of_patches():
+    """A segmentation batch counts patches drawn case by case: 4 patches over 2 processes
+    with 2 patches per case is one case each; 2 would have trained on 4 patches."""
+    from medxfer.errors import ConfigError
+
+    assert S.per_rank_batch_size(4, 2, samples_per_case=2) == 2
+    assert S.per_rank_batch_size(6, 1, samples_per_case=3) == 6
+    with pytest.raises(ConfigError, match=r"train.batch_size 2 \(1 per process over 2\) counts "
+                                          r"patches.*samples_per_case 2.*multiple of 4"):
+        S.per_rank_batch_size(2, 2, samples_per_case=2)
+    with pytest.raises(ConfigError, match=r"train.batch_size 3 counts patches.*multiple of 2 "):
+        S.per_rank_batch_size(3, 1, samples_per_case=2)
+
+
 def test_not_distributed_helpers_are_identity():
     assert not D.is_active() and D.is_main() and D.world_size() == 1
     assert S.gather_in_order([3, 1]) == [3, 1]
