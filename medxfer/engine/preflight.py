@@ -87,7 +87,9 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
     preprocessed image (:func:`medxfer.data.loading.network_inputs`, which also builds the
     augmentation); the weights are the pretrained ones when ``use_weights`` (else random).
     The input is a ``meta`` tensor, so the pass costs neither memory nor time and finds the
-    size rules a backbone enforces (AlexNet's 63 pixels, a U-Net's multiple of 8).
+    size rules a backbone enforces (AlexNet's 63 pixels, a U-Net's multiple of 8); a
+    segmentation network also gets one ``eval.sliding_window.roi_size`` window when that is
+    set.
 
     ``inputs`` caches what was read from the data, for configs that share it. Returns the
     :class:`medxfer.data.loading.NetworkInputs` used.
@@ -111,7 +113,22 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
     resolve_tta_axes(config, shape.spatial_dims)
     network, _ = build_task_network(config, registries, shape, kwargs)
     _meta_forward(network, shape.in_channels, shape.input_size)
+    if config.task == "segmentation" and config.eval.sliding_window.roi_size:
+        _check_window(config, network, shape)
     return shape
+
+
+def _check_window(config: RunConfig, network: Any, shape: Any) -> None:
+    """The network takes the windows of ``eval.sliding_window.roi_size`` (one ``meta``
+    window, padded as inference pads it), not only the training input."""
+    from medxfer.engine.seg_inference import window_hint, window_size
+    from medxfer.errors import InputSizeError
+
+    roi = window_size(config, shape.input_size, int(getattr(network, "size_divisor", 1)))
+    try:
+        _meta_forward(network, shape.in_channels, roi)
+    except InputSizeError as exc:
+        raise exc.with_hint(window_hint(config)) from None
 
 
 def _meta_forward(network: Any, channels: int, size: list[int]) -> None:

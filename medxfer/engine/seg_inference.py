@@ -14,12 +14,21 @@ from torch import nn
 
 from medxfer.config import RunConfig
 from medxfer.engine.amp import Precision
+from medxfer.errors import InputSizeError
 
 
 def round_up(size: Sequence[int], divisor: int) -> list[int]:
     """Each side rounded up to a multiple of ``divisor``."""
     d = max(int(divisor), 1)
     return [((int(s) + d - 1) // d) * d for s in size]
+
+
+def window_hint(config: RunConfig) -> str:
+    """What to change when the network refuses the size of ``eval.sliding_window.roi_size``
+    windows."""
+    return (f"eval.sliding_window.roi_size {list(config.eval.sliding_window.roi_size or [])} "
+            "sets the windows of validation, test and predict; set a larger one, or leave it "
+            "out to use data.patch.size")
 
 
 def window_size(config: RunConfig, image_size: Sequence[int], divisor: int) -> list[int] | None:
@@ -94,7 +103,12 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, config: RunCon
         else:
             inferer = inferer or make_inferer(config)
             inferer.roi_size = roi
-            logits = inferer(images, net)
+            try:
+                logits = inferer(images, net)
+            except InputSizeError as exc:
+                if not config.eval.sliding_window.roi_size:
+                    raise  # the training patch's size: the network's own hint says so
+                raise exc.with_hint(window_hint(config)) from None
     return torch.softmax(logits.float(), dim=1)
 
 

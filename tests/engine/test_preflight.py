@@ -3,6 +3,8 @@ weights (``medxfer run`` prints it; ``medxfer compare`` refuses such cells)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from medxfer.config import load_config
@@ -62,3 +64,47 @@ def test_starts_from_random_is_false_for_scratch_and_true_for_full_finetune(regi
         config = load_config(None, [*RANDOM, f"strategy.name={strategy}"])
         strategy_object = check_config(config, registries, machine=False)
         assert starts_from_random(config, registries, strategy_object) is expected
+
+
+# --- sliding-window size --------------------------------------------------------------------
+
+SEG = ["task=segmentation", "model.backbone.name=monai_unet", "model.backbone.pretrained=none",
+       "data.patch.size=[32,32,32]"]
+
+
+def test_a_sliding_window_the_network_cannot_take_is_found_before_training(registries):
+    """The training patch fits; the validation windows (16^3, the U-Net needs a side of 32)
+    would have failed only after the first epoch."""
+    from medxfer.engine.preflight import check_network
+    from medxfer.errors import InputSizeError
+
+    config = load_config(None, [*SEG, "eval.sliding_window.roi_size=[16,16,16]"])
+    with pytest.raises(InputSizeError, match=r"got 16x16x16: eval.sliding_window.roi_size "
+                                             r"\[16, 16, 16\] sets the windows of validation"):
+        check_network(config, registries)
+    check_network(load_config(None, [*SEG, "eval.sliding_window.roi_size=[32,32,32]"]),
+                  registries)
+
+
+def test_inference_names_the_window_setting_the_network_refuses():
+    import torch
+
+    from medxfer.engine.amp import Precision
+    from medxfer.engine.seg_inference import predict_probabilities
+    from medxfer.errors import InputSizeError
+
+    class Refuses(torch.nn.Module):
+        spatial_dims, size_divisor = 3, 1
+
+        def forward(self, x):
+            raise InputSizeError("takes sides of at least 32; got 16x16x16",
+                                 "change data.patch.size")
+
+    images = torch.zeros(1, 1, 20, 20, 20)
+    for window, hint in (("eval.sliding_window.roi_size=[16,16,16]",
+                          "eval.sliding_window.roi_size [16, 16, 16] sets the windows"),
+                         ("data.patch.size=[16,16,16]", "change data.patch.size")):
+        config = load_config(None, ["task=segmentation", window])
+        with pytest.raises(InputSizeError, match=re.escape(f"got 16x16x16: {hint}")):
+            predict_probabilities(Refuses(), images, config, device=torch.device("cpu"),
+                                  precision=Precision(None, "cpu"))
