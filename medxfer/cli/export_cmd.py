@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medxfer.cli.console import err
+from medxfer.cli.console import err, warn
 from medxfer.cli.state import state_of
 
 
@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         (tolerance and measured difference in export.json). Existing outputs are never
         overwritten.
         """
+        from medxfer.engine.inference import unfinished_warning
         from medxfer.export import export_run
 
         target = output if output is not None else run / "export" / fmt
@@ -40,3 +41,6 @@ def register(app: typer.Typer) -> None:
         err().print(f"wrote {result.fmt} export to {result.output} (max |logit difference| "
                     f"{result.check.max_abs_diff:.2g}, tolerance atol={result.check.atol} "
                     f"rtol={result.check.rtol})", highlight=False)
+        unfinished = unfinished_warning(run)
+        if unfinished:
+            warn(unfinished)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import typer
 
-from medxfer.cli.console import err
+from medxfer.cli.console import err, warn
 from medxfer.cli.state import state_of
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_text
@@ -45,13 +45,16 @@ def register(app: typer.Typer) -> None:
         series: NIfTI, plus DICOM SEG with --dicom-seg), and a masks.csv summary.
         """
         from medxfer.data import inference_transform
-        from medxfer.engine.inference import load_run, run_threshold
+        from medxfer.engine.inference import load_run, run_threshold, unfinished_warning
         from medxfer.engine.pipeline import wants_imagenet_norm
 
         from medxfer.models.domain import choose_domain
 
         loaded = load_run(run, registries=state_of(ctx).registries)
         choose_domain(loaded.model, domain, run)
+        unfinished = unfinished_warning(run)
+        if unfinished:
+            warn(unfinished)
         if loaded.config.task == "segmentation":
             _predict_masks(loaded, inputs, None if output is None else Path(output),
                            dicom_seg=dicom_seg)

@@ -48,6 +48,20 @@ def run_threshold(run_dir: str | Path) -> float | None:
                             ).get("threshold")
 
 
+def unfinished_warning(run_dir: str | Path) -> str | None:
+    """What a user of ``run_dir``'s model should know when the run has not finished (no
+    ``metrics.json``: killed, interrupted or diverged before its test evaluation), else
+    ``None``. Its selected model is then the best so far, and a binary classifier has no
+    decision threshold chosen on validation yet."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return None
+    return (f"{str(run_dir)!r} has not finished (no metrics.json: it stopped before its test "
+            "evaluation), so this uses its best model so far, and a binary classifier decides "
+            "at probability 0.5, not at a threshold chosen on validation; finish it first with "
+            f"`medxfer run --resume --output {run_dir}`")
+
+
 def load_run(run_dir: str | Path, *, registries: Registries | None = None,
              device: torch.device | None = None) -> LoadedRun:
     """Rebuild the network of ``run_dir`` and load its selected weights.

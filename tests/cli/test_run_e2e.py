@@ -129,6 +129,26 @@ def test_predict_names_a_corrupt_run_file(finished_run, tmp_path, capsys, repo_r
     assert f"{broken / name} is unreadable" in err and "Traceback" not in err
 
 
+def test_predict_and_export_of_an_unfinished_run_warn(finished_run, tmp_path, capsys,
+                                                      repo_root):
+    """A run stopped before its test evaluation has its best model so far and no decision
+    threshold: usable, with a warning saying so and how to finish it."""
+    import shutil
+
+    image = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
+    assert main(["predict", "--run", str(finished_run), str(image)]) == 0
+    assert "has not finished" not in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(finished_run, unfinished, ignore=shutil.ignore_patterns("export"))
+    (unfinished / "metrics.json").unlink()
+    assert main(["predict", "--run", str(unfinished), str(image)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"'{unfinished}' has not finished (no metrics.json" in err
+    assert f"medxfer run --resume --output {unfinished}" in err
+    assert main(["export", "--run", str(unfinished), "--format", "torchscript"]) == 0
+    assert "has not finished" in capsys.readouterr().err
+
+
 def test_predict_domain_target_needs_domain_specific_layers(finished_run, capsys, repo_root):
     image = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
     assert main(["predict", "--run", str(finished_run), str(image), "--domain", "target"]) == 2
