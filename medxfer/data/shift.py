@@ -269,7 +269,8 @@ def apply_recipe(images: np.ndarray, steps: list[dict[str, Any]], *, spatial_dim
 def shift_medmnist(source: str | Path, output: str | Path, steps: list[dict[str, Any]], *,
                    seed: int = 0) -> Path:
     """Write a shifted copy of a MedMNIST ``.npz``: every split's images corrupted by the
-    recipe, labels unchanged, the recipe stored as JSON under ``shift_recipe``.
+    recipe, labels unchanged, the recipe stored as JSON under ``shift_recipe`` (with the
+    source's own recipe under ``applied_after`` when the source is a shifted copy).
 
     The copy is written to a temporary name beside ``output`` and renamed into place.
 
@@ -298,7 +299,10 @@ def shift_medmnist(source: str | Path, output: str | Path, steps: list[dict[str,
         chw = np.moveaxis(images, -1, 1) if rgb else images
         shifted = apply_recipe(chw, steps, spatial_dims=dims, seed=seed)
         out[key] = np.moveaxis(shifted, 1, -1) if rgb else shifted
-    out["shift_recipe"] = np.array(json.dumps({"seed": seed, "corruptions": steps}))
+    recipe: dict[str, Any] = {"seed": seed, "corruptions": steps}
+    if "shift_recipe" in arrays:  # a shifted copy of a shifted copy: keep the first recipe
+        recipe["applied_after"] = json.loads(str(arrays["shift_recipe"]))
+    out["shift_recipe"] = np.array(json.dumps(recipe))
     with atomic_open(output, "wb") as handle:
         np.savez_compressed(handle, **out)
     return output

@@ -89,6 +89,14 @@ def test_shifted_medmnist_copy_keeps_labels_and_never_overwrites(tmp_path):
         shift_medmnist(source, out, parse_recipe([{"name": "blur"}]))
     assert out.read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
+    # a shifted copy of the shifted copy records both recipes, the newest first
+    twice = shift_medmnist(out, tmp_path / "twice.npz", parse_recipe([{"name": "blur"}]),
+                           seed=3)
+    with np.load(twice) as npz:
+        recipe = json.loads(str(npz["shift_recipe"]))
+    assert recipe["corruptions"][0]["name"] == "blur" and recipe["seed"] == 3
+    assert recipe["applied_after"]["corruptions"][0]["name"] == "gamma"
+    assert "applied_after" not in recipe["applied_after"]
 
 
 def test_missing_source_is_a_data_error(tmp_path):
