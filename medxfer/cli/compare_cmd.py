@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         )
         from medxfer.engine.compare_summary import add_ensemble_row, aggregate, write_comparison
         from medxfer.errors import ConfigError
+        from medxfer.locking import locked_folder
 
         registries = state_of(ctx).registries
         cfg = load_config(config, overrides)
@@ -68,16 +69,17 @@ def register(app: typer.Typer) -> None:
                                   "only; for a segmentation study choose mean, vote, weighted "
                                   "or none")
         names = parse_names(backbones, "--backbones")
-        grid = plan_grid(cfg, output, names, parse_names(strategies, "--strategies"), seeds,
-                         overrides=overrides, pretrain_config=source,
-                         backbone_sets=parse_backbone_sets(backbone_sets, names),
-                         registries=registries)
-        results = run_grid(grid, registries=registries, announce=err().print)
-        summary = aggregate(grid, results)
-        if ensemble != "none":
-            add_ensemble_row(summary, output, ensemble, registries, device=device)
-        write_comparison(summary, output)
-        print_comparison(summary, output)
+        with locked_folder(output):  # one study writing this folder at a time
+            grid = plan_grid(cfg, output, names, parse_names(strategies, "--strategies"),
+                             seeds, overrides=overrides, pretrain_config=source,
+                             backbone_sets=parse_backbone_sets(backbone_sets, names),
+                             registries=registries)
+            results = run_grid(grid, registries=registries, announce=err().print)
+            summary = aggregate(grid, results)
+            if ensemble != "none":
+                add_ensemble_row(summary, output, ensemble, registries, device=device)
+            write_comparison(summary, output)
+            print_comparison(summary, output)
 
 
 def print_comparison(summary: dict, output: Path) -> None:

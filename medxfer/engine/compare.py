@@ -277,6 +277,8 @@ def _first_builds(grid: Grid,
 
 
 def _check_output(grid: Grid) -> None:
+    from medxfer.locking import entries
+
     output = grid.output
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {str(output)!r} is a file, not a folder")
@@ -291,7 +293,7 @@ def _check_output(grid: Grid) -> None:
                 f"--output {str(output)!r} holds a different comparison ({record}: other "
                 "config, backbones, strategies, seeds or pretraining). Resume it with the same "
                 "arguments, or choose another --output folder")
-    elif output.is_dir() and any(output.iterdir()):
+    elif output.is_dir() and entries(output):
         raise ConfigError(f"--output {str(output)!r} already holds files that are not a "
                           "`medxfer compare` grid; results are never overwritten. Choose another "
                           "folder")
