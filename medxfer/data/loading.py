@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medxfer.errors import DataError
+from medxfer.errors import ConfigError, DataError
 from medxfer.data.augment import build_augmentation, resolve_ops
 from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.datalist import Datalist, build_datalist, detect_format
@@ -22,6 +22,7 @@ from medxfer.data.transforms import AdaptChannels, preprocess_transform
 
 if TYPE_CHECKING:
     from medxfer.config import RunConfig
+    from medxfer.data.steps import ExpectedImages
 
 
 @dataclass
@@ -128,7 +129,7 @@ def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
                                  imagenet_norm=imagenet_norm, cache="none", cache_dir=None)
     first = _first_image(bases["train"])
     model_dims, size = _model_geometry(config, spatial_dims, first)
-    _augmentations(config, dl, model_dims, size)
+    _augmentations(config, dl, model_dims, size, source=str(case["image"]))
     seg = config.task == "segmentation"
     return NetworkInputs(
         spatial_dims=model_dims,
@@ -147,17 +148,33 @@ def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, A
         mode = "uint8" if pre.intensity == "auto" else pre.intensity
         return dl.medmnist.spatial_dims, {s: _medmnist_base(dl, by_split[s], mode, pre)
                                           for s in SPLITS}
-    spatial_dims = dl.spatial_dims or read_image(
-        by_split["train"][0]["image"], series_uid=by_split["train"][0].get("series_uid")
-    ).spatial_dims
+    first = by_split["train"][0]
+    image = read_image(first["image"], series_uid=first.get("series_uid"))
+    spatial_dims = dl.spatial_dims or image.spatial_dims
     seg = config.task == "segmentation"
     transform = preprocess_transform(pre, task=config.task, spatial_dims=spatial_dims,
                                      num_classes=len(dl.class_names) if seg else 2,
-                                     imagenet_norm=imagenet_norm, modality=dl.modality)
+                                     imagenet_norm=imagenet_norm, modality=dl.modality,
+                                     expect=_expected_images(config, image, spatial_dims))
     key = {"preprocess": pre.model_dump(), "task": config.task, "imagenet": imagenet_norm,
            "classes": dl.class_names, "modality": dl.modality}
     return spatial_dims, {s: cached_dataset(by_split[s], transform, cache=cache,
                                             cache_dir=cache_dir, key=key) for s in SPLITS}
+
+
+def _expected_images(config: RunConfig, first: Any, spatial_dims: int) -> ExpectedImages:
+    """What every case's image must match: the dataset's dimensionality and the channels of
+    the first training case (``first``, as read), compared after ``data.preprocess.channels``
+    unless a batch-augmented run collates the items before adapting their channels."""
+    from medxfer.data.steps import ExpectedImages
+
+    batch = config.data.augment_on == "batch"
+    channels = config.data.preprocess.channels
+    hint = "" if batch or channels == "grey" else \
+        ", or set data.preprocess.channels: grey to average each image's channels to one"
+    return ExpectedImages(spatial_dims=spatial_dims, channels=int(first.array.shape[0]),
+                          source=str(first.path), adapt="auto" if batch else channels,
+                          hint=hint)
 
 
 def _first_image(base: Dataset) -> torch.Tensor:
@@ -180,15 +197,21 @@ def _model_geometry(config: RunConfig, spatial_dims: int,
     return 2, [s for a, s in enumerate(size) if a != data.slice_axis]
 
 
-def _augmentations(config: RunConfig, dl: Datalist, model_dims: int,
-                   size: list[int]) -> tuple[Any, BatchAugmentation | None]:
-    """The per-item augmentation and, with ``data.augment_on: batch``, the batch one.
+def _augmentations(config: RunConfig, dl: Datalist, model_dims: int, size: list[int],
+                   source: str = "") -> tuple[Any, BatchAugmentation | None]:
+    """The per-item augmentation and, with ``data.augment_on: batch``, the batch one
+    (``source``: the first training case's image, named when the patch size does not fit).
 
     Raises:
         ConfigError: for invalid augmentation ops (naming the op).
     """
     data, pre = config.data, config.data.preprocess
     seg = config.task == "segmentation"
+    if seg and data.patch.size and data.slice_axis is None \
+            and len(data.patch.size) != model_dims:
+        raise ConfigError(f"data.patch.size {list(data.patch.size)} needs {model_dims} values "
+                          f"for {model_dims}D images (the first training case {source!r} is "
+                          f"{model_dims}D; the images of one dataset must all be 2D or all 3D)")
     ops, batch_augment = resolve_ops(data.augment.preset, data.augment.ops), None
     if data.augment_on == "batch":  # per item only the patch draw; the ops act on batches
         patch = data.patch if seg and data.patch.size else None
@@ -237,7 +260,8 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
         from medxfer.data.datasets import SliceCases
 
         train_base = SliceCases(bases["train"], axis=data.slice_axis)
-    augment, batch_augment = _augmentations(config, dl, model_dims, size)
+    augment, batch_augment = _augmentations(config, dl, model_dims, size,
+                                            source=str(by_split["train"][0]["image"]))
     if seg:
         _check_training_masks(bases["train"], by_split["train"],
                               same_size=not data.patch.size and data.slice_axis is None)

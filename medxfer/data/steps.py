@@ -6,6 +6,7 @@ They subclass ``monai.transforms.Transform`` so that ``CacheDataset`` and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Hashable, Mapping
 
 import numpy as np
@@ -15,6 +16,62 @@ from monai.transforms import Transform
 from medxfer.errors import DataError
 from medxfer.data.readers import ImageData, check_same_geometry, read_image
 from medxfer.data.transforms import normalise_intensity, resolve_intensity
+
+
+@dataclass(frozen=True)
+class ExpectedImages:
+    """What every case's image must match to be batched with the others and fed to one
+    network: the dataset's dimensionality and channels.
+
+    The chain checks each case as it reads it, so that in a cached run (``data.cache:
+    memory``, the default) a case that differs fails while the cache fills, before the
+    first epoch; uncached, when the case is first read. The preprocessing steps keep the
+    channel count, so the count read is the count after preprocessing.
+
+    Attributes:
+        spatial_dims: 2 or 3.
+        channels: Channels of the image that set them (the first training case), or None
+            to leave channels unchecked.
+        source: That image's file.
+        adapt: ``data.preprocess.channels`` when the adapted channels must agree (grey
+            and colour images both become ``rgb``; everything becomes ``grey``), ``auto``
+            when the channels as read must (a batch-augmented run collates items before
+            adapting them).
+        hint: What to change, besides the case, when the channels differ.
+    """
+
+    spatial_dims: int
+    channels: int | None
+    source: str
+    adapt: str = "auto"
+    hint: str = ""
+
+    def check(self, image: ImageData, case: Mapping[Hashable, Any]) -> None:
+        """Raise :class:`DataError` naming the case's file when ``image`` differs."""
+        from medxfer.data.transforms import AdaptChannels
+
+        what = f"{str(case['image'])!r} (case {case.get('id')!r})"
+        if image.spatial_dims != self.spatial_dims:
+            raise DataError(
+                f"{what} is {image.spatial_dims}D among {self.spatial_dims}D images ("
+                f"{self.source!r} is {self.spatial_dims}D, and one network takes one "
+                "dimensionality): drop that case from the data or convert it; a 2D slice or a "
+                "single-frame DICOM file is 2D, a NIfTI/NRRD volume or DICOM series folder 3D")
+        have = int(image.array.shape[0])
+        if self.channels is None or have == self.channels:
+            return
+        adapt = AdaptChannels(self.adapt)
+        if adapt.out_channels(have) == adapt.out_channels(self.channels):
+            return
+        raise DataError(
+            f"{what} has {_channels(have)} after preprocessing, but the first training case "
+            f"{self.source!r} has {self.channels} (it sets the network's input channels): "
+            "every case needs the same channels (a 4D NIfTI holds one channel per volume, "
+            "a colour image 3); fix or drop the case that differs" + self.hint)
+
+
+def _channels(n: int) -> str:
+    return f"{n} channel{'s' if n != 1 else ''}"
 
 
 class LoadCased(Transform):
@@ -27,11 +84,14 @@ class LoadCased(Transform):
     Args:
         task: The run's task.
         num_classes: Segmentation classes including background (checks mask values).
+        expect: The dimensionality and channels every image must have, or None.
     """
 
-    def __init__(self, task: str, num_classes: int = 2) -> None:
+    def __init__(self, task: str, num_classes: int = 2,
+                 expect: ExpectedImages | None = None) -> None:
         self.task = task
         self.num_classes = num_classes
+        self.expect = expect
 
     def __call__(self, case: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load one case."""
@@ -39,6 +99,8 @@ class LoadCased(Transform):
 
         out = dict(case)
         image = read_image(case["image"], series_uid=case.get("series_uid") or None)
+        if self.expect is not None:
+            self.expect.check(image, case)
         out["image"] = MetaTensor(torch.from_numpy(_native(image.array)),
                                   affine=torch.as_tensor(image.affine, dtype=torch.float64))
         out["_modality"] = image.modality or case.get("_modality") or ""

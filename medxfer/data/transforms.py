@@ -127,7 +127,7 @@ def interp_mode(spatial_dims: int) -> str:
 
 def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes: int,
                          imagenet_norm: bool, modality: str | None = None,
-                         load: bool = True) -> Any:
+                         load: bool = True, expect: Any = None) -> Any:
     """The deterministic MONAI chain for file-based cases.
 
     Args:
@@ -138,6 +138,8 @@ def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes:
         imagenet_norm: ImageNet normalisation follows (affects ``auto`` intensity).
         modality: Dataset-level modality (e.g. from dataset.json), used when a file has none.
         load: Start with :class:`LoadCased` (False: the dict already holds tensors).
+        expect: A :class:`medxfer.data.steps.ExpectedImages` every image read must match
+            (its dimensionality and channels), or None.
 
     Returns:
         A ``monai.transforms.Compose`` mapping a case dict to a dict of plain tensors.
@@ -149,7 +151,7 @@ def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes:
     seg = task == "segmentation"
     keys = ["image", "label"] if seg else ["image"]
     linear = interp_mode(spatial_dims)
-    steps: list[Any] = [LoadCased(task, num_classes)] if load else []
+    steps: list[Any] = [LoadCased(task, num_classes, expect)] if load else []
     if spatial_dims == 3 and pre.orientation:
         steps.append(Orientationd(keys=keys, axcodes=pre.orientation, labels=None))
     if pre.spacing:

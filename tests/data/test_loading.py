@@ -221,3 +221,101 @@ def test_augmentation_keeps_per_size_work_only_where_every_item_has_one_size(tmp
     assert {tuple(resized.train[i]["image"].shape[1:]) for i in range(4)} == {(9, 9)}
     seg = load_data(_config(task="segmentation", augment=ops), imagenet_norm=False)
     assert _affine_caches_grid(seg)  # training masks are checked to share one size
+
+
+def _volumes_manifest(tmp_path, odd: int, odd_volume, *, task="classification", n=6):
+    """A manifest of ``n`` 3D single-channel volumes (fixed splits: train, train, val, val,
+    test, test) whose case ``odd`` is ``odd_volume`` instead."""
+    splits = ["train", "train", "val", "val", "test", "test"]
+    lines = ["image,label,split" if task == "classification" else "image,mask,split"]
+    for i in range(n):
+        vol = np.random.default_rng(i).random((8, 8, 8)).astype(np.float32)
+        write_nifti(tmp_path / f"v{i}.nii.gz", odd_volume if i == odd else vol)
+        if task == "classification":
+            label = str(i % 2)
+        else:
+            image = np.asarray(odd_volume if i == odd else vol)
+            mask = np.zeros(image.shape[:3], np.uint8)
+            mask[(slice(2, 5),) * mask.ndim] = 1
+            write_nifti(tmp_path / f"m{i}.nii.gz", mask)
+            label = f"m{i}.nii.gz"
+        lines.append(f"v{i}.nii.gz,{label},{splits[i]}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("odd", [1, 5])  # a training case, a test case
+def test_a_case_with_other_channels_is_refused_before_training(tmp_path, odd):
+    """A 4D NIfTI (two volumes: two channels) among single-channel volumes: refused while
+    the cache fills, naming the file, not a crash of the network at test time."""
+    two = np.stack([np.ones((8, 8, 8), np.float32)] * 2, axis=-1)
+    path = _volumes_manifest(tmp_path, odd, two)
+    with pytest.raises(DataError, match=rf"v{odd}\.nii\.gz.* has 2 channels after "
+                       r"preprocessing, but the first training case .*v0\.nii\.gz' has 1"):
+        load_data(_config(path=path), imagenet_norm=False)
+
+
+def test_a_first_case_with_other_channels_names_both_files(tmp_path):
+    two = np.stack([np.ones((8, 8, 8), np.float32)] * 2, axis=-1)
+    path = _volumes_manifest(tmp_path, 0, two)
+    with pytest.raises(DataError, match=r"v1\.nii\.gz.* has 1 channel after preprocessing, "
+                       r"but the first training case .*v0\.nii\.gz' has 2"):
+        load_data(_config(path=path), imagenet_norm=False)
+
+
+def test_uncached_data_refuses_the_case_when_it_is_read(tmp_path):
+    two = np.stack([np.ones((8, 8, 8), np.float32)] * 2, axis=-1)
+    bundle = load_data(_config(path=_volumes_manifest(tmp_path, 5, two), cache="none"),
+                       imagenet_norm=False)
+    assert bundle.in_channels == 1 and bundle.test[0]["image"].shape[0] == 1
+    with pytest.raises(DataError, match=r"v5\.nii\.gz.* has 2 channels"):
+        bundle.test[1]
+
+
+def test_channels_that_the_channel_setting_makes_equal_are_accepted(tmp_path):
+    """Grey and colour PNGs with ``channels: rgb`` all become 3 channels (items are adapted
+    before they are batched), but not in a batch-augmented run, which batches them first."""
+    lines = ["image,label"]
+    for i in range(8):
+        grey = np.full((8, 8), 20 * i, np.uint8)
+        write_png(tmp_path / f"p{i}.png", np.stack([grey] * 3, -1) if i == 3 else grey)
+        lines.append(f"p{i}.png,{i % 2}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    split = {"val_fraction": 0.25, "test_fraction": 0.25}
+    bundle = load_data(_config(path=str(tmp_path), split=split,
+                               preprocess={"channels": "rgb"}), imagenet_norm=False)
+    assert bundle.in_channels == 3
+    assert {bundle.train[i]["image"].shape[0] for i in range(len(bundle.train))} == {3}
+    with pytest.raises(DataError, match=r"p\d\.png.* has \d channels? after preprocessing"):
+        load_data(_config(path=str(tmp_path), split=split, preprocess={"channels": "rgb"},
+                          augment_on="batch"), imagenet_norm=False)
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_a_2d_image_among_3d_images_is_refused_naming_it(tmp_path, task):
+    """Before: a traceback from MONAI's resize (classification) or patch sampler
+    (segmentation) naming no file."""
+    flat = np.random.default_rng(9).random((8, 8)).astype(np.float32)
+    path = _volumes_manifest(tmp_path, 3, flat, task=task)
+    extra = {"preprocess": {"image_size": [8, 8, 8]}} if task == "classification" else \
+        {"patch": {"size": [4, 4, 4]}}
+    with pytest.raises(DataError, match=r"v3\.nii\.gz.* is 2D among 3D images \(.*v0\.nii\.gz'"
+                       r" is 3D"):
+        load_data(_config(task=task, path=path, **extra), imagenet_norm=False)
+
+
+def test_a_3d_image_among_2d_images_is_refused_before_the_patch_size(tmp_path):
+    """With the 2D image first the dataset is 2D: the volumes are the ones named (before:
+    "data.patch.size needs 2 values for 2D images"); reading one image, as
+    ``medxfer run --check`` does, names the 2D case with the patch size error."""
+    from medxfer.data.loading import network_inputs
+
+    flat = np.random.default_rng(9).random((8, 8)).astype(np.float32)
+    path = _volumes_manifest(tmp_path, 0, flat, task="segmentation")
+    config = _config(task="segmentation", path=path, patch={"size": [4, 4, 4]})
+    with pytest.raises(DataError, match=r"v1\.nii\.gz.* is 3D among 2D images \(.*v0\.nii\.gz'"
+                       r" is 2D"):
+        load_data(config, imagenet_norm=False)
+    with pytest.raises(ConfigError, match=r"needs 2 values for 2D images \(the first training "
+                       r"case .*v0\.nii\.gz' is 2D"):
+        network_inputs(config, imagenet_norm=False)
