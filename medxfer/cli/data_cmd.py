@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(16, "--samples", min=1, help="Images in the montage."),
     ) -> None:
         """Counts per class and split, shapes, spacings, intensities, patients, and a montage."""
-        from medxfer.cli.console import out
+        from medxfer.cli.console import out, warn
         from medxfer.data.inspect import save_montage, summarize_dataset, summary_tables
         from medxfer.errors import ConfigError
 
@@ -37,6 +37,8 @@ def register(app: typer.Typer) -> None:
         console = out()
         for table in summary_tables(summary):
             console.print(table)
+        for problem in summary.problems:
+            warn(problem)
         target = save_montage(summary, output, n=samples)
         console.print(f"montage: {target}", highlight=False)
 

@@ -38,6 +38,8 @@ class DatasetSummary:
         patients: Distinct patient ids (None when the data has none).
         n_read: How many cases were read for shapes and intensities.
         samples: The cases read, for the montage.
+        problems: What a run would refuse, over the cases read: cases whose image
+            dimensionality or channels differ from the others' (see :func:`image_problems`).
     """
 
     datalist: Datalist
@@ -49,6 +51,7 @@ class DatasetSummary:
     patients: int | None = None
     n_read: int = 0
     samples: list[Sample] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def summarize_dataset(path: str | os.PathLike[str], *, format: str = "auto",
@@ -89,11 +92,52 @@ def summarize_dataset(path: str | os.PathLike[str], *, format: str = "auto",
         summary.intensity.update(min=float(min(a.min() for a in arrays)),
                                  max=float(max(a.max() for a in arrays)))
     summary.n_read = len(summary.samples)
+    if dl.medmnist is None:
+        summary.problems = image_problems(summary.samples)
     summary.counts = _counts(dl, summary.samples)
     patients = {c.get("patient_id") for c in dl.cases if c.get("patient_id") not in (None, "")}
     has_ids = dl.format == "manifest" and any("patient_id" in c for c in dl.cases)
     summary.patients = len(patients) if has_ids and patients else None
     return summary
+
+
+def image_problems(samples: list[Sample], *, examples: int = 3) -> list[str]:
+    """Cases whose image differs from most of ``samples`` in dimensionality (2D among 3D)
+    or, among those of the usual dimensionality, in channels: a run refuses them (one
+    network takes one dimensionality and one channel count).
+
+    Returns:
+        One line per kind of difference, naming up to ``examples`` files.
+    """
+    def files(group: list[Sample]) -> str:
+        names = ", ".join(repr(str(s.case["image"])) for s in group[:examples])
+        return names + (f" and {len(group) - examples} more" if len(group) > examples else "")
+
+    problems = []
+    dims = Counter(s.image.ndim - 1 for s in samples)
+    if not dims:
+        return problems
+    usual = dims.most_common(1)[0][0]
+    for d in sorted(dims):
+        if d != usual:
+            odd = [s for s in samples if s.image.ndim - 1 == d]
+            problems.append(f"{len(odd)} case{'s' if len(odd) != 1 else ''} of {len(samples)} "
+                            f"read {'are' if len(odd) != 1 else 'is'} {d}D among {usual}D images "
+                            f"({files(odd)}): a run refuses them; drop or convert them")
+    same = [s for s in samples if s.image.ndim - 1 == usual]
+    channels = Counter(int(s.image.shape[0]) for s in same)
+    common = channels.most_common(1)[0][0]
+    for c in sorted(channels):
+        if c != common:
+            odd = [s for s in same if s.image.shape[0] == c]
+            hint = ("with data.preprocess.channels auto a run refuses them; rgb or grey "
+                    "makes grey and colour images agree" if {c, common} == {1, 3} else
+                    "a run refuses them; fix or drop them (a 4D NIfTI holds one channel per "
+                    "volume), or set data.preprocess.channels: grey")
+            problems.append(f"{len(odd)} case{'s' if len(odd) != 1 else ''} of {len(samples)} "
+                            f"read {'have' if len(odd) != 1 else 'has'} {c} channel"
+                            f"{'s' if c != 1 else ''}, the others {common} ({files(odd)}): {hint}")
+    return problems
 
 
 def _read_case(dl: Datalist, case: dict[str, Any]) -> Sample:

@@ -43,3 +43,29 @@ def test_cli_inspect_real_sets(shared_data, tmp_path):
         assert main(["data", "inspect", str(path), "--output", str(tmp_path),
                      "--max-read", "8", "--samples", "4"]) == 0
     assert len(list(tmp_path.glob("*_montage.png"))) == 3
+
+
+def test_inspect_reports_cases_of_other_dimensionality_or_channels(tmp_path, capsys):
+    """A 4D NIfTI (two channels) and a 2D slice among single-channel volumes: inspection
+    names them, as a run would refuse them."""
+    import numpy as np
+
+    from tests.data.datafiles import write_nifti
+
+    lines = ["image,label"]
+    for i in range(5):
+        vol = np.random.default_rng(i).random((6, 6, 6)).astype(np.float32)
+        vol = np.stack([vol, vol], -1) if i == 2 else vol[..., 0] if i == 4 else vol
+        write_nifti(tmp_path / f"v{i}.nii.gz", vol)
+        lines.append(f"v{i}.nii.gz,{i % 2}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    problems = summarize_dataset(tmp_path).problems
+    assert len(problems) == 2
+    assert "1 case of 5 read is 2D among 3D images" in problems[0]
+    assert "v4.nii.gz" in problems[0]
+    assert "1 case of 5 read has 2 channels, the others 1" in problems[1]
+    assert "v2.nii.gz" in problems[1] and "v0" not in problems[1]
+    assert main(["data", "inspect", str(tmp_path), "--output", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "is 2D among 3D images" in err and "has 2 channels" in err
+    assert summarize_dataset(ensure_sample_data("classification"), max_read=8).problems == []
