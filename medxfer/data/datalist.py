@@ -145,7 +145,7 @@ def build_datalist(path: str | os.PathLike[str], *, format: str = "auto",
     elif fmt == "msd":
         dl = _msd_datalist(path if path.is_dir() else path.parent)
     elif fmt == "manifest":
-        dl = _manifest_datalist(path, task, image_key, label_key)
+        dl = _manifest_datalist(path, task, image_key, label_key, declared=classes is not None)
     elif fmt == "folder":
         dl = _folder_datalist(path)
     elif fmt == "dicom":
@@ -314,7 +314,8 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             for r in rows], {}
 
 
-def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: str) -> Datalist:
+def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: str, *,
+                       declared: bool = False) -> Datalist:
     if path.is_dir():
         path = next(path / n for n in MANIFEST_NAMES if (path / n).is_file())
     rows, meta = _read_rows(path)
@@ -362,7 +363,8 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
     class_names: list[str] = []
     class_order = ""
     if task == "classification" and has_labels:
-        class_names, class_order = _encode_classes(cases, path, _declared_order(path, meta))
+        class_names, class_order = _encode_classes(cases, path, _declared_order(path, meta),
+                                                   declared=declared)
     elif task == "segmentation":
         class_names = ["background", "foreground"]
     elif task == "regression":
@@ -387,16 +389,26 @@ def _infer_task(labels: list[Any], base: Path) -> str:
     return "classification"
 
 
-def _encode_classes(cases: list[dict[str, Any]], path: Path,
-                    order: list[str] | None) -> tuple[list[str], str]:
+def _encode_classes(cases: list[dict[str, Any]], path: Path, order: list[str] | None, *,
+                    declared: bool = False) -> tuple[list[str], str]:
     """Turn raw labels into indices: integers keep their value, names follow ``order``
     (or sorted order when the manifest declares none).
+
+    Without a declared order (``order`` from the manifest, or ``declared``: ``data.classes``
+    will map the names), labels must be all numbers or all names, and names must not differ
+    only in case: each distinct value would silently become a class of its own.
 
     Returns:
         The class names in label order and where that order comes from
         (:attr:`Datalist.class_order`).
+
+    Raises:
+        DataError: naming the manifest and examples, for the labels refused above, a
+            negative number or a label outside the declared order.
     """
     raw = [c["label"] for c in cases]
+    if order is None and not declared:
+        _check_label_kinds(cases, path)
     if order is not None:
         for c in cases:
             value = str(c["label"])
@@ -408,7 +420,7 @@ def _encode_classes(cases: list[dict[str, Any]], path: Path,
                 raise DataError(f"manifest {str(path)!r}: case {c['id']!r} has label {value!r}, "
                                 f"not one of the declared classes {order}")
         return list(order), "manifest"
-    if all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in raw):
+    if all(_is_number(v) for v in raw):
         ints = [int(v) for v in raw]
         if min(ints) < 0:
             bad = cases[ints.index(min(ints))]
@@ -421,3 +433,46 @@ def _encode_classes(cases: list[dict[str, Any]], path: Path,
     for c in cases:
         c["label"] = names.index(str(c["label"]))
     return names, "sorted"
+
+
+def _is_number(label: Any) -> bool:
+    """Whether a raw class label is a class number (``1``, ``"1"``, ``"-1"``)."""
+    return (isinstance(label, int) and not isinstance(label, bool)) or \
+        (isinstance(label, str) and label.lstrip("-").isdigit())
+
+
+def _check_label_kinds(cases: list[dict[str, Any]], path: Path) -> None:
+    """Refuse class labels that mix numbers and names, or names that differ only in case.
+
+    Raises:
+        DataError: naming the manifest, example labels with their cases, and what to do.
+    """
+    first: dict[str, str] = {}  # each distinct label -> its first case
+    for c in cases:
+        first.setdefault(str(c["label"]), str(c["id"]))
+    numbers = [v for v in first if _is_number(v)]
+    names = [v for v in first if not _is_number(v)]
+
+    def examples(values: list[str]) -> str:
+        shown = ", ".join(f"{v!r} (case {first[v]!r})" for v in values[:3])
+        return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+    if numbers and names:
+        raise DataError(
+            f"manifest {str(path)!r} mixes class numbers and class names in its labels "
+            f"(numbers: {examples(numbers)}; names: {examples(names)}), so each would be a "
+            "class of its own: use one kind for every case (the class names, or the numbers "
+            "0 .. C-1), or declare the class names in order (a classes.txt beside the "
+            "manifest, a JSON manifest's 'classes' list or data.classes), which the numbers "
+            "then index")
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(name.casefold(), []).append(name)
+    clashes = [group for group in spellings.values() if len(group) > 1]
+    if clashes:
+        shown = "; ".join(examples(group) for group in clashes[:3])
+        raise DataError(
+            f"manifest {str(path)!r} has class labels that differ only in case ({shown}), "
+            "so each spelling would be a class of its own: spell each class one way in every "
+            "row; if they really are different classes, declare the class names in order "
+            "(a classes.txt beside the manifest, a JSON 'classes' list or data.classes)")

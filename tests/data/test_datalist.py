@@ -160,3 +160,46 @@ def test_class_order_says_where_the_label_order_comes_from(tmp_path):
     (tmp_path / "classes.txt").write_text("normal\nlesion\n")
     assert build_datalist(tmp_path / "names.csv").class_order == "manifest"
     assert set(IMPLICIT_CLASS_ORDERS) == {"folders", "sorted"}
+
+
+def test_labels_mixing_numbers_and_names_are_refused(tmp_path):
+    """Before: ``0``, ``1``, ``malignant``, ``normal_benign`` silently made 4 classes."""
+    _pngs(tmp_path, ["a.png", "b.png", "c.png", "d.png"])
+    (tmp_path / "m.csv").write_text(
+        "image,label\na.png,0\nb.png,malignant\nc.png,1\nd.png,normal_benign\n")
+    with pytest.raises(DataError, match=r"m\.csv' mixes class numbers and class names.*"
+                       r"numbers: '0' \(case 'a'\), '1' \(case 'c'\); names: 'malignant' "
+                       r"\(case 'b'\), 'normal_benign' \(case 'd'\).*use one kind"):
+        build_datalist(tmp_path / "m.csv")
+    (tmp_path / "j.json").write_text(json.dumps([{"image": "a.png", "label": 0},
+                                                 {"image": "b.png", "label": "lesion"}]))
+    with pytest.raises(DataError, match="mixes class numbers and class names"):
+        build_datalist(tmp_path / "j.json")
+    # a declared order says what the numbers mean (they index it), as before
+    (tmp_path / "classes.txt").write_text("malignant\nnormal_benign\n")
+    dl = build_datalist(tmp_path / "m.csv")
+    assert dl.class_names == ["malignant", "normal_benign"]
+    assert [c["label"] for c in dl.cases] == [0, 0, 1, 1]
+    (tmp_path / "classes.txt").unlink()
+    dl = build_datalist(tmp_path / "m.csv", classes=["malignant", "normal_benign"])
+    assert [c["label"] for c in dl.cases] == [0, 0, 1, 1]
+
+
+def test_label_names_differing_only_in_case_are_refused(tmp_path):
+    """Before: ``Malignant`` and ``malignant`` were two classes."""
+    _pngs(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "m.csv").write_text("image,label\na.png,malignant\nb.png,benign\nc.png,Malignant\n")
+    with pytest.raises(DataError, match=r"m\.csv' has class labels that differ only in case "
+                       r"\('malignant' \(case 'a'\), 'Malignant' \(case 'c'\)\).*spell each class"):
+        build_datalist(tmp_path / "m.csv")
+    (tmp_path / "classes.txt").write_text("benign\nmalignant\nMalignant\n")  # declared: kept
+    assert build_datalist(tmp_path / "m.csv").class_names == ["benign", "malignant", "Malignant"]
+
+
+def test_cli_inspect_refuses_mixed_labels(tmp_path, capsys):
+    from medxfer.cli.app import main
+
+    _pngs(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "manifest.csv").write_text("image,label\na.png,0\nb.png,lesion\n")
+    assert main(["data", "inspect", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "mixes class numbers and class names" in capsys.readouterr().err
