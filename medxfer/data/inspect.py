@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from medxfer.data.datalist import Datalist, build_datalist
-from medxfer.data.readers import read_image
+from medxfer.data.readers import read_case
 
 
 @dataclass
@@ -147,12 +147,12 @@ def _read_case(dl: Datalist, case: dict[str, Any]) -> Sample:
         image = dl.medmnist.images[split][int(index)]
         case["_dtype"] = str(image.dtype)
         return Sample(case, image)
-    img = read_image(case["image"], series_uid=case.get("series_uid"))
+    img = read_case(case, "image")
     case["_dtype"] = img.meta.get("dtype", str(img.array.dtype))
     case["_spacing"] = tuple(round(s, 3) for s in img.spacing)
     mask = None
     if dl.task == "segmentation" and case.get("label"):
-        mask = read_image(case["label"]).array
+        mask = read_case(case, "label").array
     return Sample(case, img.array, mask)
 
 

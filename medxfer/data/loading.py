@@ -15,7 +15,7 @@ from medxfer.data.augment import build_augmentation, resolve_ops
 from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.datalist import Datalist, build_datalist, detect_format
 from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
-from medxfer.data.readers import read_image
+from medxfer.data.readers import read_case, read_image
 from medxfer.data.sample import ensure_sample_data
 from medxfer.data.splits import SPLITS, assign_splits, check_splits, limit_cases
 from medxfer.data.transforms import AdaptChannels, preprocess_transform
@@ -149,7 +149,7 @@ def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, A
         return dl.medmnist.spatial_dims, {s: _medmnist_base(dl, by_split[s], mode, pre)
                                           for s in SPLITS}
     first = by_split["train"][0]
-    image = read_image(first["image"], series_uid=first.get("series_uid"))
+    image = read_case(first)
     spatial_dims = dl.spatial_dims or image.spatial_dims
     seg = config.task == "segmentation"
     transform = preprocess_transform(pre, task=config.task, spatial_dims=spatial_dims,

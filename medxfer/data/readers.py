@@ -128,6 +128,31 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None,
     return image
 
 
+#: The case key naming the DICOM series of a case's image and of its mask (manifest columns).
+SERIES_KEYS = {"image": "series_uid", "label": "label_series_uid"}
+
+
+def case_series_uid(case: dict[str, Any], key: str = "image") -> str | None:
+    """The SeriesInstanceUID a case names for its ``image`` or its ``label`` (mask) file.
+
+    A missing or empty value (a manifest cell left blank for rows whose folder holds one
+    series) names none.
+    """
+    value = case.get(SERIES_KEYS[key])
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def read_case(case: dict[str, Any], key: str = "image") -> ImageData:
+    """Read a case's ``image`` or ``label`` (mask) file, from the DICOM series the case
+    names for it (:func:`case_series_uid`); every reader of datalist cases uses this.
+
+    Raises:
+        DataError: as :func:`read_image`.
+    """
+    return read_image(case[key], series_uid=case_series_uid(case, key))
+
+
 def ensure_finite(array: np.ndarray, source: str) -> None:
     """Raise :class:`DataError` when ``array`` holds NaN or Inf values.
 

@@ -14,7 +14,7 @@ import torch
 from monai.transforms import Transform
 
 from medxfer.errors import DataError
-from medxfer.data.readers import ImageData, check_same_geometry, read_image
+from medxfer.data.readers import ImageData, check_same_geometry, read_case
 from medxfer.data.transforms import normalise_intensity, resolve_intensity
 
 
@@ -98,7 +98,7 @@ class LoadCased(Transform):
         from monai.data import MetaTensor
 
         out = dict(case)
-        image = read_image(case["image"], series_uid=case.get("series_uid") or None)
+        image = read_case(case, "image")
         if self.expect is not None:
             self.expect.check(image, case)
         out["image"] = MetaTensor(torch.from_numpy(_native(image.array)),
@@ -108,7 +108,7 @@ class LoadCased(Transform):
         if self.task == "segmentation":
             if case.get("label") in (None, ""):
                 raise DataError(f"case {case.get('id')!r} ({case['image']!r}) has no mask")
-            mask = read_image(case["label"], series_uid=case.get("label_series_uid") or None)
+            mask = read_case(case, "label")
             check_same_geometry(image, mask)
             values = self._mask_values(mask)
             out["label"] = MetaTensor(torch.from_numpy(values),

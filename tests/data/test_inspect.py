@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from medxfer.cli.app import main
 from medxfer.data.inspect import summarize_dataset
 from medxfer.data.sample import ensure_sample_data
@@ -69,3 +71,43 @@ def test_inspect_reports_cases_of_other_dimensionality_or_channels(tmp_path, cap
     err = capsys.readouterr().err
     assert "is 2D among 3D images" in err and "has 2 channels" in err
     assert summarize_dataset(ensure_sample_data("classification"), max_read=8).problems == []
+
+
+def _dicom_manifest(tmp_path, volume):
+    """A segmentation manifest of DICOM folders whose ``series_uid`` and
+    ``label_series_uid`` cells are filled only where a folder holds two series."""
+    from tests.data.datafiles import write_dicom_series
+
+    mask = (volume > volume.mean()).astype(np.int16)
+    write_dicom_series(tmp_path / "a_img", volume, series_uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "a_img", volume[:3], series_uid="1.2.3.4.101")
+    write_dicom_series(tmp_path / "a_mask", mask, series_uid="1.2.3.4.110")
+    write_dicom_series(tmp_path / "b_img", volume, series_uid="1.2.3.4.200")
+    write_dicom_series(tmp_path / "b_mask", mask, series_uid="1.2.3.4.210")
+    write_dicom_series(tmp_path / "b_mask", mask[:3], series_uid="1.2.3.4.211")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(
+        "id,image,label,series_uid,label_series_uid\n"
+        f"a,{tmp_path / 'a_img'},{tmp_path / 'a_mask'},1.2.3.4.100,\n"
+        f"b,{tmp_path / 'b_img'},{tmp_path / 'b_mask'},,1.2.3.4.210\n")
+    return manifest
+
+
+def test_inspect_takes_empty_series_uid_cells_as_not_given_like_run(tmp_path, tiny_volume, capsys):
+    """An empty ``series_uid`` / ``label_series_uid`` cell names no series, in inspect as in
+    run's loader (it was passed on as the UID ``''``: "has no series ''")."""
+    from medxfer.data.datalist import build_datalist
+    from medxfer.data.steps import LoadCased
+
+    manifest = _dicom_manifest(tmp_path, tiny_volume)
+    summary = summarize_dataset(manifest)
+    assert summary.datalist.task == "segmentation"
+    assert summary.shapes == {(1, 5, 6, 4): 2}
+    assert all(s.mask is not None and s.mask.shape == (1, 5, 6, 4) for s in summary.samples)
+    load = LoadCased("segmentation")
+    for case, sample in zip(build_datalist(manifest).cases, summary.samples):
+        loaded = load(case)
+        np.testing.assert_array_equal(loaded["image"].numpy(), sample.image)
+        np.testing.assert_array_equal(loaded["label"].numpy(), sample.mask)
+    assert main(["data", "inspect", str(manifest), "--output", str(tmp_path / "out")]) == 0
+    assert "has no series" not in capsys.readouterr().err

@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from medxfer.data.readers import (check_same_geometry, list_dicom_series, read_dicom_series,
-                                  read_image)
+from medxfer.data.readers import (case_series_uid, check_same_geometry, list_dicom_series,
+                                  read_case, read_dicom_series, read_image)
 from medxfer.errors import DataError
 from tests.data.datafiles import write_dicom_series, write_nifti, write_png
 
@@ -188,3 +188,15 @@ def test_real_dicom_study(shared_data):
     # the tumour is brighter than the brain around it on post-contrast T1
     t1 = series["T1post"].array[0]
     assert t1[mask.array[0] > 0].mean() > t1[t1 > 0].mean()
+
+
+@pytest.mark.parametrize("empty", [None, "", "  "])
+def test_read_case_takes_an_empty_series_uid_as_none(tmp_path, tiny_volume, empty):
+    write_dicom_series(tmp_path / "img", tiny_volume, series_uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "mask", tiny_volume, series_uid="1.2.3.4.110")
+    write_dicom_series(tmp_path / "mask", tiny_volume[:3], series_uid="1.2.3.4.111")
+    case = {"id": "a", "image": str(tmp_path / "img"), "series_uid": empty,
+            "label": str(tmp_path / "mask"), "label_series_uid": "1.2.3.4.111"}
+    assert case_series_uid(case) is None
+    assert read_case(case).array.shape == (1, 5, 6, 4)
+    assert read_case(case, "label").array.shape == (1, 5, 6, 3)
