@@ -48,6 +48,24 @@ class DataError(MedxferError, ValueError):
     exit_code = 2
 
 
+class SeriesChoiceError(DataError):
+    """A DICOM folder holds several series and nothing says which to read; exit code 2.
+
+    ``problem`` names the folder and lists its series, ``hint`` says how to pick one. How
+    depends on the caller (a manifest's ``series_uid`` column, a folder of one series for
+    ``medxfer predict``), which may re-raise the error :meth:`with_hint` its own.
+    """
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem}: {hint}" if hint else problem)
+        self.problem = problem
+        self.hint = hint
+
+    def with_hint(self, hint: str) -> "SeriesChoiceError":
+        """The same problem with ``hint`` in place of this error's."""
+        return SeriesChoiceError(self.problem, hint)
+
+
 class CheckpointError(MedxferError):
     """A checkpoint is missing, corrupt or does not match the model; exit code 2."""
 

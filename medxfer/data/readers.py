@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medxfer.errors import DataError
+from medxfer.errors import DataError, SeriesChoiceError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -130,6 +130,9 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None,
 
 #: The case key naming the DICOM series of a case's image and of its mask (manifest columns).
 SERIES_KEYS = {"image": "series_uid", "label": "label_series_uid"}
+#: How to pick one series of a DICOM folder that holds several, where nothing names one.
+ONE_SERIES_HINT = ("give a folder that holds one series (copy or link that series' files into "
+                   "a folder of their own)")
 
 
 def case_series_uid(case: dict[str, Any], key: str = "image") -> str | None:
@@ -148,9 +151,16 @@ def read_case(case: dict[str, Any], key: str = "image") -> ImageData:
     names for it (:func:`case_series_uid`); every reader of datalist cases uses this.
 
     Raises:
-        DataError: as :func:`read_image`.
+        DataError: as :func:`read_image`; for a DICOM folder of several series it says
+            which manifest column names the one to read.
     """
-    return read_image(case[key], series_uid=case_series_uid(case, key))
+    try:
+        return read_image(case[key], series_uid=case_series_uid(case, key))
+    except SeriesChoiceError as exc:
+        what = "image" if key == "image" else "mask"
+        raise exc.with_hint(f"put the UID of the {what} series to read in the manifest's "
+                            f"{SERIES_KEYS[key]!r} column for case {str(case.get('id'))!r}") \
+            from None
 
 
 def ensure_finite(array: np.ndarray, source: str) -> None:
@@ -346,7 +356,8 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
         StudyInstanceUID and the rescale values.
 
     Raises:
-        DataError: for a folder without DICOM files, an ambiguous or unknown series UID,
+        SeriesChoiceError: for a folder of several series without ``series_uid``.
+        DataError: for a folder without DICOM files, an unknown series UID,
             a file without pixel data, or a series SimpleITK cannot assemble.
     """
     import SimpleITK as sitk
@@ -358,8 +369,8 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
             if len(series) > 1:
                 listing = "; ".join(f"{uid} ({_describe_series(files)}, {len(files)} files)"
                                     for uid, files in series.items())
-                raise DataError(f"{str(folder)!r} holds {len(series)} DICOM series; pick one "
-                                f"with series_uid=...: {listing}")
+                raise SeriesChoiceError(f"{str(folder)!r} holds {len(series)} DICOM series "
+                                        f"({listing})", ONE_SERIES_HINT)
             series_uid = next(iter(series))
         if series_uid not in series:
             raise DataError(f"{str(folder)!r} has no series {series_uid!r}; it holds: "

@@ -40,8 +40,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from medxfer.data.readers import IMAGE_SUFFIXES, image_kind
-from medxfer.errors import ConfigError, DataError, InputSizeError
+from medxfer.data.readers import IMAGE_SUFFIXES, ONE_SERIES_HINT, image_kind
+from medxfer.errors import ConfigError, DataError, InputSizeError, SeriesChoiceError
 from medxfer.io import atomic_write_bytes, atomic_write_text, default_mode
 
 SUMMARY_NAME = "masks.csv"
@@ -326,7 +326,10 @@ class _Segmenter:
         from medxfer.data.datasets import unwrap_errors
         from medxfer.engine.seg_inference import predict_probabilities
 
-        case = self.load({"image": str(path), "id": path.name})
+        try:
+            case = self.load({"image": str(path), "id": path.name})
+        except SeriesChoiceError as exc:  # not a manifest case: no series_uid column to name
+            raise exc.with_hint(ONE_SERIES_HINT) from None
         image = case["image"]
         dims = image.ndim - 1
         if dims != self.data_dims:

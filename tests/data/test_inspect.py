@@ -111,3 +111,14 @@ def test_inspect_takes_empty_series_uid_cells_as_not_given_like_run(tmp_path, ti
         np.testing.assert_array_equal(loaded["label"].numpy(), sample.mask)
     assert main(["data", "inspect", str(manifest), "--output", str(tmp_path / "out")]) == 0
     assert "has no series" not in capsys.readouterr().err
+
+
+def test_inspect_a_mask_folder_of_two_series_names_the_case_and_label_series_uid(
+        tmp_path, tiny_volume, capsys):
+    manifest = _dicom_manifest(tmp_path, tiny_volume)
+    manifest.write_text(manifest.read_text().replace(",1.2.3.4.210", ","))
+    assert main(["data", "inspect", str(manifest), "--output", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "b_mask" in err and "holds 2 DICOM series" in err
+    assert "the mask series to read in the manifest's 'label_series_uid' column for case 'b'" \
+        in err

@@ -319,3 +319,17 @@ def test_a_3d_image_among_2d_images_is_refused_before_the_patch_size(tmp_path):
     with pytest.raises(ConfigError, match=r"needs 2 values for 2D images \(the first training "
                        r"case .*v0\.nii\.gz' is 2D"):
         network_inputs(config, imagenet_norm=False)
+
+
+def test_inference_transform_on_a_folder_of_two_series_says_to_give_one_series(tmp_path,
+                                                                               tiny_volume):
+    """predict has no series_uid option: the hint is a folder that holds one series."""
+    from tests.data.datafiles import write_dicom_series
+
+    write_dicom_series(tmp_path / "two", tiny_volume, series_uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "two", tiny_volume[:3], series_uid="1.2.3.4.200")
+    fn = inference_transform(_config(), imagenet_norm=False, spatial_dims=3)
+    with pytest.raises(DataError, match="holds 2 DICOM series") as exc:
+        fn(tmp_path / "two")
+    assert "give a folder that holds one series" in str(exc.value)
+    assert "series_uid" not in str(exc.value)

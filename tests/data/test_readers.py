@@ -85,8 +85,11 @@ def test_dicom_folder_with_two_series_needs_a_uid(tmp_path, tiny_volume):
     write_dicom_series(tmp_path, tiny_volume, series_uid="1.2.3.4.100", description="first")
     write_dicom_series(tmp_path, tiny_volume[:3], series_uid="1.2.3.4.200", description="second")
     assert set(list_dicom_series(tmp_path)) == {"1.2.3.4.100", "1.2.3.4.200"}
-    with pytest.raises(DataError, match=r"holds 2 DICOM series.*1\.2\.3\.4\.100.*first"):
+    with pytest.raises(DataError, match=r"holds 2 DICOM series.*1\.2\.3\.4\.100.*first") as exc:
         read_image(tmp_path)
+    # read_image's callers (medxfer predict) have no series_uid option: a folder of one series
+    assert "give a folder that holds one series" in str(exc.value)
+    assert "series_uid" not in str(exc.value)
     assert read_image(tmp_path, series_uid="1.2.3.4.200").array.shape == (1, 5, 6, 3)
     with pytest.raises(DataError, match="has no series"):
         read_image(tmp_path, series_uid="9.9")
@@ -200,3 +203,22 @@ def test_read_case_takes_an_empty_series_uid_as_none(tmp_path, tiny_volume, empt
     assert case_series_uid(case) is None
     assert read_case(case).array.shape == (1, 5, 6, 4)
     assert read_case(case, "label").array.shape == (1, 5, 6, 3)
+
+
+@pytest.mark.parametrize("key, column", [("image", "'series_uid'"),
+                                         ("label", "'label_series_uid'")])
+def test_a_case_folder_of_two_series_names_the_case_and_its_manifest_column(tmp_path, tiny_volume,
+                                                                           key, column):
+    write_dicom_series(tmp_path / "two", tiny_volume, series_uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "two", tiny_volume[:3], series_uid="1.2.3.4.200")
+    write_dicom_series(tmp_path / "one", tiny_volume, series_uid="1.2.3.4.300")
+    case = {"id": "PGBM-003", "image": str(tmp_path / "one"), "label": str(tmp_path / "one"),
+            "series_uid": "", key: str(tmp_path / "two")}
+    with pytest.raises(DataError) as exc:
+        read_case(case, key)
+    text = str(exc.value)
+    what = "image" if key == "image" else "mask"
+    assert "holds 2 DICOM series" in text and "1.2.3.4.200" in text
+    assert f"the {what} series to read in the manifest's {column} column for case 'PGBM-003'" \
+        in text
+    assert "give a folder" not in text

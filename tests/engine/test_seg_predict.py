@@ -358,3 +358,17 @@ def test_an_unreadable_later_input_leaves_the_output_as_it_was(tmp_path, registr
         assert out.stat().st_mode & 0o777 == default_mode(directory=True)
     rows = list(csv.DictReader((out / SUMMARY_NAME).open()))
     assert [row["mask"] for row in rows] == [r["mask"] for r in records]
+
+
+def test_a_folder_of_two_series_says_to_give_one_series_not_a_manifest_column(tmp_path,
+                                                                              registries):
+    from tests.data.datafiles import write_dicom_series
+
+    loaded = make_run(tmp_path / "run", registries, [])
+    volume = (np.arange(4 * 6 * 5).reshape(4, 6, 5) * 3).astype(np.int16)
+    write_dicom_series(tmp_path / "two", volume, series_uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "two", volume[:3], series_uid="1.2.3.4.200")
+    with pytest.raises(DataError, match="holds 2 DICOM series") as exc:
+        predict_masks(loaded, [tmp_path / "two"], tmp_path / "out", device=CPU)
+    assert "give a folder that holds one series" in str(exc.value)
+    assert "series_uid" not in str(exc.value)
