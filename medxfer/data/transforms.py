@@ -23,6 +23,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Grey input with ImageNet weights: backbones sum the RGB kernels, so use the mean stats.
 IMAGENET_GREY_MEAN = 0.449
 IMAGENET_GREY_STD = 0.226
+#: Colour (RGB) to grey: ITU-R 601 luma weights (``channels: grey``, and a colour image
+#: given to a model trained on grey ones).
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+#: Interpolation of the resampling to ``data.preprocess.spacing`` (MONAI ``Spacing``).
+SPACING_MODE = "bilinear"
+#: What each concrete intensity mode does (see :func:`normalise_intensity`).
+INTENSITY_MODES = {
+    "uint8": "x / 255",
+    "zscore": "per image and channel: (x - mean) / std",
+    "percentile": "per image and channel: the `percentiles` values map to 0 and 1, clipped",
+    "ct_window": "the `ct_window` HU values map to 0 and 1, clipped",
+    "minmax": "per image and channel: min and max map to 0 and 1",
+    "none": "unchanged",
+}
 
 
 def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
@@ -107,7 +121,7 @@ class AdaptChannels:
         if self.channels == "rgb" and c == 1:
             image = image.expand(*lead, 3, *image.shape[channel_dim + 1:])
         elif self.channels == "grey" and c == 3:
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device)
+            w = torch.tensor(GREY_WEIGHTS, dtype=image.dtype, device=image.device)
             image = (image * w.view(3, *trail)).sum(channel_dim, keepdim=True)
         elif self.channels == "grey" and c != 1:
             image = image.mean(channel_dim, keepdim=True)
@@ -123,6 +137,54 @@ class AdaptChannels:
 def interp_mode(spatial_dims: int) -> str:
     """Linear interpolation mode name for the dimensionality."""
     return "bilinear" if spatial_dims == 2 else "trilinear"
+
+
+def resize_options(spatial_dims: int) -> dict[str, Any]:
+    """The MONAI ``Resize`` options of the resize of images to ``data.preprocess.image_size``:
+    linear interpolation, anti-aliased when shrinking (a Gaussian blur first, MONAI's
+    default sigma ``(scale - 1) / 2`` along each shrunk axis)."""
+    return {"mode": interp_mode(spatial_dims), "anti_aliasing": True}
+
+
+def describe_steps(pre: Any, spatial_dims: int) -> dict[str, Any]:
+    """How :func:`preprocess_transform` and :class:`AdaptChannels` treat a new image, for
+    people who reproduce it without medxfer (``export.json``): the details that
+    ``data.preprocess`` itself does not state, taken from the values the transforms use.
+
+    Args:
+        pre: ``data.preprocess`` as new images get it.
+        spatial_dims: 2 or 3: the model's input dimensionality.
+    """
+    steps: dict[str, Any] = {
+        "order": ["read", *(["orientation"] if spatial_dims == 3 and pre.orientation else []),
+                  *(["spacing"] if pre.spacing else []), "intensity",
+                  *(["crop"] if pre.crop_size else []), *(["resize"] if pre.image_size else []),
+                  "channels", "imagenet_normalisation"],
+        "read": "2D files with Pillow as [C, rows, columns] (palette, RGBA, CMYK and YCbCr "
+                "images as RGB, alpha dropped; LA and 1-bit as grey); volumes as [C, i, j, k]",
+        "intensity_modes": dict(INTENSITY_MODES),
+        "channels": {"grey_to_rgb": "repeat the grey channel 3 times",
+                     "rgb_to_grey": {"weights": list(GREY_WEIGHTS),
+                                     "rule": "sum of R, G, B times the weights (ITU-R 601 luma)"},
+                     "other_to_grey": "mean over channels",
+                     "when": "channels: rgb or grey, and whenever an image's channels differ "
+                             "from the model's (colour image, grey model: rgb_to_grey; grey "
+                             "image, colour model: grey_to_rgb)"},
+    }
+    if pre.spacing:
+        steps["spacing"] = {"function": "monai.transforms.Spacing", "pixdim": list(pre.spacing),
+                            "mode": SPACING_MODE}
+    if pre.crop_size:
+        steps["crop"] = {"function": "monai.transforms.ResizeWithPadOrCrop",
+                         "spatial_size": list(pre.crop_size),
+                         "rule": "centre crop, or zero padding on both sides"}
+    if pre.image_size:
+        steps["resize"] = {"function": "monai.transforms.Resize",
+                           "spatial_size": list(pre.image_size), **resize_options(spatial_dims),
+                           "anti_aliasing_sigma": "(input size / output size - 1) / 2 along "
+                                                  "each shrunk axis, 0 elsewhere",
+                           "align_corners": False}
+    return steps
 
 
 def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes: int,
@@ -150,7 +212,6 @@ def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes:
 
     seg = task == "segmentation"
     keys = ["image", "label"] if seg else ["image"]
-    linear = interp_mode(spatial_dims)
     steps: list[Any] = [LoadCased(task, num_classes, expect)] if load else []
     if spatial_dims == 3 and pre.orientation:
         steps.append(Orientationd(keys=keys, axcodes=pre.orientation, labels=None))
@@ -159,7 +220,7 @@ def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes:
             raise DataError(f"data.preprocess.spacing {pre.spacing} needs {spatial_dims} values "
                             f"for {spatial_dims}D images")
         steps.append(Spacingd(keys=keys, pixdim=pre.spacing,
-                              mode=("bilinear", "nearest") if seg else "bilinear"))
+                              mode=(SPACING_MODE, "nearest") if seg else SPACING_MODE))
     steps.append(NormaliseIntensityd(pre.intensity, ct_window=pre.ct_window,
                                      percentiles=pre.percentiles, imagenet_norm=imagenet_norm,
                                      modality=modality))
@@ -169,9 +230,11 @@ def preprocess_transform(pre: Any, *, task: str, spatial_dims: int, num_classes:
         steps.append(ResizeWithPadOrCropd(keys=keys, spatial_size=crop))
     if pre.image_size:
         _check_size("image_size", pre.image_size, spatial_dims)
+        resize = resize_options(spatial_dims)
         steps.append(Resized(keys=keys, spatial_size=pre.image_size,
-                             mode=(linear, "nearest") if seg else linear,
-                             anti_aliasing=(True, False) if seg else True))
+                             mode=(resize["mode"], "nearest") if seg else resize["mode"],
+                             anti_aliasing=(resize["anti_aliasing"], False) if seg
+                             else resize["anti_aliasing"]))
     steps.append(ToPlainTensorsd())
     return Compose(steps)
 

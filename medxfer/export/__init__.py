@@ -39,16 +39,24 @@ class ExportResult:
 
 
 #: What ``intensity: auto`` does to one image (medxfer.data.transforms.resolve_intensity).
-AUTO_INTENSITY = ("per image: CT -> ct_window; 2D uint8 -> uint8 (x / 255); other 2D -> "
-                  "percentile; 3D -> zscore (percentile when imagenet_norm)")
+AUTO_INTENSITY = ("per image: CT -> ct_window; 2D uint8 (8-bit files) -> uint8 (x / 255); "
+                  "other 2D (16-bit or float files) -> percentile; 3D -> zscore (percentile "
+                  "when imagenet_norm)")
 
 
-def _preprocessing(config: Any) -> dict[str, Any]:
+def _preprocessing(config: Any, spatial_dims: int | None = None) -> dict[str, Any]:
+    """``data.preprocess`` as new images get it and, given the model's ``spatial_dims``,
+    ``steps``: how each step treats an image (interpolations, channel conversion ...), from
+    :func:`medxfer.data.transforms.describe_steps`."""
     from medxfer.data.loading import inference_preprocess
+    from medxfer.data.transforms import describe_steps
 
-    described = inference_preprocess(config).model_dump()
+    pre = inference_preprocess(config)
+    described = pre.model_dump()
     if described.get("intensity") == "auto":
         described["intensity_auto"] = AUTO_INTENSITY
+    if spatial_dims is not None:
+        described["steps"] = describe_steps(pre, spatial_dims)
     return described
 
 
@@ -107,7 +115,7 @@ def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
         "input": {"name": "image", "dtype": "float32",
                   "shape": ["N", channels, *(["*"] * dims)],
                   "size_divisor": size_divisor(loaded),
-                  "preprocessing": _preprocessing(config),
+                  "preprocessing": _preprocessing(config, dims),
                   "imagenet_norm": norm,
                   "normalisation": _normalisation(channels, norm)},
         "output": _output(loaded),

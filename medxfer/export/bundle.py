@@ -142,6 +142,9 @@ def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
             "outputs": {"pred": _output_format(loaded)},
         },
         "medxfer": {"task": config.task, **_labels(loaded),
+                    **({"predictions_csv_columns": csv_columns(loaded),
+                        "predictions_csv_header": False}
+                       if config.task != "segmentation" else {}),
                     "size_divisor": size_divisor(loaded), "check": check.as_dict()},
     }
 
@@ -170,6 +173,18 @@ def _labels(loaded: Any) -> dict[str, Any]:
     if loaded.config.task == "regression":
         return {"target": regression_target(loaded)}
     return {"class_names": class_names(loaded)}
+
+
+def csv_columns(loaded: Any) -> list[str] | None:
+    """The columns of a classification or regression bundle's ``predictions.csv``, named as
+    ``medxfer predict`` names them; MONAI's ``CSVSaver`` writes no header row, so the bundle's
+    metadata and README state them. None for segmentation (no CSV)."""
+    task = loaded.config.task
+    if task == "segmentation":
+        return None
+    if task == "regression":
+        return ["file", "prediction"]
+    return ["file", *[f"prob_{n}" for n in class_names(loaded)]]
 
 
 def _version(name: str) -> str:
@@ -224,6 +239,12 @@ def export_bundle(loaded: Any, folder: Path) -> tuple[list[Path], OutputCheck]:
         what = ("Writes `predictions.csv` (class probabilities) for the images in `dataset_dir`. "
                 "A binary run's decision, as `medxfer predict` makes it, is class 1 when its "
                 "probability is at least `decision.threshold` in `export.json`.")
+    if loaded.config.task != "segmentation":
+        columns = csv_columns(loaded)
+        what += ("\n\n`predictions.csv` has no header row (MONAI's `CSVSaver` writes none); "
+                 f"its {len(columns)} columns are, in order: "
+                 f"{', '.join(f'`{c}`' for c in columns)} "
+                 "(also in `configs/metadata.json`, `medxfer.predictions_csv_columns`).")
     atomic_write_text(folder / "docs" / "README.md", README.format(task=loaded.config.task,
                                                                    what=what))
     return [model_path, folder / INFERENCE_CONFIG, folder / METADATA,

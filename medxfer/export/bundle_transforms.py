@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from medxfer.data.transforms import imagenet_stats, interp_mode, resolve_intensity
+from medxfer.data.transforms import (SPACING_MODE, imagenet_stats, resize_options,
+                                     resolve_intensity)
 from medxfer.export.common import ExportError
 
 KEY = "image"
@@ -92,14 +93,14 @@ def preprocessing(loaded: Any, *, pad_to: int | None) -> list[dict[str, Any]]:
                       "labels": None})
     if pre.spacing:
         steps.append({"_target_": "Spacingd", "keys": KEY, "pixdim": list(pre.spacing),
-                      "mode": "bilinear"})
+                      "mode": SPACING_MODE})
     steps += intensity_transform(resolved_intensity(loaded), pre)
     if pre.crop_size:
         steps.append({"_target_": "ResizeWithPadOrCropd", "keys": KEY,
                       "spatial_size": list(pre.crop_size)})
     if pre.image_size:
         steps.append({"_target_": "Resized", "keys": KEY, "spatial_size": list(pre.image_size),
-                      "mode": interp_mode(dims), "anti_aliasing": True})
+                      **resize_options(dims)})
     if dims == 3 and pre.channels == "rgb" and int(sidecar["in_channels"]) == 3:
         steps.append({"_target_": "RepeatChanneld", "keys": KEY, "repeats": 3})
     if sidecar.get("imagenet_norm"):

@@ -103,6 +103,8 @@ def test_classification_bundle_reproduces_probabilities(tmp_path):
                                                                             "class1"]
     _run_bundle(tmp_path / "bundle", images, tmp_path / "out")
     got = _bundle_csv(tmp_path / "out")
+    columns = meta["medxfer"]["predictions_csv_columns"]
+    assert all(len(values) == len(columns) - 1 for values in got.values())  # file, then probs
     transform = inference_transform(run.config, imagenet_norm=False, spatial_dims=2)
     for path in paths:
         with torch.no_grad():
@@ -154,3 +156,15 @@ def test_slice_wise_runs_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ExportError, match="slice by slice"):
         export_run(run.run_dir, "monai-bundle", tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
+
+
+def test_classification_bundle_states_the_columns_of_its_headerless_csv(cls_run, tmp_path):
+    """MONAI's CSVSaver writes no header: metadata and README say which column is which."""
+    bundle = export_run(cls_run.run_dir, "monai-bundle", tmp_path / "bundle").output
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    columns = ["file", "prob_background", "prob_class1"]
+    assert meta["medxfer"]["predictions_csv_columns"] == columns
+    assert meta["medxfer"]["predictions_csv_header"] is False
+    readme = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
+    assert "no header row" in readme
+    assert "`file`, `prob_background`, `prob_class1`" in readme

@@ -189,3 +189,51 @@ def test_a_dsbn_run_exports_the_domain_asked_for(tmp_path):
             outputs[domain] = _load_ts(tmp_path / domain / "model.ts")(x)
             _assert_close(loaded.model(x), outputs[domain], "torchscript")
     assert not torch.allclose(outputs["source"], outputs["target"])
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_json_gives_the_resize_interpolation_the_transform_uses(cls_run, tmp_path, fmt):
+    """export.json says how images are resized to image_size (bilinear, anti-aliased), from
+    the values medxfer's own transform uses; following it reproduces medxfer's input, which
+    MONAI Resize's default (area) does not."""
+    import numpy as np
+    from monai.transforms import Resize, Resized
+    from PIL import Image
+
+    from medxfer.data import inference_transform
+    from medxfer.data.transforms import GREY_WEIGHTS, preprocess_transform
+
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+    export_run(cls_run.run_dir, fmt, tmp_path / fmt)
+    info = json.loads((tmp_path / fmt / "export.json").read_text(encoding="utf-8"))
+    steps = info["input"]["preprocessing"]["steps"]
+    resize = steps["resize"]
+    assert resize["mode"] == "bilinear" and resize["anti_aliasing"] is True
+    assert resize["spatial_size"] == [32, 32]
+    assert steps["order"].index("resize") < steps["order"].index("channels")
+    assert steps["channels"]["rgb_to_grey"]["weights"] == list(GREY_WEIGHTS)
+    chain = preprocess_transform(cls_run.config.data.preprocess, task="classification",
+                                 spatial_dims=2, num_classes=2, imagenet_norm=False)
+    used = next(t for t in chain.transforms if isinstance(t, Resized))
+    assert (used.mode[0], used.anti_aliasing[0]) == (resize["mode"], resize["anti_aliasing"])
+
+    png = tmp_path / "big.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (90, 70), dtype=np.uint8)).save(png)
+    medxfer_input = inference_transform(cls_run.config, imagenet_norm=False, spatial_dims=2)(png)
+    x = torch.from_numpy(np.asarray(Image.open(png), dtype=np.float32))[None]
+    x = (x - x.min()) / (x.max() - x.min())  # intensity: minmax
+    kwargs = {k: resize[k] for k in ("mode", "anti_aliasing")}
+    following = Resize(resize["spatial_size"], **kwargs)(x).as_tensor()
+    assert torch.allclose(following, medxfer_input, atol=1e-6)
+    area = Resize(resize["spatial_size"])(x).as_tensor()
+    assert not torch.allclose(area, medxfer_input, atol=1e-3)
+
+
+def test_grey_weights_are_what_channels_grey_applies():
+    from medxfer.data.transforms import GREY_WEIGHTS, AdaptChannels
+
+    rgb = torch.rand(3, 4, 5)
+    expected = sum(w * rgb[i] for i, w in enumerate(GREY_WEIGHTS))[None]
+    assert torch.allclose(AdaptChannels("grey")(rgb), expected)
