@@ -29,6 +29,9 @@ from medxfer.rng import pack_numpy_state, unpack_numpy_state
 LAST_STATE = Path("checkpoints") / "last.pt"
 BEST_WEIGHTS = "model.safetensors"
 BEST_SIDECAR = "model.json"
+# what to do about a last.pt that cannot be loaded (a run folder with neither a checkpoint
+# nor metrics.json is started again by the same command)
+_RESTART = "delete it and run the same command again to restart the run from scratch"
 
 
 def save_training_state(run_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -43,7 +46,9 @@ def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Load ``checkpoints/last.pt`` with ``weights_only=True``.
 
     Raises:
-        CheckpointError: when the file is missing, truncated or not a medxfer state.
+        CheckpointError: when the file is missing, empty, truncated, holds objects a
+            weights-only load refuses or is not a medxfer state; the message says which,
+            without PyTorch's own text (which suggests an unsafe load).
     """
     path = Path(run_dir) / LAST_STATE
     if not path.is_file():
@@ -52,14 +57,34 @@ def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "start it again without --resume in a new --output folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             pickle.UnpicklingError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
-            "delete it to restart the run from scratch") from None
+        # PyTorch's own text is left out: for a refused object it advises loading the file
+        # with weights_only=False, which would run whatever code the file holds
+        raise CheckpointError(f"checkpoint {str(path)!r} {_load_problem(path, exc)}") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a medxfer training state")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a medxfer training state; {_RESTART}")
     return state
+
+
+def _load_problem(path: Path, exc: BaseException) -> str:
+    """What is wrong with a checkpoint ``torch.load`` failed on, in a few words, and what
+    to do."""
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as error:  # not the content: the file itself (permissions, I/O)
+        return f"cannot be read ({error.strerror or error}); make it readable, or {_RESTART}"
+    if empty:
+        problem = "is empty (0 bytes)"
+    elif isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        # a complete PyTorch file holding pickled objects a weights-only load refuses
+        problem = ("holds objects that a safe (weights-only) load refuses, so it was not "
+                   "written by medxfer and is not loaded")
+    else:
+        problem = "is truncated or damaged, or not a PyTorch checkpoint"
+    return f"{problem}; {_RESTART}"
 
 
 def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,

@@ -239,4 +239,4 @@ def test_corrupt_checkpoint_is_refused(finished_run, tmp_path, capsys):
     (copy / "metrics.json").unlink()  # killed before its test evaluation
     (copy / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     assert main(["run", "--output", str(copy), "--resume"]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert "not a PyTorch checkpoint; delete it" in capsys.readouterr().err
