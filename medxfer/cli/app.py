@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import typer
 
@@ -103,11 +104,72 @@ _USAGE_TYPES = _exception_types("click.exceptions:ClickException",
                                 "typer._click.exceptions:ClickException")
 
 
+class _Interrupted(Exception):
+    """Ctrl-C (KeyboardInterrupt) in the command ``name`` called with ``params``.
+
+    typer turns a KeyboardInterrupt into a silent exit 130, so :func:`_report_interrupts`
+    raises this instead before typer sees it.
+    """
+
+    def __init__(self, name: str | None, params: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.params = params
+
+
+def _report_interrupts(command: Any) -> None:
+    """Make ``command`` and each of its subcommands raise :class:`_Interrupted` for Ctrl-C.
+
+    The command's own handling of the interrupt (a new run removing its folder when it
+    saved no checkpoint) has happened when this is raised.
+    """
+    invoke = command.invoke
+
+    def invoke_interruptible(ctx: Any) -> Any:
+        try:
+            return invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted(ctx.info_name, dict(ctx.params)) from None
+
+    command.invoke = invoke_interruptible
+    for subcommand in (getattr(command, "commands", None) or {}).values():
+        _report_interrupts(subcommand)
+
+
+def _interrupted_message(exc: BaseException) -> str:
+    """Says "interrupted" and, for a training command, how to go on from where it stopped."""
+    name = getattr(exc, "name", None)
+    params = getattr(exc, "params", {})
+    if os.environ.get("RANK", "0") != "0" and os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return "interrupted"  # rank 0 says how to go on
+    if name == "compare":
+        return "interrupted; run the same command again to continue the study (finished " \
+            "cells are kept)"
+    if name not in ("run", "pretrain") or params.get("check"):
+        return "interrupted"
+    output = params.get("output")
+    if output is None:  # run's default folder, runs/run-<timestamp>
+        return "interrupted; a run that saved a checkpoint continues with `medxfer run " \
+            "--resume --output DIR` (DIR: its folder under runs/)"
+    from pathlib import Path
+
+    from medxfer.engine.checkpoints import LAST_STATE
+
+    output = Path(output)
+    if output.is_dir() and any(output.rglob(LAST_STATE.name)):
+        if name == "run":
+            return f"interrupted; continue the run with `medxfer run --resume --output {output}`"
+        return "interrupted; run the same command with --resume to continue it"
+    return "interrupted before the run saved a checkpoint, so there is nothing to resume; " \
+        "run the same command again to start it afresh"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it).
 
     User errors (:class:`medxfer.MedxferError`) are printed as one message without a
-    traceback and exit with their code (2 for bad config, data or plugins). In a torchrun
+    traceback and exit with their code (2 for bad config, data or plugins). Ctrl-C prints
+    "interrupted" (with how to continue an interrupted run) and exits with 130. In a torchrun
     worker every error is also written to torchrun's error file, messages name the rank,
     and a rank that only lost its connection to a failed peer says so in one line.
     """
@@ -119,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             warn(broken.describe() + " (skipped)")
         state = CliState(manager)
         command = typer.main.get_command(build_app(state))
+        _report_interrupts(command)
         result = command.main(args=argv, prog_name="medxfer", standalone_mode=False)
+    except (_Interrupted, KeyboardInterrupt) as exc:
+        error(_worker_prefix() + _interrupted_message(exc))
+        return 130
     except MedxferError as exc:
         _record_for_torchrun(exc)
         error(_worker_prefix() + str(exc))

@@ -306,3 +306,71 @@ def test_example_plugin_package_shows_in_plugins(tmp_path):
     for key in (("tiny_cnn", "backbone"), ("freeze_first_group", "strategy")):
         assert rows[key]["distribution"] == "medxfer-example-plugin"
         assert rows[key]["version"] == "0.1.0"
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------
+
+TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "train.epochs=1"]
+
+
+def _interrupted_pipeline(monkeypatch, write_checkpoint: bool) -> None:
+    """``run``'s pipeline writes the run's first files (and a checkpoint) and gets Ctrl-C."""
+    import medxfer.engine.pipeline as pipeline
+
+    def interrupted(cfg, output, **kwargs):
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text("{}\n")
+        if write_checkpoint:
+            (output / "checkpoints").mkdir()
+            (output / "checkpoints" / "last.pt").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_removes_the_run(tmp_path, capsys,
+                                                                        monkeypatch):
+    _interrupted_pipeline(monkeypatch, write_checkpoint=False)
+    out_dir = tmp_path / "run"
+    assert main(["run", "--output", str(out_dir), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert "error: interrupted before the run saved a checkpoint" in err
+    assert "run the same command again" in err and "Traceback" not in err
+    assert not out_dir.exists()  # nothing to resume: the folder went
+
+
+def test_ctrl_c_after_a_checkpoint_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    _interrupted_pipeline(monkeypatch, write_checkpoint=True)
+    out_dir = tmp_path / "run"
+    assert main(["run", "--output", str(out_dir), *TINY]) == 130
+    err = " ".join(capsys.readouterr().err.split())  # rich may wrap a long path
+    assert f"error: interrupted; continue the run with `medxfer run --resume --output " \
+        f"{out_dir}`" in err
+    assert (out_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_ctrl_c_in_a_run_without_output_gives_a_general_hint(tmp_path, capsys, monkeypatch):
+    _interrupted_pipeline(monkeypatch, write_checkpoint=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *TINY]) == 130
+    assert "`medxfer run --resume --output DIR`" in capsys.readouterr().err
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_any_command_exits_130_with_a_message(capsys, monkeypatch):
+    from medxfer.cli import plugins_cmd
+
+    monkeypatch.setattr(plugins_cmd, "plugin_rows", _interrupt)
+    assert main(["plugins"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
+
+
+def test_ctrl_c_while_loading_plugins_exits_130_with_a_message(capsys, monkeypatch):
+    import medxfer.cli.app as app
+
+    monkeypatch.setattr(app, "create_plugin_manager", _interrupt)
+    assert main(["plugins"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
