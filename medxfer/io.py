@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,12 +36,75 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~current_umask()
 
 
+# this machine in temporary names: a process id says nothing about another machine's
+# processes (a run folder on a shared filesystem)
+_HOST = re.sub(r"[^A-Za-z0-9_]", "", socket.gethostname())[:32] or "host"
+
+
+def new_temporary(path: str | os.PathLike[str], *, suffix: str = ".tmp",
+                  directory: bool = False, parent: str | os.PathLike[str] | None = None) -> Path:
+    """Create an empty temporary file (or folder) to be renamed to ``path`` once written.
+
+    It is hidden, named ``.NAME.<host>-<pid>.<random><suffix>`` after ``path`` and the
+    writing process, in ``parent`` (default: beside ``path``), with the permissions of a
+    plainly created one. A writer killed before its rename leaves it behind; so first the
+    temporaries for ``path`` in ``parent`` whose process (on this machine) is no longer
+    running are removed. Those of running processes are never touched.
+    """
+    path = Path(path)
+    parent = Path(parent) if parent is not None else path.parent
+    _remove_orphans(parent, path.name, suffix)
+    prefix = f".{path.name}.{_HOST}-{os.getpid()}."
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+        os.close(fd)
+    os.chmod(tmp, default_mode(directory=directory))  # tempfile makes them 0600 / 0700
+    return Path(tmp)
+
+
+def _remove_orphans(parent: Path, name: str, suffix: str) -> None:
+    """Remove the temporaries of :func:`new_temporary` for ``name`` left by dead processes."""
+    orphan = re.compile(rf"\.{re.escape(name)}\.{_HOST}-(\d+)\.[a-z0-9_]+{re.escape(suffix)}")
+    prefix = f".{name}.{_HOST}-"
+    try:
+        entries = [entry for entry in os.scandir(parent) if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        match = orphan.fullmatch(entry.name)
+        if match is None or _process_running(int(match.group(1))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass  # removed meanwhile, or not ours to remove
+
+
+def _process_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (if unsure: yes)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w",
                 encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success fsync and rename it into place.
 
-    The file gets the permissions of a plainly created one (0644 under umask 022).
+    The file gets the permissions of a plainly created one (0644 under umask 022). The
+    temporary file is made by :func:`new_temporary` (which removes those of killed writers).
 
     Args:
         path: The final file.
@@ -47,10 +113,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w",
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = new_temporary(path)
     try:
-        os.fchmod(fd, default_mode())
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -56,3 +56,106 @@ def test_read_json_object_names_the_file_and_what_to_do(tmp_path):
         (tmp_path / name).write_text(text, encoding="utf-8")
         with pytest.raises(CheckpointError, match=rf"{name} is unreadable .*; train it again"):
             read_json_object(tmp_path / name, what_to_do="train it again")
+
+
+# --- temporaries left by killed writers ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid():
+    """The id of a running process other than this one."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def leftover(parent, target: str, pid: int, suffix: str = ".tmp", directory: bool = False,
+             tag: str = "k1ll3d_x"):
+    """What a writer of ``target`` with process id ``pid`` leaves when it is killed."""
+    from medxfer.io import _HOST
+
+    path = parent / f".{target}.{_HOST}-{pid}.{tag}{suffix}"
+    if directory:
+        path.mkdir(parents=True)
+        (path / "half.bin").write_bytes(b"x" * 100)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    return path
+
+
+def test_temporaries_are_named_after_the_target_and_the_writing_process(tmp_path):
+    from medxfer.io import new_temporary
+
+    tmp = new_temporary(tmp_path / "out.json")
+    assert tmp.parent == tmp_path and tmp.is_file() and tmp.name.endswith(".tmp")
+    assert tmp.name.startswith(".out.json.") and f"-{os.getpid()}." in tmp.name
+    assert mode(tmp) == default_mode()
+    folder = new_temporary(tmp_path / "export", suffix=".partial", directory=True)
+    assert folder.is_dir() and mode(folder) == default_mode(directory=True)
+
+
+def test_a_write_removes_its_targets_temporaries_of_dead_processes_only(tmp_path, dead_pid,
+                                                                        live_pid):
+    dead = leftover(tmp_path, "m.json", dead_pid)
+    running = leftover(tmp_path, "m.json", live_pid)
+    mine = leftover(tmp_path, "m.json", os.getpid())
+    other_target = leftover(tmp_path, "other.json", dead_pid)
+    other_host = tmp_path / f".m.json.elsewhere-{dead_pid}.abcdefgh.tmp"
+    other_host.write_bytes(b"x")
+    not_ours = tmp_path / ".m.json.abcdefgh.tmp"  # no process id in its name
+    not_ours.write_bytes(b"x")
+    atomic_write_json(tmp_path / "m.json", {"a": 1})
+    assert not dead.exists()
+    for kept in (running, mine, other_target, other_host, not_ours):
+        assert kept.exists(), kept.name
+    atomic_write_json(tmp_path / "other.json", {})
+    assert not other_target.exists() and running.exists()
+
+
+def test_a_new_checkpoint_removes_the_half_written_one_of_a_killed_run(tmp_path, dead_pid,
+                                                                       live_pid):
+    import torch
+
+    from medxfer.engine.checkpoints import save_model, save_training_state
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    dead, running = (leftover(checkpoints, "last.pt", pid) for pid in (dead_pid, live_pid))
+    save_training_state(tmp_path / "run", {"model": {}, "epoch": 0})
+    assert not dead.exists() and running.exists()
+    dead = leftover(tmp_path / "run", "model.safetensors", dead_pid)
+    save_model(tmp_path / "run", torch.nn.Linear(2, 1), {})
+    assert not dead.exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints", "model.json", "model.safetensors"]
+
+
+def test_an_export_or_ensemble_removes_the_folders_of_killed_ones(tmp_path, dead_pid, live_pid):
+    from medxfer.engine.ensemble import _staging_dir
+    from medxfer.export.common import staged_folder
+
+    # one per killed try
+    dead = [leftover(tmp_path, "export", dead_pid, directory=True, tag=tag)
+            for tag in ("try1xxxx", "try2xxxx")]
+    running = leftover(tmp_path, "export", live_pid, directory=True)
+    with staged_folder(tmp_path / "export") as staging:
+        (staging / "model.pt").write_bytes(b"m")
+    assert not any(path.exists() for path in dead) and running.exists()
+    assert (tmp_path / "export" / "model.pt").is_file()
+
+    dead = leftover(tmp_path, "ensemble", dead_pid, suffix=".partial", directory=True)
+    running = leftover(tmp_path, "ensemble", live_pid, suffix=".partial", directory=True)
+    staging = _staging_dir(tmp_path / "ensemble")
+    assert not dead.exists() and running.exists() and (staging / "figures").is_dir()

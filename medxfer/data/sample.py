@@ -17,12 +17,12 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from medxfer.errors import DataError
+from medxfer.io import new_temporary
 
 SAMPLE_FOLDERS = ("classification", "segmentation_2d", "segmentation_3d")
 _MARKERS = {"classification": "manifest.csv", "segmentation_2d": "manifest.csv",
@@ -63,7 +63,7 @@ def ensure_sample_data(task: str = "classification") -> Path:
             return root / folder
     root = cache_sample_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=root))
+    tmp = new_temporary(root / folder, directory=True)
     try:
         _WRITERS[folder](tmp)
         try:

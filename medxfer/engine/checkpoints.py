@@ -23,7 +23,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medxfer.errors import CheckpointError
-from medxfer.io import atomic_open, atomic_write_json, default_mode, read_json_object
+from medxfer.io import (
+    atomic_open,
+    atomic_write_json,
+    default_mode,
+    new_temporary,
+    read_json_object,
+)
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 
 LAST_STATE = Path("checkpoints") / "last.pt"
@@ -106,10 +112,14 @@ def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
         seen.add(storage)
         tensors[key] = tensor
     path = run_dir / BEST_WEIGHTS
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})
-    tmp.chmod(default_mode())  # safetensors creates its file 0600
-    os.replace(tmp, path)
+    tmp = new_temporary(path)
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})
+        tmp.chmod(default_mode())  # in case safetensors made a new file (0600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     atomic_write_json(run_dir / BEST_SIDECAR, sidecar)
     return path
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +35,7 @@ from medxfer.engine.amp import Precision, resolve_device, resolve_precision
 from medxfer.engine.inference import LoadedRun, load_run
 from medxfer.engine.results import ECE_BINS
 from medxfer.errors import CheckpointError, ConfigError, PluginError
-from medxfer.io import atomic_write_text
+from medxfer.io import atomic_write_text, new_temporary
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 
 ENSEMBLE_JSON = "ensemble.json"
@@ -414,8 +413,7 @@ def _threshold_source(config: RunConfig) -> str:
 def _staging_dir(output: Path) -> Path:
     """A new hidden folder beside ``output`` (created with the usual permissions)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
-    staging.mkdir()
+    staging = new_temporary(output, suffix=".partial", directory=True)
     (staging / "figures").mkdir()
     return staging
 

@@ -30,7 +30,6 @@ import gzip
 import io
 import os
 import shutil
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import torch
 
 from medxfer.data.readers import IMAGE_SUFFIXES, ONE_SERIES_HINT, image_kind
 from medxfer.errors import ConfigError, DataError, InputSizeError, SeriesChoiceError
-from medxfer.io import atomic_write_bytes, atomic_write_text, default_mode
+from medxfer.io import atomic_write_bytes, atomic_write_text, new_temporary
 
 SUMMARY_NAME = "masks.csv"
 _ITK_OUT = {".nrrd": ".nrrd", ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
@@ -129,9 +128,8 @@ def _staged_outputs(output_dir: Path) -> Iterator[Path]:
     try:
         for folder in created:
             folder.mkdir()
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial",
-                                        dir=output_dir.parent if new else output_dir))
-        os.chmod(staging, default_mode(directory=True))
+        staging = new_temporary(output_dir, suffix=".partial", directory=True,
+                                parent=output_dir.parent if new else output_dir)
         yield staging
         _publish(staging, output_dir)
     except BaseException:
@@ -445,12 +443,9 @@ def _write_nifti(path: Path, mask: np.ndarray, affine: np.ndarray) -> None:
 def _atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix) renamed into place on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes[-1:]),
-                               dir=path.parent)
-    os.close(fd)
+    tmp = new_temporary(path, suffix="".join(path.suffixes[-1:]))
     try:
-        os.chmod(tmp, default_mode())
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

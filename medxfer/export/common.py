@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from medxfer.errors import ConfigError, MedxferError
-from medxfer.io import default_mode
+from medxfer.io import new_temporary
 
 #: ``|exported - medxfer| <= atol + rtol * |medxfer|`` on the logits, per format.
 TOLERANCES: dict[str, tuple[float, float]] = {
@@ -167,9 +166,8 @@ def staged_folder(path: Path) -> Iterator[Path]:
     path = Path(path)
     check_output_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = new_temporary(path, directory=True)
     try:
-        tmp.chmod(default_mode(directory=True))
         yield tmp
         check_output_folder(path)  # nobody wrote there meanwhile
         if path.is_dir():
