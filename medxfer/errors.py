@@ -18,22 +18,27 @@ class ConfigError(MedxferError, ValueError):
     exit_code = 2
 
 
-class InputSizeError(ConfigError):
+class _Hinted:
+    """A problem, and a hint of what to do that the caller may replace with its own (the
+    code that finds the problem does not always know what the user can change)."""
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem}: {hint}" if hint else problem)  # type: ignore[call-arg]
+        self.problem = problem
+        self.hint = hint
+
+    def with_hint(self, hint: str) -> "_Hinted":
+        """The same error and problem with ``hint`` in place of this error's."""
+        return type(self)(self.problem, hint)
+
+
+class InputSizeError(_Hinted, ConfigError):
     """A network cannot take an input of this spatial size; exit code 2.
 
     ``problem`` says what the network takes and what it got, ``hint`` what to change. The
     network knows the first; what sets the size (a training patch, a sliding window, the
     image) depends on the caller, which may re-raise the error :meth:`with_hint` its own.
     """
-
-    def __init__(self, problem: str, hint: str = "") -> None:
-        super().__init__(f"{problem}: {hint}" if hint else problem)
-        self.problem = problem
-        self.hint = hint
-
-    def with_hint(self, hint: str) -> "InputSizeError":
-        """The same problem with ``hint`` in place of this error's."""
-        return InputSizeError(self.problem, hint)
 
 
 class PluginError(MedxferError):
@@ -48,22 +53,13 @@ class DataError(MedxferError, ValueError):
     exit_code = 2
 
 
-class SeriesChoiceError(DataError):
+class SeriesChoiceError(_Hinted, DataError):
     """A DICOM folder holds several series and nothing says which to read; exit code 2.
 
     ``problem`` names the folder and lists its series, ``hint`` says how to pick one. How
     depends on the caller (a manifest's ``series_uid`` column, a folder of one series for
     ``medxfer predict``), which may re-raise the error :meth:`with_hint` its own.
     """
-
-    def __init__(self, problem: str, hint: str = "") -> None:
-        super().__init__(f"{problem}: {hint}" if hint else problem)
-        self.problem = problem
-        self.hint = hint
-
-    def with_hint(self, hint: str) -> "SeriesChoiceError":
-        """The same problem with ``hint`` in place of this error's."""
-        return SeriesChoiceError(self.problem, hint)
 
 
 class CheckpointError(MedxferError):
