@@ -158,3 +158,29 @@ def read_json_object(path: str | os.PathLike[str], *, what_to_do: str) -> dict[s
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is unreadable ({exc}); {what_to_do}") from None
     return data
+
+
+def why_unloadable(path: str | os.PathLike[str], exc: BaseException, *,
+                   what: str = "PyTorch file",
+                   refused: str = "it is not a plain weights file") -> str:
+    """Why ``torch.load(path, weights_only=True)`` (which raised ``exc``) failed, in a few
+    words that complete "file X ...": empty, unreadable, holding objects a safe load
+    refuses (``refused`` says what that means), or truncated/damaged/not a ``what``.
+
+    PyTorch's own text is left out on purpose: for a refused object it advises loading the
+    file with ``weights_only=False``, which would run whatever code the file holds.
+    """
+    import pickle
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if empty:
+        return "is empty (0 bytes)"
+    if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        return (f"holds objects that a safe (weights-only) load refuses, so {refused} and is "
+                "not loaded")
+    return f"is truncated or damaged, or not a {what}"

@@ -295,11 +295,13 @@ def load_state_dict_file(path: str | os.PathLike[str],
         else:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every reader error means the same to the user
-        raise error(
-            f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:200]}. It is "
-            "corrupt, truncated or not a PyTorch/safetensors weights file (files holding "
-            "pickled Python objects are refused)."
-        ) from exc
+        from medxfer.io import why_unloadable
+
+        # not PyTorch's text: it advises an unsafe load (weights_only=False) of such a file
+        problem = (why_unloadable(path, exc) if path.suffix != ".safetensors"
+                   else "is truncated or damaged, or not a safetensors file")
+        raise error(f"weights file {path} {problem}; replace it with an intact copy (files "
+                    "holding pickled Python objects are refused)") from None
     state = raw
     while isinstance(state, Mapping):
         nested = next((state[k] for k in ("state_dict", "model_state_dict", "model")

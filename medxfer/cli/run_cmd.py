@@ -155,8 +155,9 @@ def register(app: typer.Typer) -> None:
 
         if resume and output is None:
             raise ConfigError("--resume needs --output DIR naming the run to continue")
-        if resume and config is None and not overrides:
-            config = output / "config.yaml"  # type: ignore[operator]
+        saved = output / "config.yaml" if output is not None else None
+        if resume and config is None and saved is not None and saved.is_file():
+            config = saved  # the run's own config, with any --set on top
         if nproc is not None and D.launched_by_torchrun():
             raise ConfigError("--nproc starts torchrun itself; under torchrun omit --nproc")
         cfg = load_config(config, overrides)

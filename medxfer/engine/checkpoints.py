@@ -29,6 +29,7 @@ from medxfer.io import (
     default_mode,
     new_temporary,
     read_json_object,
+    why_unloadable,
 )
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 
@@ -77,19 +78,10 @@ def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def _load_problem(path: Path, exc: BaseException) -> str:
     """What is wrong with a checkpoint ``torch.load`` failed on, in a few words, and what
     to do."""
-    try:
-        with open(path, "rb") as handle:
-            empty = not handle.read(1)
-    except OSError as error:  # not the content: the file itself (permissions, I/O)
-        return f"cannot be read ({error.strerror or error}); make it readable, or {_RESTART}"
-    if empty:
-        problem = "is empty (0 bytes)"
-    elif isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
-        # a complete PyTorch file holding pickled objects a weights-only load refuses
-        problem = ("holds objects that a safe (weights-only) load refuses, so it was not "
-                   "written by medxfer and is not loaded")
-    else:
-        problem = "is truncated or damaged, or not a PyTorch checkpoint"
+    problem = why_unloadable(path, exc, what="PyTorch checkpoint",
+                             refused="it was not written by medxfer")
+    if problem.startswith("cannot be read"):  # the file itself (permissions, I/O)
+        return f"{problem}; make it readable, or {_RESTART}"
     return f"{problem}; {_RESTART}"
 
 

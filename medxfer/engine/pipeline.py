@@ -32,10 +32,24 @@ def resolve_run_config(config: RunConfig, run_dir: Path, resume: bool) -> RunCon
         return config
     saved = load_config(saved_path)
     if config_to_yaml(saved) != config_to_yaml(config):
+        keys = _differing_keys(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+        shown = ", ".join(f"{k} ({a!r} in the run, {b!r} given)" for k, a, b in keys[:5])
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
         raise ConfigError(
-            f"--resume: the given config differs from {str(saved_path)!r}; resume with the "
-            "run's own config (omit CONFIG) or start a new run in another --output folder")
+            f"--resume: the given config differs from {str(saved_path)!r} at {shown}{more}; "
+            "resume with the run's own config (give neither CONFIG nor --set) or start a new "
+            "run in another --output folder")
     return saved
+
+
+def _differing_keys(saved: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """The dotted config keys whose values differ, with both values."""
+    if isinstance(saved, dict) and isinstance(given, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(saved) | set(given), key=str):
+            out += _differing_keys(saved.get(key), given.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == given else [(prefix.rstrip("."), saved, given)]
 
 
 def resolve_tta_axes(config: RunConfig, spatial_dims: int) -> list[int]:

@@ -51,14 +51,15 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, capsys,
     --resume in a new --output folder"."""
     out_dir = tmp_path / "out"
     (out_dir / "tensorboard").mkdir(parents=True)
-    for name in ("config.yaml", "splits.csv", "model.json", LOCK_NAME):
+    for name in ("splits.csv", "model.json", LOCK_NAME):
         (out_dir / name).write_text("left by the killed run")
+    (out_dir / "config.yaml").write_text("# left by the killed run\n")
     assert main(["run", "--output", str(out_dir), *QUICK, *(["--resume"] if resume else [])]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "holds a run that stopped before its first checkpoint (nothing to resume); " \
            "starting it again there" in err
     assert (out_dir / "metrics.json").is_file()
-    assert "left by the killed run" not in (out_dir / "config.yaml").read_text()
+    assert "left by the killed run" not in (out_dir / "splits.csv").read_text()
 
 
 def test_a_folder_with_other_files_is_still_refused(tmp_path, capsys):
@@ -81,3 +82,19 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(tmp_path, capsys):
     assert "has finished (its metrics.json is written): nothing to resume" in \
         " ".join(capsys.readouterr().err.split())
     assert {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_with_a_changed_setting_names_it(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    (out_dir / "checkpoints").mkdir(parents=True)
+    (out_dir / "checkpoints" / "last.pt").write_bytes(b"x")  # a run that can be resumed
+    assert main(["run", "--output", str(out_dir), *QUICK, "--check"]) == 0
+    from medxfer.config import config_to_yaml, load_config
+
+    saved = load_config(None, [q for q in QUICK if q != "--set"])
+    (out_dir / "config.yaml").write_text(config_to_yaml(saved), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["run", "--output", str(out_dir), "--resume",
+                 "--set", "train.epochs=4"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "differs from" in err and "at train.epochs (1 in the run, 4 given);" in err

@@ -95,3 +95,16 @@ def test_tta_refusals(tmp_path):
         resolve_tta_axes(load_config(None, ["eval.tta=flip", "eval.tta_axes=[1,1]"]), 2)
     with pytest.raises(ConfigError, match="segmentation"):
         resolve_tta_axes(load_config(None, ["task=segmentation", "eval.tta=flip"]), 3)
+
+
+def test_resume_with_another_config_names_the_keys_that_differ(tmp_path):
+    from medxfer.config import config_to_yaml
+    from medxfer.engine.pipeline import resolve_run_config
+
+    saved = load_config(None, ["train.epochs=3"])
+    (tmp_path / "config.yaml").write_text(config_to_yaml(saved), encoding="utf-8")
+    given = load_config(None, ["train.epochs=5", "train.seed=2"])
+    with pytest.raises(ConfigError, match=r"differs from .* at train\.epochs \(3 in the run, "
+                                          r"5 given\), train\.seed \(0 in the run, 2 given\); "):
+        resolve_run_config(given, tmp_path, resume=True)
+    assert resolve_run_config(saved, tmp_path, resume=True) == saved
