@@ -360,6 +360,14 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
         for c in cases:
             c["id"] = Path(c["image"]).relative_to(base).as_posix() \
                 if Path(c["image"]).is_relative_to(base) else c["image"]
+            if c.get("series_uid"):  # one DICOM folder, several series: a case per series
+                c["id"] += f"#{c['series_uid']}"
+        seen: set[str] = set()
+        for c in cases:
+            if c["id"] in seen:
+                raise DataError(f"manifest {str(path)!r}: image {c['image']!r} is listed in more "
+                                "than one row (as the same series); list each case once")
+            seen.add(c["id"])
     class_names: list[str] = []
     class_order = ""
     if task == "classification" and has_labels:

@@ -203,3 +203,17 @@ def test_cli_inspect_refuses_mixed_labels(tmp_path, capsys):
     (tmp_path / "manifest.csv").write_text("image,label\na.png,0\nb.png,lesion\n")
     assert main(["data", "inspect", str(tmp_path), "--output", str(tmp_path)]) == 2
     assert "mixes class numbers and class names" in capsys.readouterr().err
+
+
+def test_one_dicom_folder_in_two_rows_is_a_case_per_series(tmp_path):
+    """Two rows for one folder of two series had one id, so the run's own splits.csv
+    could not be given back (``case ... is listed twice``)."""
+    for name in ("study.png", "other.png"):
+        write_png(tmp_path / name, np.zeros((4, 4), np.uint8))
+    (tmp_path / "m.csv").write_text("image,label,series_uid\nstudy.png,0,1.2.3\n"
+                                    "study.png,1,1.2.4\nother.png,0,\n")
+    ids = [c["id"] for c in build_datalist(tmp_path / "m.csv").cases]
+    assert ids == ["study.png#1.2.3", "study.png#1.2.4", "other.png"]
+    (tmp_path / "d.csv").write_text("image,label\nstudy.png,0\nstudy.png,1\nother.png,0\n")
+    with pytest.raises(DataError, match=r"image '.*study.png' is listed in more than one row"):
+        build_datalist(tmp_path / "d.csv")
