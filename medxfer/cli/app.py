@@ -153,10 +153,10 @@ def _interrupted_message(exc: BaseException) -> str:
             "--resume --output DIR` (DIR: its folder under runs/)"
     from pathlib import Path
 
-    from medxfer.engine.checkpoints import LAST_STATE
+    from medxfer.engine.checkpoints import has_checkpoint
 
     output = Path(output)
-    if output.is_dir() and any(output.rglob(LAST_STATE.name)):
+    if output.is_dir() and has_checkpoint(output):
         if name == "run":
             return f"interrupted; continue the run with `medxfer run --resume --output {output}`"
         return "interrupted; run the same command with --resume to continue it"

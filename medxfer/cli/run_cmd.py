@@ -34,12 +34,12 @@ BEFORE_FIRST_CHECKPOINT = frozenset({"config.yaml", "splits.csv", "cache", "tens
 def never_checkpointed(output: Path) -> bool:
     """Whether ``output`` holds a medxfer run killed before its first checkpoint (SIGKILL or
     SIGTERM leave its ``config.yaml`` and ``splits.csv``): nothing of it can be resumed."""
-    from medxfer.engine.checkpoints import LAST_STATE
+    from medxfer.engine.checkpoints import has_checkpoint
     from medxfer.locking import entries
 
     names = {p.name for p in entries(output)}
     return ((output / "config.yaml").is_file() and names <= BEFORE_FIRST_CHECKPOINT
-            and not any(output.rglob(LAST_STATE.name)))
+            and not has_checkpoint(output))
 
 
 def check_output_dir(output: Path, resume: bool) -> bool:
@@ -99,8 +99,7 @@ def cleared_if_nothing_to_resume(output: Path, resume: bool, *,
     folder was there before the run (default: whether it is there now).
     """
     from medxfer.engine import distributed as D
-    from medxfer.engine.checkpoints import LAST_STATE
-
+    from medxfer.engine.checkpoints import has_checkpoint
     from medxfer.locking import entries
 
     existed = output.is_dir() if existed is None else existed
@@ -108,8 +107,7 @@ def cleared_if_nothing_to_resume(output: Path, resume: bool, *,
     try:
         yield
     except BaseException:
-        checkpoint = LAST_STATE.name  # a run's, or an ensemble member's, below output
-        if fresh and D.is_main() and output.is_dir() and not any(output.rglob(checkpoint)):
+        if fresh and D.is_main() and output.is_dir() and not has_checkpoint(output):
             if existed:
                 for child in output.iterdir():
                     if child.is_dir() and not child.is_symlink():

@@ -218,7 +218,8 @@ def resolve_ops(preset: str, ops: list[Any] | None) -> list[dict[str, Any]]:
 def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *,
                        spatial_dims: int, segmentation: bool = False,
                        spatial_size: list[int] | None = None, seed: int = 0,
-                       patch: Any | None = None, fixed_size: bool = False) -> Any | None:
+                       patch: Any | None = None, fixed_size: bool = False,
+                       source: str = "") -> Any | None:
     """A seeded MONAI ``Compose`` of random transforms, or ``None`` when there are none.
 
     With ``patch`` (``data.patch``, segmentation only) the chain starts by padding to the
@@ -237,6 +238,7 @@ def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *
         fixed_size: Every item the chain sees has ``spatial_size`` (the loader knows: one
             array, a resize or crop to one size, checked masks); geometric ops may then
             keep per-size work between items. Random patches always have the patch size.
+        source: The image that set ``spatial_dims`` (named if the patch size does not fit).
 
     Raises:
         ConfigError: for an unknown op (with "did you mean"), option or probability.
@@ -246,7 +248,7 @@ def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *
     patch_size = list(patch.size) if patch is not None and patch.size else None
     ctx = _Ctx(spatial_dims, segmentation, patch_size or spatial_size,
                fixed_size=fixed_size or patch_size is not None)
-    transforms: list[Any] = _patch_transforms(patch, spatial_dims) if patch_size else []
+    transforms: list[Any] = _patch_transforms(patch, spatial_dims, source) if patch_size else []
     for i, spec in enumerate(resolve_ops(preset, ops)):
         transforms += _op_transforms(spec, ctx, i)
     if not transforms:
@@ -256,14 +258,17 @@ def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *
     return compose
 
 
-def _patch_transforms(patch: Any, spatial_dims: int) -> list[Any]:
-    """Pad to the patch size, then draw foreground/background-balanced random patches."""
+def _patch_transforms(patch: Any, spatial_dims: int, source: str = "") -> list[Any]:
+    """Pad to the patch size, then draw foreground/background-balanced random patches
+    (``source``: the image that set the dimensionality, named when the size does not fit)."""
     from medxfer.data.patches import PosNegPatches
 
     size = list(patch.size)
     if len(size) != spatial_dims:
+        which = (f" (the first training case {source!r} is {spatial_dims}D; the images of one "
+                 "dataset must all be 2D or all 3D)") if source else ""
         raise ConfigError(f"data.patch.size {size} needs {spatial_dims} values for "
-                          f"{spatial_dims}D images")
+                          f"{spatial_dims}D images{which}")
     if any(s < 1 for s in size):
         raise ConfigError(f"data.patch.size {size}: every side must be at least 1")
     pos = float(patch.pos_fraction)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medxfer.errors import ConfigError, DataError
+from medxfer.errors import DataError
 from medxfer.data.augment import build_augmentation, resolve_ops
 from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.datalist import Datalist, build_datalist, detect_format
@@ -207,11 +207,6 @@ def _augmentations(config: RunConfig, dl: Datalist, model_dims: int, size: list[
     """
     data, pre = config.data, config.data.preprocess
     seg = config.task == "segmentation"
-    if seg and data.patch.size and data.slice_axis is None \
-            and len(data.patch.size) != model_dims:
-        raise ConfigError(f"data.patch.size {list(data.patch.size)} needs {model_dims} values "
-                          f"for {model_dims}D images (the first training case {source!r} is "
-                          f"{model_dims}D; the images of one dataset must all be 2D or all 3D)")
     ops, batch_augment = resolve_ops(data.augment.preset, data.augment.ops), None
     if data.augment_on == "batch":  # per item only the patch draw; the ops act on batches
         patch = data.patch if seg and data.patch.size else None
@@ -225,7 +220,8 @@ def _augmentations(config: RunConfig, dl: Datalist, model_dims: int, size: list[
                   or (seg and data.slice_axis is None))
     augment = build_augmentation(data.augment.preset, ops, spatial_dims=model_dims,
                                  segmentation=seg, spatial_size=size, seed=config.train.seed,
-                                 patch=data.patch if seg else None, fixed_size=fixed_size)
+                                 patch=data.patch if seg else None, fixed_size=fixed_size,
+                                 source=source)
     return augment, batch_augment
 
 

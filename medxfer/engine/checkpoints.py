@@ -41,6 +41,12 @@ BEST_SIDECAR = "model.json"
 _RESTART = "delete it and run the same command again to restart the run from scratch"
 
 
+def has_checkpoint(folder: str | os.PathLike[str]) -> bool:
+    """Whether a run folder holds a training state to resume from: its own
+    ``checkpoints/last.pt`` or an ensemble member's below it."""
+    return any(Path(folder).rglob(LAST_STATE.name))
+
+
 def save_training_state(run_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write the resumable training state to ``run_dir/checkpoints/last.pt`` atomically."""
     path = Path(run_dir) / LAST_STATE
