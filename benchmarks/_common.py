@@ -20,10 +20,10 @@ def build_parts(config_path: Path | None, overrides: list[str], run_dir: Path, *
     """
     from medxfer.config import load_config
     from medxfer.data import load_data
-    from medxfer.engine.amp import resolve_device, resolve_precision
-    from medxfer.engine.loaders import make_loader, make_loss
-    from medxfer.engine.pipeline import build_task_network, wants_imagenet_norm
-    from medxfer.engine.seeding import seed_everything
+    from medxfer.training.amp import resolve_device, resolve_precision
+    from medxfer.training.loaders import make_loader, make_loss
+    from medxfer.workflows.run import build_task_network, wants_imagenet_norm
+    from medxfer.training.seeding import seed_everything
     from medxfer.plugins import build_registries
 
     config = load_config(config_path, list(overrides) + ([f"train.device={device}"]
@@ -54,7 +54,7 @@ def train_step(parts: dict[str, Any], batch: dict[str, Any], *, precision: Any =
                scaler: torch.amp.GradScaler | None = None, forward: Any = None,
                channels_last: bool = False, before: Any = None) -> None:
     """One training step on ``batch`` (moved to the device first; ``before()`` first)."""
-    from medxfer.engine.amp import to_channels_last
+    from medxfer.training.amp import to_channels_last
 
     if before is not None:
         before()

@@ -53,7 +53,7 @@ ALL_VARIANTS = DEFAULT_VARIANTS + ["fp32_no_tf32", "compile_cudagraphs", "fp32_c
 
 def variant_settings(name: str, device: torch.device, spatial_dims: int) -> dict[str, Any] | None:
     """What a variant changes, or None when it does not apply on this device or network."""
-    from medxfer.engine.amp import Precision
+    from medxfer.training.amp import Precision
 
     cuda = device.type == "cuda"
     amp = Precision(torch.float16 if cuda else None, device.type)
@@ -84,7 +84,7 @@ def run_variant(parts: dict[str, Any], reference: torch.nn.Module,
                 batches: list[dict[str, Any]], settings: dict[str, Any],
                 warmup: int) -> dict[str, float]:
     """Samples per second and peak memory of one variant on ``batches``."""
-    from medxfer.engine.amp import channels_last_format
+    from medxfer.training.amp import channels_last_format
 
     model = copy.deepcopy(reference)
     if settings.get("channels_last"):

@@ -1,7 +1,7 @@
 """Data-loading overhead: training steps fed by the real pipeline vs by pre-loaded tensors.
 
 For each config, the run's own data pipeline is built exactly as ``medxfer run`` builds it
-(:func:`medxfer.data.load_data` and :func:`medxfer.engine.loaders.make_loader`: reading,
+(:func:`medxfer.data.load_data` and :func:`medxfer.training.loaders.make_loader`: reading,
 cached preprocessing, seeded augmentation, workers as configured) together with the run's
 network, loss and AdamW. Then, in one process, blocks of training steps are timed
 alternately, several times each:

@@ -3,7 +3,7 @@
 Each setting trains the run's own network on its real data pipeline (built as
 ``medxfer run`` builds it: with 2 processes every rank reads its share of each epoch and
 ``train.batch_size`` stays the global batch) through medxfer's DDP step
-(:class:`medxfer.engine.distributed.DistributedStep`), and times the same number of
+(:class:`medxfer.training.distributed.DistributedStep`), and times the same number of
 steps after a few untimed ones. Settings, each in its own ``torchrun`` job:
 
 * ``1 process x 1 thread``: the reference;
@@ -54,7 +54,7 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int,
 
     ``sync``: ``ddp`` (gradients all-reduced by DDP), ``none`` (no DDP, but the data split
     kept) or ``barrier`` (no DDP; the ranks wait for each other after every step)."""
-    from medxfer.engine import distributed as D
+    from medxfer.training import distributed as D
 
     with D.session("cpu"), tempfile.TemporaryDirectory() as tmp:
         parts = build_parts(config, overrides, Path(tmp), device="cpu")
@@ -103,7 +103,7 @@ def worker(config: Path, overrides: list[str], steps: int, warmup: int,
 def allreduce_timing(model: torch.nn.Module, device: torch.device, repeats: int = 20) -> dict:
     """Milliseconds per all-reduce of one flat fp32 tensor the size of the model's
     trainable parameters (what DDP moves each step), with nothing else running."""
-    from medxfer.engine import distributed as D
+    from medxfer.training import distributed as D
 
     count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flat = torch.ones(count, device=device)

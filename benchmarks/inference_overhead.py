@@ -2,7 +2,7 @@
 
 Both sides run the same 3D network (same weights, eval mode, no gradients) over the same
 pre-loaded Hippocampus volumes (``../shared/data/msd_hippocampus`` when present, else the
-embedded 3D sample data): medxfer through :func:`medxfer.engine.seg_inference.
+embedded 3D sample data): medxfer through :func:`medxfer.tasks.segmentation.inference.
 predict_probabilities` (as validation, test evaluation and ``medxfer predict`` call it,
 one volume at a time), the reference through ``monai.inferers.sliding_window_inference``
 with the same window size, overlap, blending mode and window batch, followed by the same
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.amp import Precision, resolve_device
-from medxfer.engine.seg_inference import predict_probabilities
+from medxfer.training.amp import Precision, resolve_device
+from medxfer.tasks.segmentation.inference import predict_probabilities
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd_hippocampus"
 

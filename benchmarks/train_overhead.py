@@ -1,7 +1,7 @@
 """medxfer's trainer against a plain hand-written PyTorch loop, in one process.
 
 Both train the same network (same initial weights) on the same pre-loaded tensors for the
-same number of steps with AdamW; medxfer's side runs :class:`medxfer.engine.trainer.Trainer`
+same number of steps with AdamW; medxfer's side runs :class:`medxfer.training.trainer.Trainer`
 with its hooks, schedule, loss-term bookkeeping and its per-epoch checkpoint. The two are
 timed alternately several times and the median ratio is printed.
 
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.amp import Precision
-from medxfer.engine.trainer import Trainer
+from medxfer.training.amp import Precision
+from medxfer.training.trainer import Trainer
 from medxfer.models import Backbone, build_network
 from medxfer.plugins import create_plugin_manager
 

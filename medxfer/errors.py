@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 
 class MedxferError(Exception):
     """Base class of errors with a message meant for the user.
@@ -78,3 +80,14 @@ class TrainingError(MedxferError):
     """Training cannot go on: the loss is no longer finite (it diverged); exit code 2."""
 
     exit_code = 2
+
+
+class MedxferWarning(UserWarning):
+    """Something a user should know that does not stop the command (a guess about the
+    data, weights that are random, a folder reused). The CLI prints these as one line."""
+
+
+def notify(message: str) -> None:
+    """Tell the user ``message`` (a :class:`MedxferWarning`; the CLI prints it as a warning
+    line, a notebook shows it as a Python warning)."""
+    warnings.warn(message, MedxferWarning, stacklevel=2)

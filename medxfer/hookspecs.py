@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import torch
     import typer
 
-    from medxfer.engine.context import FitContext, LossTerm
+    from medxfer.training.context import FitContext, LossTerm
 
 PROJECT_NAME = "medxfer"
 
@@ -208,7 +208,7 @@ def medxfer_extra_loss_terms(
         target_outputs: The model's outputs (logits) for ``target_batch``.
 
     Returns:
-        A list of :class:`medxfer.engine.context.LossTerm`, or ``None``.
+        A list of :class:`medxfer.training.context.LossTerm`, or ``None``.
     """
 
 

@@ -25,7 +25,7 @@ METHODS = ["adabn", "dsbn", "coral", "mmd", "dann"]
 
 def _run(config_path: Path, overrides: list[str], run_dir: Path) -> dict:
     from medxfer.config import load_config
-    from medxfer.engine.pipeline import run_pipeline
+    from medxfer.workflows.run import run_pipeline
 
     done = run_dir / "metrics.json"
     if done.is_file():

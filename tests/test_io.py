@@ -129,7 +129,7 @@ def test_a_new_checkpoint_removes_the_half_written_one_of_a_killed_run(tmp_path,
                                                                        live_pid):
     import torch
 
-    from medxfer.engine.checkpoints import save_model, save_training_state
+    from medxfer.training.checkpoints import save_model, save_training_state
 
     checkpoints = tmp_path / "run" / "checkpoints"
     dead, running = (leftover(checkpoints, "last.pt", pid) for pid in (dead_pid, live_pid))
@@ -143,8 +143,8 @@ def test_a_new_checkpoint_removes_the_half_written_one_of_a_killed_run(tmp_path,
 
 
 def test_an_export_or_ensemble_removes_the_folders_of_killed_ones(tmp_path, dead_pid, live_pid):
-    from medxfer.engine.ensemble import _staging_dir
-    from medxfer.export.common import staged_folder
+    from medxfer.workflows.ensemble import _staging_dir
+    from medxfer.workflows.export.common import staged_folder
 
     # one per killed try
     dead = [leftover(tmp_path, "export", dead_pid, directory=True, tag=tag)

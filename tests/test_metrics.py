@@ -239,7 +239,7 @@ def test_select_monitor_metric(task, name, expected):
 
 def test_validation_metrics_are_what_validation_computes():
     """The choices of train.early_stopping.metric are the keys the per-epoch validation
-    writes (see medxfer.engine.pipeline.make_validate)."""
+    writes (see medxfer.workflows.run.make_validate)."""
     from medxfer.metrics import VALIDATION_METRICS
 
     classification = classification_metrics(np.array([0, 1, 1]),

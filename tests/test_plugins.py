@@ -251,7 +251,7 @@ def test_a_faulty_backbone_factory_is_named(site, backbone, message):
     from types import SimpleNamespace
 
     from medxfer.config import load_config
-    from medxfer.engine.pipeline import build_task_network
+    from medxfer.workflows.run import build_task_network
 
     make_distribution(site, "faulty-dist", "0.3", {"faulty": "faulty_plugin"},
                       {"faulty_plugin": FAULTY_FACTORIES})

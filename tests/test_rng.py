@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medxfer.engine.checkpoints import rng_state, set_rng_state
+from medxfer.training.checkpoints import rng_state, set_rng_state
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 
 

@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 
 import medxfer  # noqa: E402
 from medxfer import weights  # noqa: E402
-from medxfer.engine.checkpoints import save_model  # noqa: E402
+from medxfer.training.checkpoints import save_model  # noqa: E402
 from medxfer.errors import CheckpointError, ConfigError, WeightsError  # noqa: E402
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"

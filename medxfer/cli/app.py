@@ -20,7 +20,7 @@ from medxfer.cli import (
 )
 from medxfer.cli.console import error, warn
 from medxfer.cli.state import CliState
-from medxfer.errors import MedxferError
+from medxfer.errors import MedxferError, MedxferWarning
 from medxfer.plugins import PluginLoadWarning, create_plugin_manager
 
 
@@ -153,7 +153,7 @@ def _interrupted_message(exc: BaseException) -> str:
             "--resume --output DIR` (DIR: its folder under runs/)"
     from pathlib import Path
 
-    from medxfer.engine.checkpoints import has_checkpoint
+    from medxfer.training.checkpoints import has_checkpoint
 
     output = Path(output)
     if output.is_dir() and has_checkpoint(output):
@@ -173,6 +173,26 @@ def main(argv: list[str] | None = None) -> int:
     worker every error is also written to torchrun's error file, messages name the rank,
     and a rank that only lost its connection to a failed peer says so in one line.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MedxferWarning)
+        warnings.showwarning = _shown_as_lines(warnings.showwarning)
+        return _main(argv)
+
+
+def _shown_as_lines(show: Any) -> Any:
+    """A ``warnings.showwarning`` that prints medxfer's own warnings as one ``warning:``
+    line and leaves the others to ``show``."""
+
+    def show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, MedxferWarning):
+            warn(str(message))
+        else:
+            show(message, category, *args, **kwargs)
+
+    return show_warning
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PluginLoadWarning)
@@ -200,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         _record_for_torchrun(exc)
-        from medxfer.engine.distributed import is_peer_failure
+        from medxfer.training.distributed import is_peer_failure
 
         if os.environ.get("TORCHELASTIC_ERROR_FILE") and is_peer_failure(exc):
             # another rank failed first: its message is the one that matters
@@ -221,6 +241,6 @@ def _record_for_torchrun(exc: BaseException) -> None:
     """In a torchrun worker, leave ``exc`` in torchrun's error file so that the launcher
     reports this rank's message (call it inside the ``except`` block)."""
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):
-        from medxfer.engine.distributed import record_error
+        from medxfer.training.distributed import record_error
 
         record_error(exc)

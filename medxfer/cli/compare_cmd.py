@@ -45,13 +45,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run every backbone x strategy x seed, then write comparison.md/.csv/.json, figures
         and an ensemble row. Finished cells are skipped, so a killed study resumes."""
-        from medxfer.engine.compare import (
+        from medxfer.workflows.compare import (
             parse_backbone_sets,
             parse_names,
             plan_grid,
             run_grid,
         )
-        from medxfer.engine.compare_summary import add_ensemble_row, aggregate, write_comparison
+        from medxfer.workflows.compare_summary import add_ensemble_row, aggregate, write_comparison
         from medxfer.errors import ConfigError
         from medxfer.locking import locked_folder
 
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         if pretrain_overrides and source is None:
             raise ConfigError("--pretrain-set needs --pretrain SOURCE_CONFIG")
         if ensemble != "none":
-            from medxfer.engine.ensemble import make_combiner
+            from medxfer.workflows.ensemble import make_combiner
 
             combiner = make_combiner(registries, ensemble, {})
             if cfg.task == "segmentation" and not getattr(combiner, "supports_spatial", True):

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(commented_default_config(), nl=False)
             return
         from medxfer.cli.state import state_of
-        from medxfer.engine.preflight import check_config
+        from medxfer.workflows.preflight import check_config
 
         resolved = load_config(config, overrides)
         check_config(resolved, state_of(ctx).registries, machine=False)  # maybe for a GPU

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         outputs only. Classification adds the expected calibration error and a
         reliability diagram to the usual metrics; segmentation reports Dice, IoU, HD95.
         """
-        from medxfer.engine.ensemble import check_output_dir, run_ensemble
+        from medxfer.workflows.ensemble import check_output_dir, run_ensemble
 
         runs = [*runs, *(more_runs or [])]
         parsed = parse_options(options)

@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         (tolerance and measured difference in export.json). Existing outputs are never
         overwritten.
         """
-        from medxfer.engine.inference import unfinished_warning
-        from medxfer.export import export_run
+        from medxfer.workflows.predict import unfinished_warning
+        from medxfer.workflows.export import export_run
 
         target = output if output is not None else run / "export" / fmt
         result = export_run(run, fmt, target, registries=state_of(ctx).registries,

@@ -45,11 +45,11 @@ def first_failure(exc: Any) -> tuple[int, Any]:
     """The rank whose failure caused the others.
 
     A worker that lost its connection to a failed peer (see
-    :func:`medxfer.engine.distributed.is_peer_failure`) or that was stopped by the agent's
+    :func:`medxfer.training.distributed.is_peer_failure`) or that was stopped by the agent's
     SIGTERM is a consequence, not the cause; among the rest the earliest (then the lowest
     rank) wins. Failure timestamps are whole seconds, so the kind of failure decides first.
     """
-    from medxfer.engine.distributed import is_peer_failure
+    from medxfer.training.distributed import is_peer_failure
 
     failures = getattr(exc, "failures", None) or {}
     if not failures:

@@ -45,8 +45,8 @@ def register(app: typer.Typer) -> None:
         series: NIfTI, plus DICOM SEG with --dicom-seg), and a masks.csv summary.
         """
         from medxfer.data import inference_transform
-        from medxfer.engine.inference import load_run, run_threshold, unfinished_warning
-        from medxfer.engine.pipeline import wants_imagenet_norm
+        from medxfer.workflows.predict import load_run, run_threshold, unfinished_warning
+        from medxfer.workflows.run import wants_imagenet_norm
 
         from medxfer.models.domain import choose_domain
 
@@ -120,9 +120,9 @@ def _csv_target(output: str) -> Path:
 
 def _predict_masks(loaded: object, inputs: list[Path], output: Path | None, *,
                    dicom_seg: bool) -> None:
-    """Segment ``inputs`` into the ``output`` folder (see :mod:`medxfer.engine.seg_predict`)."""
-    from medxfer.engine.amp import resolve_device
-    from medxfer.engine.seg_predict import SUMMARY_NAME, predict_masks
+    """Segment ``inputs`` into the ``output`` folder (see :mod:`medxfer.tasks.segmentation.prediction`)."""
+    from medxfer.training.amp import resolve_device
+    from medxfer.tasks.segmentation.prediction import SUMMARY_NAME, predict_masks
 
     if output is None:
         raise ConfigError("predict: a segmentation run writes mask files; pass --output FOLDER")

@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 
 from medxfer.cli.console import out
-from medxfer.cli.run_cmd import check_output_dir, cleared_if_nothing_to_resume, print_summary
+from medxfer.cli.run_cmd import print_summary
 from medxfer.cli.state import state_of
 from medxfer.config import load_config
-from medxfer.engine.preflight import check_config
+from medxfer.workflows.preflight import check_config
 
 
 def register(app: typer.Typer) -> None:
@@ -37,17 +37,15 @@ def register(app: typer.Typer) -> None:
         The result is a normal run folder (metrics and report on the source data) plus
         transfer_source.json. Transfer from it with `model.backbone.pretrained: OUTPUT`.
         """
-        from medxfer.engine.compare import with_backbone
-        from medxfer.engine.pretrain import pretrain
+        from medxfer.workflows.compare import with_backbone
+        from medxfer.workflows.pretrain import pretrain_in_folder
 
         cfg = load_config(config, overrides)
         if backbone:
             cfg = with_backbone(cfg, backbone, overrides)
         registries = state_of(ctx).registries
         check_config(cfg, registries)
-        check_output_dir(output, resume)
-        with cleared_if_nothing_to_resume(output, resume):
-            record = pretrain(cfg, output, registries=registries, resume=resume)
+        record = pretrain_in_folder(cfg, output, registries=registries, resume=resume)
         summary = {"backbone": record["backbone"]["name"], "strategy": record["strategy"],
                    "test": record["source_test"], "ci95": {},
                    "train_seconds": _train_seconds(output)}

@@ -30,7 +30,7 @@ def model_name(run_dir: Path) -> str:
 
 
 def _check_run(run_dir: Path) -> Path:
-    from medxfer.engine.checkpoints import BEST_WEIGHTS
+    from medxfer.training.checkpoints import BEST_WEIGHTS
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / "config.yaml").is_file() or not (run_dir / BEST_WEIGHTS).is_file():
@@ -101,7 +101,7 @@ def finetuned_dir(app_dir: Path, model: str) -> Path:
 
 def current_run(app_dir: Path, model: str, original: Path) -> Path:
     """The run a model serves: its newest finished fine-tuning, else the original run."""
-    from medxfer.engine.checkpoints import BEST_WEIGHTS
+    from medxfer.training.checkpoints import BEST_WEIGHTS
 
     folder = finetuned_dir(app_dir, model)
     done = [p for p in folder.iterdir() if (p / BEST_WEIGHTS).is_file()

@@ -67,7 +67,7 @@ def finetune_config(source: Path, manifest: Path, *, epochs: int | None) -> Any:
         ConfigError: when the source is not a segmentation run.
     """
     from medxfer.config import load_config
-    from medxfer.engine.checkpoints import read_sidecar
+    from medxfer.training.checkpoints import read_sidecar
 
     config = load_config(source / "config.yaml")
     if config.task != "segmentation":
@@ -112,7 +112,7 @@ def finetune_run(source: str | Path, cases: list[dict[str, str]], run_dir: str |
         ConfigError: when ``run_dir`` exists or the source is not a segmentation run.
         DataError: with fewer than three labelled cases or unreadable files.
     """
-    from medxfer.engine.pipeline import run_pipeline
+    from medxfer.workflows.run import run_pipeline
 
     source, run_dir = Path(source).resolve(), Path(run_dir)
     if run_dir.exists():

@@ -1,6 +1,6 @@
 """MONAI Label infer tasks that run a medxfer run exactly as ``medxfer predict`` does.
 
-Segmentation writes the mask with :func:`medxfer.engine.seg_predict.predict_masks` (the
+Segmentation writes the mask with :func:`medxfer.tasks.segmentation.prediction.predict_masks` (the
 run's preprocessing, sliding-window inference and inversion to the input's grid) and
 hands MONAI Label the mask file. Classification returns class probabilities as JSON.
 The model served is the app's newest fine-tuned run of the model, else the original.
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from medxfer.engine.amp import resolve_device
-from medxfer.engine.inference import LoadedRun, load_run, run_threshold
+from medxfer.training.amp import resolve_device
+from medxfer.workflows.predict import LoadedRun, load_run, run_threshold
 from medxfer.label.appdir import current_run
 
 
@@ -73,7 +73,7 @@ class MedxferSegmentationInfer(InferTask):
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Write the mask of ``request["image"]`` to a temporary file MONAI Label sends back."""
-        from medxfer.engine.seg_predict import predict_masks
+        from medxfer.tasks.segmentation.prediction import predict_masks
 
         start = time.perf_counter()
         loaded = self._runs.get()

@@ -18,7 +18,7 @@ def render_ensemble_markdown(summary: Mapping[str, Any], ece_bins: int = 15) -> 
     threshold; segmentation: Dice, IoU, HD95).
 
     Args:
-        summary: What :func:`medxfer.engine.ensemble.run_ensemble` writes to ensemble.json.
+        summary: What :func:`medxfer.workflows.ensemble.run_ensemble` writes to ensemble.json.
         ece_bins: The number of confidence bins ECE used.
     """
     classification = summary["task"] == "classification"

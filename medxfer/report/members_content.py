@@ -21,7 +21,7 @@ def add_members_section(content: Any, summary: Mapping[str, Any]) -> None:
     Args:
         content: A :class:`~medxfer.report.content.ReportContent` (modified in place).
         summary: The run summary with ``ensemble`` (see
-            :func:`medxfer.engine.deep_ensemble.ensemble_info`) and ``test``.
+            :func:`medxfer.workflows.deep_ensemble.ensemble_info`) and ``test``.
     """
     info = summary["ensemble"]
     members = [m for m in info.get("member_runs") or [] if isinstance(m, Mapping)]

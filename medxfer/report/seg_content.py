@@ -100,7 +100,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def _foreground(summary: Mapping[str, Any], *tables: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(display name, key)`` of every foreground class, from ``class_names`` (background
     first) or, without them, from the ``dice_<key>`` entries."""
-    from medxfer.seg_metrics import class_key
+    from medxfer.tasks.segmentation.metrics import class_key
 
     names = as_list(summary.get("class_names"))
     if names and len(names) >= 2:

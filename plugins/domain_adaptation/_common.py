@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 import medxfer
-from medxfer.engine.context import FitContext, LossTerm
+from medxfer.training.context import FitContext, LossTerm
 from medxfer_plugins._named import NamedPlugin
 from medxfer_plugins._options import OptionChecks
 

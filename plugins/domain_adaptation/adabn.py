@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 import medxfer
-from medxfer.engine.context import FitContext
+from medxfer.training.context import FitContext
 from medxfer.errors import ConfigError
 from medxfer.models.domain import SOURCE, TARGET, set_domain
 from medxfer_plugins.domain_adaptation._common import DomainAdaptation, check_int, option_error

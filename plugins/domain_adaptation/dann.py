@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import medxfer
-from medxfer.engine.context import FitContext, LossTerm
+from medxfer.training.context import FitContext, LossTerm
 from medxfer_plugins.domain_adaptation._common import (DomainAdaptation, check_float,
                                                        check_int, paired_features)
 

@@ -18,7 +18,7 @@ is the unsupervised DSBN of the paper's first stage.
 from __future__ import annotations
 
 import medxfer
-from medxfer.engine.context import FitContext
+from medxfer.training.context import FitContext
 from medxfer.errors import ConfigError
 from medxfer_plugins.domain_adaptation._common import DomainAdaptation, option_error
 from medxfer_plugins.domain_adaptation._norms import SCOPES, norm_scope, split_batch_norms

@@ -9,8 +9,8 @@ from __future__ import annotations
 from torch import nn
 
 import medxfer
-from medxfer.engine.context import FitContext
-from medxfer.engine.freezing import keep_frozen_norms_in_eval
+from medxfer.training.context import FitContext
+from medxfer.training.freezing import keep_frozen_norms_in_eval
 from medxfer.errors import ConfigError
 from medxfer_plugins._named import NamedPlugin
 from medxfer_plugins._options import OptionChecks

@@ -1,14 +1,14 @@
 """Feature extraction: the pretrained backbone is frozen, only the new head trains.
 
 The backbone's batch-norm layers are frozen too: they normalise with, and keep, the
-pretrained running statistics (see :mod:`medxfer.engine.freezing`).
+pretrained running statistics (see :mod:`medxfer.training.freezing`).
 """
 
 from __future__ import annotations
 
 import medxfer
-from medxfer.engine.context import FitContext
-from medxfer.engine.freezing import freeze
+from medxfer.training.context import FitContext
+from medxfer.training.freezing import freeze
 from medxfer_plugins.strategies._common import Strategy
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import medxfer
-from medxfer.engine.context import FitContext
-from medxfer.engine.freezing import parameter_group, ungrouped_trainable_parameters, unfreeze
+from medxfer.training.context import FitContext
+from medxfer.training.freezing import parameter_group, ungrouped_trainable_parameters, unfreeze
 from medxfer_plugins.strategies._common import Strategy, check_float
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import medxfer
-from medxfer.engine.context import FitContext
-from medxfer.engine.freezing import (
+from medxfer.training.context import FitContext
+from medxfer.training.freezing import (
     freeze,
     layer_group_name,
     parameter_group,

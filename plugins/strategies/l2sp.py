@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 import medxfer
-from medxfer.engine.context import FitContext, LossTerm
-from medxfer.engine.freezing import parameter_group, ungrouped_trainable_parameters
+from medxfer.training.context import FitContext, LossTerm
+from medxfer.training.freezing import parameter_group, ungrouped_trainable_parameters
 from medxfer_plugins.strategies._common import Strategy, check_bool, check_float
 
 REFERENCE_KEY = "l2sp.reference"

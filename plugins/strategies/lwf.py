@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import medxfer
-from medxfer.engine.context import FitContext, LossTerm
+from medxfer.training.context import FitContext, LossTerm
 from medxfer_plugins.strategies._common import Strategy, check_float, option_error
 
 TEACHER_KEY = "lwf.teacher"

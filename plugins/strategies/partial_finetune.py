@@ -7,8 +7,8 @@ later ones and the new head are fine-tuned.
 from __future__ import annotations
 
 import medxfer
-from medxfer.engine.context import FitContext
-from medxfer.engine.freezing import freeze
+from medxfer.training.context import FitContext
+from medxfer.training.freezing import freeze
 from medxfer.errors import ConfigError
 from medxfer_plugins.strategies._common import (
     Strategy,

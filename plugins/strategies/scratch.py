@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 import medxfer
-from medxfer.engine.context import FitContext
-from medxfer.engine.freezing import unfreeze
+from medxfer.training.context import FitContext
+from medxfer.training.freezing import unfreeze
 from medxfer_plugins.strategies._common import Strategy, backbone_name
 
 

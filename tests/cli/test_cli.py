@@ -252,7 +252,7 @@ def test_an_empty_output_folder_given_is_kept_but_emptied_after_a_failure(tmp_pa
 
 
 def test_what_a_failed_run_can_resume_from_is_kept(tmp_path):
-    from medxfer.cli.run_cmd import cleared_if_nothing_to_resume
+    from medxfer.workflows.run_folder import cleared_if_nothing_to_resume
 
     out_dir = tmp_path / "run"
     with pytest.raises(RuntimeError):
@@ -315,7 +315,7 @@ TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "train.epochs=1"]
 
 def _interrupted_pipeline(monkeypatch, write_checkpoint: bool) -> None:
     """``run``'s pipeline writes the run's first files (and a checkpoint) and gets Ctrl-C."""
-    import medxfer.engine.pipeline as pipeline
+    import medxfer.workflows.run as pipeline
 
     def interrupted(cfg, output, **kwargs):
         output.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from medxfer.cli import main
-from tests.export.helpers import SEG_3D, make_run
+from tests.workflows.export.helpers import SEG_3D, make_run
 
 
 def test_export_writes_into_the_run_by_default_and_never_overwrites(tmp_path, capsys):

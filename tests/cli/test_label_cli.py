@@ -8,7 +8,7 @@ import pytest
 
 from medxfer.cli import main
 from medxfer.errors import ConfigError
-from tests.export.helpers import SEG_3D, make_run
+from tests.workflows.export.helpers import SEG_3D, make_run
 
 
 @pytest.fixture

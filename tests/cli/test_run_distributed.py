@@ -150,7 +150,7 @@ def assert_one_set_of_outputs(run: Path, figures: set[str]) -> None:
 
 def load_test_split(run: Path):
     from medxfer.data import load_data
-    from medxfer.engine.inference import load_run
+    from medxfer.workflows.predict import load_run
 
     loaded = load_run(run)
     bundle = load_data(loaded.config, imagenet_norm=loaded.sidecar["imagenet_norm"])
@@ -175,10 +175,10 @@ def test_classification_with_nproc_2_matches_a_single_process_evaluation(env, tm
 def assert_test_metrics_match_a_single_process(run: Path, summary: dict) -> None:
     """The run's test metrics and predictions order equal one process evaluating its model."""
     from medxfer import metrics as M
-    from medxfer.engine.amp import resolve_precision
-    from medxfer.engine.evaluate import predict
-    from medxfer.engine.loaders import make_loader, make_loss
-    from medxfer.engine.results import ECE_BINS
+    from medxfer.training.amp import resolve_precision
+    from medxfer.training.evaluate import predict
+    from medxfer.training.loaders import make_loader, make_loss
+    from medxfer.workflows.results import ECE_BINS
 
     loaded, bundle = load_test_split(run)
     cpu = torch.device("cpu")
@@ -222,10 +222,10 @@ def test_deep_ensemble_with_nproc_2_trains_each_member_once(env, tmp_path):
 
 def test_segmentation_under_torchrun_matches_a_single_process_evaluation(env, tmp_path,
                                                                         monkeypatch):
-    from medxfer import seg_metrics as S
-    from medxfer.engine.amp import resolve_precision
-    from medxfer.engine.results import _clean
-    from medxfer.engine.seg_inference import iter_case_predictions
+    from medxfer.tasks.segmentation import metrics as S
+    from medxfer.training.amp import resolve_precision
+    from medxfer.workflows.results import _clean
+    from medxfer.tasks.segmentation.inference import iter_case_predictions
 
     run = tmp_path / "run"
     tic = time.perf_counter()
@@ -239,7 +239,7 @@ def test_segmentation_under_torchrun_matches_a_single_process_evaluation(env, tm
     monkeypatch.syspath_prepend(env["PYTHONPATH"].split(os.pathsep)[0])  # the test plugin
     import medxfer as mx
     from medxfer.data import load_data
-    from medxfer.engine.inference import load_run
+    from medxfer.workflows.predict import load_run
 
     loaded = load_run(run, registries=mx.build_registries(mx.create_plugin_manager()))
     bundle = load_data(loaded.config, imagenet_norm=loaded.sidecar["imagenet_norm"])

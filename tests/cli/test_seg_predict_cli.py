@@ -14,7 +14,7 @@ import pytest
 
 from medxfer.cli import main
 from medxfer.config import load_config, write_resolved_config
-from medxfer.engine.checkpoints import save_model
+from medxfer.training.checkpoints import save_model
 from tests.helpers import make_distribution
 
 PLUGIN = """

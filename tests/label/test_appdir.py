@@ -10,7 +10,7 @@ import pytest
 from medxfer.errors import ConfigError
 from medxfer.label.appdir import (APP_CONFIG, current_run, finetuned_dir, model_name, read_app,
                                   write_app)
-from tests.export.helpers import SEG_3D, make_run
+from tests.workflows.export.helpers import SEG_3D, make_run
 
 
 @pytest.fixture

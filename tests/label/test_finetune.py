@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from medxfer.engine.inference import load_run
+from medxfer.workflows.predict import load_run
 from medxfer.errors import ConfigError, DataError
 from medxfer.label.finetune import MANIFEST, finetune_run, split_cases
-from tests.export.helpers import make_run
+from tests.workflows.export.helpers import make_run
 
 SAMPLE_SEG = ["task=segmentation", "model.backbone.name=monai_unet",
               "model.backbone.channels=[4,8,16]", "model.backbone.strides=[2,2]",

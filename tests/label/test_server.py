@@ -69,7 +69,7 @@ def _hippocampus_manifest(root: Path, path: Path) -> Path:
 def _train(run_dir: Path) -> tuple[str, list[str]]:
     """Train the run; returns (source name, the class names)."""
     from medxfer.config import load_config
-    from medxfer.engine.pipeline import run_pipeline
+    from medxfer.workflows.run import run_pipeline
 
     hippocampus = _shared_data() / "msd_hippocampus"
     if hippocampus.is_dir():

@@ -22,7 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def summary():
-    """Keys as medxfer.engine.seg_results writes them."""
+    """Keys as medxfer.tasks.segmentation.evaluation writes them."""
     return {
         "task": "segmentation", "class_names": ["background", "liver", "left kidney"],
         "val": {"dice": 0.8, "dice_liver": 0.9, "dice_left_kidney": 0.7, "iou": 0.7,

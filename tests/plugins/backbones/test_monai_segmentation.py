@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 import medxfer  # noqa: E402
 from medxfer import weights  # noqa: E402
-from medxfer.engine.checkpoints import save_model  # noqa: E402
+from medxfer.training.checkpoints import save_model  # noqa: E402
 from medxfer.errors import ConfigError, InputSizeError, WeightsError  # noqa: E402
 from medxfer.models import (SegmentationModel, build_network,  # noqa: E402
                             build_segmentation_network)

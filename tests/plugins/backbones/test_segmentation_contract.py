@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import medxfer  # noqa: E402
-from medxfer.engine.freezing import freeze  # noqa: E402
+from medxfer.training.freezing import freeze  # noqa: E402
 from medxfer.errors import ConfigError  # noqa: E402
 from medxfer.models import (SegmentationModel, build_segmentation_network,  # noqa: E402
                             builds_segmentation)

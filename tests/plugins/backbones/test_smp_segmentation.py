@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import medxfer  # noqa: E402
-from medxfer.engine.checkpoints import save_model  # noqa: E402
+from medxfer.training.checkpoints import save_model  # noqa: E402
 from medxfer.errors import ConfigError, WeightsError  # noqa: E402
 from medxfer.models import build_network, build_segmentation_network  # noqa: E402
 from medxfer.weights import KNOWN_SHA256, load_state_dict_file, offline_package_file  # noqa: E402

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.amp import Precision
-from medxfer.engine.trainer import Trainer
+from medxfer.training.amp import Precision
+from medxfer.training.trainer import Trainer
 from medxfer.models import (Backbone, SegmentationModel, TransferNetwork,
                             build_segmentation_network)
 from medxfer.plugins import create_plugin_manager

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medxfer.config import RunConfig
-from medxfer.engine.context import FitContext
+from medxfer.training.context import FitContext
 from medxfer.models import set_domain
 from medxfer_plugins.domain_adaptation._norms import domain_norms
 from medxfer_plugins.domain_adaptation.adabn import adabn

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from medxfer.engine.checkpoints import BEST_WEIGHTS, load_model_weights
+from medxfer.training.checkpoints import BEST_WEIGHTS, load_model_weights
 from medxfer.errors import ConfigError
 from medxfer.models import set_domain
 from medxfer.plugins import PluginLoadWarning, build_registries, create_plugin_manager

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.context import FitContext
+from medxfer.training.context import FitContext
 from medxfer.errors import ConfigError
 from medxfer_plugins.domain_adaptation.dann import dann, ramp, reverse_gradient
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.context import FitContext
+from medxfer.training.context import FitContext
 from medxfer.errors import ConfigError
 from medxfer.models import set_domain
 from medxfer_plugins.domain_adaptation._norms import DomainBatchNorm, domain_norms

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.context import FitContext
+from medxfer.training.context import FitContext
 from medxfer.models import Backbone, LoadReport, TransferNetwork
 from medxfer.plugins import create_plugin_manager
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medxfer.errors import ConfigError
-from medxfer.engine.freezing import frozen_norm_layers
+from medxfer.training.freezing import frozen_norm_layers
 from medxfer_plugins.strategies.discriminative_lr import discriminative_lr
 from medxfer_plugins.strategies.feature_extraction import feature_extraction
 from medxfer_plugins.strategies.full_finetune import full_finetune

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from medxfer.engine.freezing import is_norm_with_stats
+from medxfer.training.freezing import is_norm_with_stats
 from medxfer.plugins import PluginLoadWarning, build_registries, create_plugin_manager
 
 BUILT_IN = {"feature_extraction", "full_finetune", "partial_finetune", "gradual_unfreeze",

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
-from medxfer.engine.amp import Precision
-from medxfer.engine.trainer import Trainer
+from medxfer.training.amp import Precision
+from medxfer.training.trainer import Trainer
 from medxfer.plugins import PluginLoadWarning, build_registries, create_plugin_manager
 
 BUILT_IN = ["feature_extraction", "full_finetune", "partial_finetune", "gradual_unfreeze",

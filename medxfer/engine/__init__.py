@@ -1,1 +1,0 @@
-"""Training engine: fit context, trainer, evaluator, checkpoints."""

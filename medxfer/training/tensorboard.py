@@ -1,0 +1,47 @@
+"""TensorBoard logging, as a lifecycle-hook plugin of the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medxfer.training.context import FitContext
+from medxfer.hookspecs import hookimpl
+
+
+class TensorBoardLogger:
+    """Writes every epoch's numeric metrics as TensorBoard scalars under ``log_dir``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer = None
+
+    def _get_writer(self):  # noqa: ANN202 - tensorboard is imported lazily
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        return self._writer
+
+    @hookimpl
+    def medxfer_epoch_end(self, ctx: FitContext, epoch: int, metrics: dict[str, float]) -> None:
+        """Log the epoch's metrics."""
+        writer = self._get_writer()
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+        writer.flush()
+
+    @hookimpl
+    def medxfer_fit_end(self, ctx: FitContext) -> None:
+        """Close the event file."""
+        self._close()
+
+    @hookimpl
+    def medxfer_on_exception(self, ctx: FitContext, exception: BaseException) -> None:
+        """Close the event file."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,141 @@
+"""Rebuilding a finished run's model for prediction on new files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medxfer.config import RunConfig, load_config
+from medxfer.training.checkpoints import (BEST_SIDECAR, BEST_WEIGHTS, load_model_weights,
+                                        read_sidecar)
+from medxfer.errors import CheckpointError
+from medxfer.models import EnsembleNetwork, SegmentationNetwork, TransferNetwork
+from medxfer.plugins import Registries, build_registries
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's config, model (eval mode) and what produced it."""
+
+    run_dir: Path
+    config: RunConfig
+    model: TransferNetwork | SegmentationNetwork | EnsembleNetwork
+    sidecar: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return list(self.sidecar.get("class_names") or [])
+
+
+def run_threshold(run_dir: str | Path) -> float | None:
+    """The binary decision threshold a run chose on validation (``metrics.json``), or
+    ``None`` (no metrics yet, or not a binary classification run).
+
+    Raises:
+        CheckpointError: when ``metrics.json`` is unreadable.
+    """
+    from medxfer.io import read_json_object
+
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    return read_json_object(path, what_to_do="it holds the decision threshold chosen on "
+                            "validation. Restore it from a copy or train the run again"
+                            ).get("threshold")
+
+
+def unfinished_warning(run_dir: str | Path) -> str | None:
+    """What a user of ``run_dir``'s model should know when the run has not finished (no
+    ``metrics.json``: killed, interrupted or diverged before its test evaluation), else
+    ``None``. Its selected model is then the best so far, and a binary classifier has no
+    decision threshold chosen on validation yet."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return None
+    return (f"{str(run_dir)!r} has not finished (no metrics.json: it stopped before its test "
+            "evaluation), so this uses its best model so far, and a binary classifier decides "
+            "at probability 0.5, not at a threshold chosen on validation; finish it first with "
+            f"`medxfer run --resume --output {run_dir}`")
+
+
+def load_run(run_dir: str | Path, *, registries: Registries | None = None,
+             device: torch.device | None = None) -> LoadedRun:
+    """Rebuild the network of ``run_dir`` and load its selected weights.
+
+    The backbone is built without pretrained weights (the run's own weights replace
+    them), with the channels and dimensions recorded in ``model.json``. A segmentation
+    run's plugin also gets ``num_classes`` and its network is wrapped in a
+    :class:`medxfer.models.SegmentationNetwork`, as in training. A run trained with
+    ``ensemble.members > 1`` gives an :class:`medxfer.models.EnsembleNetwork` of its members.
+
+    Raises:
+        CheckpointError: when the folder is not a finished medxfer run or its weights do
+            not fit the rebuilt network.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / BEST_WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{str(run_dir)!r} is not a finished medxfer run (needs config.yaml and "
+            f"{BEST_WEIGHTS}); pass the --output folder of `medxfer run`")
+    config = load_config(run_dir / "config.yaml")
+    sidecar = read_sidecar(run_dir)
+    missing = [k for k in ("num_classes", "in_channels", "spatial_dims") if k not in sidecar]
+    if missing:
+        raise CheckpointError(f"{str(run_dir / BEST_SIDECAR)!r} lacks {', '.join(missing)}; "
+                              "it was not written by `medxfer run`")
+    registries = registries or build_registries()
+    members = ensemble_size(sidecar)
+    if members > 1:  # ensemble.members: the members' networks, outputs averaged
+        model: TransferNetwork | SegmentationNetwork | EnsembleNetwork = EnsembleNetwork(
+            [_network(config, sidecar, registries) for _ in range(members)])
+    else:
+        model = _network(config, sidecar, registries)
+    if config.domain_adaptation is not None:  # e.g. per-domain batch norms: same layers
+        from medxfer.workflows.domain import restore_structure
+
+        restore_structure(config, registries, model)
+    load_selected_weights(model, run_dir)
+    if sidecar.get("tta_axes"):  # eval.tta: flip
+        for net in (model.members if isinstance(model, EnsembleNetwork) else [model]):
+            if isinstance(net, TransferNetwork):
+                net.tta_axes = [int(a) for a in sidecar["tta_axes"]]
+    model.to(device or torch.device("cpu")).eval()
+    return LoadedRun(run_dir, config, model, sidecar)
+
+
+def load_selected_weights(model: torch.nn.Module, run_dir: Path) -> None:
+    """Load ``run_dir/model.safetensors`` (the run's selected weights) into ``model``.
+
+    Raises:
+        CheckpointError: when the file is missing or corrupt, or does not fit ``model``.
+    """
+    try:
+        model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights in {str(run_dir / BEST_WEIGHTS)!r} do not fit the network described by "
+            f"its config.yaml ({str(exc).splitlines()[0]})") from None
+
+
+def ensemble_size(sidecar: dict[str, Any]) -> int:
+    """How many member networks a run's saved model holds (1 unless ``ensemble.members``)."""
+    info = sidecar.get("ensemble")
+    return int(info.get("members", 1)) if isinstance(info, dict) else 1
+
+
+def _network(config: RunConfig, sidecar: dict[str, Any],
+             registries: Registries) -> TransferNetwork | SegmentationNetwork:
+    """The run's task network with untrained weights (shapes from ``model.json``), built
+    as in training."""
+    from types import SimpleNamespace
+
+    from medxfer.workflows.run import build_task_network
+
+    shapes = SimpleNamespace(**{k: int(sidecar[k]) for k in
+                                ("in_channels", "spatial_dims", "num_classes")})
+    kwargs = {**config.model.backbone.kwargs, "pretrained": "none"}
+    return build_task_network(config, registries, shapes, kwargs)[0]
