@@ -21,8 +21,9 @@ def build_parts(config_path: Path | None, overrides: list[str], run_dir: Path, *
     from medxfer.config import load_config
     from medxfer.data import load_data
     from medxfer.training.amp import resolve_device, resolve_precision
-    from medxfer.training.loaders import make_loader, make_loss
-    from medxfer.workflows.run import build_task_network, wants_imagenet_norm
+    from medxfer.tasks import task_of
+    from medxfer.training.loaders import make_loader
+    from medxfer.workflows.run_setup import wants_imagenet_norm
     from medxfer.training.seeding import seed_everything
     from medxfer.plugins import build_registries
 
@@ -38,13 +39,14 @@ def build_parts(config_path: Path | None, overrides: list[str], run_dir: Path, *
         kwargs["pretrained"] = "none"
     bundle = load_data(config, imagenet_norm=wants_imagenet_norm(config, pretrained),
                        cache_dir=run_dir / "cache")
-    model, _ = build_task_network(config, registries, bundle, kwargs)
+    task = task_of(config)
+    model, _ = task.build_network(config, registries, bundle, kwargs)
     dev = resolve_device(config.train.device)
     model.to(dev).train()
     loader = make_loader(bundle.train, config, train=True, labels=bundle.train_labels,
                          device=dev)
     return {"config": config, "model": model, "loader": loader,
-            "loss": make_loss(config, bundle.train_labels, bundle.num_classes, dev),
+            "loss": task.loss(config, bundle.train_labels, bundle.num_classes, dev),
             "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-4), "device": dev,
             "precision": resolve_precision(config.train.amp, dev),
             "spatial_dims": bundle.spatial_dims}

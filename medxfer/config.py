@@ -370,10 +370,14 @@ class RunConfig(StrictModel):
                              "ensemble --runs ...`")
         return self
 
+    def trains_on_patches(self) -> bool:
+        """Whether training draws patches (``data.patch.size`` of a segmentation run)."""
+        return self.task == "segmentation" and bool(self.data.patch.size)
+
     def patches_per_case(self) -> int:
         """Training patches each case gives per draw: ``data.patch.samples_per_case`` when a
         segmentation run trains on patches, else 1. ``train.batch_size`` counts patches."""
-        if self.task == "segmentation" and self.data.patch.size:
+        if self.trains_on_patches():
             return int(self.data.patch.samples_per_case)
         return 1
 

@@ -15,20 +15,25 @@ Usage: ``.venv/bin/python scripts/make_hippocampus_domains.py [DATA_DIR]``
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     """Write the two manifests (paths relative to the manifest folder)."""
     import nibabel as nib
 
-    data = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" /
-                "msd_hippocampus").resolve()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data_dir", nargs="?", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "msd_hippocampus",
+                        help="the MSD Task04 Hippocampus folder (holds imagesTr/, labelsTr/)")
+    data = parser.parse_args(argv).data_dir.resolve()
+    if not (data / "imagesTr").is_dir():
+        parser.error(f"{str(data)!r} has no imagesTr/ folder: give the MSD Hippocampus folder")
     out = ROOT / "configs" / "hippocampus_domains"
     out.mkdir(parents=True, exist_ok=True)
     with open(ROOT / "configs" / "hippocampus_split.csv", newline="") as handle:
@@ -54,7 +59,8 @@ def main() -> None:
                                  (rel / "labelsTr" / name).as_posix(), role])
         counts = {s: sum(r == s for _, r in cases) for s in ("train", "val", "test")}
         print(f"wrote {out / filename}: {counts}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -251,7 +251,7 @@ def test_a_faulty_backbone_factory_is_named(site, backbone, message):
     from types import SimpleNamespace
 
     from medxfer.config import load_config
-    from medxfer.workflows.run import build_task_network
+    from medxfer.tasks import task_of
 
     make_distribution(site, "faulty-dist", "0.3", {"faulty": "faulty_plugin"},
                       {"faulty_plugin": FAULTY_FACTORIES})
@@ -259,4 +259,4 @@ def test_a_faulty_backbone_factory_is_named(site, backbone, message):
     config = load_config(None, [f"model.backbone.name={backbone}"])
     shape = SimpleNamespace(spatial_dims=2, in_channels=1, num_classes=2)
     with pytest.raises(PluginError, match=message):
-        build_task_network(config, registries, shape, {})
+        task_of(config).build_network(config, registries, shape, {})

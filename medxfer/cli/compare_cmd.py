@@ -61,13 +61,12 @@ def register(app: typer.Typer) -> None:
         if pretrain_overrides and source is None:
             raise ConfigError("--pretrain-set needs --pretrain SOURCE_CONFIG")
         if ensemble != "none":
-            from medxfer.workflows.ensemble import make_combiner
+            from medxfer.tasks import task_of
+            from medxfer.workflows.ensemble import check_spatial_combiner, make_combiner
 
-            combiner = make_combiner(registries, ensemble, {})
-            if cfg.task == "segmentation" and not getattr(combiner, "supports_spatial", True):
-                raise ConfigError(f"--ensemble {ensemble!r} combines classification outputs "
-                                  "only; for a segmentation study choose mean, vote, weighted "
-                                  "or none")
+            check_spatial_combiner(task_of(cfg), make_combiner(registries, ensemble, {}),
+                                   f"--ensemble {ensemble!r}", "for a segmentation study "
+                                   "choose mean, vote, weighted or none")
         names = parse_names(backbones, "--backbones")
         with locked_folder(output):  # one study writing this folder at a time
             grid = plan_grid(cfg, output, names, parse_names(strategies, "--strategies"),

@@ -19,6 +19,7 @@ from typing import Any
 from medxfer.errors import DataError
 from medxfer.data.medmnist import SPLITS, MedMNISTData, load_medmnist
 from medxfer.data.readers import IMAGE_SUFFIXES, _is_dicom, dicom_folders, image_kind
+from medxfer.tasks import label_kind
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json", "datalist.csv", "datalist.json")
 FORMATS = ("folder", "manifest", "medmnist", "msd", "dicom")
@@ -63,6 +64,11 @@ class Datalist:
     def describe(self) -> str:
         """One line: format, path and case count."""
         return f"{self.format} dataset {self.name!r} at {self.path} ({len(self.cases)} cases)"
+
+    @property
+    def label_kind(self) -> str | None:
+        """What the labels are (see :data:`medxfer.tasks.LabelKind`); ``None`` when unlabelled."""
+        return label_kind(self.task)
 
 
 def stem(path: str | os.PathLike[str]) -> str:
@@ -152,7 +158,7 @@ def build_datalist(path: str | os.PathLike[str], *, format: str = "auto",
         dl = _dicom_datalist(path)
     else:
         raise DataError(f"data.format {fmt!r} is unknown; use one of auto, {', '.join(FORMATS)}")
-    if classes is not None and dl.task in ("classification", "segmentation"):
+    if classes is not None and dl.label_kind in ("class", "mask"):
         _apply_declared_classes(dl, classes)
     if task is not None and dl.task not in (task, "unlabelled"):
         raise DataError(f"{dl.describe()} has {dl.task} labels but the run's task is {task!r}")
@@ -160,7 +166,7 @@ def build_datalist(path: str | os.PathLike[str], *, format: str = "auto",
 
 
 def _apply_declared_classes(dl: Datalist, classes: list[str]) -> None:
-    if dl.task == "classification":
+    if dl.label_kind == "class":
         names = dl.class_names
         mapping = {}
         used = sorted({c["label"] for c in dl.cases if c["label"] is not None})
@@ -331,6 +337,7 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
     raw_labels = [r.get(label_key) if has_labels else None for r in rows]
     if task is None:
         task = _infer_task(raw_labels, base) if has_labels else "unlabelled"
+    kind = label_kind(task)
     cases = []
     for n, row in enumerate(rows):
         where = f"manifest {str(path)!r} row {n + 1}"
@@ -344,9 +351,9 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
             raise DataError(f"{where}: split {case['split']!r} must be one of {', '.join(SPLITS)}")
         if has_labels and raw_labels[n] in (None, ""):
             raise DataError(f"{where}: the {label_key!r} value is empty")
-        if task == "segmentation" and has_labels:
+        if kind == "mask" and has_labels:
             case["label"] = _require_file(base, str(raw_labels[n]), where)
-        elif task == "regression" and has_labels:
+        elif kind == "value" and has_labels:
             try:
                 case["label"] = float(raw_labels[n])
             except (TypeError, ValueError):
@@ -370,12 +377,12 @@ def _manifest_datalist(path: Path, task: str | None, image_key: str, label_key: 
             seen.add(c["id"])
     class_names: list[str] = []
     class_order = ""
-    if task == "classification" and has_labels:
+    if kind == "class" and has_labels:
         class_names, class_order = _encode_classes(cases, path, _declared_order(path, meta),
                                                    declared=declared)
-    elif task == "segmentation":
+    elif kind == "mask":
         class_names = ["background", "foreground"]
-    elif task == "regression":
+    elif kind == "value":
         class_names = [label_key]
     name = path.parent.name if path.name in MANIFEST_NAMES else stem(path)
     return Datalist(name, "manifest", str(path), task if has_labels else "unlabelled", cases,

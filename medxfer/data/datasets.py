@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, get_worker_info
 from medxfer.data.augment import CachedFgBgIndices
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
+from medxfer.tasks import label_kind
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 
 
@@ -194,6 +195,7 @@ class CaseDataset(Dataset):
                  batch_augment: Any | None = None) -> None:
         self.base = base
         self.task = task
+        self.label_kind = label_kind(task)
         self.adapt = adapt
         self.augment = augment
         self.batch_augment = batch_augment
@@ -259,7 +261,7 @@ class CaseDataset(Dataset):
         ``device`` when given, else where the batch is) and adapt its channels, giving what
         :meth:`__getitem__` gives, batched."""
         image = batch["image"]
-        label = batch.get("label") if self.task == "segmentation" else None
+        label = batch.get("label") if self.label_kind == "mask" else None
         if device is not None:
             image = image.to(device, non_blocking=True)
             label = label.to(device, non_blocking=True) if label is not None else None
@@ -278,7 +280,7 @@ class CaseDataset(Dataset):
         except RuntimeError as exc:
             raise unwrap_errors(exc) from None
         data = {"image": item["image"]}
-        if self.task == "segmentation":
+        if self.label_kind == "mask":
             data["label"] = item["label"]
         if self.augment_device is not None:
             data = {k: torch.as_tensor(v).to(self.augment_device, non_blocking=True)
@@ -304,9 +306,9 @@ class CaseDataset(Dataset):
                 adapt: bool = True) -> dict[str, Any]:
         image = _plain_float(data["image"])
         out = {"image": self.adapt(image) if adapt else image, "id": str(item["id"])}
-        if self.task == "segmentation":
+        if self.label_kind == "mask":
             out["label"] = _plain_float(data["label"]).round().long()
-        elif self.task == "regression":
+        elif self.label_kind == "value":
             out["label"] = torch.tensor(float(item["label"]), dtype=torch.float32)
         else:
             out["label"] = torch.tensor(int(item["label"]), dtype=torch.long)

@@ -151,17 +151,17 @@ def _read_case(dl: Datalist, case: dict[str, Any]) -> Sample:
     case["_dtype"] = img.meta.get("dtype", str(img.array.dtype))
     case["_spacing"] = tuple(round(s, 3) for s in img.spacing)
     mask = None
-    if dl.task == "segmentation" and case.get("label"):
+    if dl.label_kind == "mask" and case.get("label"):
         mask = read_case(case, "label").array
     return Sample(case, img.array, mask)
 
 
 def _counts(dl: Datalist, samples: list[Sample]) -> dict[str, Counter]:
     counts: dict[str, Counter] = {}
-    if dl.task == "classification":
+    if dl.label_kind == "class":
         for c in dl.cases:
             counts.setdefault(c.get("split") or "all", Counter())[dl.class_names[c["label"]]] += 1
-    elif dl.task == "segmentation":
+    elif dl.label_kind == "mask":
         for s in samples:
             present = np.unique(s.mask) if s.mask is not None else []
             bucket = counts.setdefault(s.case.get("split") or "all (sampled)", Counter())
@@ -213,7 +213,7 @@ def summary_tables(summary: DatasetSummary) -> list[Any]:
             counts.add_column(s, justify="right")
         for name in names:
             counts.add_row(name, *[str(summary.counts[s].get(name, 0)) for s in splits])
-        if dl.task != "segmentation":
+        if dl.label_kind != "mask":
             counts.add_row("total", *[str(sum(summary.counts[s].values())) for s in splits],
                            style="bold")
         tables.append(counts)
@@ -279,7 +279,7 @@ def save_montage(summary: DatasetSummary, output_dir: str | os.PathLike[str], *,
 def _choose(summary: DatasetSummary, n: int, seed: int) -> list[Sample]:
     rng = np.random.default_rng(seed)
     samples = summary.samples
-    if summary.datalist.task != "classification":
+    if summary.datalist.label_kind != "class":
         idx = rng.permutation(len(samples))[:n]
         return [samples[i] for i in sorted(idx)]
     by_class: dict[int, list[Sample]] = {}
@@ -312,9 +312,9 @@ def _display_slice(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
 def _caption(dl: Datalist, sample: Sample) -> str:
     case = sample.case
     text = str(case["id"])[-24:]
-    if dl.task == "classification":
+    if dl.label_kind == "class":
         text += f"\n{dl.class_names[case['label']]}"
-    elif dl.task == "regression":
+    elif dl.label_kind == "value":
         text += f"\n{case['label']:.3g}"
     elif sample.mask is not None:
         present = [int(v) for v in np.unique(sample.mask) if v]

@@ -16,9 +16,11 @@ from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.datalist import Datalist, build_datalist, detect_format
 from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
 from medxfer.data.readers import read_case, read_image
-from medxfer.data.sample import ensure_sample_data
+from medxfer.data.sample import SAMPLE_TASKS, ensure_sample_data
 from medxfer.data.splits import SPLITS, assign_splits, check_splits, limit_cases
-from medxfer.data.transforms import AdaptChannels, preprocess_transform
+from medxfer.data.preprocess import preprocess_transform
+from medxfer.data.transforms import AdaptChannels
+from medxfer.tasks import task_of
 
 if TYPE_CHECKING:
     from medxfer.config import RunConfig
@@ -58,9 +60,9 @@ def resolve_data_path(config: RunConfig) -> Path:
     """
     if config.data.path:
         return Path(config.data.path).expanduser()
-    if config.task == "regression":
-        raise DataError("there is no embedded sample data for regression; set data.path to a "
-                        "manifest with numeric labels")
+    if config.task not in SAMPLE_TASKS:
+        raise DataError(f"there is no embedded sample data for {config.task}; set data.path "
+                        "(for regression, a manifest with numeric labels)")
     return ensure_sample_data(config.task)
 
 
@@ -81,7 +83,7 @@ def load_datalist(config: RunConfig) -> Datalist:
 
 def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     """Cases with ``split`` assigned, limited and checked (see :mod:`medxfer.data.splits`)."""
-    sp = config.data.split
+    sp, task = config.data.split, task_of(config)
     source_cases = dl.cases
     if sp.file:
         from medxfer.data.splits import apply_split_file
@@ -89,7 +91,7 @@ def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
         source_cases = apply_split_file(dl.cases, sp.file)
     cases = assign_splits(source_cases, val_fraction=sp.val_fraction,
                           test_fraction=sp.test_fraction,
-                          seed=sp.seed, stratify=sp.stratify and config.task == "classification",
+                          seed=sp.seed, stratify=sp.stratify and task.labels_are_classes,
                           group_by=sp.group_by, folds=sp.folds, fold=sp.fold,
                           use_existing=sp.use_existing or bool(sp.file))
     cases = limit_cases(cases, config.data.limit, seed=sp.seed)
@@ -130,13 +132,14 @@ def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
     first = _first_image(bases["train"])
     model_dims, size = _model_geometry(config, spatial_dims, first)
     _augmentations(config, dl, model_dims, size, source=str(case["image"]))
-    seg = config.task == "segmentation"
+    task = task_of(config)
     return NetworkInputs(
         spatial_dims=model_dims,
         in_channels=AdaptChannels(data.preprocess.channels, imagenet_norm).out_channels(
             int(first.shape[0])),
-        num_classes=len(dl.class_names) if config.task != "regression" else 1,
-        input_size=list(data.patch.size) if seg and data.patch.size else size)
+        num_classes=task.output_channels(dl.class_names),
+        input_size=list(data.patch.size) if task.labels_are_masks and data.patch.size
+        else size)
 
 
 def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, Any]]], *,
@@ -151,9 +154,9 @@ def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, A
     first = by_split["train"][0]
     image = read_case(first)
     spatial_dims = dl.spatial_dims or image.spatial_dims
-    seg = config.task == "segmentation"
+    masks = task_of(config).labels_are_masks
     transform = preprocess_transform(pre, task=config.task, spatial_dims=spatial_dims,
-                                     num_classes=len(dl.class_names) if seg else 2,
+                                     num_classes=len(dl.class_names) if masks else 2,
                                      imagenet_norm=imagenet_norm, modality=dl.modality,
                                      expect=_expected_images(config, image, spatial_dims))
     key = {"preprocess": pre.model_dump(), "task": config.task, "imagenet": imagenet_norm,
@@ -191,7 +194,7 @@ def _model_geometry(config: RunConfig, spatial_dims: int,
     data, size = config.data, list(first.shape[1:])
     if data.slice_axis is None:
         return spatial_dims, size
-    if config.task != "segmentation" or spatial_dims != 3:
+    if not task_of(config).labels_are_masks or spatial_dims != 3:
         raise DataError("data.slice_axis slices 3D volumes for a 2D segmentation network; "
                         f"this is {spatial_dims}D {config.task} data: set it to null")
     return 2, [s for a, s in enumerate(size) if a != data.slice_axis]
@@ -206,7 +209,7 @@ def _augmentations(config: RunConfig, dl: Datalist, model_dims: int, size: list[
         ConfigError: for invalid augmentation ops (naming the op).
     """
     data, pre = config.data, config.data.preprocess
-    seg = config.task == "segmentation"
+    seg = task_of(config).labels_are_masks
     ops, batch_augment = resolve_ops(data.augment.preset, data.augment.ops), None
     if data.augment_on == "batch":  # per item only the patch draw; the ops act on batches
         patch = data.patch if seg and data.patch.size else None
@@ -245,7 +248,7 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     dl = load_datalist(config)
     cases = split_datalist(dl, config)
     by_split = {s: [c for c in cases if c["split"] == s] for s in SPLITS}
-    seg = config.task == "segmentation"
+    task = task_of(config)
     spatial_dims, bases = _bases(config, dl, by_split, imagenet_norm=imagenet_norm,
                                  cache=data.cache, cache_dir=cache_dir)
     first = _first_image(bases["train"])
@@ -258,7 +261,7 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
         train_base = SliceCases(bases["train"], axis=data.slice_axis)
     augment, batch_augment = _augmentations(config, dl, model_dims, size,
                                             source=str(by_split["train"][0]["image"]))
-    if seg:
+    if task.labels_are_masks:
         _check_training_masks(bases["train"], by_split["train"],
                               same_size=not data.patch.size and data.slice_axis is None)
     datasets = {s: CaseDataset(train_base if s == "train" else bases[s], task=config.task,
@@ -270,11 +273,11 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     return DataBundle(
         task=config.task, spatial_dims=model_dims,
         in_channels=adapt.out_channels(int(first.shape[0])),
-        num_classes=len(dl.class_names) if config.task != "regression" else 1,
+        num_classes=task.output_channels(dl.class_names),
         class_names=list(dl.class_names), train=datasets["train"], val=datasets["val"],
         test=datasets["test"],
         train_labels=[int(c["label"]) for c in by_split["train"]]
-        if config.task == "classification" else [],
+        if task.labels_are_classes else [],
         cases=[{"id": c["id"], "split": c["split"], "patient_id": c.get("patient_id"),
                 "image": c["image"], "label": c["label"]} for s in SPLITS for c in by_split[s]],
         source=f"{dl.describe()}; {counts}", class_order=dl.class_order)

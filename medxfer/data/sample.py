@@ -25,6 +25,8 @@ from medxfer.errors import DataError
 from medxfer.io import new_temporary
 
 SAMPLE_FOLDERS = ("classification", "segmentation_2d", "segmentation_3d")
+#: The tasks a run can train on the sample data with no data.path.
+SAMPLE_TASKS = ("classification", "segmentation")
 _MARKERS = {"classification": "manifest.csv", "segmentation_2d": "manifest.csv",
             "segmentation_3d": "dataset.json"}
 _ALIASES = {"segmentation": "segmentation_3d", "regression": "classification"}

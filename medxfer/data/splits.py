@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from medxfer.errors import DataError
+from medxfer.tasks import label_kind
 
 SPLITS = ("train", "val", "test")
 
@@ -180,7 +181,7 @@ def check_splits(cases: list[dict[str, Any]], *, task: str, class_names: list[st
             raise DataError(f"{source}: the {split!r} split is empty ({len(cases)} cases: "
                             f"{dict(counts)}); add data or raise data.split.val_fraction / "
                             "test_fraction")
-    if task == "classification":
+    if label_kind(task) == "class":
         present = {c["label"] for c in cases if c["split"] == "train"}
         for index, name in enumerate(class_names):
             if index not in present and any(c["label"] == index for c in cases):

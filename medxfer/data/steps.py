@@ -14,6 +14,7 @@ import torch
 from monai.transforms import Transform
 
 from medxfer.errors import DataError
+from medxfer.tasks import label_kind
 from medxfer.data.readers import ImageData, check_same_geometry, read_case
 from medxfer.data.transforms import normalise_intensity, resolve_intensity
 
@@ -105,7 +106,7 @@ class LoadCased(Transform):
                                   affine=torch.as_tensor(image.affine, dtype=torch.float64))
         out["_modality"] = image.modality or case.get("_modality") or ""
         out["_dtype"] = image.meta.get("dtype", "")
-        if self.task == "segmentation":
+        if label_kind(self.task) == "mask":
             if case.get("label") in (None, ""):
                 raise DataError(f"case {case.get('id')!r} ({case['image']!r}) has no mask")
             mask = read_case(case, "label")

@@ -35,5 +35,5 @@ def require_monailabel() -> Any:
         import monailabel
     except ImportError:
         raise ConfigError('MONAI Label is not installed: pip install "medxfer[label]" '
-                          "(see the README section 'MONAI Label / 3D Slicer')") from None
+                          "(see docs/monai-label.md)") from None
     return monailabel

@@ -9,6 +9,7 @@ from typing import Any
 from monailabel.interfaces.app import MONAILabelApp
 
 from medxfer.label.appdir import read_app
+from medxfer.tasks import task_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,14 @@ class MedxferLabelApp(MONAILabelApp):
 
         infers: dict[str, Any] = {}
         for name, run in self.models.items():
-            task = load_config(run / "config.yaml").task
-            if task == "segmentation":
+            task = task_of(load_config(run / "config.yaml"))
+            if task.labels_are_masks:
                 infers[name] = MedxferSegmentationInfer(Path(self.app_dir), name, run)
-            elif task == "classification":
+            elif task.labels_are_classes:
                 infers[name] = MedxferClassificationInfer(Path(self.app_dir), name, run)
             else:
                 logger.warning("medxfer: run %s is a %s run; MONAI Label serves segmentation "
-                               "and classification runs only (skipped)", run, task)
+                               "and classification runs only (skipped)", run, task.name)
         return infers
 
     def init_trainers(self) -> dict[str, Any]:
@@ -55,7 +56,7 @@ class MedxferLabelApp(MONAILabelApp):
         trainers: dict[str, Any] = {}
         for name, run in self.models.items():
             config = load_config(run / "config.yaml")
-            if config.task == "segmentation":
+            if task_of(config).labels_are_masks:
                 trainers[name] = MedxferTrainTask(Path(self.app_dir), name, run,
                                                   config.strategy.name)
         return trainers

@@ -17,6 +17,7 @@ from typing import Any
 
 from medxfer.errors import ConfigError, DataError
 from medxfer.io import atomic_write_text
+from medxfer.tasks import task_of
 
 MANIFEST = "datastore.csv"
 MIN_CASES = 3
@@ -70,7 +71,7 @@ def finetune_config(source: Path, manifest: Path, *, epochs: int | None) -> Any:
     from medxfer.training.checkpoints import read_sidecar
 
     config = load_config(source / "config.yaml")
-    if config.task != "segmentation":
+    if not task_of(config).labels_are_masks:
         raise ConfigError(f"{str(source)!r} is a {config.task} run; MONAI Label's train task "
                           "fine-tunes segmentation runs")
     sidecar = read_sidecar(source)

@@ -31,8 +31,11 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: Any, device: torch.device, precision: Precision,
-            task: str, loss_fn: Callable[..., torch.Tensor] | None = None) -> Predictions:
+            task: Any, loss_fn: Callable[..., torch.Tensor] | None = None) -> Predictions:
     """Evaluate ``model`` on every batch of ``loader`` (the model is put in eval mode).
+
+    ``task`` (an image-level :class:`~medxfer.tasks.base.Task`) turns the outputs into
+    scores (``task.scores(outputs)``: class probabilities, or values).
 
     When ``loader`` reads one rank's evaluation shard of a distributed run
     (:func:`medxfer.training.shards.is_sharded`), the outputs of every rank are gathered
@@ -52,10 +55,7 @@ def predict(model: nn.Module, loader: Any, device: torch.device, precision: Prec
         if loss_fn is not None:
             loss_sum += float(loss_fn(outputs, labels)) * len(images)
         n += len(images)
-        if task == "classification":
-            scores.append(torch.softmax(outputs, dim=1).cpu())
-        else:
-            scores.append(outputs.reshape(len(images), -1)[:, 0].cpu())
+        scores.append(task.scores(outputs).cpu())
         targets.append(labels.cpu())
         ids.extend(str(i) for i in batch.get("id", range(n - len(images), n)))
     model.train(was_training)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from medxfer.config import RunConfig
+from medxfer.tasks import task_of
 
 
 def _generators(loader: Any) -> list[torch.Generator]:
@@ -111,14 +112,10 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
         shuffle = False
     drop_last = train and length > batch_size and length % batch_size == 1
     workers = config.data.num_workers
-    collate = None
-    if config.task == "segmentation":
-        from monai.data import list_data_collate
-
-        collate = list_data_collate  # flattens the patches drawn from each case
-        if train and config.data.patch.size:
-            batch_size //= patches  # cases per batch: each gives ``patches`` patches
-            drop_last = False
+    collate = task_of(config).collate()
+    if train and config.trains_on_patches():
+        batch_size //= patches  # cases per batch: each gives ``patches`` patches
+        drop_last = False
     on_device = (train and config.data.augment_on == "device" and device is not None
                  and device.type == "cuda" and hasattr(dataset, "augment_device"))
     if on_device:
@@ -177,64 +174,3 @@ class FinishBatch:
     def __call__(self, items: list[Any]) -> dict[str, Any]:
         batch = (self.collate or default_collate)(items)
         return self.dataset.finish_batch(batch, self.device)
-
-
-def make_loss(config: RunConfig, train_labels: list[int], num_classes: int,
-              device: torch.device) -> torch.nn.Module:
-    """The task loss ``L_new``: cross-entropy (optionally class-weighted), MSE, or for
-    segmentation one of MONAI's Dice-type losses (``loss.name``)."""
-    if config.task == "regression":
-        return _RegressionLoss()
-    if config.task == "segmentation":
-        return segmentation_loss(config)
-    if config.loss.name not in ("auto", "ce"):
-        from medxfer.errors import ConfigError
-
-        raise ConfigError(f"loss.name: {config.loss.name!r} is a segmentation loss; "
-                          "classification uses ce (auto)")
-    weight = None
-    if config.train.imbalance == "class_weights" and train_labels:
-        weight = class_weights(train_labels, num_classes).to(device)
-    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.loss.label_smoothing)
-
-
-class _RegressionLoss(torch.nn.Module):
-    """MSE between a one-output head and float targets."""
-
-    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(outputs.reshape(-1).float(),
-                                            targets.reshape(-1).float())
-
-
-def segmentation_loss(config: RunConfig) -> torch.nn.Module:
-    """MONAI's Dice, DiceCE, DiceFocal or Tversky loss (``loss.name``; ``auto``: DiceCE),
-    or plain cross-entropy (``ce``), on logits ``[N, C, *spatial]`` and integer masks
-    ``[N, 1, *spatial]``. ``loss.include_background`` decides whether class 0 counts in
-    the Dice-type terms (cross-entropy always sees every class)."""
-    from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, TverskyLoss
-
-    cfg = config.loss
-    name = "dice_ce" if cfg.name == "auto" else cfg.name
-    common = {"include_background": cfg.include_background, "to_onehot_y": True,
-              "softmax": True}
-    if name == "ce":
-        return _SegmentationCE(cfg.label_smoothing)
-    if name == "dice":
-        return DiceLoss(**common)
-    if name == "dice_ce":
-        return DiceCELoss(**common, label_smoothing=cfg.label_smoothing)
-    if name == "dice_focal":
-        return DiceFocalLoss(**common, gamma=cfg.focal_gamma)
-    return TverskyLoss(**common, alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
-
-
-class _SegmentationCE(torch.nn.Module):
-    """Voxel-wise cross-entropy on logits ``[N, C, *spatial]`` and masks ``[N, 1, *spatial]``."""
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(outputs.float(), targets[:, 0].long(),
-                                                 label_smoothing=self.label_smoothing)

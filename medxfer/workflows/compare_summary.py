@@ -156,12 +156,14 @@ def add_ensemble_row(summary: dict[str, Any], output: Path, combiner: str,
     Skipped (with ``summary["ensemble"]["skipped"]`` saying why) when there are fewer than
     two members or the task has no ensembles.
     """
-    from medxfer.workflows.ensemble import ENSEMBLE_JSON, TASKS, run_ensemble
+    from medxfer.tasks import get_task
+    from medxfer.workflows.ensemble import ENSEMBLE_JSON, run_ensemble
 
     members = ensemble_members(summary)
     folder = output / ENSEMBLE_DIR
-    if summary["task"] not in TASKS or len(members) < 2:
-        why = (f"{summary['task']} runs have no ensembles" if summary["task"] not in TASKS
+    combinable = get_task(summary["task"]).supports_run_ensembles
+    if not combinable or len(members) < 2:
+        why = (f"{summary['task']} runs have no ensembles" if not combinable
                else "fewer than two members")
         summary["ensemble"] = {"skipped": why}
         return

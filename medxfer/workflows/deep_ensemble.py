@@ -27,6 +27,17 @@ from medxfer.training import distributed as D
 from medxfer.training.checkpoints import BEST_SIDECAR, BEST_WEIGHTS, LAST_STATE, save_model
 from medxfer.errors import CheckpointError, ConfigError
 from medxfer.plugins import Registries
+from medxfer.data import load_data
+from medxfer.models import EnsembleNetwork
+from medxfer.tasks import task_of
+from medxfer.training.amp import resolve_device, resolve_precision
+from medxfer.training.loaders import make_loader
+from medxfer.training.seeding import seed_everything
+from medxfer.training.trainer import FitResult
+from medxfer.workflows.predict import load_selected_weights
+from medxfer.workflows.run_setup import (resolve_run_config, resolve_tta_axes, splits_text,
+                                         write_splits)
+from medxfer.workflows.single_run import train_single
 
 MEMBERS_DIR = "members"
 _SPLITS = ("val", "test")
@@ -66,8 +77,6 @@ def run_deep_ensemble(config: RunConfig, run_dir: Path, *, registries: Registrie
     Returns:
         The summary written to ``run_dir/metrics.json``.
     """
-    from medxfer.workflows.run import run_pipeline
-
     main = D.is_main()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,8 +93,10 @@ def run_deep_ensemble(config: RunConfig, run_dir: Path, *, registries: Registrie
             Console(stderr=True).print(
                 f"ensemble member {k + 1}/{len(dirs)} (seed {member_seed(config, k)}): {path}",
                 highlight=False)
-        run_pipeline(member_config(config, k), path, registries=registries,
-                     resume=state == "resume", progress=progress, cache_dir=run_dir / "cache")
+        resume_member = state == "resume"
+        member = resolve_run_config(member_config(config, k), path, resume_member)
+        train_single(member, path, registries=registries, resume=resume_member,
+                     progress=progress, cache_dir=run_dir / "cache")
     return evaluate_deep_ensemble(config, run_dir, dirs, registries=registries)
 
 
@@ -98,17 +109,6 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
         ConfigError: when a member was trained on other cases than the run's data gives.
         CheckpointError: when a member's outputs are missing or do not fit its network.
     """
-    from medxfer.data import load_data
-    from medxfer.training.amp import resolve_device, resolve_precision
-    from medxfer.workflows.predict import load_selected_weights
-    from medxfer.training.loaders import make_loader, make_loss
-    from medxfer.workflows.run import (build_task_network, resolve_tta_axes, splits_text,
-                                         write_splits)
-    from medxfer.workflows.results import evaluate_and_report
-    from medxfer.training.seeding import seed_everything
-    from medxfer.training.trainer import FitResult
-    from medxfer.models import EnsembleNetwork
-
     main = D.is_main()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -132,7 +132,8 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     precision = resolve_precision(config.train.amp, device)
     tta_axes = resolve_tta_axes(config, bundle.spatial_dims)
     kwargs = {**config.model.backbone.kwargs, "pretrained": "none"}
-    networks = [build_task_network(config, registries, bundle, kwargs)[0] for _ in dirs]
+    task = task_of(config)
+    networks = [task.build_network(config, registries, bundle, kwargs)[0] for _ in dirs]
     for net, path in zip(networks, dirs):
         net.tta_axes = list(tta_axes)
         if main:
@@ -168,10 +169,10 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
         run_info["random_start"] = True
     val_loader = make_loader(bundle.val, config, train=False, device=device)
     test_loader = make_loader(bundle.test, config, train=False, device=device)
-    loss_fn = make_loss(config, bundle.train_labels, bundle.num_classes, device)
-    return evaluate_and_report(config, run_dir, model, bundle, result, run_info,
-                               val_loader=val_loader, test_loader=test_loader, device=device,
-                               precision=precision, loss_fn=loss_fn)
+    loss_fn = task.loss(config, bundle.train_labels, bundle.num_classes, device)
+    return task.evaluate_and_report(config, run_dir, model, bundle, result, run_info,
+                                    val_loader=val_loader, test_loader=test_loader,
+                                    device=device, precision=precision, loss_fn=loss_fn)
 
 
 def read_members(dirs: list[Path]) -> list[dict[str, Any]]:
@@ -222,8 +223,8 @@ def ensemble_info(config: RunConfig, run_dir: Path, dirs: list[Path],
         values = {k: [f[split].get(k) for f in facts] for k in keys if k != "n"}
         mean[split] = {k: float(np.mean(v)) for k, v in values.items()
                        if all(isinstance(x, (int, float)) for x in v)}
-    combine = "mean of the members' outputs" if config.task == "regression" \
-        else "mean of the members' class probabilities"
+    combine = "mean of the members' class probabilities" \
+        if task_of(config).labels_are_classes else "mean of the members' outputs"
     return {"members": len(dirs), "combine": combine, "seeds": seeds,
             "train_seconds_sum": float(sum(f["train_seconds"] for f in facts)),
             "member_runs": members, "member_mean": mean}

@@ -7,18 +7,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from medxfer.config import RunConfig
 from medxfer.training import distributed as D
 from medxfer.errors import ConfigError, DataError
-from medxfer.models.domain import SOURCE, TARGET, in_domain
+from medxfer.tasks import task_of
 
 #: Features kept per domain for the PCA figure and ``features.npz``.
-MAX_FEATURE_POINTS = 600
-FEATURES_FILE = "features.npz"
 
 
 class ClassOrderWarning(UserWarning):
@@ -142,7 +139,7 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
         "would be read as other classes. Name the target's classes as the source's, or, "
         "where they mean the same under other names, declare data.classes (the names in "
         "label order) to use them for both")
-    if config.task != "classification":
+    if not task_of(config).labels_are_classes:  # masks keep their values' meaning
         raise refused
     data = target.data.model_copy(update={"classes": wanted})
     try:  # the source's label order, by name (or by number)
@@ -169,63 +166,3 @@ def target_train_loader(config: RunConfig, target: Any, device: torch.device) ->
 
     dataset = target.train if config.data.target.labelled else WithoutLabels(target.train)
     return make_loader(dataset, config, train=True, device=device)
-
-
-def classification_target_metrics(config: RunConfig, model: torch.nn.Module, target: Any, *,
-                                  threshold: float | None, device: torch.device, precision: Any,
-                                  loss_fn: Any) -> dict[str, Any]:
-    """Target test metrics, the model in the ``target`` domain, with the source-val threshold."""
-    from medxfer import metrics as M
-    from medxfer.training.evaluate import predict
-    from medxfer.training.loaders import make_loader
-
-    loader = make_loader(target.test, config, train=False, device=device)
-    with in_domain(model, TARGET):
-        preds = predict(model, loader, device, precision, config.task, loss_fn)
-    if config.task == "classification":
-        values = M.classification_metrics(preds.targets.astype(int), preds.scores,
-                                          threshold=threshold)
-    else:
-        values = M.regression_metrics(preds.targets, preds.scores)
-    values["loss"] = preds.loss
-    return values
-
-
-@torch.no_grad()
-def pooled_features(model: torch.nn.Module, dataset: Any, config: RunConfig, domain: str, *,
-                    device: torch.device, limit: int = MAX_FEATURE_POINTS) -> np.ndarray:
-    """Pooled backbone features ``[n, F]`` of the first ``limit`` items of ``dataset``."""
-    was_training = model.training
-    model.eval()
-    rows: list[torch.Tensor] = []
-    indices = list(range(min(len(dataset), limit)))
-    with in_domain(model, domain):
-        for start in range(0, len(indices), 64):
-            images = torch.stack([dataset[i]["image"] for i in indices[start:start + 64]])
-            rows.append(model.forward_features(images.to(device))[1].float().cpu())
-    model.train(was_training)
-    return torch.cat(rows).numpy() if rows else np.zeros((0, 0), dtype=np.float32)
-
-
-def feature_outputs(config: RunConfig, run_dir: Path, model: torch.nn.Module, source: Any,
-                    target: Any, *, device: torch.device) -> list[str]:
-    """Write ``features.npz`` (source and target test features) and the PCA figure.
-
-    Segmentation runs are skipped (whole volumes are too large for one forward pass).
-
-    Returns:
-        The figure paths written, relative to ``run_dir``.
-    """
-    if config.task == "segmentation":
-        return []
-    from medxfer.io import atomic_open
-    from medxfer.report.domain_figures import plot_feature_pca
-
-    src = pooled_features(model, source.test, config, SOURCE, device=device)
-    tgt = pooled_features(model, target.test, config, TARGET, device=device)
-    with atomic_open(run_dir / FEATURES_FILE, "wb") as handle:
-        np.savez_compressed(handle, source=src, target=tgt)
-    figure = run_dir / "figures" / "domain_features_pca.png"
-    method = config.domain_adaptation.name if config.domain_adaptation else "no adaptation"
-    plot_feature_pca({f"test features, {method}": (src, tgt)}, figure)
-    return [str(figure.relative_to(run_dir))]

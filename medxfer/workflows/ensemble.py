@@ -8,7 +8,7 @@ only (with their validation scores) and then combines their test outputs; test l
 used for scoring and nothing else.
 
 Classification reports each member's and the ensemble's usual metrics (the binary decision
-threshold chosen on validation, as in :mod:`medxfer.workflows.results`) and the expected
+threshold chosen on validation, as in a run's own evaluation) and the expected
 calibration error with a reliability diagram. Segmentation combines probability maps case
 by case and reports Dice, IoU and HD95 (:mod:`medxfer.tasks.segmentation.ensemble`).
 
@@ -26,21 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
 from medxfer.config import RunConfig
 from medxfer.training.amp import Precision, resolve_device, resolve_precision
 from medxfer.workflows.predict import LoadedRun, load_run
-from medxfer.workflows.results import ECE_BINS
-from medxfer.errors import CheckpointError, ConfigError, PluginError
+from medxfer.tasks import task_of
+from medxfer.tasks.decisions import ECE_BINS
+from medxfer.errors import CheckpointError, ConfigError
 from medxfer.io import atomic_write_text, new_temporary
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 
 ENSEMBLE_JSON = "ensemble.json"
 ENSEMBLE_MD = "ensemble.md"
-TASKS = ("classification", "segmentation")
 SPLITS = ("val", "test")
 
 
@@ -120,13 +119,8 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
     members = [Member(label, load_run(d, registries=registries, device=dev), read_splits(d))
                for label, d in zip(member_labels(dirs), dirs)]
     check_members_agree(members)
-    task = members[0].config.task
-    if task not in TASKS:
-        raise ConfigError(f"run {members[0].run!r} is a {task} run; ensembles combine "
-                          f"{' or '.join(TASKS)} runs")
-    if task == "segmentation" and not getattr(combiner, "supports_spatial", True):
-        raise ConfigError(f"--combiner {combiner_name!r} combines classification outputs only; "
-                          "for segmentation runs choose mean, vote or weighted")
+    task = task_of(members[0].config)
+    check_combinable(task, combiner, combiner_name, members[0].run)
     load_member_data(members, dev)
     from medxfer.report import write_metrics_json
     from medxfer.report.ensemble import render_ensemble_markdown
@@ -134,12 +128,7 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
     staging = _staging_dir(output)
     try:
         info = {"name": combiner_name, "options": dict(combiner_options or {})}
-        if task == "classification":
-            summary = _classification(members, combiner, info, staging, dev)
-        else:
-            from medxfer.tasks.segmentation.ensemble import evaluate_segmentation_ensemble
-
-            summary = evaluate_segmentation_ensemble(members, combiner, info, staging, dev)
+        summary = task.evaluate_run_ensemble(members, combiner, info, staging, dev)
         describe = getattr(combiner, "describe", None)
         summary["combiner"] = {**info, **(describe() if callable(describe) else {})}
         summary["figures"] = sorted(str(p.relative_to(staging))
@@ -169,6 +158,34 @@ def check_output_dir(output: Path) -> None:
     if output.is_dir() and any(output.iterdir()):
         raise ConfigError(f"--output {str(output)!r} already holds files; results are never "
                           "overwritten. Choose another folder.")
+
+
+def check_combinable(task: Any, combiner: Any, combiner_name: str, run: str) -> None:
+    """Refuse runs whose task ``medxfer ensemble`` cannot combine, and a combiner that
+    cannot combine outputs with spatial dimensions for a task that has them.
+
+    Raises:
+        ConfigError: naming the run or the combiner and what to choose instead.
+    """
+    from medxfer.tasks import TASKS, get_task
+
+    if not task.supports_run_ensembles:
+        able = [name for name in TASKS if get_task(name).supports_run_ensembles]
+        raise ConfigError(f"run {run!r} is a {task.name} run; ensembles combine "
+                          f"{' or '.join(able)} runs")
+    check_spatial_combiner(task, combiner, f"--combiner {combiner_name!r}",
+                           "for segmentation runs choose mean, vote or weighted")
+
+
+def check_spatial_combiner(task: Any, combiner: Any, option: str, choices: str) -> None:
+    """Refuse a combiner that combines per-image outputs only for a task whose outputs are
+    maps (segmentation).
+
+    Raises:
+        ConfigError: naming ``option`` and saying ``choices``.
+    """
+    if task.labels_are_masks and not getattr(combiner, "supports_spatial", True):
+        raise ConfigError(f"{option} combines classification outputs only; {choices}")
 
 
 def make_combiner(registries: Registries, name: str, options: dict[str, Any]) -> Any:
@@ -256,7 +273,7 @@ def load_member_data(members: Sequence[Member], device: torch.device) -> None:
         DataError: when a member's data cannot be read.
     """
     from medxfer.data import load_data
-    from medxfer.workflows.run import wants_imagenet_norm
+    from medxfer.workflows.run_setup import wants_imagenet_norm
 
     order: dict[str, list[str]] = {}
     for member in members:
@@ -288,122 +305,6 @@ def load_member_data(members: Sequence[Member], device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------
 # combining
 # ---------------------------------------------------------------------------------------
-
-
-def fit_combiner(combiner: Any, val_outputs: Any, val_targets: Any,
-                 member_scores: list[float] | None) -> None:
-    """Call the combiner's ``fit`` (validation data only) when it has one."""
-    fit = getattr(combiner, "fit", None)
-    if callable(fit):
-        fit(val_outputs, val_targets, member_scores)
-
-
-def combine(combiner: Any, outputs: Any, name: str) -> torch.Tensor:
-    """``combiner.combine(outputs)`` (or ``combiner(outputs)``), checked and renormalised.
-
-    Raises:
-        PluginError: when the result does not have the shape ``[N, C, *spatial]``.
-    """
-    fn = getattr(combiner, "combine", None) or combiner
-    result = fn(outputs)
-    result = (result.detach() if isinstance(result, torch.Tensor)
-              else torch.from_numpy(np.asarray(result))).cpu().double()
-    expected = tuple(outputs.shape[1:])
-    if tuple(result.shape) != expected:
-        raise PluginError(f"combiner {name!r} returned shape {list(result.shape)} for member "
-                          f"outputs {list(outputs.shape)}; expected {list(expected)}")
-    return result / result.sum(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-# ---------------------------------------------------------------------------------------
-# classification
-# ---------------------------------------------------------------------------------------
-
-
-def _classification(members: Sequence[Member], combiner: Any, info: dict[str, Any],
-                    staging: Path, device: torch.device) -> dict[str, Any]:
-    from medxfer import metrics as M
-    from medxfer import report as R
-    from medxfer.training.evaluate import predict
-    from medxfer.training.loaders import make_loader
-    from medxfer.workflows.results import _decide
-    from medxfer.report.calibration import plot_reliability_diagram
-
-    outputs: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    targets: dict[str, np.ndarray] = {}
-    ids: dict[str, list[str]] = {}
-    for member in members:
-        for split in SPLITS:
-            loader = make_loader(member.datasets[split], member.config, train=False,
-                                 device=device)
-            preds = predict(member.loaded.model, loader, device, member.precision,
-                            "classification")
-            y = preds.targets.astype(int)
-            if split in targets and not np.array_equal(targets[split], y):
-                case = ids[split][int(np.flatnonzero(targets[split] != y)[0])]
-                raise ConfigError(f"runs {members[0].run!r} and {member.run!r} give different "
-                                  f"labels to {split} case {case!r}; ensemble members must be "
-                                  "trained on the same data")
-            targets[split], ids[split] = y, preds.ids
-            outputs[split].append(preds.scores)
-    val = np.stack(outputs["val"])
-    test = np.stack(outputs["test"])
-    rows = [{**m.describe(), **_evaluate(m.config, targets, val[i], test[i])}
-            for i, m in enumerate(members)]
-    scores = [r["val"]["auc"] if r["val"]["auc"] is not None else r["val"]["accuracy"]
-              for r in rows]
-    fit_combiner(combiner, torch.from_numpy(val), torch.from_numpy(targets["val"]), scores)
-    ens_val = combine(combiner, torch.from_numpy(val), info["name"]).numpy()
-    ens_test = combine(combiner, torch.from_numpy(test), info["name"]).numpy()
-    ensemble = {"label": f"ensemble ({info['name']})",
-                **_evaluate(members[0].config, targets, ens_val, ens_test)}
-
-    figures = staging / "figures"
-    y_test, names = targets["test"], members[0].loaded.class_names
-    curves = {row["label"]: {**M.reliability_bins(y_test, test[i], ECE_BINS),
-                             "ece": row["test"]["ece"]} for i, row in enumerate(rows)}
-    curves[ensemble["label"]] = {**M.reliability_bins(y_test, ens_test, ECE_BINS),
-                                 "ece": ensemble["test"]["ece"]}
-    plot_reliability_diagram(curves, figures / "reliability_diagram.png",
-                             highlight=ensemble["label"])
-    y_pred = _decide(ens_test, ensemble["threshold"])
-    ensemble["confusion_matrix"] = M.confusion_matrix(y_test, y_pred, len(names))
-    R.plot_confusion_matrix(ensemble["confusion_matrix"], names,
-                            figures / "confusion_matrix.png",
-                            title=f"Test confusion matrix, {ensemble['label']}")
-    R.plot_roc_curve(y_test, ens_test, figures / "roc_curve.png", names,
-                     threshold=ensemble["threshold"])
-    R.write_predictions_csv(staging / R.PREDICTIONS_CSV, ids["test"], y_test, ens_test, y_pred,
-                            names)
-    return {"task": "classification", "class_names": names, "runs": [m.run for m in members],
-            "members": rows, "ensemble": ensemble,
-            "member_scores": {"metric": "val auc (val accuracy where AUC is undefined)",
-                              "values": scores},
-            "calibration": {"metric": "expected calibration error, top-label confidence",
-                            "n_bins": ECE_BINS},
-            "threshold_source": _threshold_source(members[0].config),
-            "splits": {s: len(ids[s]) for s in SPLITS}, "predictions": R.PREDICTIONS_CSV}
-
-
-def _evaluate(config: RunConfig, targets: dict[str, np.ndarray], val: np.ndarray,
-              test: np.ndarray) -> dict[str, Any]:
-    """Validation and test metrics plus ECE; the threshold chosen on validation."""
-    from medxfer import metrics as M
-    from medxfer.training.evaluate import Predictions
-    from medxfer.workflows.results import _clean, _threshold
-
-    y_val, y_test = targets["val"], targets["test"]
-    threshold = _threshold(config, Predictions([], y_val, val, float("nan")), M)
-    out: dict[str, Any] = {"threshold": threshold}
-    for split, y, p in (("val", y_val, val), ("test", y_test, test)):
-        values = M.classification_metrics(y, p, threshold=threshold)
-        values["ece"] = M.expected_calibration_error(y, p, ECE_BINS)
-        out[split] = _clean(values)
-    return out
-
-
-def _threshold_source(config: RunConfig) -> str:
-    return "fixed" if config.eval.threshold == "fixed" else f"{config.eval.threshold} on validation"
 
 
 # ---------------------------------------------------------------------------------------

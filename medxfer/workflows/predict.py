@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from medxfer.config import RunConfig, load_config
 from medxfer.training.checkpoints import (BEST_SIDECAR, BEST_WEIGHTS, load_model_weights,
                                         read_sidecar)
-from medxfer.errors import CheckpointError
+from medxfer.errors import CheckpointError, notify
 from medxfer.models import EnsembleNetwork, SegmentationNetwork, TransferNetwork
+from medxfer.models.domain import choose_domain
 from medxfer.plugins import Registries, build_registries
+from medxfer.tasks import PredictionOutput, task_of
 
 
 @dataclass
@@ -29,6 +31,35 @@ class LoadedRun:
     def class_names(self) -> list[str]:
         """Class names in label order."""
         return list(self.sidecar.get("class_names") or [])
+
+    @property
+    def output_names(self) -> list[str]:
+        """A name per output class: the class names, or ``"0"``, ``"1"``, ... when the run
+        recorded none."""
+        return self.class_names or [str(i) for i in range(int(self.sidecar["num_classes"]))]
+
+    @property
+    def target_name(self) -> str:
+        """A regression run's target: its label column (``"target"`` if unrecorded). A
+        regression run records the label column as its only "class name"."""
+        names = self.class_names
+        return str(names[0]) if names else "target"
+
+    @property
+    def threshold(self) -> float | None:
+        """The binary decision threshold chosen on validation (see :func:`run_threshold`)."""
+        return run_threshold(self.run_dir)
+
+    @property
+    def imagenet_norm(self) -> bool:
+        """Whether the run's inputs were normalised with ImageNet's mean and std."""
+        if "imagenet_norm" in self.sidecar:
+            return bool(self.sidecar["imagenet_norm"])
+        from medxfer.workflows.run_setup import wants_imagenet_norm
+
+        pretrained = "none" if self.config.strategy.name == "scratch" else \
+            self.config.model.backbone.kwargs.get("pretrained", "none")
+        return wants_imagenet_norm(self.config, pretrained)
 
 
 def run_threshold(run_dir: str | Path) -> float | None:
@@ -133,9 +164,43 @@ def _network(config: RunConfig, sidecar: dict[str, Any],
     as in training."""
     from types import SimpleNamespace
 
-    from medxfer.workflows.run import build_task_network
-
     shapes = SimpleNamespace(**{k: int(sidecar[k]) for k in
                                 ("in_channels", "spatial_dims", "num_classes")})
     kwargs = {**config.model.backbone.kwargs, "pretrained": "none"}
-    return build_task_network(config, registries, shapes, kwargs)[0]
+    return task_of(config).build_network(config, registries, shapes, kwargs)[0]
+
+
+def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str | None = None,
+                  *, registries: Registries | None = None, dicom_seg: bool = False,
+                  domain: str = "source") -> PredictionOutput:
+    """Apply a finished run's model to new image files (``medxfer predict``).
+
+    What is written depends on the run's task: classification and regression write one
+    CSV row per input (to ``output``, a CSV file or a folder, or given back as text),
+    segmentation one mask per input into the ``output`` folder (see
+    :meth:`medxfer.tasks.base.Task.predict_files`). An unfinished run gives a
+    :class:`~medxfer.errors.MedxferWarning` first.
+
+    Args:
+        run_dir: Folder of a finished ``medxfer run``.
+        inputs: Image files or DICOM series folders.
+        output: Where to write (see above).
+        registries: Plugin registries (built from installed plugins when omitted).
+        dicom_seg: Segmentation: also write a DICOM SEG for each DICOM input.
+        domain: For runs with domain-specific layers (dsbn, adabn): ``source`` or ``target``.
+
+    Returns:
+        Text for standard output and messages about what was written.
+
+    Raises:
+        CheckpointError: when ``run_dir`` is not a finished run.
+        ConfigError: when ``output`` does not fit the run's task.
+        DataError: when an input cannot be read.
+    """
+    loaded = load_run(run_dir, registries=registries)
+    choose_domain(loaded.model, domain, run_dir)
+    unfinished = unfinished_warning(run_dir)
+    if unfinished:
+        notify(unfinished)
+    return task_of(loaded.config).predict_files(loaded, [Path(p) for p in inputs], output,
+                                               dicom_seg=dicom_seg)

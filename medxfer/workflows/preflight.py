@@ -53,7 +53,7 @@ def starts_from_random(config: RunConfig, registries: Registries, strategy: Any)
     """Whether ``strategy`` wants pretrained weights (its ``uses_pretrained``, true unless it
     says otherwise as ``scratch`` does) but the backbone gets none: ``pretrained: none``, or
     no ``pretrained`` and a backbone whose default is none."""
-    from medxfer.workflows.run import backbone_weights
+    from medxfer.workflows.run_setup import backbone_weights
     from medxfer.weights import is_no_weights
 
     return bool(getattr(strategy, "uses_pretrained", True)
@@ -101,7 +101,8 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
             corrupt or do not fit.
     """
     from medxfer.data.loading import network_inputs
-    from medxfer.workflows.run import backbone_weights, build_task_network, resolve_tta_axes
+    from medxfer.tasks import task_of
+    from medxfer.workflows.run_setup import backbone_weights, resolve_tta_axes
 
     kwargs, _, norm = backbone_weights(config, registries, use_weights=use_weights)
     inputs = {} if inputs is None else inputs
@@ -111,24 +112,12 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
         inputs[key] = network_inputs(config, imagenet_norm=norm)
     shape = inputs[key]
     resolve_tta_axes(config, shape.spatial_dims)
-    network, _ = build_task_network(config, registries, shape, kwargs)
+    task = task_of(config)
+    network, _ = task.build_network(config, registries, shape, kwargs)
     _meta_forward(network, shape.in_channels, shape.input_size)
-    if config.task == "segmentation" and config.eval.sliding_window.roi_size:
-        _check_window(config, network, shape)
+    task.check_evaluation_input(config, network, shape.in_channels, shape.input_size,
+                                _meta_forward)
     return shape
-
-
-def _check_window(config: RunConfig, network: Any, shape: Any) -> None:
-    """The network takes the windows of ``eval.sliding_window.roi_size`` (one ``meta``
-    window, padded as inference pads it), not only the training input."""
-    from medxfer.tasks.segmentation.inference import window_hint, window_size
-    from medxfer.errors import InputSizeError
-
-    roi = window_size(config, shape.input_size, int(getattr(network, "size_divisor", 1)))
-    try:
-        _meta_forward(network, shape.in_channels, roi)
-    except InputSizeError as exc:
-        raise exc.with_hint(window_hint(config)) from None
 
 
 def _meta_forward(network: Any, channels: int, size: list[int]) -> None:

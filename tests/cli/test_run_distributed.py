@@ -177,14 +177,16 @@ def assert_test_metrics_match_a_single_process(run: Path, summary: dict) -> None
     from medxfer import metrics as M
     from medxfer.training.amp import resolve_precision
     from medxfer.training.evaluate import predict
-    from medxfer.training.loaders import make_loader, make_loss
-    from medxfer.workflows.results import ECE_BINS
+    from medxfer.tasks import task_of
+    from medxfer.tasks.decisions import ECE_BINS
+    from medxfer.training.loaders import make_loader
 
     loaded, bundle = load_test_split(run)
     cpu = torch.device("cpu")
-    loss_fn = make_loss(loaded.config, bundle.train_labels, bundle.num_classes, cpu)
+    task = task_of(loaded.config)
+    loss_fn = task.loss(loaded.config, bundle.train_labels, bundle.num_classes, cpu)
     preds = predict(loaded.model, make_loader(bundle.test, loaded.config, train=False), cpu,
-                    resolve_precision("off", cpu), "classification", loss_fn)
+                    resolve_precision("off", cpu), task, loss_fn)
     want = M.classification_metrics(preds.targets.astype(int), preds.scores,
                                     threshold=summary["threshold"])
     want["ece"] = M.expected_calibration_error(preds.targets.astype(int), preds.scores,
@@ -224,7 +226,7 @@ def test_segmentation_under_torchrun_matches_a_single_process_evaluation(env, tm
                                                                         monkeypatch):
     from medxfer.tasks.segmentation import metrics as S
     from medxfer.training.amp import resolve_precision
-    from medxfer.workflows.results import _clean
+    from medxfer.tasks.summary import clean as _clean
     from medxfer.tasks.segmentation.inference import iter_case_predictions
 
     run = tmp_path / "run"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medxfer.config import PreprocessConfig
-from medxfer.data.transforms import AdaptChannels, preprocess_transform, resolve_intensity
+from medxfer.data.preprocess import preprocess_transform
+from medxfer.data.transforms import AdaptChannels, resolve_intensity
 from medxfer.errors import DataError
 from tests.data.datafiles import write_nifti, write_png
 

@@ -129,7 +129,7 @@ def test_minimal_summary_and_regression(tmp_path):
 
 
 def test_summary_as_the_pipeline_writes_it(tmp_path):
-    """Keys as medxfer.workflows.results writes them: flat threshold plus its source, etc."""
+    """Keys as a classification run's evaluation writes them: flat threshold plus its source, etc."""
     summary = {
         "task": "classification", "val": {"auc": 0.8, "loss": 0.41}, "test": {"auc": 0.7},
         "ci95": {"auc": [0.6, 0.79], "loss": [None, None]},

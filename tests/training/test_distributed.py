@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medxfer.cli.launch import describe_failure, torchrun_args
+from medxfer.tasks import get_task
 from medxfer.workflows.run_folder import run_arguments
 from medxfer.training import distributed as D
 from medxfer.training import shards as S
@@ -222,9 +223,9 @@ def _sharded_predict(rank: int, world: int) -> None:
     loss_fn = nn.CrossEntropyLoss()
     loader = make_loader(_Items(), config, train=False)
     assert S.is_sharded(loader) and len(loader.sampler) == (3 if rank == 0 else 2)
-    got = predict(model, loader, cpu, precision, "classification", loss_fn)
+    got = predict(model, loader, cpu, precision, get_task("classification"), loss_fn)
     whole = torch.utils.data.DataLoader(_Items(), batch_size=1)
-    want = predict(model, whole, cpu, precision, "classification", loss_fn)
+    want = predict(model, whole, cpu, precision, get_task("classification"), loss_fn)
     assert got.ids == want.ids == [f"case{i}" for i in range(5)]
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
     np.testing.assert_array_equal(got.targets, want.targets)

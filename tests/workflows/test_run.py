@@ -83,7 +83,7 @@ def test_flip_tta_is_recorded_and_restored_with_the_run(tmp_path):
 
 
 def test_tta_refusals(tmp_path):
-    from medxfer.workflows.run import resolve_tta_axes
+    from medxfer.workflows.run_setup import resolve_tta_axes
 
     assert resolve_tta_axes(load_config(None, ["eval.tta=flip"]), 3) == [0]
     assert resolve_tta_axes(load_config(None, ["eval.tta=flip", "eval.tta_axes=[0,1]"]), 2) \
@@ -99,7 +99,7 @@ def test_tta_refusals(tmp_path):
 
 def test_resume_with_another_config_names_the_keys_that_differ(tmp_path):
     from medxfer.config import config_to_yaml
-    from medxfer.workflows.run import resolve_run_config
+    from medxfer.workflows.run_setup import resolve_run_config
 
     saved = load_config(None, ["train.epochs=3"])
     (tmp_path / "config.yaml").write_text(config_to_yaml(saved), encoding="utf-8")

@@ -14,7 +14,7 @@ from torch import nn
 
 import medxfer
 from medxfer.config import load_config
-from medxfer.training.loaders import make_loss
+from medxfer.tasks import task_of
 from medxfer.workflows.run import run_pipeline
 from medxfer.errors import ConfigError
 from medxfer.models import SegmentationModel
@@ -79,7 +79,7 @@ def test_strategies_act_on_the_encoder(tmp_path, registries, strategy):
 def test_segmentation_losses(name, include_background):
     config = load_config(None, ["task=segmentation", f"loss.name={name}",
                                 f"loss.include_background={str(include_background).lower()}"])
-    loss_fn = make_loss(config, [], 3, torch.device("cpu"))
+    loss_fn = task_of(config).loss(config, [], 3, torch.device("cpu"))
     logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     target = torch.randint(0, 3, (2, 1, 8, 8))
     loss = loss_fn(logits, target)
@@ -92,7 +92,7 @@ def test_segmentation_losses(name, include_background):
 def test_classification_refuses_segmentation_loss():
     config = load_config(None, ["loss.name=dice"])
     with pytest.raises(ConfigError, match="loss.name"):
-        make_loss(config, [0, 1], 2, torch.device("cpu"))
+        task_of(config).loss(config, [0, 1], 2, torch.device("cpu"))
 
 
 def test_classifier_backbone_refused_for_segmentation(tmp_path, registries):

@@ -41,7 +41,7 @@ def evaluate_segmentation_ensemble(members: Sequence[Member], combiner: Any,
     """
     from medxfer import report as R
     from medxfer.tasks.segmentation import metrics as S
-    from medxfer.workflows.ensemble import combine, fit_combiner
+    from medxfer.tasks.combining import combine, fit_combiner
 
     ref = members[0]
     names = list(ref.loaded.class_names)
@@ -75,7 +75,7 @@ def evaluate_segmentation_ensemble(members: Sequence[Member], combiner: Any,
                      **{f"{m.label}_dice": test_cases[k][-1].mean_dice
                         for k, m in enumerate(members)}})
 
-    from medxfer.workflows.results import _clean
+    from medxfer.tasks.summary import clean as _clean
 
     member_rows = [{**m.describe(), "val": _clean(member_val[k]),
                     "test": _clean(S.segmentation_summary(test_cases[k]))}

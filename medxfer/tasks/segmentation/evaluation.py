@@ -1,6 +1,6 @@
 """Final evaluation of a segmentation model: per-case metrics, CIs, figures, report.
 
-The segmentation counterpart of :func:`medxfer.workflows.results.evaluate_and_report`. Whole
+The segmentation counterpart of :meth:`medxfer.tasks.image_level.ImageLevelTask.evaluate_and_report`. Whole
 images go through :func:`~medxfer.tasks.segmentation.inference.iter_case_predictions` one at a time;
 each probability map is reduced to its argmax, scored with :mod:`medxfer.tasks.segmentation.metrics` and
 dropped. Only one 2D slice per test case (image, truth, prediction) is kept, for the
@@ -20,7 +20,7 @@ from medxfer.config import RunConfig
 from medxfer.training import distributed as D
 from medxfer.training import shards
 from medxfer.training.amp import Precision
-from medxfer.workflows.results import _clean, run_summary_fields
+from medxfer.tasks.summary import clean, run_summary_fields
 from medxfer.tasks.segmentation.inference import iter_case_predictions
 from medxfer.training.trainer import FitResult
 
@@ -97,7 +97,7 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
         from medxfer.models.domain import TARGET, in_domain
 
         with in_domain(model, TARGET):
-            summary["target_test"] = _clean(S.segmentation_summary(shards.gather_in_order(
+            summary["target_test"] = clean(S.segmentation_summary(shards.gather_in_order(
                 [score(item, probs) for item, probs in iter_case_predictions(
                     model, shards.shard_dataset(target.test), config, device=device,
                     precision=precision)])))
@@ -129,8 +129,8 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     ci = S.segmentation_ci(test_cases, n_boot=config.eval.bootstrap, seed=config.train.seed) \
         if config.eval.bootstrap and writes else {}
     summary.update(
-        val=_clean(S.segmentation_summary(val_cases)),
-        test=_clean(S.segmentation_summary(test_cases)),
+        val=clean(S.segmentation_summary(val_cases)),
+        test=clean(S.segmentation_summary(test_cases)),
         bootstrap=config.eval.bootstrap,
         spacing=score.spacing_for_report(),
         spacing_assumed=spacing_cfg is None,

@@ -291,7 +291,8 @@ class _Segmenter:
 
         from medxfer.data.loading import _dataset_hints
         from medxfer.data.steps import LoadCased, ToPlainTensorsd
-        from medxfer.data.transforms import AdaptChannels, preprocess_transform
+        from medxfer.data.preprocess import preprocess_transform
+        from medxfer.data.transforms import AdaptChannels
         from medxfer.training.amp import resolve_precision
 
         config, sidecar = loaded_run.config, loaded_run.sidecar

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medxfer.errors import ConfigError
+from medxfer.tasks import task_of
 from medxfer.workflows.export.common import TOLERANCES, ExportError, OutputCheck, staged_folder
 
 EXPORT_FORMATS = ("torchscript", "onnx", "monai-bundle")
@@ -60,22 +61,6 @@ def _preprocessing(config: Any, spatial_dims: int | None = None) -> dict[str, An
     return described
 
 
-def _output(loaded: Any) -> dict[str, Any]:
-    """What the exported model's output means, by task.
-
-    The output is named ``logits`` in every format (it is the ONNX output's name), also for
-    regression, where it holds the predicted values themselves.
-    """
-    from medxfer.workflows.export.common import class_names, regression_target
-
-    if loaded.config.task == "regression":
-        return {"name": "logits", "target": regression_target(loaded),
-                "meaning": "one regression value per image, [N, 1]: the prediction itself "
-                           "(what `medxfer predict` writes), no softmax"}
-    return {"name": "logits", "class_names": class_names(loaded),
-            "meaning": "softmax over dimension 1 gives class probabilities"}
-
-
 def _normalisation(channels: int, imagenet_norm: bool) -> dict[str, Any] | None:
     """The ImageNet mean and std the inputs are normalised with, per channel (``None``
     without ImageNet normalisation): RGB's three, or their grey equivalent for one channel."""
@@ -85,18 +70,6 @@ def _normalisation(channels: int, imagenet_norm: bool) -> dict[str, Any] | None:
         return None
     mean, std = imagenet_stats(channels)
     return {"mean": mean, "std": std}
-
-
-def _decision(loaded: Any) -> dict[str, Any] | None:
-    """The binary decision ``medxfer predict`` applies (the threshold chosen on validation)."""
-    from medxfer.workflows.predict import run_threshold
-
-    threshold = run_threshold(loaded.run_dir) if loaded.config.task == "classification" else None
-    if threshold is None:
-        return None
-    return {"threshold": threshold,
-            "rule": "class 1 when its softmax probability is >= threshold, else class 0 "
-                    "(chosen on validation; argmax would be a threshold of 0.5)"}
 
 
 def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
@@ -118,8 +91,9 @@ def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
                   "preprocessing": _preprocessing(config, dims),
                   "imagenet_norm": norm,
                   "normalisation": _normalisation(channels, norm)},
-        "output": _output(loaded),
-        "decision": _decision(loaded),
+        # named ``logits`` in every format (the ONNX output's name), also for regression
+        "output": task_of(config).describe_output(loaded),
+        "decision": task_of(config).decision(loaded),
         "test_time_augmentation": {"flip_axes": [int(a) for a in sidecar.get("tta_axes") or []],
                                    "in_the_model": True} if sidecar.get("tta_axes") else None,
         "check": check.as_dict(), **extra,

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from medxfer.workflows.export.bundle_transforms import preprocessing
-from medxfer.workflows.export.common import OutputCheck, class_names, regression_target, size_divisor
+from medxfer.tasks import task_of
+from medxfer.workflows.export.common import OutputCheck, size_divisor
 from medxfer.workflows.export.torchscript import export_torchscript
 from medxfer.io import atomic_write_text
 
@@ -36,7 +37,7 @@ def _inferer(loaded: Any) -> tuple[dict[str, Any], bool]:
     from medxfer.tasks.segmentation.inference import window_size
 
     config = loaded.config
-    if config.task != "segmentation":
+    if not task_of(config).labels_are_masks:  # one output per image
         return {"_target_": "SimpleInferer"}, False
     dims = int(loaded.sidecar["spatial_dims"])
     roi = window_size(config, [1] * dims, size_divisor(loaded))
@@ -47,20 +48,20 @@ def _inferer(loaded: Any) -> tuple[dict[str, Any], bool]:
             "overlap": sw.overlap, "mode": sw.mode, "progress": False}, True
 
 
-def _image_postprocessing(task: str) -> list[dict[str, Any]]:
+def _image_postprocessing(loaded: Any) -> list[dict[str, Any]]:
     """The postprocessing transforms of a classification or regression bundle.
 
     Classification turns logits into class probabilities; a regression network's output is
     the prediction itself (``medxfer predict`` writes it unchanged), so nothing is applied.
     """
-    if task == "regression":
+    if task_of(loaded.config).labels_are_values:
         return []
     return [{"_target_": "Activationsd", "keys": "pred", "softmax": True}]
 
 
 def inference_config(loaded: Any) -> dict[str, Any]:
     """The ``configs/inference.json`` of the run's bundle."""
-    segmentation = loaded.config.task == "segmentation"
+    segmentation = task_of(loaded.config).labels_are_masks  # masks, else a CSV row per image
     inferer, windows = _inferer(loaded)
     pad = size_divisor(loaded) if segmentation and not windows else None
     dims = int(loaded.sidecar["spatial_dims"])
@@ -97,7 +98,7 @@ def inference_config(loaded: Any) -> dict[str, Any]:
         cfg["run"] = ["$[@predict(d) for d in @dataset]"]
     else:
         cfg["postprocessing"] = {"_target_": "Compose",
-                                 "transforms": _image_postprocessing(loaded.config.task)}
+                                 "transforms": _image_postprocessing(loaded)}
         cfg["saver"] = {"_target_": "CSVSaver", "output_dir": "@output_dir",
                         "filename": "predictions.csv", "overwrite": False}
         cfg["predict"] = ("$torch.no_grad()(lambda d: @postprocessing({**d, 'pred': "
@@ -144,21 +145,21 @@ def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
         "medxfer": {"task": config.task, **_labels(loaded),
                     **({"predictions_csv_columns": csv_columns(loaded),
                         "predictions_csv_header": False}
-                       if config.task != "segmentation" else {}),
+                       if not task_of(config).labels_are_masks else {}),
                     "size_divisor": size_divisor(loaded), "check": check.as_dict()},
     }
 
 
 def _output_format(loaded: Any) -> dict[str, Any]:
     """The ``network_data_format`` of the bundle's prediction ``pred``, by task."""
-    task = loaded.config.task
-    if task == "regression":
+    task = task_of(loaded.config)
+    if task.labels_are_values:
         return {"type": "number", "format": "regression", "num_channels": 1,
                 "spatial_shape": [], "dtype": "float32", "value_range": [],
                 "is_onehot": False,
-                "channel_def": {0: f"predicted value of {regression_target(loaded)!r}"}}
-    names = class_names(loaded)
-    if task == "segmentation":
+                "channel_def": {0: f"predicted value of {loaded.target_name!r}"}}
+    names = loaded.output_names
+    if task.labels_are_masks:
         spatial = ["*"] * int(loaded.sidecar["spatial_dims"])
         return {"type": "image", "format": "segmentation", "num_channels": len(names),
                 "spatial_shape": spatial, "dtype": "float32", "value_range": [0, 1],
@@ -170,21 +171,21 @@ def _output_format(loaded: Any) -> dict[str, Any]:
 
 def _labels(loaded: Any) -> dict[str, Any]:
     """What the output's channels are: the class names, or a regression run's target."""
-    if loaded.config.task == "regression":
-        return {"target": regression_target(loaded)}
-    return {"class_names": class_names(loaded)}
+    if task_of(loaded.config).labels_are_values:
+        return {"target": loaded.target_name}
+    return {"class_names": loaded.output_names}
 
 
 def csv_columns(loaded: Any) -> list[str] | None:
     """The columns of a classification or regression bundle's ``predictions.csv``, named as
     ``medxfer predict`` names them; MONAI's ``CSVSaver`` writes no header row, so the bundle's
     metadata and README state them. None for segmentation (no CSV)."""
-    task = loaded.config.task
-    if task == "segmentation":
+    task = task_of(loaded.config)
+    if task.labels_are_masks:
         return None
-    if task == "regression":
+    if task.labels_are_values:
         return ["file", "prediction"]
-    return ["file", *[f"prob_{n}" for n in class_names(loaded)]]
+    return ["file", *[f"prob_{n}" for n in loaded.output_names]]
 
 
 def _version(name: str) -> str:
@@ -229,17 +230,18 @@ def export_bundle(loaded: Any, folder: Path) -> tuple[list[Path], OutputCheck]:
     model_path, check = export_torchscript(loaded, folder / "models", fmt="monai-bundle")
     atomic_write_text(folder / INFERENCE_CONFIG, json.dumps(cfg, indent=2) + "\n")
     atomic_write_text(folder / METADATA, json.dumps(metadata(loaded, check), indent=2) + "\n")
-    if loaded.config.task == "segmentation":
+    task = task_of(loaded.config)
+    if task.labels_are_masks:
         what = ("Writes `<name>_seg.nii.gz` (class indices, on the input's grid) per image "
                 "matching `image_pattern` in `dataset_dir`.")
-    elif loaded.config.task == "regression":
+    elif task.labels_are_values:
         what = ("Writes `predictions.csv` (one predicted value of "
-                f"`{regression_target(loaded)}` per image) for the images in `dataset_dir`.")
+                f"`{loaded.target_name}` per image) for the images in `dataset_dir`.")
     else:
         what = ("Writes `predictions.csv` (class probabilities) for the images in `dataset_dir`. "
                 "A binary run's decision, as `medxfer predict` makes it, is class 1 when its "
                 "probability is at least `decision.threshold` in `export.json`.")
-    if loaded.config.task != "segmentation":
+    if not task.labels_are_masks:
         columns = csv_columns(loaded)
         what += ("\n\n`predictions.csv` has no header row (MONAI's `CSVSaver` writes none); "
                  f"its {len(columns)} columns are, in order: "

@@ -1,6 +1,6 @@
 """medxfer's preprocessing written as MONAI bundle transform configs (``_target_`` dicts).
 
-The chain mirrors :func:`medxfer.data.transforms.preprocess_transform` followed by
+The chain mirrors :func:`medxfer.data.preprocess.preprocess_transform` followed by
 :class:`medxfer.data.transforms.AdaptChannels`, step by step, with MONAI's own dictionary
 transforms, so that a bundle preprocesses a file exactly as ``medxfer predict`` does.
 ``auto`` settings are resolved when exporting (they depend on the run's data).

@@ -65,21 +65,6 @@ class LogitsModel(nn.Module):
         return self.model(image)
 
 
-def class_names(loaded: Any) -> list[str]:
-    """The run's class names (``"0"``, ``"1"``, ... when the run recorded none)."""
-    return loaded.class_names or [str(i) for i in range(int(loaded.sidecar["num_classes"]))]
-
-
-def regression_target(loaded: Any) -> str:
-    """The name of a regression run's target: its label column (``"target"`` if unrecorded).
-
-    A regression run records the label column as its only "class name"; it names the value
-    the network predicts, not a class.
-    """
-    names = loaded.class_names
-    return str(names[0]) if names else "target"
-
-
 def size_divisor(loaded: Any) -> int:
     """The network's total downsampling (input sides must be multiples of it)."""
     return max(int(getattr(loaded.model, "size_divisor", 1)), 1)

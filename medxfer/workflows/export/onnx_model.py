@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from medxfer.errors import ConfigError
+from medxfer.tasks import task_of
 from medxfer.workflows.export.common import (ExportError, LogitsModel, OutputCheck, check_outputs,
                                    example_inputs, example_shapes)
 
@@ -87,7 +88,7 @@ def export_onnx(loaded: Any, folder: Path) -> tuple[Path, OutputCheck, str]:
     inputs = example_inputs(example_shapes(loaded))
     path = Path(folder) / FILE_NAME
     exporter = _export(model, inputs[0], path, int(loaded.sidecar["spatial_dims"]),
-                       loaded.config.task == "segmentation")
+                       task_of(loaded.config).labels_are_masks)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import medxfer
 from medxfer.config import load_config, write_resolved_config
 from medxfer.training.checkpoints import save_model
 from medxfer.workflows.predict import load_run
-from medxfer.workflows.run import build_task_network
+from medxfer.tasks import task_of
 
 SEG_3D = ["task=segmentation", "model.backbone.name=monai_unet",
           "model.backbone.channels=[4,8,16]", "model.backbone.strides=[2,2]",
@@ -29,7 +29,7 @@ REG_2D = ["task=regression", "model.backbone.name=basic_cnn",
 
 
 class _Bundle:
-    """What build_task_network reads from a data bundle."""
+    """What a task's build_network reads from a data bundle."""
 
     def __init__(self, in_channels: int, spatial_dims: int, num_classes: int) -> None:
         self.in_channels, self.spatial_dims, self.num_classes = (in_channels, spatial_dims,
@@ -47,7 +47,7 @@ def make_run(run_dir: Path, overrides: list[str], *, spatial_dims: int, num_clas
     config = load_config(None, overrides)
     registries = medxfer.build_registries()
     write_resolved_config(config, run_dir)
-    model, _ = build_task_network(config, registries,
+    model, _ = task_of(config).build_network(config, registries,
                                   _Bundle(in_channels, spatial_dims, num_classes),
                                   dict(config.model.backbone.kwargs))
     names = class_names or ["background", *[f"class{i}" for i in range(1, num_classes)]]

@@ -201,7 +201,8 @@ def test_export_json_gives_the_resize_interpolation_the_transform_uses(cls_run, 
     from PIL import Image
 
     from medxfer.data import inference_transform
-    from medxfer.data.transforms import GREY_WEIGHTS, preprocess_transform
+    from medxfer.data.preprocess import preprocess_transform
+    from medxfer.data.transforms import GREY_WEIGHTS
 
     if fmt == "onnx":
         pytest.importorskip("onnx")

@@ -1,0 +1,139 @@
+"""One network trained, selected, evaluated and reported into its run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medxfer.config import RunConfig, write_resolved_config
+from medxfer.data import load_data
+from medxfer.plugins import Registries, create_plugin_manager
+from medxfer.tasks import task_of
+from medxfer.training import distributed as D
+from medxfer.training.amp import channels_last_format, resolve_device, resolve_precision
+from medxfer.training.checkpoints import BEST_WEIGHTS, load_model_weights
+from medxfer.training.loaders import make_loader
+from medxfer.training.seeding import seed_everything
+from medxfer.training.tensorboard import TensorBoardLogger
+from medxfer.training.trainer import Trainer
+from medxfer.workflows import domain as DA
+from medxfer.workflows.preflight import random_start_warning
+from medxfer.workflows.run_setup import backbone_weights, resolve_tta_axes, write_splits
+
+
+def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, resume: bool,
+                 progress: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Train one network of a resolved ``config`` into ``run_dir`` (continuing it when
+    ``resume``), then evaluate and report it; see
+    :func:`medxfer.workflows.run.run_pipeline`.
+
+    Returns:
+        The summary also written to ``metrics.json``.
+    """
+    adaptation = DA.create_method(config, registries)
+    main = D.is_main()
+    progress = progress and main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if main and not resume:
+        write_resolved_config(config, run_dir)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed, deterministic=config.train.deterministic)
+
+    strategy_spec = config.strategy
+    strategy = registries.strategy.create(strategy_spec.name, key="strategy",
+                                          **strategy_spec.kwargs)
+    backbone_spec = config.model.backbone
+    backbone_kwargs, pretrained, imagenet_norm = backbone_weights(
+        config, registries, use_weights=getattr(strategy, "uses_pretrained", True))
+
+    cache_dir = run_dir / "cache" if cache_dir is None else cache_dir
+    bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=cache_dir)
+    if main:
+        write_splits(run_dir / "splits.csv", bundle.cases)
+    target = None
+    if config.data.target is not None:
+        target = DA.load_target_data(config, bundle, imagenet_norm=imagenet_norm,
+                                    cache_dir=cache_dir / "target")
+    task = task_of(config)
+    model, backbone = task.build_network(config, registries, bundle, backbone_kwargs)
+    tta_axes = resolve_tta_axes(config, bundle.spatial_dims)
+    if tta_axes:
+        model.tta_axes = tta_axes
+    device = D.worker_device(config.train.device) if D.is_active() \
+        else resolve_device(config.train.device)
+    precision = resolve_precision(config.train.amp, device)
+    model.to(device)
+    model = D.sync_batchnorm(model, device, config.train.sync_batchnorm)
+    if D.is_active():
+        # Each rank draws its own augmentations and dropout masks; the initial weights
+        # are already alike on every rank (and DDP starts from rank 0's).
+        torch.manual_seed(D.rank_seed(config.train.seed))
+        bundle.train.seed = D.rank_seed(config.train.seed)
+        if target is not None:  # the target domain's training augmentation too
+            target.train.seed = D.rank_seed(config.train.seed)
+    if config.train.channels_last:
+        model.to(memory_format=channels_last_format(bundle.spatial_dims))
+    if config.train.compile:
+        model.compile_submodules()
+
+    hooks = create_plugin_manager(load_entry_points=False)
+    hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
+    if adaptation is not None:
+        hooks.register(adaptation, name=f"domain_adaptation:{config.domain_adaptation.name}")
+    if main:
+        hooks.register(TensorBoardLogger(run_dir / "tensorboard"), name="medxfer:tensorboard")
+
+    train_loader = make_loader(bundle.train, config, train=True, labels=bundle.train_labels,
+                               device=device)
+    val_loader = make_loader(bundle.val, config, train=False, device=device)
+    test_loader = make_loader(bundle.test, config, train=False, device=device)
+    loss_fn = task.loss(config, bundle.train_labels, bundle.num_classes, device)
+
+    from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
+
+    monitor = select_monitor_metric(config.task, config.train.early_stopping.metric,
+                                    available=VALIDATION_METRICS[config.task])
+    validate = task.validator(config, bundle, val_loader, device, precision, loss_fn)
+    monitor_key = monitor[0] if monitor[0].startswith("val_") else f"val_{monitor[0]}"
+    describe = getattr(strategy, "describe", None)
+    sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
+               "task": config.task, "num_classes": bundle.num_classes,
+               "class_names": bundle.class_names, "in_channels": bundle.in_channels,
+               "spatial_dims": bundle.spatial_dims, "imagenet_norm": imagenet_norm,
+               "tta_axes": tta_axes}
+    if adaptation is not None:
+        sidecar["domain_adaptation"] = DA.describe_method(adaptation, config)
+    trainer = Trainer(config, model, hooks, device, precision, run_dir, train_loader, validate,
+                      loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress,
+                      target_loader=None if adaptation is None else
+                      DA.target_train_loader(config, target, device),
+                      draw_target_batches=getattr(adaptation, "draws_target_batches", True))
+    tic = time.perf_counter()
+    result = trainer.fit(resume=resume)
+    if main:
+        model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
+    D.broadcast_state(model)
+    run_info = {
+        "backbone": backbone_spec.name,
+        "strategy": describe() if callable(describe) else {"name": strategy_spec.name},
+        "pretrained": str(pretrained),
+        "load_report": backbone.load_report.as_dict() if backbone.load_report else None,
+        "device": str(device), "precision": precision.describe(),
+        "data_source": bundle.source, "fit_wall_seconds": time.perf_counter() - tic,
+    }
+    if adaptation is not None:
+        run_info["domain_adaptation"] = DA.describe_method(adaptation, config)
+    if target is not None:
+        run_info["target_source"] = target.source
+    if random_start_warning(config, registries, strategy):  # what `medxfer run` warned of
+        run_info["random_start"] = True
+    return task.evaluate_and_report(config, run_dir, model, bundle, result, run_info,
+                                    val_loader=val_loader, test_loader=test_loader,
+                                    device=device, precision=precision, loss_fn=loss_fn,
+                                    target=target)
+
