@@ -30,24 +30,22 @@ import numpy as np
 from sklearn import metrics as skm
 
 from medxfer.errors import ConfigError
+# The metric table lives in its own module; it is re-exported here, where callers look.
+from medxfer.metric_table import (COLUMNS, METRICS, TASKS, Metric, bounds,  # noqa: F401
+                                  default_monitor, label, lower_is_better, metric,
+                                  metrics_for, short_label, sort_key)
 
 ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
 
 THRESHOLD_METHODS = ("val_youden", "val_f1", "val_accuracy")
-CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1",
-                       "auc", "n")
-TASK_DEFAULT_MONITOR = {"classification": "auc", "regression": "mae", "segmentation": "dice"}
 #: What the per-epoch validation of a run computes, by task (``history`` keys without
 #: ``val_``): the choices of ``train.early_stopping.metric``.
-VALIDATION_METRICS = {
-    "classification": ("loss", "accuracy", "balanced_accuracy", "precision", "recall",
-                       "specificity", "f1", "auc"),
-    "regression": ("loss", "mae", "mse", "rmse", "r2"),
-    "segmentation": ("loss", "dice"),
-}
-# Metrics where smaller is better; any other name is maximised.
-_MINIMISED = {"loss", "mae", "mse", "rmse", "hausdorff", "hd95", "surface_distance", "brier"}
+VALIDATION_METRICS = {task: metrics_for(task, validation=True) for task in TASKS}
+#: What :func:`classification_metrics` returns: the classification validation metrics
+#: (the validation adds the model's loss itself) and the number of cases.
+CLASSIFICATION_KEYS = (*(name for name in VALIDATION_METRICS["classification"]
+                         if name != "loss"), "n")
 # Elements (resamples x cases x classes) per batch in bootstrap_ci. Kept below torch's
 # intra-op grain size (32768) so the many small ops run single-threaded: threads gain
 # nothing at this size and cost a tenfold slowdown on an oversubscribed CPU.
@@ -481,9 +479,11 @@ def select_monitor_metric(task: str, name: str = "auto", *,
 
     ``auto`` picks by task: classification ``auc`` (binary ROC AUC, or macro one-vs-rest
     AUC for multi-class: threshold-free and insensitive to class imbalance, so it is the
-    same choice for any number of classes), regression ``mae``, segmentation ``dice``.
-    An explicit name is minimised when it is a loss or an error (``loss``, ``*_loss``,
-    ``mae``, ``mse``, ``rmse``, ``hd95``, ...) and maximised otherwise. A leading ``val_``
+    same choice for any number of classes), regression ``mae``, segmentation ``dice``
+    (the table's ``default_monitor``; a task's choices are :data:`VALIDATION_METRICS`).
+    An explicit name is minimised when the metric table says lower is better (``loss``,
+    ``mae``, ``mse``, ``rmse``, ``hd95``, ``ece``, ...) or, outside the table, when it ends
+    in ``loss`` (``dice_loss``); it is maximised otherwise. A leading ``val_``
     is dropped: ``val_loss`` and ``loss`` both give ``("loss", "min")``, so the returned
     name is the key in the validation metrics dict (``history`` stores it as
     ``"val_" + name``).
@@ -500,22 +500,18 @@ def select_monitor_metric(task: str, name: str = "auto", *,
     Raises:
         ConfigError: for an unknown task, or a name not in ``available``.
     """
-    if task not in TASK_DEFAULT_MONITOR:
-        raise ConfigError(f"task: unknown task {task!r}; choose one of "
-                          f"{', '.join(TASK_DEFAULT_MONITOR)}")
-    metric = (name or "auto").strip()
-    if metric == "auto":
-        metric = TASK_DEFAULT_MONITOR[task]
-    metric = metric.removeprefix("val_")
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    name = (name or "auto").strip()
+    chosen = default_monitor(task) if name == "auto" else name.removeprefix("val_")
     if available is not None:
         choices = sorted({a.removeprefix("val_") for a in available})
-        if metric not in choices:
+        if chosen not in choices:
             import difflib
 
-            close = difflib.get_close_matches(metric, choices, n=1)
+            close = difflib.get_close_matches(chosen, choices, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"train.early_stopping.metric: {metric!r} is not a validation "
+            raise ConfigError(f"train.early_stopping.metric: {chosen!r} is not a validation "
                               f"metric of this {task} run.{hint} Choose one of: "
                               f"{', '.join(choices)}")
-    mode = "min" if metric in _MINIMISED or metric.endswith("loss") else "max"
-    return metric, mode
+    return chosen, "min" if lower_is_better(chosen) else "max"

@@ -237,19 +237,6 @@ def test_select_monitor_metric(task, name, expected):
     assert select_monitor_metric(task, name) == expected
 
 
-def test_validation_metrics_are_what_validation_computes():
-    """The choices of train.early_stopping.metric are the keys the per-epoch validation
-    writes (see medxfer.workflows.run.make_validate)."""
-    from medxfer.metrics import VALIDATION_METRICS
-
-    classification = classification_metrics(np.array([0, 1, 1]),
-                                             np.array([[.8, .2], [.3, .7], [.4, .6]]))
-    regression = regression_metrics(np.array([1.0, 2.0]), np.array([1.5, 2.5]))
-    assert set(VALIDATION_METRICS["classification"]) == {"loss", *classification} - {"n"}
-    assert set(VALIDATION_METRICS["regression"]) == {"loss", *regression} - {"n"}
-    assert VALIDATION_METRICS["segmentation"] == ("loss", "dice")
-
-
 def test_select_monitor_metric_errors():
     with pytest.raises(ConfigError, match="task"):
         select_monitor_metric("detection", "auto")

@@ -85,10 +85,9 @@ def print_comparison(summary: dict, output: Path) -> None:
     """Print the comparison table (main metrics) and where the files are."""
     from rich.table import Table
 
-    from medxfer.report.compare_markdown import TABLE_METRICS, format_stat
+    from medxfer.report.compare_markdown import format_stat, table_columns
 
-    columns = [m for m in TABLE_METRICS.get(summary.get("task") or "", ())
-               if any(m in r["metrics"] for r in summary["rows"])][:6]
+    columns = table_columns(summary)[:6]
     table = Table(title="test split, mean ± std over seeds (95% CIs in comparison.md)")
     table.add_column("model")
     for name in columns:

@@ -78,10 +78,10 @@ def print_ensemble_summary(summary: dict[str, Any], output: Path) -> None:
     from rich.table import Table
 
     from medxfer.cli.console import out
+    from medxfer.metric_table import metrics_for
     from medxfer.report import format_value
 
-    keys = ["accuracy", "auc", "f1", "ece"] if summary["task"] == "classification" \
-        else ["dice", "iou", "hd95"]
+    keys = metrics_for(summary["task"], shown_in="ensemble_console")
     table = Table(title=f"ensemble of {len(summary['members'])} runs — test split")
     table.add_column("model")
     for key in keys:

@@ -1,7 +1,8 @@
 """Figures of a ``medxfer compare`` grid (PNG, matplotlib without pyplot).
 
-- ``primary_bars.png``: the main metric (accuracy; Dice for segmentation; MAE for
-  regression) per model, mean over seeds with ± std error bars;
+- ``primary_bars.png``: the main metric (the first comparison column of the metric table:
+  accuracy; Dice for segmentation; MAE for regression) per model, mean over seeds with
+  ± std error bars;
 - ``metrics_grouped.png``: grouped bars of every evaluation metric per model;
 - ``confusion_grid.png``: a backbone x strategy grid of test confusion matrices, summed over
   seeds (classification);
@@ -18,38 +19,35 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from medxfer.metric_table import bounds, lower_is_better, metrics_for, short_label
 from medxfer.report.figures import _save
-
-#: Metrics shown in the grouped bars, in order, when present.
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
-SEGMENTATION_METRICS = ("dice", "iou")
-REGRESSION_METRICS = ("mae", "mse", "rmse")
 
 
 def primary_metric(task: str | None) -> str:
-    """The metric the bar chart and heatmap show for ``task``."""
-    return {"segmentation": "dice", "regression": "mae"}.get(task or "", "accuracy")
+    """The metric the bar chart and heatmap show for ``task`` (classification when None):
+    the first of its comparison columns in the metric table."""
+    return metrics_for(task or "classification", shown_in="comparison")[0]
 
 
 def plot_comparison_figures(summary: dict[str, Any], folder: Path) -> list[Path]:
     """Write every figure that applies to the grid's task; return their paths."""
-    task = summary.get("task")
+    task = summary.get("task") or "classification"
     rows = summary["rows"]
     main = primary_metric(task)
     paths = [plot_metric_bars(rows, main, folder / "primary_bars.png")]
-    grouped = {"segmentation": SEGMENTATION_METRICS,
-               "regression": REGRESSION_METRICS}.get(task or "", CLASSIFICATION_METRICS)
+    grouped = metrics_for(task, shown_in="comparison_bars")
     paths.append(plot_grouped_metrics(rows, grouped, folder / "metrics_grouped.png"))
     grid_rows = [r for r in rows if r["backbone"] in summary["backbones"]]
     paths.append(plot_heatmap(grid_rows, summary["backbones"], summary["strategies"], main,
                               folder / "heatmap.png"))
-    if task == "classification":
+    if any(r.get("confusion_matrix") for r in grid_rows):  # classification
         paths.append(plot_confusion_grid(grid_rows, summary["backbones"], summary["strategies"],
                                          summary.get("class_names") or [],
                                          folder / "confusion_grid.png"))
-    if task == "segmentation":
-        paths.append(plot_grouped_metrics(rows, SEGMENTATION_METRICS,
-                                          folder / "dice_iou_bars.png", title="Dice and IoU"))
+    per_class = [m for m in grouped if m in metrics_for(task, per_class=True)]
+    if per_class:  # segmentation: Dice and IoU
+        paths.append(plot_grouped_metrics(rows, per_class, folder / "dice_iou_bars.png",
+                                          title=" and ".join(map(short_label, per_class))))
     return paths
 
 
@@ -75,7 +73,7 @@ def plot_metric_bars(rows: Sequence[dict[str, Any]], metric: str, path: Path) ->
     ax.set_ylabel(f"test {metric} (mean ± std over seeds)")
     ax.set_title(f"Test {metric} per model")
     finite = means[np.isfinite(means)]
-    if finite.size and metric not in ("mae", "mse", "rmse", "hd95"):
+    if finite.size and bounds(metric):
         ax.set_ylim(max(0.0, float(finite.min()) - 0.15), 1.02)
     return _save(fig, path)
 
@@ -112,7 +110,7 @@ def plot_heatmap(rows: Sequence[dict[str, Any]], backbones: Sequence[str],
     fig = Figure(figsize=(1.6 * len(strategies) + 2.5, 0.8 * len(backbones) + 1.8),
                  layout="constrained")
     ax = fig.add_subplot()
-    cmap = "viridis_r" if metric in ("mae", "mse", "rmse", "hd95") else "viridis"
+    cmap = "viridis_r" if lower_is_better(metric) else "viridis"
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         if math.isfinite(value):

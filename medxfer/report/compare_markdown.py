@@ -7,15 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medxfer.metric_table import metrics_for
 from medxfer.report.tables import format_value, markdown_table, ordered_metrics
 
-#: The columns of the table the comparison reproduces, per task.
-TABLE_METRICS = {
-    "classification": ("accuracy", "precision", "recall", "specificity", "f1", "auc",
-                       "balanced_accuracy"),
-    "segmentation": ("dice", "iou", "hd95", "fraction_mae", "fraction_mse"),
-    "regression": ("mae", "mse", "rmse", "r2"),
-}
+
+def table_columns(summary: dict[str, Any]) -> list[str]:
+    """The metrics of the comparison table: the metric table's ``comparison`` columns of the
+    grid's task (classification when unknown) that some row has, in that order."""
+    present = {name for row in summary["rows"] for name in row["metrics"]}
+    return [name for name in metrics_for(summary.get("task") or "classification",
+                                         shown_in="comparison") if name in present]
 
 
 def format_stat(stat: dict[str, Any] | None, digits: int = 3) -> str:
@@ -35,9 +36,8 @@ def render_comparison_markdown(summary: dict[str, Any]) -> str:
     """The whole ``comparison.md``."""
     task = summary.get("task") or "classification"
     rows = summary["rows"]
-    wanted = TABLE_METRICS.get(task, ())
     present = ordered_metrics(*(r["metrics"] for r in rows))
-    columns = [m for m in wanted if m in present]
+    columns = table_columns(summary)
     n_seeds = len(summary["seeds"])
     lines = [f"# Comparison: {len(summary['backbones'])} backbones x "
              f"{len(summary['strategies'])} strategies x {n_seeds} seeds ({task})", "",

@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from medxfer.metric_table import TASKS, metrics_for
+from medxfer.metric_table import label as metric_label
 from medxfer.report.tables import (
     NA,
     as_list,
@@ -26,12 +28,6 @@ from medxfer.report.tables import (
     ordered_metrics,
 )
 
-METRIC_LABELS = {
-    "auc": "AUC (ROC)", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
-    "precision": "Precision (PPV)", "recall": "Recall (sensitivity)", "sensitivity": "Sensitivity",
-    "specificity": "Specificity", "f1": "F1", "dice": "Dice", "iou": "IoU", "hd95": "HD95",
-    "mae": "MAE", "mse": "MSE", "rmse": "RMSE", "r2": "R²", "loss": "Loss", "n": "Cases (n)",
-}
 THRESHOLD_METHODS = {
     "val_youden": "chosen on the validation set by maximising Youden's J "
                   "(sensitivity + specificity - 1)",
@@ -86,7 +82,7 @@ def build_report_content(summary: Mapping[str, Any],
             ``data_source``, ``title``, ``target_test`` (metrics on the target domain's
             test split, shown beside the source test metrics), ``target_source`` and
             ``ensemble`` (a deep ensemble's members, shown in their own table).
-            Segmentation summaries (``task: segmentation``) get a table per class instead,
+            A task with per-class metrics (segmentation) gets a table per class instead,
             from ``dice_<class>``/``iou_<class>``/``hd95_<class>`` and
             ``spacing``/``spacing_assumed`` (see
             :func:`~medxfer.report.seg_content.add_segmentation_sections`).
@@ -95,12 +91,13 @@ def build_report_content(summary: Mapping[str, Any],
     task = str(summary.get("task") or "run")
     content = ReportContent(title=_title(summary, task))
     content.info = _run_info(summary, task, run_dir)
-    if task != "segmentation":
+    per_class = metrics_for(task, per_class=True) if task in TASKS else ()
+    if not per_class:
         _metric_table(content, summary)
     content.threshold = _threshold(summary)
     _confusion(content, summary)
     content.figures = _figures(summary.get("figures"), run_dir)
-    if task == "segmentation":
+    if per_class:
         from medxfer.report.seg_content import add_segmentation_sections
 
         add_segmentation_sections(content, summary)
@@ -252,7 +249,7 @@ def _metric_table(content: ReportContent, summary: Mapping[str, Any]) -> None:
     has_ci = any(None not in ci_bounds(bounds) for bounds in ci.values())
     content.metric_header = ["Metric", "Validation", "Test (95% CI)" if has_ci else "Test"]
     for name in names:
-        content.metric_rows.append([METRIC_LABELS.get(name, name), format_value(val.get(name)),
+        content.metric_rows.append([metric_label(name), format_value(val.get(name)),
                                     format_ci(test.get(name), ci.get(name))])
     if has_ci:
         n_boot = as_number(summary.get("bootstrap"))

@@ -6,11 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medxfer.report.content import METRIC_LABELS
-from medxfer.report.tables import format_value, ordered_metrics
-
-LABELS = {**METRIC_LABELS, "dice": "Dice (mean foreground)", "iou": "IoU (mean foreground)",
-          "ece": "ECE"}
+from medxfer.metric_table import TASKS, label, metric, metrics_for
+from medxfer.report.tables import format_value
 
 
 def add_domain_section(content: Any, summary: Mapping[str, Any]) -> None:
@@ -23,15 +20,17 @@ def add_domain_section(content: Any, summary: Mapping[str, Any]) -> None:
     """
     source = summary.get("test") if isinstance(summary.get("test"), Mapping) else {}
     target = summary["target_test"]
-    names = [n for n in ordered_metrics(source, target) if n in target]
-    if summary.get("task") == "segmentation":
-        names = [n for n in names if "_" not in n or n == "balanced_accuracy"]
+    task = summary.get("task")
+    names = [n for n in metrics_for(task if task in TASKS else None, shown_in="domain")
+             if n in target]
     content.domain_header = ["Metric", "Source test", "Target test", "Target - source"]
     for name in names:
         s, t = source.get(name), target.get(name)
         diff = t - s if isinstance(s, (int, float)) and isinstance(t, (int, float)) \
             and name != "n" else None
-        content.domain_rows.append([LABELS.get(name, name), format_value(s), format_value(t),
+        # a per-class metric's row is its mean over the foreground classes
+        title = f"{label(name)} (mean foreground)" if metric(name).per_class else label(name)
+        content.domain_rows.append([title, format_value(s), format_value(t),
                                     format_value(diff)])
     method = summary.get("domain_adaptation")
     name = method.get("name") if isinstance(method, Mapping) else None

@@ -5,25 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medxfer.metric_table import metrics_for, short_label
 from medxfer.report.tables import format_value, markdown_table
-
-_CLASSIFICATION_COLUMNS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."),
-                           ("auc", "AUC"), ("f1", "F1"), ("ece", "ECE"))
-_SEGMENTATION_COLUMNS = (("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95"))
 
 
 def render_ensemble_markdown(summary: Mapping[str, Any], ece_bins: int = 15) -> str:
     """``ensemble.md``: what was combined, and one row of test metrics per member and one
-    for the ensemble (classification: accuracy, balanced accuracy, AUC, F1, ECE and the
-    threshold; segmentation: Dice, IoU, HD95).
+    for the ensemble (the metric table's ``ensemble`` columns of the task: classification
+    accuracy, balanced accuracy, AUC, F1, ECE and the threshold; segmentation Dice, IoU,
+    HD95).
 
     Args:
         summary: What :func:`medxfer.workflows.ensemble.run_ensemble` writes to ensemble.json.
         ece_bins: The number of confidence bins ECE used.
     """
     classification = summary["task"] == "classification"
-    columns = _CLASSIFICATION_COLUMNS if classification else _SEGMENTATION_COLUMNS
-    header = ["model", "backbone", "strategy", "seed", *(title for _, title in columns)]
+    columns = metrics_for(summary["task"], shown_in="ensemble")
+    header = ["model", "backbone", "strategy", "seed", *(short_label(k) for k in columns)]
     if classification:
         header.append("threshold")
     rows = []
@@ -33,7 +31,7 @@ def render_ensemble_markdown(summary: Mapping[str, Any], ece_bins: int = 15) -> 
         cells = [f"**{row['label']}**" if is_ensemble else row["label"],
                  "" if is_ensemble else row["backbone"], "" if is_ensemble else row["strategy"],
                  "" if is_ensemble else row["seed"],
-                 *(format_value(test.get(key)) for key, _ in columns)]
+                 *(format_value(test.get(key)) for key in columns)]
         if classification:
             cells.append(format_value(row.get("threshold")))
         rows.append(cells)

@@ -6,12 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medxfer.report.content import METRIC_LABELS
+from medxfer.metric_table import metrics_for, short_label
 from medxfer.report.tables import as_number, display_epoch, format_value, ordered_metrics
-
-#: Columns shown when the members report them (the table stays readable on a page).
-_COLUMNS = ("accuracy", "balanced_accuracy", "auc", "f1", "sensitivity", "recall",
-            "specificity", "ece", "mae", "mse", "rmse", "r2")
 
 
 def add_members_section(content: Any, summary: Mapping[str, Any]) -> None:
@@ -27,10 +23,9 @@ def add_members_section(content: Any, summary: Mapping[str, Any]) -> None:
     members = [m for m in info.get("member_runs") or [] if isinstance(m, Mapping)]
     test = summary.get("test") if isinstance(summary.get("test"), Mapping) else {}
     present = ordered_metrics(*(m.get("test") or {} for m in members), test)
-    names = [n for n in _COLUMNS if n in present]
+    names = [n for n in metrics_for(None, shown_in="members") if n in present]
     content.member_header = ["Model", "Seed", "Kept epoch", "Training time (s)",
-                             *(f"Test {METRIC_LABELS.get(n, n).split(' (')[0]}"
-                               if n != "ece" else "Test ECE" for n in names)]
+                             *(f"Test {short_label(n)}" for n in names)]
     for m in members:
         metrics = m.get("test") or {}
         content.member_rows.append([f"{m.get('label')} ({m.get('run')})",

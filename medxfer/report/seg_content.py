@@ -1,8 +1,8 @@
 """The segmentation sections of a run report: metrics per class, spacing, figure captions.
 
 :func:`~medxfer.report.content.build_report_content` calls :func:`add_segmentation_sections`
-when ``summary["task"] == "segmentation"``, in place of the one-table metric section that
-classification and regression reports have.
+for a task with per-class metrics (segmentation), in place of the one-table metric section
+that classification and regression reports have.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from medxfer.metric_table import TASKS, metric, metrics_for
+from medxfer.metric_table import label as metric_label
 from medxfer.report.tables import (
     NA,
     as_list,
@@ -21,9 +23,6 @@ from medxfer.report.tables import (
     ordered_metrics,
 )
 
-PER_CLASS = (("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95"))
-OTHER_LABELS = {"fraction_mae": "Foreground fraction MAE",
-                "fraction_mse": "Foreground fraction MSE", "loss": "Loss", "n": "Cases (n)"}
 CAPTIONS = {
     "dice_per_class": "Dice per class over the test cases (box: quartiles; dots: cases)",
     "segmentation_overlays": "Best, median and worst test case by mean Dice: truth and "
@@ -47,17 +46,20 @@ def add_segmentation_sections(content: Any, summary: Mapping[str, Any]) -> None:
     ci = _mapping(summary.get("ci95"))
     classes = _foreground(summary, val, test)
     has_ci = any(None not in ci_bounds(bounds) for bounds in ci.values())
-    unit = _hd95_unit(summary)
+    task = summary.get("task")
+    per_class_metrics = metrics_for(task if task in TASKS else None, per_class=True)
     suffix = ", 95% CI" if has_ci else ""
-    if any(m in val or m in test for m, _ in PER_CLASS) or classes:
+    if any(m in val or m in test for m in per_class_metrics) or classes:
         content.class_header = ["Class"]
-        for metric, label in PER_CLASS:
-            label = f"{label} ({unit})" if metric == "hd95" else label
-            content.class_header += [f"{label} val", f"{label} test{suffix}"]
+        for name in per_class_metrics:
+            title = metric_label(name)
+            if metric(name).unit:
+                title += f" ({_distance_unit(summary)})"
+            content.class_header += [f"{title} val", f"{title} test{suffix}"]
         for name, key in [*classes, ("Mean (foreground)", "")]:
             row = [name]
-            for metric, _ in PER_CLASS:
-                full = f"{metric}_{key}" if key else metric
+            for base in per_class_metrics:
+                full = f"{base}_{key}" if key else base
                 row += [format_value(val.get(full)), format_ci(test.get(full), ci.get(full))]
             content.class_rows.append(row)
         if has_ci:
@@ -68,14 +70,14 @@ def add_segmentation_sections(content: Any, summary: Mapping[str, Any]) -> None:
         content.class_notes.append("Per-class values are means over cases; the mean row "
                                    "averages the foreground classes (background is not scored).")
         content.class_notes.append(EDGE_CASE_NOTE)
-    per_class = {m for m, _ in PER_CLASS} | {f"{m}_{k}" for m, _ in PER_CLASS
-                                             for _, k in classes}
+    per_class = {*per_class_metrics} | {f"{m}_{k}" for m in per_class_metrics
+                                         for _, k in classes}
     others = [n for n in ordered_metrics(val, test) if n not in per_class and n != "n"]
     others += ["n"] if "n" in val or "n" in test else []
     if others:
         content.metric_header = ["Metric", "Validation", "Test (95% CI)" if has_ci else "Test"]
         for name in others:
-            content.metric_rows.append([OTHER_LABELS.get(name, name), format_value(val.get(name)),
+            content.metric_rows.append([metric_label(name), format_value(val.get(name)),
                                         format_ci(test.get(name), ci.get(name))])
         content.metric_notes.append("Foreground fraction: each class's share of the voxels; "
                                     "MAE/MSE of predicted against true share over cases and "
@@ -112,7 +114,8 @@ def _foreground(summary: Mapping[str, Any], *tables: Mapping[str, Any]) -> list[
     return [(k, k) for k in keys]
 
 
-def _hd95_unit(summary: Mapping[str, Any]) -> str:
+def _distance_unit(summary: Mapping[str, Any]) -> str:
+    """mm, or voxels when the run had no voxel spacing (HD95 is then in voxels)."""
     if summary.get("spacing_assumed") or summary.get("spacing") is None:
         return "voxels"
     return "mm"

@@ -17,11 +17,9 @@ from typing import Any
 import numpy as np
 
 from medxfer.io import atomic_write_json, atomic_write_text
+from medxfer.metric_table import sort_key
 
 NA = "n/a"
-# Order of metrics in tables; metrics not listed follow in the order they come.
-METRIC_ORDER = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "recall", "specificity",
-                "precision", "f1", "dice", "iou", "hd95", "mae", "mse", "rmse", "r2", "loss", "n")
 
 
 def as_number(value: Any) -> float | None:
@@ -80,14 +78,14 @@ def format_ci(value: Any, ci: Any, digits: int = 3) -> str:
 
 
 def ordered_metrics(*tables: Mapping[str, Any] | None) -> list[str]:
-    """Metric names of all ``tables``, in :data:`METRIC_ORDER` first, the rest as they come."""
+    """Metric names of all ``tables``: those the metric table ranks in its order first, the
+    rest as they come (see :func:`medxfer.metric_table.sort_key`)."""
     names: list[str] = []
     for table in tables:
         for name in table or {}:
             if name not in names:
                 names.append(name)
-    known = [m for m in METRIC_ORDER if m in names]
-    return known + [m for m in names if m not in known]
+    return sorted(names, key=sort_key)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],

@@ -6,6 +6,17 @@ from pathlib import Path
 
 from medxfer.training.context import FitContext
 from medxfer.hookspecs import hookimpl
+from medxfer.metric_table import metrics_for
+
+
+def scalar_tag(key: str, task: str) -> str:
+    """The TensorBoard tag of an epoch's metric: ``val_<name>`` of a validation metric of
+    ``task`` in the metric table is ``val/<name>`` (``val/balanced_accuracy``); any other
+    key is grouped by its first word, ``train_loss`` as ``train/loss``, ``lr`` as ``lr``."""
+    name = key.removeprefix("val_")
+    if name != key and name in metrics_for(task, validation=True):
+        return f"val/{name}"
+    return key.replace("_", "/", 1)
 
 
 class TensorBoardLogger:
@@ -24,11 +35,11 @@ class TensorBoardLogger:
 
     @hookimpl
     def medxfer_epoch_end(self, ctx: FitContext, epoch: int, metrics: dict[str, float]) -> None:
-        """Log the epoch's metrics."""
+        """Log the epoch's metrics (tags as :func:`scalar_tag` names them)."""
         writer = self._get_writer()
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and key != "epoch":
-                writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+                writer.add_scalar(scalar_tag(key, ctx.config.task), value, epoch)
         writer.flush()
 
     @hookimpl

@@ -25,6 +25,8 @@ from scipy import stats
 from medxfer.workflows.compare import Cell, Grid
 from medxfer.errors import CheckpointError
 from medxfer.io import atomic_write_text
+from medxfer.metric_table import bounds as metric_bounds
+from medxfer.metric_table import lower_is_better
 from medxfer.plugins import Registries
 
 COMPARISON_MD = "comparison.md"
@@ -34,11 +36,6 @@ ENSEMBLE_DIR = "ensemble"
 FIGURES_DIR = "figures"
 #: Metrics that are counts or bookkeeping, not results.
 SKIPPED_METRICS = {"n", "loss"}
-#: Metrics that lie in [0, 1]: their confidence intervals are clipped to it.
-BOUNDED_METRICS = {"accuracy", "balanced_accuracy", "precision", "recall", "sensitivity",
-                   "specificity", "f1", "auc", "dice", "iou", "ece"}
-#: Metrics where lower is better (everything else: higher is better).
-LOWER_IS_BETTER = {"mae", "mse", "rmse", "hd95", "ece", "loss", "fraction_mae", "fraction_mse"}
 
 
 def mean_std_ci(values: Sequence[float], bounds: tuple[float, float] | None = None
@@ -92,8 +89,7 @@ def aggregate(grid: Grid, results: Sequence[tuple[Cell, Path]]) -> dict[str, Any
                 "model": f"{backbone} / {strategy}", "backbone": backbone, "strategy": strategy,
                 "seeds": [c.seed for c, _, _ in mine],
                 "runs": [str(f) for _, f, _ in mine],
-                "metrics": {k: {**mean_std_ci([t.get(k) for t in tests],
-                                              (0.0, 1.0) if k in BOUNDED_METRICS else None),
+                "metrics": {k: {**mean_std_ci([t.get(k) for t in tests], metric_bounds(k)),
                                 "values": [t.get(k) for t in tests]} for k in names},
                 "val_monitor": {"name": monitor, **mean_std_ci(
                     [_monitor_value(m, monitor) for _, _, m in mine])},
@@ -143,7 +139,7 @@ def ensemble_members(summary: dict[str, Any]) -> list[Path]:
                 and r["val_monitor"]["mean"] is not None]
         if not rows:
             continue
-        lower = rows[0]["val_monitor"]["name"].removeprefix("val_") in LOWER_IS_BETTER
+        lower = lower_is_better(rows[0]["val_monitor"]["name"].removeprefix("val_"))
         best = (min if lower else max)(rows, key=lambda r: r["val_monitor"]["mean"])
         members += [Path(run) for run in best["runs"]]
     return members

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medxfer.report import write_report
+from medxfer.report import build_report_content, write_report
 from medxfer.report.domain_figures import domain_gap, pca_2d, plot_feature_pca
 from medxfer.report.domain_table import gap_closed, study_markdown, study_rows
 
@@ -51,3 +51,17 @@ def test_report_shows_source_and_target_side_by_side(tmp_path):
     assert "## Source and target domains" in text
     assert "| Accuracy | 0.9" in text and "-0.2" in text and "dsbn" in text
     assert "Source and target domains" in html.read_text(encoding="utf-8")
+
+
+def test_segmentation_domain_rows_are_the_foreground_means():
+    """Per-class keys and the fraction errors stay out; each per-class metric's row is its
+    mean over the foreground classes."""
+    test = {"dice": 0.8, "dice_liver": 0.9, "iou": 0.7, "iou_liver": 0.8, "hd95": 4.0,
+            "hd95_liver": 3.0, "fraction_mae": 0.01, "fraction_mse": 0.001, "n": 5}
+    summary = {"task": "segmentation", "class_names": ["background", "liver"], "test": test,
+               "target_test": {**test, "dice": 0.6, "n": 4}}
+    content = build_report_content(summary)
+    assert [row[0] for row in content.domain_rows] == [
+        "Dice (mean foreground)", "IoU (mean foreground)", "HD95 (mean foreground)",
+        "Cases (n)"]
+    assert content.domain_rows[0][1:] == ["0.800", "0.600", "-0.200"]

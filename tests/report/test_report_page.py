@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from medxfer.report import write_report
+from medxfer.report import build_report_content, write_report
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -80,6 +80,18 @@ def test_markdown_report(tmp_path, summary):
                  "Best epoch | 2", "cuda:0", "12 min 14 s"):
         assert text in md, text
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_metric_rows_follow_the_metric_table(summary):
+    """Rows in the table's order and with its labels; ECE, which it does not rank, last."""
+    values = {"accuracy": 0.8, "balanced_accuracy": 0.7, "precision": 0.6, "recall": 0.5,
+              "specificity": 0.4, "f1": 0.3, "auc": 0.9, "n": 50, "ece": 0.05, "loss": 0.4}
+    summary.update(val=values, test=values, ci95={})
+    content = build_report_content(summary)
+    assert [row[0] for row in content.metric_rows] == [
+        "AUC (ROC)", "Accuracy", "Balanced accuracy", "Recall (sensitivity)", "Specificity",
+        "Precision (PPV)", "F1", "Loss", "Cases (n)", "ECE"]
+    assert content.metric_rows[-1][1:] == ["0.050", "0.050"]
 
 
 def test_report_names_the_kept_epoch_of_select_last(tmp_path, summary):

@@ -34,10 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from medxfer.metric_table import metrics_for
 from medxfer.metrics import bootstrap_ci
 
-PER_CLASS_METRICS = ("dice", "iou", "hd95")
-SUMMARY_KEYS = ("dice", "iou", "hd95", "fraction_mae", "fraction_mse", "n")
+#: The metrics given per foreground class (``CaseMetrics`` fields; ``_pack`` stacks them in
+#: this order): the metric table's per-class segmentation metrics.
+PER_CLASS_METRICS = metrics_for("segmentation", per_class=True)
+#: What :func:`segmentation_summary` returns besides the per-class keys: the table's
+#: segmentation metrics but the model's loss.
+SUMMARY_KEYS = tuple(name for name in metrics_for("segmentation") if name != "loss")
 
 
 @dataclass
