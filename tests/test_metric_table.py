@@ -109,7 +109,7 @@ def _validation_keys(task: str) -> set[str]:
     """What the per-epoch validation of a ``task`` run returns, on a tiny model."""
     from medxfer.config import load_config
     from medxfer.training.amp import Precision
-    from medxfer.workflows.run import make_validate
+    from medxfer.tasks import task_of
 
     torch.manual_seed(0)
     config = load_config(None, [f"task={task}"])
@@ -118,15 +118,16 @@ def _validation_keys(task: str) -> set[str]:
         items = [{"image": torch.rand(1, 8, 8), "label": torch.randint(0, 3, (1, 8, 8)),
                   "id": str(i)} for i in range(2)]
         net = torch.nn.Conv2d(1, 3, 1)
-        validate = make_validate(config, SimpleNamespace(val=items, num_classes=3), None,
-                                 cpu, precision, lambda logits, label: logits.mean())
+        validate = task_of(config).validator(config, SimpleNamespace(val=items, num_classes=3),
+                                             None, cpu, precision,
+                                             lambda logits, label: logits.mean())
         return set(validate(net))
     outputs = 3 if task == "classification" else 1
     labels = torch.tensor([0, 1, 2, 1]) if task == "classification" else torch.rand(4)
     loader = [{"image": torch.rand(4, 1, 4, 4), "label": labels, "id": list("abcd")}]
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, outputs))
-    validate = make_validate(config, None, loader, cpu, precision,
-                             lambda out, target: out.float().mean())
+    validate = task_of(config).validator(config, None, loader, cpu, precision,
+                                         lambda out, target: out.float().mean())
     return set(validate(net))
 
 

@@ -19,7 +19,7 @@ def render_ensemble_markdown(summary: Mapping[str, Any], ece_bins: int = 15) -> 
         summary: What :func:`medxfer.workflows.ensemble.run_ensemble` writes to ensemble.json.
         ece_bins: The number of confidence bins ECE used.
     """
-    classification = summary["task"] == "classification"
+    classification = "threshold_source" in summary  # members decide at thresholds
     columns = metrics_for(summary["task"], shown_in="ensemble")
     header = ["model", "backbone", "strategy", "seed", *(short_label(k) for k in columns)]
     if classification:
