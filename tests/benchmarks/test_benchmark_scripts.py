@@ -16,6 +16,7 @@ def bench(repo_root, monkeypatch):
         sys.modules.pop(name, None)
 
 
+@pytest.mark.slow
 def test_data_loading_prints_the_ratio(bench, repo_root, capsys):
     module = bench("data_loading")
     config = repo_root / "configs" / "sample_segmentation_2d.yaml"
@@ -32,6 +33,7 @@ def test_data_loading_times_a_short_epoch_whole(bench):
     assert module.block_steps(range(9), 3) == 3  # --steps wins
 
 
+@pytest.mark.slow
 def test_amp_compile_reports_each_variant(bench, repo_root, capsys):
     module = bench("amp_compile")
     config = repo_root / "configs" / "sample_segmentation_2d.yaml"

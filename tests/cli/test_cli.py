@@ -173,6 +173,7 @@ def test_run_check_does_not_warn_with_imagenet_weights(tmp_path, capsys, monkeyp
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_on_a_frozen_random_backbone_warns_once_and_its_report_says_so(tmp_path, capsys):
     data = fake_medmnist(tmp_path / "fakemnist.npz")
     source = tmp_path / "source"
@@ -191,6 +192,7 @@ def test_a_run_on_a_frozen_random_backbone_warns_once_and_its_report_says_so(tmp
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["ensemble.members=2"],
                                    ["data.target.path=TARGET", "domain_adaptation.name=coral"]])
 def test_ensemble_and_domain_adaptation_runs_warn_as_a_plain_run_does(extra, tmp_path, capsys):
@@ -208,6 +210,7 @@ def test_ensemble_and_domain_adaptation_runs_warn_as_a_plain_run_does(extra, tmp
     assert json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))["random_start"]
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
     """A nan loss used to train on silently and crash in the threshold choice."""
     out_dir = tmp_path / "out"
@@ -230,6 +233,7 @@ def test_run_refuses_to_overwrite_results(tmp_path, capsys):
     assert (out_dir / "metrics.json").read_text(encoding="utf-8") == "{}"
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, capsys):
     """The same command can be run again once the cause is fixed: no --resume needed."""
     out_dir = tmp_path / "out"
@@ -270,6 +274,7 @@ def test_what_a_failed_run_can_resume_from_is_kept(tmp_path):
     assert (resumed / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_console_script_exit_code_for_a_bad_override(tmp_path):
     result = run_cli("run", "--set", "train.epochs=0", "--output", str(tmp_path / "o"))
     assert result.returncode == 2
@@ -277,6 +282,7 @@ def test_console_script_exit_code_for_a_bad_override(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_broken_plugin_is_reported_and_cli_still_works(tmp_path):
     make_distribution(tmp_path, "bad-dist", "0.3", {"broken": "broken_plugin"},
                       {"broken_plugin": "raise ImportError('missing dependency xyz')\n"})
@@ -291,6 +297,7 @@ def test_broken_plugin_is_reported_and_cli_still_works(tmp_path):
     assert "'broken' from bad-dist 0.3" in strict.stderr
 
 
+@pytest.mark.slow
 def test_example_plugin_package_shows_in_plugins(tmp_path):
     """Register the example package through its entry-point metadata, as pip would."""
     import tomllib

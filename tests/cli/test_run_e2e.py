@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(finished_run):
     for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "report.html",
                  "model.safetensors", "model.json", "checkpoints/last.pt",
@@ -48,6 +49,7 @@ def test_run_writes_every_output(finished_run):
     assert f"| Best epoch | {metrics['best_epoch'] + 1} (by val_auc) |" in report
 
 
+@pytest.mark.slow
 def test_outputs_get_the_permissions_of_plainly_created_files(finished_run, tmp_path):
     """Atomic writes go through temporary files (0600); the outputs must not keep that."""
     (tmp_path / "plain").write_text("x")
@@ -57,6 +59,7 @@ def test_outputs_get_the_permissions_of_plainly_created_files(finished_run, tmp_
         assert (finished_run / name).stat().st_mode & 0o777 == plain, name
 
 
+@pytest.mark.slow
 def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_root):
     images = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[:3]
     out_csv = tmp_path / "pred.csv"
@@ -69,6 +72,7 @@ def test_predict_classifies_files_to_csv(finished_run, tmp_path, capsys, repo_ro
                  "--output", str(out_csv)]) == 2  # never overwrites
 
 
+@pytest.mark.slow
 def test_predict_output_folder_gets_predictions_csv(finished_run, tmp_path, repo_root):
     """``-o newdir/`` (or an existing folder) means a folder, as for the run's own outputs."""
     image = str(sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0])
@@ -83,6 +87,7 @@ def test_predict_output_folder_gets_predictions_csv(finished_run, tmp_path, repo
     assert main(["predict", "--run", str(finished_run), image, "-o", str(existing)]) == 2
 
 
+@pytest.mark.slow
 def test_predict_takes_a_colour_copy_of_a_grey_image_alike(finished_run, tmp_path,
                                                            repo_root):
     """An X-ray saved as RGB, given to a run trained on grey images, is converted to grey
@@ -100,6 +105,7 @@ def test_predict_takes_a_colour_copy_of_a_grey_image_alike(finished_run, tmp_pat
                                                             abs=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_classifies_a_single_frame_dicom_file(finished_run, tmp_path, repo_root):
     """A radiograph stored as one DICOM file is a 2D image for a 2D run."""
     from PIL import Image
@@ -116,6 +122,7 @@ def test_predict_classifies_a_single_frame_dicom_file(finished_run, tmp_path, re
     assert len(rows) == 2 and rows[1].startswith(str(dicom))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["model.json", "metrics.json"])
 def test_predict_names_a_corrupt_run_file(finished_run, tmp_path, capsys, repo_root, name):
     import shutil
@@ -129,6 +136,7 @@ def test_predict_names_a_corrupt_run_file(finished_run, tmp_path, capsys, repo_r
     assert f"{broken / name} is unreadable" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_predict_and_export_of_an_unfinished_run_warn(finished_run, tmp_path, capsys,
                                                       repo_root):
     """A run stopped before its test evaluation has its best model so far and no decision
@@ -149,6 +157,7 @@ def test_predict_and_export_of_an_unfinished_run_warn(finished_run, tmp_path, ca
     assert "has not finished" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_domain_target_needs_domain_specific_layers(finished_run, capsys, repo_root):
     image = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[0]
     assert main(["predict", "--run", str(finished_run), str(image), "--domain", "target"]) == 2
@@ -160,6 +169,7 @@ def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a finished medxfer run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_transfer_from_an_earlier_run(finished_run, tmp_path):
     out = tmp_path / "second"
     assert main(["run", "--output", str(out), *FAST, "--set", "train.epochs=1",
@@ -168,6 +178,7 @@ def test_transfer_from_an_earlier_run(finished_run, tmp_path):
     assert metrics["load_report"]["loaded"] == metrics["load_report"]["expected"] > 0
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "medxfer", "run", "--output", str(out),
@@ -203,6 +214,7 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5), got["epoch"]
 
 
+@pytest.mark.slow
 def test_killed_deep_ensemble_resumes_the_member_it_was_training(tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "medxfer", "run", "--output", str(out),
@@ -231,6 +243,7 @@ def test_killed_deep_ensemble_resumes_the_member_it_was_training(tmp_path):
     assert (out / "report.html").is_file() and summary["ensemble"]["seeds"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_refused(finished_run, tmp_path, capsys):
     import shutil
 

@@ -44,6 +44,7 @@ def test_the_lock_goes_with_its_process(tmp_path):
     assert out_dir.is_dir()  # it was there before: kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, capsys, resume):
     """SIGKILL or SIGTERM before the first checkpoint left config.yaml and splits.csv; the
@@ -73,6 +74,7 @@ def test_a_folder_with_other_files_is_still_refused(tmp_path, capsys):
         ["config.yaml", "my_notes.txt"]
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_leaves_it_as_it_is(tmp_path, capsys):
     out_dir = tmp_path / "out"
     assert main(["run", "--output", str(out_dir), *QUICK]) == 0

@@ -48,6 +48,7 @@ def study(tmp_path_factory, source_config) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_compare_writes_tables_figures_and_every_run(study):
     for name in ("comparison.md", "comparison.csv", "comparison.json", "compare.json",
                  "figures/primary_bars.png", "figures/metrics_grouped.png",
@@ -75,6 +76,7 @@ def test_compare_writes_tables_figures_and_every_run(study):
     assert "## Ensemble" in report and "## Every run" in report
 
 
+@pytest.mark.slow
 def test_transfer_cells_start_from_the_pretrained_backbone(study):
     for backbone in ("basic_cnn", "lenet"):
         record = json.loads((study / "pretrain" / backbone / TRANSFER_SOURCE_JSON).read_text(encoding="utf-8"))
@@ -88,6 +90,7 @@ def test_transfer_cells_start_from_the_pretrained_backbone(study):
         assert scratch["load_report"] is None and scratch["pretrained"] == "none"
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_cells_and_redoes_killed_ones(study, source_config, capsys):
     done = study / "runs" / CELLS[0] / "metrics.json"
     before = done.stat().st_mtime_ns
@@ -111,6 +114,7 @@ def test_a_rerun_skips_finished_cells_and_redoes_killed_ones(study, source_confi
     assert "finished, skipped" in err and "resuming" in err and "restarting" in err
 
 
+@pytest.mark.slow
 def test_another_grid_in_the_same_folder_is_refused(study, source_config, capsys):
     code = main(["compare", str(source_config), "--backbones", "basic_cnn", "--strategies",
                  "scratch", "--seeds", "2", "--output", str(study), *SETS])
@@ -202,6 +206,7 @@ def test_stacking_is_refused_for_a_segmentation_study_before_anything_runs(tmp_p
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_error_in_a_cell_names_the_cell(tmp_path, source_config, capsys):
     out = tmp_path / "grid"
     code = main(["compare", str(source_config), "--backbones", "basic_cnn", "--strategies",
@@ -245,6 +250,7 @@ def test_with_backbone_keeps_only_options_that_belong_to_it(tmp_path):
     assert "pretrained" not in imagenet.model.backbone.kwargs
 
 
+@pytest.mark.slow
 def test_pretrain_record_is_checked_before_transfer(study, tmp_path):
     source = study / "pretrain" / "lenet"
     config = load_config(None, [*QUICK, "model.backbone.name=basic_cnn",
@@ -274,6 +280,7 @@ def test_pretrain_refuses_a_frozen_backbone(tmp_path):
     assert not (tmp_path / "pre").exists()
 
 
+@pytest.mark.slow
 def test_pretrain_cli_writes_a_transfer_source(tmp_path, source_config, capsys):
     out = tmp_path / "pre"
     code = main(["pretrain", str(source_config), "--backbone", "basic_cnn", "--output", str(out),

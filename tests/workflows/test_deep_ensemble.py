@@ -33,6 +33,7 @@ def ensemble_run(tmp_path_factory) -> tuple[Path, dict]:
     return run, run_pipeline(config, run, progress=False)
 
 
+@pytest.mark.slow
 def test_members_are_ordinary_runs_with_their_own_seeds(ensemble_run):
     run, summary = ensemble_run
     assert summary["ensemble"]["seeds"] == [2, 3]  # train.seed * members + k
@@ -50,6 +51,7 @@ def test_members_are_ordinary_runs_with_their_own_seeds(ensemble_run):
     assert not (run / "checkpoints").exists()  # the members hold the training state
 
 
+@pytest.mark.slow
 def test_the_ensemble_scores_are_the_mean_of_the_members_probabilities(ensemble_run):
     run, summary = ensemble_run
     ids, probs = _predictions(run / "predictions.csv")
@@ -64,6 +66,7 @@ def test_the_ensemble_scores_are_the_mean_of_the_members_probabilities(ensemble_
     assert summary["ensemble"]["member_mean"]["test"]["auc"] == pytest.approx(mean_auc)
 
 
+@pytest.mark.slow
 def test_the_run_loads_as_one_network_and_reports_its_members(ensemble_run):
     from medxfer.workflows.predict import load_run
     from medxfer.models import EnsembleNetwork
@@ -82,6 +85,7 @@ def test_the_run_loads_as_one_network_and_reports_its_members(ensemble_run):
     assert "<h2>Ensemble members</h2>" in html
 
 
+@pytest.mark.slow
 def test_transfer_from_an_ensemble_run_names_its_members(ensemble_run, tmp_path):
     run, _ = ensemble_run
     config = load_config(None, [*QUICK[:-1], f"model.backbone.pretrained={run}"])
@@ -89,6 +93,7 @@ def test_transfer_from_an_ensemble_run_names_its_members(ensemble_run, tmp_path)
         run_pipeline(config, tmp_path / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_resume_keeps_finished_members_and_trains_the_missing_one(ensemble_run, tmp_path):
     import shutil
 
@@ -109,6 +114,7 @@ def test_resume_keeps_finished_members_and_trains_the_missing_one(ensemble_run, 
     assert resumed["test"] == summary["test"]
 
 
+@pytest.mark.slow
 def test_a_member_trained_on_other_cases_is_refused(ensemble_run, tmp_path):
     import shutil
 
@@ -143,6 +149,7 @@ def test_member_seeds_do_not_overlap_between_run_seeds():
     assert seeds == set(range(15))
 
 
+@pytest.mark.slow
 def test_regression_ensemble_averages_outputs(tmp_path, repo_root):
     images = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[:30]
     manifest = tmp_path / "targets.csv"

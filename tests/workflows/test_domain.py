@@ -34,6 +34,7 @@ def _config(source, target, *extra):
         "train.batch_size=8", "eval.bootstrap=0", *extra])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [None, "dann", "dsbn", "adabn", "coral", "mmd"])
 def test_target_test_metrics_report_and_features(tmp_path, source_and_target, method):
     source, target = source_and_target
@@ -73,6 +74,7 @@ def test_target_of_another_kind_is_a_data_error(tmp_path, source_and_target):
                      progress=False)
 
 
+@pytest.mark.slow
 def test_segmentation_run_scores_the_target_test_cases(tmp_path, repo_root):
     method = "dsbn"
     sample = repo_root / "sample_data" / "segmentation_2d"

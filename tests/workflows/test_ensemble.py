@@ -28,6 +28,9 @@ QUICK = ["data.limit=20", "data.split.test_fraction=0.1", "train.epochs=1",
          "train.batch_size=8"]
 N_VAL, N_TEST = 20, 16
 
+# every test here uses the module's trained runs (`runs`, `seg_runs`)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> list[Path]:

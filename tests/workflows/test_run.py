@@ -14,6 +14,7 @@ from medxfer.errors import ConfigError
 QUICK = ["train.epochs=1", "eval.bootstrap=20", "train.batch_size=8"]
 
 
+@pytest.mark.slow
 def test_scratch_builds_without_pretrained_weights(tmp_path):
     config = load_config(None, [*QUICK, "strategy.name=scratch", "data.limit=16"])
     summary = run_pipeline(config, tmp_path / "run", progress=False)
@@ -22,6 +23,7 @@ def test_scratch_builds_without_pretrained_weights(tmp_path):
     assert summary["strategy"]["name"] == "scratch"
 
 
+@pytest.mark.slow
 def test_l2sp_logs_both_loss_terms(tmp_path):
     config = load_config(None, [*QUICK, "strategy.name=l2sp", "loss.alpha=0.01", "loss.beta=1",
                                 "data.limit=16", "model.backbone.name=basic_cnn",
@@ -34,6 +36,7 @@ def test_l2sp_logs_both_loss_terms(tmp_path):
     assert "alpha = 0.01" in report
 
 
+@pytest.mark.slow
 def test_regression_end_to_end(tmp_path, repo_root):
     images = sorted((repo_root / "sample_data" / "classification").rglob("*.png"))[:40]
     manifest = tmp_path / "targets.csv"
@@ -51,6 +54,7 @@ def test_regression_end_to_end(tmp_path, repo_root):
     assert rows[0].split(",")[:3] == ["id", "target", "prediction"]
 
 
+@pytest.mark.slow
 def test_3d_classification_on_adrenalmnist3d(tmp_path, shared_data):
     path = shared_data / "medmnist" / "adrenalmnist3d.npz"
     config = load_config(None, [*QUICK, f"data.path={path}", "data.limit=24",
@@ -70,6 +74,7 @@ def test_2d_backbone_on_3d_data_is_a_config_error(tmp_path, shared_data):
         run_pipeline(config, tmp_path / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_flip_tta_is_recorded_and_restored_with_the_run(tmp_path):
     from medxfer.workflows.predict import load_run
 

@@ -51,6 +51,7 @@ def registries():
     return medxfer.build_registries(manager)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment_on", ["cpu", "batch"])
 def test_3d_patch_training_on_sample_data(tmp_path, registries, augment_on):
     config = load_config(None, [*QUICK, "data.patch.size=[16,16,16]",
@@ -66,6 +67,7 @@ def test_3d_patch_training_on_sample_data(tmp_path, registries, augment_on):
     assert sidecar["task"] == "segmentation" and sidecar["num_classes"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["feature_extraction", "gradual_unfreeze", "l2sp", "lwf"])
 def test_strategies_act_on_the_encoder(tmp_path, registries, strategy):
     config = load_config(None, [*QUICK, "train.epochs=1", f"strategy.name={strategy}",
@@ -107,6 +109,7 @@ def test_segmentation_plugin_refused_for_classification(tmp_path, registries):
         run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
 
 
+@pytest.mark.slow
 def test_2d_network_on_slices_of_3d_volumes(tmp_path, registries):
     config = load_config(None, [*QUICK, "train.epochs=1", "data.slice_axis=2",
                                 "data.patch.size=[16,16]", "data.limit=4"])
@@ -129,6 +132,7 @@ def test_slice_axis_refused_for_2d_data(tmp_path, registries, repo_root):
         run_pipeline(config, tmp_path / "run", registries=registries, progress=False)
 
 
+@pytest.mark.slow
 def test_3d_training_in_channels_last_layout(tmp_path, registries, monkeypatch):
     """``train.channels_last`` lays 3D networks and batches out as ``channels_last_3d``."""
     from medxfer.training import trainer

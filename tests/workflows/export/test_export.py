@@ -54,7 +54,8 @@ def test_torchscript_classification(cls_run, tmp_path):
                       "meaning": "softmax over dimension 1 gives class probabilities"}
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript",
+                                 pytest.param("onnx", marks=pytest.mark.slow)])
 def test_regression_export_json_describes_the_value_not_probabilities(reg_run, tmp_path, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="the export extra is not installed")
@@ -68,6 +69,7 @@ def test_regression_export_json_describes_the_value_not_probabilities(reg_run, t
     assert "probabilities" not in output["meaning"]
 
 
+@pytest.mark.slow
 def test_onnx_segmentation_and_classification(seg_run, cls_run, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     export_run(seg_run.run_dir, "onnx", tmp_path / "seg")
@@ -158,6 +160,7 @@ def test_domain_target_needs_domain_specific_layers(cls_run, tmp_path):
     assert not (tmp_path / "ts").exists()
 
 
+@pytest.mark.slow
 def test_a_dsbn_run_exports_the_domain_asked_for(tmp_path):
     """Domain-specific batch norm: the exported model is the source or the target one, as
     asked, and export.json says which."""
@@ -191,7 +194,8 @@ def test_a_dsbn_run_exports_the_domain_asked_for(tmp_path):
     assert not torch.allclose(outputs["source"], outputs["target"])
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript",
+                                 pytest.param("onnx", marks=pytest.mark.slow)])
 def test_export_json_gives_the_resize_interpolation_the_transform_uses(cls_run, tmp_path, fmt):
     """export.json says how images are resized to image_size (bilinear, anti-aliased), from
     the values medxfer's own transform uses; following it reproduces medxfer's input, which
