@@ -36,6 +36,7 @@ from medxfer.workflows.predict import LoadedRun, load_run
 from medxfer.workflows.results import ECE_BINS
 from medxfer.errors import CheckpointError, ConfigError, PluginError
 from medxfer.io import atomic_write_text, new_temporary
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 
 ENSEMBLE_JSON = "ensemble.json"
@@ -124,7 +125,7 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
     if task not in TASKS:
         raise ConfigError(f"run {members[0].run!r} is a {task} run; ensembles combine "
                           f"{' or '.join(TASKS)} runs")
-    if task == "segmentation" and not getattr(combiner, "supports_spatial", True):
+    if task == "segmentation" and not plugin_attributes.supports_spatial(combiner):
         raise ConfigError(f"--combiner {combiner_name!r} combines classification outputs only; "
                           "for segmentation runs choose mean, vote or weighted")
     load_member_data(members, dev)
@@ -140,8 +141,7 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
             from medxfer.tasks.segmentation.ensemble import evaluate_segmentation_ensemble
 
             summary = evaluate_segmentation_ensemble(members, combiner, info, staging, dev)
-        describe = getattr(combiner, "describe", None)
-        summary["combiner"] = {**info, **(describe() if callable(describe) else {})}
+        summary["combiner"] = {**info, **(plugin_attributes.describe_plugin(combiner) or {})}
         summary["figures"] = sorted(str(p.relative_to(staging))
                                     for p in (staging / "figures").glob("*.png"))
         write_metrics_json(staging / ENSEMBLE_JSON, summary)
@@ -293,9 +293,7 @@ def load_member_data(members: Sequence[Member], device: torch.device) -> None:
 def fit_combiner(combiner: Any, val_outputs: Any, val_targets: Any,
                  member_scores: list[float] | None) -> None:
     """Call the combiner's ``fit`` (validation data only) when it has one."""
-    fit = getattr(combiner, "fit", None)
-    if callable(fit):
-        fit(val_outputs, val_targets, member_scores)
+    plugin_attributes.fit_on_validation(combiner, val_outputs, val_targets, member_scores)
 
 
 def combine(combiner: Any, outputs: Any, name: str) -> torch.Tensor:

@@ -23,6 +23,7 @@ from medxfer.workflows.results import evaluate_and_report
 from medxfer.errors import ConfigError
 from medxfer.models import build_network
 from medxfer.plugins import Registries, build_registries, create_plugin_manager
+from medxfer.plugin_kit import attributes as plugin_attributes
 
 
 def resolve_run_config(config: RunConfig, run_dir: Path, resume: bool) -> RunConfig:
@@ -167,7 +168,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                                           **strategy_spec.kwargs)
     backbone_spec = config.model.backbone
     backbone_kwargs, pretrained, imagenet_norm = backbone_weights(
-        config, registries, use_weights=getattr(strategy, "uses_pretrained", True))
+        config, registries, use_weights=plugin_attributes.uses_pretrained(strategy))
 
     from medxfer.data import load_data
 
@@ -223,7 +224,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                                     available=VALIDATION_METRICS[config.task])
     validate = make_validate(config, bundle, val_loader, device, precision, loss_fn)
     monitor_key = monitor[0] if monitor[0].startswith("val_") else f"val_{monitor[0]}"
-    describe = getattr(strategy, "describe", None)
+    described = plugin_attributes.describe_plugin(strategy)
     sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
                "task": config.task, "num_classes": bundle.num_classes,
                "class_names": bundle.class_names, "in_channels": bundle.in_channels,
@@ -235,7 +236,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
                       loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress,
                       target_loader=None if adaptation is None else
                       DA.target_train_loader(config, target, device),
-                      draw_target_batches=getattr(adaptation, "draws_target_batches", True))
+                      draw_target_batches=plugin_attributes.draws_target_batches(adaptation))
     tic = time.perf_counter()
     result = trainer.fit(resume=resume)
     if main:
@@ -243,7 +244,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *,
     D.broadcast_state(model)
     run_info = {
         "backbone": backbone_spec.name,
-        "strategy": describe() if callable(describe) else {"name": strategy_spec.name},
+        "strategy": described if described is not None else {"name": strategy_spec.name},
         "pretrained": str(pretrained),
         "load_report": backbone.load_report.as_dict() if backbone.load_report else None,
         "device": str(device), "precision": precision.describe(),
