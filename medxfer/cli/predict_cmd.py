@@ -7,14 +7,11 @@ import io
 import os
 from pathlib import Path
 
-import torch
 import typer
 
 from medxfer.cli.console import err, warn
 from medxfer.cli.state import state_of
 from medxfer.errors import ConfigError
-from medxfer.io import atomic_write_text
-from medxfer.report.tables import PREDICTIONS_CSV
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +41,10 @@ def register(app: typer.Typer) -> None:
         input into the --output folder, in the input's format and on its grid (DICOM
         series: NIfTI, plus DICOM SEG with --dicom-seg), and a masks.csv summary.
         """
+        import torch
+
         from medxfer.data import inference_transform
+        from medxfer.io import atomic_write_text
         from medxfer.workflows.predict import load_run, run_threshold, unfinished_warning
         from medxfer.workflows.run import wants_imagenet_norm
 
@@ -109,6 +109,8 @@ def _csv_target(output: str) -> Path:
     ``predictions.csv`` inside it; anything else is the CSV file itself. An existing file is
     refused: results are never overwritten.
     """
+    from medxfer.report.tables import PREDICTIONS_CSV
+
     path = Path(output)
     if output.endswith(("/", os.sep)) or path.is_dir():
         path = path / PREDICTIONS_CSV
