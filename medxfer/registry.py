@@ -115,7 +115,6 @@ class Registry:
                 "that plugin; report it to its authors, or choose another "
                 f"{key or self.kind}") from exc
 
-
     def builders_of(self, spatial_dims: int, output: str | None = None) -> list[str]:
         """Names of the entries whose capabilities include ``spatial_dims`` (and ``output``)."""
         return [e.name for e in self.entries() if e.capabilities is not None
