@@ -33,6 +33,7 @@ from medxfer.config import (
 from medxfer.workflows.preflight import check_config, starts_from_random
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.io import atomic_write_json
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries
 from medxfer.weights import TRANSFER_SOURCE_JSON, wants_imagenet
 
@@ -265,9 +266,8 @@ def _first_builds(grid: Grid,
         todo = [c for c in grid.cells
                 if c.backbone == backbone and cell_state(grid.run_dir(c)) != "done"]
         configs = [(c, cell_config(grid, c, registries)) for c in todo]
-        transfer = [(c, config) for c, config in configs if getattr(
-            registries.strategy.create(c.strategy, key="strategy", **config.strategy.kwargs),
-            "uses_pretrained", True)]
+        transfer = [(c, config) for c, config in configs if plugin_attributes.uses_pretrained(
+            registries.strategy.create(c.strategy, key="strategy", **config.strategy.kwargs))]
         if not configs:
             continue
         cell, config = (transfer or configs)[0]

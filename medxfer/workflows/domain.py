@@ -14,6 +14,7 @@ from medxfer.config import RunConfig
 from medxfer.training import distributed as D
 from medxfer.errors import ConfigError, DataError
 from medxfer.tasks import task_of
+from medxfer.plugin_kit import attributes as plugin_attributes
 
 #: Features kept per domain for the PCA figure and ``features.npz``.
 
@@ -71,9 +72,9 @@ def create_method(config: RunConfig, registries: Any) -> Any:
 
 def describe_method(method: Any, config: RunConfig) -> dict[str, Any]:
     """The method's ``describe()``, or its config spec when it has none."""
-    describe = getattr(method, "describe", None)
-    if callable(describe):
-        return describe()
+    described = plugin_attributes.describe_plugin(method)
+    if described is not None:
+        return described
     return config.domain_adaptation.model_dump() if config.domain_adaptation else {}
 
 
@@ -86,9 +87,7 @@ def restore_structure(config: RunConfig, registries: Any, model: torch.nn.Module
     spec = config.domain_adaptation
     method = registries.domain_adaptation.create(spec.name, key="domain_adaptation",
                                                  **spec.kwargs)
-    restore = getattr(method, "restore_structure", None)
-    if callable(restore):
-        restore(model)
+    plugin_attributes.restore_network_structure(method, model)
 
 
 def target_config(config: RunConfig) -> RunConfig:

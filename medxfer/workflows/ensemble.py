@@ -36,6 +36,7 @@ from medxfer.tasks import task_of
 from medxfer.tasks.decisions import ECE_BINS
 from medxfer.errors import CheckpointError, ConfigError
 from medxfer.io import atomic_write_text, new_temporary
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
 
 ENSEMBLE_JSON = "ensemble.json"
@@ -129,8 +130,7 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
     try:
         info = {"name": combiner_name, "options": dict(combiner_options or {})}
         summary = task.evaluate_run_ensemble(members, combiner, info, staging, dev)
-        describe = getattr(combiner, "describe", None)
-        summary["combiner"] = {**info, **(describe() if callable(describe) else {})}
+        summary["combiner"] = {**info, **(plugin_attributes.describe_plugin(combiner) or {})}
         summary["figures"] = sorted(str(p.relative_to(staging))
                                     for p in (staging / "figures").glob("*.png"))
         write_metrics_json(staging / ENSEMBLE_JSON, summary)
@@ -184,7 +184,7 @@ def check_spatial_combiner(task: Any, combiner: Any, option: str, choices: str) 
     Raises:
         ConfigError: naming ``option`` and saying ``choices``.
     """
-    if task.labels_are_masks and not getattr(combiner, "supports_spatial", True):
+    if task.labels_are_masks and not plugin_attributes.supports_spatial(combiner):
         raise ConfigError(f"{option} combines classification outputs only; {choices}")
 
 

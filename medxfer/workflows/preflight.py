@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from medxfer.config import RunConfig
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, check_plugin_specs
 
 
@@ -56,7 +57,7 @@ def starts_from_random(config: RunConfig, registries: Registries, strategy: Any)
     from medxfer.workflows.run_setup import backbone_weights
     from medxfer.weights import is_no_weights
 
-    return bool(getattr(strategy, "uses_pretrained", True)
+    return bool(plugin_attributes.uses_pretrained(strategy)
                 and is_no_weights(backbone_weights(config, registries)[1]))
 
 
@@ -68,7 +69,7 @@ def random_start_warning(config: RunConfig, registries: Registries,
 
     A warning, not an error: a frozen random backbone is a rare but legitimate baseline.
     """
-    if not (getattr(strategy, "keeps_pretrained", False)
+    if not (plugin_attributes.keeps_pretrained(strategy)
             and starts_from_random(config, registries, strategy)):
         return None
     return (f"strategy {config.strategy.name!r} freezes or pulls towards the backbone's "

@@ -20,6 +20,7 @@ from typing import Any
 from medxfer.config import RunConfig
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_json
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries
 from medxfer.weights import TRANSFER_SOURCE_JSON, find_run_checkpoint, sha256_of
 
@@ -46,7 +47,7 @@ def pretrain(config: RunConfig, run_dir: str | Path, *, registries: Registries |
     registries = registries or build_registries()
     strategy = registries.strategy.create(config.strategy.name, key="strategy",
                                           **config.strategy.kwargs)
-    if getattr(strategy, "freezes_backbone", False):
+    if plugin_attributes.freezes_backbone(strategy):
         raise ConfigError(
             f"strategy: {config.strategy.name!r} keeps the backbone frozen, so pretraining "
             "would learn nothing to transfer; use full_finetune or scratch")

@@ -12,7 +12,7 @@ import pytest
 def bench(repo_root, monkeypatch):
     monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
     yield lambda name: importlib.import_module(name)
-    for name in ("data_loading", "amp_compile", "ddp_scaling", "_common"):
+    for name in ("data_loading", "amp_compile", "ddp_scaling", "cli_startup", "_common"):
         sys.modules.pop(name, None)
 
 
@@ -62,3 +62,13 @@ def test_ddp_scaling_runs_every_setting(bench, repo_root, capsys):
                     "2 processes x 1 thread, no sync", "2 processes x 1 thread, barrier only"):
         assert setting in out
     assert "gloo all-reduce of the" in out and "ms barrier only" in out
+
+
+def test_cli_startup_prints_each_command_with_its_ratio(bench, capsys):
+    module = bench("cli_startup")
+    assert module.main(["--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("python -c pass", "medxfer --help", "medxfer --version", "medxfer plugins"):
+        line = next(line for line in out.splitlines() if line.startswith(label))
+        assert line.rstrip().endswith("  -"), f"{label} imported torch or MONAI: {line}"
+    assert "1.0x" in out
