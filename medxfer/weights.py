@@ -35,8 +35,8 @@ from torch import nn
 
 from medxfer.errors import CheckpointError, ConfigError, WeightsError
 from medxfer.io import read_json_object
-from medxfer.models.adapt import adapt_input_conv_weight
 from medxfer.models.backbone import LoadReport
+from medxfer.models.input_conv import adapt_input_conv_weight
 from medxfer.weights_lookup import (  # noqa: F401 - part of this module's interface
     OFFLINE_PACKAGES,
     WEIGHTS_DIR_ENV,

@@ -16,9 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
 from medxfer.data.medmnist import SPLITS, MedMNISTData, load_medmnist
-from medxfer.data.readers import IMAGE_SUFFIXES, _is_dicom, dicom_folders, image_kind
+from medxfer.data.readers import (
+    IMAGE_SUFFIXES,
+    _is_dicom,
+    dicom_folders,
+    image_kind,
+    list_dicom_series,
+)
+from medxfer.errors import DataError
 from medxfer.tasks import label_kind
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json", "datalist.csv", "datalist.json")
@@ -266,8 +272,6 @@ def _folder_datalist(folder: Path) -> Datalist:
 
 
 def _dicom_datalist(folder: Path) -> Datalist:
-    from medxfer.data.readers import list_dicom_series
-
     cases = []
     for d in dicom_folders(folder):
         for uid in list_dicom_series(d):

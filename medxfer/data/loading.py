@@ -10,16 +10,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medxfer.errors import DataError
 from medxfer.data.augment import build_augmentation, resolve_ops
 from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.datalist import Datalist, build_datalist, detect_format
-from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
+from medxfer.data.datasets import ArrayCases, CaseDataset, SliceCases, cached_dataset, unwrap_errors
+from medxfer.data.preprocess import preprocess_transform
 from medxfer.data.readers import read_case, read_image
 from medxfer.data.sample import SAMPLE_TASKS, ensure_sample_data
-from medxfer.data.splits import SPLITS, assign_splits, check_splits, limit_cases
-from medxfer.data.preprocess import preprocess_transform
+from medxfer.data.splits import SPLITS, apply_split_file, assign_splits, check_splits, limit_cases
+from medxfer.data.steps import ExpectedImages
 from medxfer.data.transforms import AdaptChannels
+from medxfer.errors import DataError
 from medxfer.tasks import task_of
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     sp, task = config.data.split, task_of(config)
     source_cases = dl.cases
     if sp.file:
-        from medxfer.data.splits import apply_split_file
-
         source_cases = apply_split_file(dl.cases, sp.file)
     cases = assign_splits(source_cases, val_fraction=sp.val_fraction,
                           test_fraction=sp.test_fraction,
@@ -169,8 +168,6 @@ def _expected_images(config: RunConfig, first: Any, spatial_dims: int) -> Expect
     """What every case's image must match: the dataset's dimensionality and the channels of
     the first training case (``first``, as read), compared after ``data.preprocess.channels``
     unless a batch-augmented run collates the items before adapting their channels."""
-    from medxfer.data.steps import ExpectedImages
-
     batch = config.data.augment_on == "batch"
     channels = config.data.preprocess.channels
     hint = "" if batch or channels == "grey" else \
@@ -256,8 +253,6 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     model_dims, size = _model_geometry(config, spatial_dims, first)
     train_base = bases["train"]
     if data.slice_axis is not None:
-        from medxfer.data.datasets import SliceCases
-
         train_base = SliceCases(bases["train"], axis=data.slice_axis)
     augment, batch_augment = _augmentations(config, dl, model_dims, size,
                                             source=str(by_split["train"][0]["image"]))

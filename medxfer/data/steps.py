@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
+from medxfer.data.readers import ImageData, check_same_geometry, read_case
+from medxfer.data.transforms import AdaptChannels, normalise_intensity, resolve_intensity
 from medxfer.errors import DataError
 from medxfer.tasks import label_kind
-from medxfer.data.readers import ImageData, check_same_geometry, read_case
-from medxfer.data.transforms import normalise_intensity, resolve_intensity
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,6 @@ class ExpectedImages:
 
     def check(self, image: ImageData, case: Mapping[Hashable, Any]) -> None:
         """Raise :class:`DataError` naming the case's file when ``image`` differs."""
-        from medxfer.data.transforms import AdaptChannels
-
         what = f"{str(case['image'])!r} (case {case.get('id')!r})"
         if image.spatial_dims != self.spatial_dims:
             raise DataError(

@@ -6,19 +6,18 @@ Built-in and third-party backbone plugins alike import these helpers from
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from medxfer.errors import ConfigError, PluginError
 from medxfer.models.backbone import Backbone
+from medxfer.models.input_conv import adapt_input_conv_weight  # noqa: F401 - re-exported
+
 # re-exported for old imports; it lives where registering a backbone needs no torch
 from medxfer.plugin_kit.backbone_factories import torchvision_variant  # noqa: F401
-
-if TYPE_CHECKING:  # pragma: no cover - medxfer.weights imports this module
-    from medxfer.weights import WeightsSource
+from medxfer.weights import WeightsSource, load_pretrained
 
 
 class LayerGroup(nn.ModuleList):
@@ -78,38 +77,6 @@ def require_spatial_dims(backbone: str, spatial_dims: int, supported: Sequence[i
         f"model.backbone: backbone {backbone!r} only builds {dims} networks, but the data is "
         f"{spatial_dims}D. `medxfer plugins --kind backbone` lists what each backbone builds."
     )
-
-
-def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt pretrained first-convolution weights ``[O, I, *k]`` to ``in_channels`` inputs.
-
-    One channel gets the sum over the pretrained input channels (grey = R + G + B, as timm
-    and segmentation-models-pytorch do); other counts repeat the channels cyclically and
-    scale by ``I / in_channels`` so activations keep their magnitude. 2D weights go through
-    timm's ``adapt_input_conv``; 3D weights get the same rule here.
-
-    Args:
-        weight: The pretrained convolution weight.
-        in_channels: The channel count of the new model.
-
-    Returns:
-        The adapted weight, same dtype.
-    """
-    base = weight.shape[1]
-    if in_channels == base:
-        return weight
-    if weight.ndim == 4:
-        from timm.models import adapt_input_conv
-
-        return adapt_input_conv(in_channels, weight, base_chans=base)
-    dtype = weight.dtype
-    w = weight.float()
-    if in_channels == 1:
-        w = w.sum(dim=1, keepdim=True)
-    else:
-        repeat = math.ceil(in_channels / base)
-        w = w.repeat(1, repeat, *([1] * (w.ndim - 2)))[:, :in_channels] * (base / in_channels)
-    return w.to(dtype)
 
 
 def replace_input_conv(model: nn.Module, path: str, in_channels: int) -> nn.Module:
@@ -215,8 +182,6 @@ def assemble_backbone(name: str, body: nn.Module, groups: Sequence[nn.Module],
     Returns:
         The :class:`medxfer.models.Backbone`.
     """
-    from medxfer.weights import load_pretrained
-
     report, imagenet_norm = load_pretrained(body, pretrained, backbone=name,
                                             imagenet=imagenet, input_convs=input_convs,
                                             key_map=key_map)

@@ -10,6 +10,7 @@ import torch
 
 from medxfer.config import RunConfig, write_resolved_config
 from medxfer.data import load_data
+from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, create_plugin_manager
 from medxfer.tasks import task_of
@@ -94,8 +95,6 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
     val_loader = make_loader(bundle.val, config, train=False, device=device)
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = task.loss(config, bundle.train_labels, bundle.num_classes, device)
-
-    from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 
     monitor = select_monitor_metric(config.task, config.train.early_stopping.metric,
                                     available=VALIDATION_METRICS[config.task])

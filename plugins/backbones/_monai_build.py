@@ -33,6 +33,7 @@ from medxfer.api import (
     wants_imagenet,
     weights_cache_dirs,
 )
+from medxfer_plugins.backbones._segmentation_names import medicalnet_file_names
 
 MEDICALNET_URL = "https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}"
 
@@ -111,8 +112,6 @@ def medicalnet_file(depth: int) -> Path:
     Raises:
         WeightsError: naming the file, where to download it and where to put it.
     """
-    from medxfer_plugins.backbones.monai_segmentation import medicalnet_file_names
-
     names = medicalnet_file_names(depth)
     dirs = weights_cache_dirs()
     for folder in dirs:

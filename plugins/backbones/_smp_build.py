@@ -36,8 +36,8 @@ from medxfer.api import (
     torchvision_source,
     wants_imagenet,
 )
+from medxfer_plugins.backbones._segmentation_names import ARCHITECTURES
 from medxfer_plugins.backbones.mobilenet import VARIANTS as MOBILENET_VARIANTS
-from medxfer_plugins.backbones.smp_segmentation import ARCHITECTURES
 
 #: smp encoders that subclass a torchvision model: their ImageNet weights are torchvision's.
 TORCHVISION_ENCODERS = ("mobilenet_v2", "resnet18", "resnet34", "resnet50", "resnet101",

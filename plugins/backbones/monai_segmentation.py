@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import medxfer
 from medxfer.api import BackboneCapabilities, ConfigError, PluginError, WeightFiles
+from medxfer_plugins.backbones._segmentation_names import medicalnet_file_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -34,11 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from medxfer.api import SegmentationModel
 
 RESNET_DEPTHS = (10, 18, 34, 50)
-
-
-def medicalnet_file_names(depth: int) -> tuple[str, ...]:
-    """The names MedicalNet's ResNet-``depth`` weights are looked for under."""
-    return (f"resnet_{depth}_23dataset.pth", f"resnet_{depth}.pth")
 
 
 def monai_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,

@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import medxfer
 from medxfer.api import BackboneCapabilities, WeightFiles
+from medxfer_plugins.backbones._segmentation_names import ARCHITECTURES
 from medxfer_plugins.backbones.mobilenet import WEIGHTS_FILES as MOBILENET_WEIGHTS_FILES
 
 if TYPE_CHECKING:  # pragma: no cover
     from medxfer.api import SegmentationModel
 
-#: Registered name -> smp class name.
-ARCHITECTURES = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN",
-                 "deeplabv3plus": "DeepLabV3Plus"}
 UNET_CHANNELS = (256, 128, 64, 32, 16)
 #: torchvision's ImageNet weights of the default encoder, ``mobilenet_v2``.
 MOBILENET_V2_IMAGENET = MOBILENET_WEIGHTS_FILES["mobilenet_v2"]
