@@ -353,7 +353,7 @@ TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "train.epochs=1"]
 
 def _interrupted_pipeline(monkeypatch, write_checkpoint: bool) -> None:
     """``run``'s pipeline writes the run's first files (and a checkpoint) and gets Ctrl-C."""
-    import medxfer.workflows.run as pipeline
+    import medxfer.workflows.run_folder as pipeline  # where `run` calls it
 
     def interrupted(cfg, output, **kwargs):
         output.mkdir(parents=True, exist_ok=True)
