@@ -146,6 +146,10 @@ def _renormalise(config: RunConfig, net: nn.Module, groups: Any, name: str,
     option = config.model.batch_renorm
     if option is False:
         return
+    if config.train.sync_batchnorm:
+        raise ConfigError("model.batch_renorm: train.sync_batchnorm would replace the "
+                          "BatchRenorm layers with plain synchronised batch norms; set one "
+                          "of them to false")
     settings = option if isinstance(option, BatchRenormConfig) else BatchRenormConfig()
     if not use_batch_renorm(net, groups, r_max=settings.r_max, d_max=settings.d_max,
                             only=only):

@@ -115,6 +115,14 @@ def test_batch_renorm_without_batch_norms_is_refused() -> None:
                         {"in_channels": 1, "spatial_dims": 2})
 
 
+def test_batch_renorm_with_synchronised_batch_norms_is_refused() -> None:
+    cfg = validate_config({"model": {"backbone": {"name": "resnet18", "pretrained": "none"},
+                                     "batch_renorm": True}, "train": {"sync_batchnorm": True}})
+    with pytest.raises(ConfigError, match="sync_batchnorm"):
+        create_backbone(cfg, REGISTRIES, REGISTRIES.backbone.get("resnet18"),
+                        {"in_channels": 1, "spatial_dims": 2, "pretrained": "none"})
+
+
 def test_batch_renorm_bounds_are_checked_by_the_config() -> None:
     with pytest.raises(ConfigError, match="r_max"):
         config(batch_renorm={"r_max": 0.5})
