@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from medxfer.models.layers_3d import avg_pool_3d, cube_size, triple
 
+
 def _adaptive_pool(pool3d: Callable[..., Any]) -> Callable[..., Any]:
     def handler(x: torch.Tensor, output_size: Any, *args: Any, **kwargs: Any) -> Any:
         return pool3d(x, cube_size(output_size), *args, **kwargs)

@@ -20,6 +20,7 @@ from medxfer.models.module_swap import swap_layers
 #: Methods that convert the layers in place (``2.5d`` runs the 2D network on slices).
 LAYER_METHODS = ("acs", "i3d")
 
+
 def cube_size(value: Any) -> tuple[Any, Any, Any]:
     """A 2D size ``(h, w)`` (or one int) as 3D ``(h, h, w)``: depth follows height."""
     if isinstance(value, (tuple, list)):
@@ -61,12 +62,12 @@ class InflatedConv3d(nn.Conv3d):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         kh, kw = conv.kernel_size
-        padding = _explicit_padding(conv)
-        self.depth_padding = padding[0] if conv.padding_mode == "zeros" else 0
+        ph, pw = _explicit_padding(conv)
+        zeros = conv.padding_mode == "zeros"  # else the 2D mode (reflect...) pads depth too
+        self.depth_padding = ph if zeros else 0
         super().__init__(conv.in_channels, conv.out_channels, (kh, kh, kw),
                          stride=cube_size(conv.stride),
-                         padding=(0, *padding) if self.depth_padding or
-                         conv.padding_mode == "zeros" else cube_size(padding),
+                         padding=(0, ph, pw) if zeros else (ph, ph, pw),
                          dilation=cube_size(conv.dilation), groups=conv.groups,
                          bias=conv.bias is not None, padding_mode=conv.padding_mode,
                          device=conv.weight.device, dtype=conv.weight.dtype)
@@ -202,6 +203,8 @@ class ReplicateDepthAvgPool3d(nn.AvgPool3d):
 def avg_pool_3d(x: torch.Tensor, kernel: Any, stride: Any, padding: Any, ceil_mode: bool,
                 count_include_pad: bool, divisor_override: int | None, *,
                 replicate_depth: bool) -> torch.Tensor:
+    """``F.avg_pool3d`` with 2D or 3D settings; ``replicate_depth`` pads depth by repeating
+    the edge slices instead of counting zeros (I3D: a depth-constant volume stays so)."""
     kernel, stride, padding = (triple(v) for v in (kernel, stride, padding))
     if replicate_depth and padding[0]:
         x = F.pad(x, (0, 0, 0, 0, padding[0], padding[0]), mode="replicate")
@@ -211,6 +214,8 @@ def avg_pool_3d(x: torch.Tensor, kernel: Any, stride: Any, padding: Any, ceil_mo
 
 
 def triple(value: Any) -> tuple[Any, Any, Any]:
+    """A 3D setting: one value for every axis, a 3-tuple as it is, a 2D one as
+    :func:`cube_size` makes it."""
     if isinstance(value, (tuple, list)):
         return tuple(value) if len(value) == 3 else cube_size(value)  # type: ignore[return-value]
     return (value, value, value)
@@ -263,12 +268,13 @@ def layer_converter(method: str) -> Callable[[nn.Module], nn.Module | None]:
         if kind is nn.InstanceNorm2d:
             return _norm_3d(m, nn.InstanceNorm3d)
         if kind is nn.MaxPool2d:
-            return nn.MaxPool3d(cube_size(m.kernel_size), cube_size(m.stride), cube_size(m.padding),
-                                cube_size(m.dilation), m.return_indices, m.ceil_mode)
+            return nn.MaxPool3d(cube_size(m.kernel_size), cube_size(m.stride),
+                                cube_size(m.padding), cube_size(m.dilation), m.return_indices,
+                                m.ceil_mode)
         if kind is nn.AvgPool2d:
             pool = ReplicateDepthAvgPool3d if i3d else nn.AvgPool3d
-            return pool(cube_size(m.kernel_size), cube_size(m.stride), cube_size(m.padding), m.ceil_mode,
-                        m.count_include_pad, m.divisor_override)
+            return pool(cube_size(m.kernel_size), cube_size(m.stride), cube_size(m.padding),
+                        m.ceil_mode, m.count_include_pad, m.divisor_override)
         if kind is nn.AdaptiveAvgPool2d:
             return nn.AdaptiveAvgPool3d(cube_size(m.output_size))
         if kind is nn.AdaptiveMaxPool2d:

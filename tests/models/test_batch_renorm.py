@@ -14,7 +14,11 @@ import medxfer  # noqa: E402
 from medxfer.config import validate_config  # noqa: E402
 from medxfer.errors import ConfigError  # noqa: E402
 from medxfer.models.adapt import check_layer_groups  # noqa: E402
-from medxfer.models.batch_renorm import BatchRenorm, batch_renorm_from, use_batch_renorm  # noqa: E402
+from medxfer.models.batch_renorm import (  # noqa: E402
+    BatchRenorm,
+    batch_renorm_from,
+    use_batch_renorm,
+)
 from medxfer.tasks.backbone_build import create_backbone  # noqa: E402
 
 REGISTRIES = medxfer.build_registries(medxfer.create_plugin_manager())

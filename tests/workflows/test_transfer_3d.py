@@ -23,7 +23,13 @@ from medxfer.tasks.backbone_build import create_backbone  # noqa: E402
 from medxfer.training.checkpoints import load_model_weights  # noqa: E402
 from medxfer.weights import TRANSFER_SOURCE_JSON, sha256_of  # noqa: E402
 from medxfer.weights_lookup import offline_package_file  # noqa: E402
-from medxfer.workflows.compare import Cell, cell_config, plan_grid, split_arms, with_backbone  # noqa: E402
+from medxfer.workflows.compare import (  # noqa: E402
+    Cell,
+    cell_config,
+    plan_grid,
+    split_arms,
+    with_backbone,
+)
 from medxfer.workflows.predict import load_run  # noqa: E402
 from medxfer.workflows.run import run_pipeline  # noqa: E402
 from medxfer.workflows.ssl_pretrain import ssl_pretrain  # noqa: E402

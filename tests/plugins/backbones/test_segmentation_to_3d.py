@@ -1,7 +1,7 @@
 """``model.backbone.to_3d`` for segmentation plugins: every registered segmentation network
-that builds 2D networks only is converted whole (``acs``, ``i3d``) and gives logits of the volume's size with
-its encoder view and layer groups intact, or is refused by name when its ``forward``
-works on 2D feature maps only; ``2.5d`` is for classifier backbones."""
+that builds 2D networks only is converted whole (``acs``, ``i3d``) and gives logits of the
+volume's size with its encoder view and layer groups intact, or is refused by name when
+its ``forward`` works on 2D feature maps only; ``2.5d`` is for classifier backbones."""
 
 from __future__ import annotations
 
