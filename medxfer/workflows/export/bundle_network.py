@@ -95,7 +95,7 @@ def library_definition(loaded: Any, registries: Registries | None = None
     if cls.__module__.split(".")[0] not in LIBRARIES:
         return f"the network's class {cls.__module__}.{cls.__qualname__} is not from " \
                f"{', '.join(LIBRARIES)}"
-    with _recorded_arguments(cls) as calls:
+    with recorded_arguments(cls) as calls:
         build_run_network(loaded.config, loaded.sidecar, registries or build_registries())
     if not calls:
         return f"rebuilding the run's network did not call {cls.__qualname__}(...)"
@@ -111,26 +111,41 @@ def _checked(loaded: Any, config: dict[str, Any], net: nn.Module) -> NetworkDefi
     """The definition if MONAI builds from it a network that takes ``net``'s weights and
     reproduces medxfer's logits, else why not."""
     state = _detached(net.state_dict())
+    target = config["_target_"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MONAI's warning that configs run code
             built = ConfigParser({"network_def": config}).get_parsed_content("network_def")
-        built.load_state_dict(state, strict=True)
+        keys = built.load_state_dict(state, strict=False)
     except Exception as exc:  # MONAI and torch raise many types for a config that does not fit
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{config['_target_']} built from the recorded arguments does not take the " \
-               f"run's weights ({first})"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines
+                      else type(exc).__name__)
+        return f"{target} built from the recorded arguments does not take the run's " \
+               f"weights ({detail})"
+    # a key missing from the run's weights is fine when it names a tensor another key
+    # filled: the library class registers a module twice (DynUNet), the plugin once
+    live = built.state_dict(keep_vars=True)
+    filled = {id(live[k]) for k in state if k in live}
+    missing = [k for k in keys.missing_keys if id(live[k]) not in filled]
+    if missing or keys.unexpected_keys:
+        return (f"{target} built from the recorded arguments does not take the run's weights "
+                f"({len(missing)} of its keys missing from them, e.g. {missing[:2]}; "
+                f"{len(keys.unexpected_keys)} of theirs unknown to it, e.g. "
+                f"{keys.unexpected_keys[:2]}): the plugin changed the network after "
+                "building it")
+    state = _detached(built.state_dict())  # with the class's own aliases: a strict load
     built.eval()
     inputs = example_inputs(example_shapes(loaded))
     try:
         check = check_outputs(LogitsModel(loaded.model).eval(), built, inputs, "monai-bundle")
     except Exception as exc:  # ExportError, or a shape the library class refuses
-        return f"{config['_target_']} does not reproduce medxfer's logits ({exc})"
-    return NetworkDefinition(config, state, target=config["_target_"], check=check)
+        return f"{target} does not reproduce medxfer's logits ({exc})"
+    return NetworkDefinition(config, state, target=target, check=check)
 
 
 @contextmanager
-def _recorded_arguments(cls: type) -> Iterator[list[dict[str, Any]]]:
+def recorded_arguments(cls: type) -> Iterator[list[dict[str, Any]]]:
     """Record the named arguments of every ``cls(...)`` call inside the block.
 
     The class's own ``__init__`` is wrapped for the duration and restored after, also when
@@ -196,5 +211,6 @@ def public_name(cls: type) -> str:
 
 
 def _detached(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A plain CPU copy of a state dict (what ``torch.load(weights_only=True)`` reads)."""
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
+    """A state dict of plain CPU tensors (what ``torch.load(weights_only=True)`` reads);
+    tensors under two keys stay one tensor, saved once."""
+    return {k: v.detach().cpu() for k, v in state.items()}

@@ -18,7 +18,8 @@ from jsonschema import Draft201909Validator
 from PIL import Image
 
 from medxfer.workflows.export import export_run
-from tests.workflows.export.helpers import write_labelled_cases, write_volume
+from medxfer.workflows.export.bundle_network import recorded_arguments
+from tests.workflows.export.helpers import make_run, write_labelled_cases, write_volume
 
 SCHEMA = Path(__file__).parent / "schema" / "monai_bundle_meta_schema.json"
 RUNNER = Path(__file__).parent / "bundle_runner.py"
@@ -153,3 +154,33 @@ def test_segmentation_bundle_trains_and_predicts_where_medxfer_cannot_be_importe
     assert " - bundle.train - INFO - epoch 1/1: mean loss " in logs["train"]  # logging.conf
     assert (bundle / "models" / "model_finetuned.pt").is_file()
     assert (tmp_path / "out" / "a_seg.nii.gz").is_file()
+
+
+@pytest.mark.slow
+def test_a_network_that_registers_modules_twice_keeps_its_library_class(tmp_path):
+    """DynUNet registers each block twice; the plugin drops the aliases from its weights."""
+    run = make_run(tmp_path / "run", ["task=segmentation", "model.backbone.name=dynunet",
+                                      "model.backbone.depth=3", "model.backbone.filters=8",
+                                      "model.backbone.pretrained=none"],
+                   spatial_dims=3, num_classes=3)
+    bundle = export_run(run.run_dir, "monai-bundle", tmp_path / "bundle").output
+    config = _json(bundle / "configs" / "inference.json")
+    assert config["network_def"]["_target_"] == "monai.networks.nets.DynUNet"
+    net = _network_def(bundle).eval()  # model.pt has the aliases too: a strict load
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), run.model(x))
+
+
+def test_recording_constructor_arguments_leaves_the_class_as_it_was():
+    from monai.networks.nets import UNet
+
+    class Inherits(UNet):
+        pass
+
+    with recorded_arguments(Inherits) as calls:
+        Inherits(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+        UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,))
+    assert calls == [{"spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+                      "channels": (4, 8), "strides": (2,)}]
+    assert "__init__" not in Inherits.__dict__ and UNet.__init__.__name__ == "__init__"
