@@ -87,8 +87,7 @@ def register(app: typer.Typer) -> None:
             None, "--run", help="Run to serve: 'original' or a promoted fine-tuned run "
             "(`medxfer label history` lists them). Default: the run served before."),
     ) -> None:
-        """Serve an earlier run of a model again (a running server switches at its next
-        request)."""
+        """Serve an earlier run of a model again (a running server follows at once)."""
         from medxfer.label.appdir import read_app
         from medxfer.label.served import restore as restore_run
 
