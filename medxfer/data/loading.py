@@ -17,7 +17,8 @@ from medxfer.data.datalist import Datalist, build_datalist, detect_format
 from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
 from medxfer.data.readers import read_case, read_image
 from medxfer.data.sample import SAMPLE_TASKS, ensure_sample_data
-from medxfer.data.splits import SPLITS, assign_splits, check_splits, limit_cases
+from medxfer.data.splits import (SPLITS, apply_stored_folds, assign_splits, check_splits,
+                                 draw_missing_splits, limit_cases)
 from medxfer.data.preprocess import preprocess_transform
 from medxfer.data.transforms import AdaptChannels
 from medxfer.tasks import task_of
@@ -82,20 +83,52 @@ def load_datalist(config: RunConfig) -> Datalist:
 
 
 def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
-    """Cases with ``split`` assigned, limited and checked (see :mod:`medxfer.data.splits`)."""
+    """Cases with ``split`` assigned, limited and checked (see :mod:`medxfer.data.splits`).
+
+    A stored split is used as given (``data.split.use_existing``): a datalist's ``fold``
+    keys make fold ``data.split.fold`` (default 0) validation, and the splits a stored
+    split lacks are drawn from its training cases.
+    """
     sp, task = config.data.split, task_of(config)
-    source_cases = dl.cases
+    source_cases, folds = dl.cases, sp.folds
+    stratify = sp.stratify and task.labels_are_classes
     if sp.file:
         from medxfer.data.splits import apply_split_file
 
         source_cases = apply_split_file(dl.cases, sp.file)
+    elif sp.use_existing and any(c.get("fold") is not None for c in dl.cases):
+        source_cases, folds = apply_stored_folds(dl.cases, sp.fold or 0), None
     cases = assign_splits(source_cases, val_fraction=sp.val_fraction,
-                          test_fraction=sp.test_fraction,
-                          seed=sp.seed, stratify=sp.stratify and task.labels_are_classes,
-                          group_by=sp.group_by, folds=sp.folds, fold=sp.fold,
+                          test_fraction=sp.test_fraction, seed=sp.seed, stratify=stratify,
+                          group_by=sp.group_by, folds=folds, fold=sp.fold,
                           use_existing=sp.use_existing or bool(sp.file))
+    if dl.missing_splits and sp.use_existing and not sp.file:
+        cases = draw_missing_splits(cases, dl.missing_splits, val_fraction=sp.val_fraction,
+                                    test_fraction=sp.test_fraction, seed=sp.seed,
+                                    stratify=stratify, group_by=sp.group_by)
     cases = limit_cases(cases, config.data.limit, seed=sp.seed)
     check_splits(cases, task=config.task, class_names=dl.class_names, source=dl.describe())
+    return cases
+
+
+def checked_cases(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
+    """:func:`split_datalist`, then every case checked (:mod:`medxfer.data.checks`); what
+    was read, excluded or assumed, and the checks' warnings, are shown once
+    (:func:`medxfer.data.checks.notify_once`, on the main process only).
+
+    Raises:
+        DataError: for what the checks refuse, naming the files.
+    """
+    from medxfer.data.checks import check_before_training, notify_once, reading_notes
+    from medxfer.training.distributed import is_main
+
+    cases = split_datalist(dl, config)
+    masks = task_of(config).labels_are_masks
+    warnings = check_before_training(dl, cases, channels=config.data.preprocess.channels,
+                                     num_classes=len(dl.class_names) if masks else None)
+    if is_main():
+        for line in reading_notes(dl) + warnings:
+            notify_once(line)
     return cases
 
 
@@ -125,7 +158,7 @@ def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
     dl = load_datalist(config)
     if not dl.cases:
         raise DataError(f"{dl.describe()} has no cases")
-    cases = split_datalist(dl, config)  # checks the split settings (and data.split.file)
+    cases = checked_cases(dl, config)  # the split settings (and data.split.file), every case
     case = next((c for c in cases if c["split"] == "train"), cases[0])
     spatial_dims, bases = _bases(config, dl, {"train": [case], "val": [], "test": []},
                                  imagenet_norm=imagenet_norm, cache="none", cache_dir=None)
@@ -168,16 +201,14 @@ def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, A
 def _expected_images(config: RunConfig, first: Any, spatial_dims: int) -> ExpectedImages:
     """What every case's image must match: the dataset's dimensionality and the channels of
     the first training case (``first``, as read), compared after ``data.preprocess.channels``
-    unless a batch-augmented run collates the items before adapting their channels."""
+    (a batch-augmented run adapts each item's channels before it collates them)."""
     from medxfer.data.steps import ExpectedImages
 
-    batch = config.data.augment_on == "batch"
     channels = config.data.preprocess.channels
-    hint = "" if batch or channels == "grey" else \
+    hint = "" if channels == "grey" else \
         ", or set data.preprocess.channels: grey to average each image's channels to one"
     return ExpectedImages(spatial_dims=spatial_dims, channels=int(first.array.shape[0]),
-                          source=str(first.path), adapt="auto" if batch else channels,
-                          hint=hint)
+                          source=str(first.path), adapt=channels, hint=hint)
 
 
 def _first_image(base: Dataset) -> torch.Tensor:
@@ -246,7 +277,7 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     """
     data, pre = config.data, config.data.preprocess
     dl = load_datalist(config)
-    cases = split_datalist(dl, config)
+    cases = checked_cases(dl, config)
     by_split = {s: [c for c in cases if c["split"] == s] for s in SPLITS}
     task = task_of(config)
     spatial_dims, bases = _bases(config, dl, by_split, imagenet_norm=imagenet_norm,
