@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from medxfer.errors import DataError, notify
-from medxfer.data.scan import CaseScan, scan_cases
+from medxfer.data.scan import CaseScan, name_found_classes, scan_cases
 
 #: Fewer validation cases than this for a class is warned about.
 FEW_VALIDATION_CASES = 10
@@ -36,7 +36,9 @@ def check_before_training(dl: Any, cases: list[dict[str, Any]], *, channels: str
         dl: The :class:`~medxfer.data.datalist.Datalist`.
         cases: Its cases with ``split`` assigned (as a run uses them).
         channels: ``data.preprocess.channels``.
-        num_classes: Mask classes including background (default: the datalist's).
+        num_classes: Mask classes including background (default: the datalist's; when
+            nobody declared them, the mask values found name them, and ``dl.class_names``
+            is set to those).
 
     Returns:
         Warnings (one line each).
@@ -46,6 +48,7 @@ def check_before_training(dl: Any, cases: list[dict[str, Any]], *, channels: str
     """
     scans = scan_cases(dl, cases, num_classes=num_classes)
     refuse_problems(scans)
+    name_found_classes(dl, scans)
     refuse_mixed_images(scans, channels)
     warnings = []
     kind = dl.label_kind

@@ -60,6 +60,9 @@ class Datalist:
             cases by ``data.split``'s fractions.
         image_classes: For segmentation read from class folders: the folder classes each
             case keeps in its ``class`` key.
+        test_images: Images without labels the dataset sets aside for testing (MSD
+            ``imagesTs/``, a datalist's unlabelled ``testing`` entries): not cases, but
+            ``medxfer predict`` takes them.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Datalist:
     split_source: str = ""
     missing_splits: tuple[str, ...] = ()
     image_classes: list[str] = field(default_factory=list)
+    test_images: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line: format, path and case count."""
@@ -178,22 +182,24 @@ def _apply_declared_classes(dl: Datalist, classes: list[str]) -> None:
                 case["label"] = mapping[case["label"]]
     elif len(classes) < 2:
         raise DataError("data.classes for segmentation must include the background class")
-    if dl.class_order == "assumed":
-        dl.notices = [n for n in dl.notices if not n.startswith(ASSUMED_BINARY)]
     dl.class_names = list(classes)
     dl.class_order = "declared"
 
 
-#: The start of the notice given when masks are read as binary because no classes are
-#: declared (dropped once ``data.classes`` declares them).
-ASSUMED_BINARY = "no mask classes are declared"
-
-
 def assume_binary_masks(dl: Datalist) -> None:
-    """Give mask data without declared classes the classes background and foreground,
-    and say so (:data:`ASSUMED_BINARY`)."""
+    """Mask data whose classes nobody declared: background and foreground until the masks
+    are read (:func:`take_mask_classes` then names the values found)."""
     dl.class_names = ["background", "foreground"]
     dl.class_order = "assumed"
-    dl.notices.append(f"{ASSUMED_BINARY}, so the masks are read as binary (0 background, 1 "
-                      "foreground; 0/255 masks as 0/1); a mask with other values is refused: "
-                      "declare the class names in order with data.classes to use more classes")
+
+
+def take_mask_classes(dl: Datalist, values: set[int]) -> None:
+    """Give mask data without declared classes the classes of the mask values found
+    (:func:`medxfer.data.masks.found_classes`), and say so."""
+    from medxfer.data.masks import found_classes
+
+    dl.class_names = found_classes(values)
+    named = ", ".join(f"{i} {n}" for i, n in enumerate(dl.class_names))
+    dl.notices.append(f"no mask classes are declared: the masks hold the values "
+                      f"{sorted(values)}, read as the classes {named} (a 0/255 mask as 0/1); "
+                      "name them in order with data.classes (or a dataset.json's labels)")

@@ -154,10 +154,14 @@ def case_header(case: dict[str, Any], key: str = "image") -> Header:
         DataError: as :func:`read_header`.
     """
     from medxfer.data.masks import case_files
-    from medxfer.data.readers import case_series_uid
+    from medxfer.data.readers import case_series_uid, series_choice_hint
+    from medxfer.errors import SeriesChoiceError
 
     files = case_files(case, key)
-    header = read_header(files[0], series_uid=case_series_uid(case, key))
+    try:
+        header = read_header(files[0], series_uid=case_series_uid(case, key))
+    except SeriesChoiceError as exc:
+        raise exc.with_hint(series_choice_hint(case, key)) from None
     if key == "image" and len(files) > 1:
         header.channels += sum(read_header(f).channels for f in files[1:])
     return header

@@ -123,9 +123,7 @@ def checked_cases(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     from medxfer.training.distributed import is_main
 
     cases = split_datalist(dl, config)
-    masks = task_of(config).labels_are_masks
-    warnings = check_before_training(dl, cases, channels=config.data.preprocess.channels,
-                                     num_classes=len(dl.class_names) if masks else None)
+    warnings = check_before_training(dl, cases, channels=config.data.preprocess.channels)
     if is_main():
         for line in reading_notes(dl) + warnings:
             notify_once(line)

@@ -131,9 +131,11 @@ def colour_mask_values(rgb: np.ndarray, source: str) -> np.ndarray:
         "one value per class), e.g. a grey or palette PNG")
 
 
-def mask_class_values(mask: Any, num_classes: int) -> np.ndarray:
+def mask_class_values(mask: Any, num_classes: int | None) -> np.ndarray:
     """The class indices of a mask read by :func:`read_mask`, checked: one channel,
     whole numbers, ``0 .. num_classes-1`` (a binary mask stored as 0/255 becomes 0/1).
+    ``num_classes`` ``None`` (no classes declared) checks only that the values are whole
+    and not negative, and reads any 0/255 mask as 0/1.
 
     Raises:
         DataError: naming the mask file and the values found.
@@ -146,12 +148,23 @@ def mask_class_values(mask: Any, num_classes: int) -> np.ndarray:
         raise DataError(f"mask {mask.path!r} holds non-integer values; a mask must hold "
                         "class indices 0, 1, ...")
     values = np.unique(array)
-    if num_classes == 2 and set(values.tolist()) <= {0, 255}:
+    if num_classes in (2, None) and set(values.tolist()) <= {0, 255}:
         array = array > 0
         values = np.unique(array)
-    bad = [v for v in values.tolist() if v < 0 or v >= num_classes]
+    bad = [int(v) if float(v).is_integer() else v for v in values.tolist()
+           if v < 0 or num_classes is not None and v >= num_classes]
     if bad:
         raise DataError(f"mask {mask.path!r} holds label values {bad[:5]} outside the "
                         f"declared classes 0..{num_classes - 1}; fix the mask or declare the "
                         "classes (data.classes, or the labels of dataset.json)")
     return array.astype(np.int64)
+
+
+def found_classes(values: set[int]) -> list[str]:
+    """Class names for masks without declared classes, from the values found in them:
+    ``background``, then ``foreground`` for binary masks, else ``class 1`` .. ``class K``
+    (every value up to the largest found)."""
+    top = max(values, default=1)
+    if top <= 1:
+        return ["background", "foreground"]
+    return ["background"] + [f"class {v}" for v in range(1, top + 1)]

@@ -169,10 +169,14 @@ def read_case(case: dict[str, Any], key: str = "image") -> ImageData:
             return read_channel_files(files, series_uid=case_series_uid(case, key))
         return read_image(case[key], series_uid=case_series_uid(case, key))
     except SeriesChoiceError as exc:
-        what = "image" if key == "image" else "mask"
-        raise exc.with_hint(f"put the UID of the {what} series to read in the manifest's "
-                            f"{SERIES_KEYS[key]!r} column for case {str(case.get('id'))!r}") \
-            from None
+        raise exc.with_hint(series_choice_hint(case, key)) from None
+
+
+def series_choice_hint(case: dict[str, Any], key: str = "image") -> str:
+    """What to do when a case's image (or mask) folder holds several DICOM series."""
+    what = "image" if key == "image" else "mask"
+    return (f"put the UID of the {what} series to read in the manifest's {SERIES_KEYS[key]!r} "
+            f"column for case {str(case.get('id'))!r}")
 
 
 def read_channel_files(files: list[str], *, series_uid: str | None = None) -> ImageData:

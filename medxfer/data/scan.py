@@ -30,6 +30,7 @@ class CaseScan:
         id: The case id.
         split: Its split (``None`` before a split is assigned).
         image: Its image file (what messages name).
+        mask: Its (first) mask file, masks only.
         spatial_dims: 2 or 3 (``0`` when the image could not be read).
         channels: Channels of the image as read.
         shape: Spatial shape.
@@ -47,6 +48,7 @@ class CaseScan:
     id: str
     split: str | None
     image: str
+    mask: str | None = None
     spatial_dims: int = 0
     channels: int = 0
     shape: tuple[int, ...] = ()
@@ -68,7 +70,8 @@ def scan_cases(dl: Any, cases: list[dict[str, Any]], *, num_classes: int | None 
         dl: The :class:`~medxfer.data.datalist.Datalist` the cases come from.
         cases: Its cases (split or not).
         num_classes: Mask classes including background (checks mask values); defaults to
-            the datalist's class count.
+            the datalist's class count, or none (values only collected) when its classes
+            are not declared (``class_order`` ``assumed``).
         hashes: Hash the image files (for duplicates across splits).
 
     Returns:
@@ -77,7 +80,8 @@ def scan_cases(dl: Any, cases: list[dict[str, Any]], *, num_classes: int | None 
     if dl.medmnist is not None:
         return [_scan_array(dl, c) for c in cases]
     masks = dl.label_kind == "mask"
-    classes = num_classes or max(2, len(dl.class_names))
+    classes = num_classes or (None if dl.class_order == "assumed" else
+                              max(2, len(dl.class_names)))
     return [_scan_file_case(c, masks=masks, num_classes=classes, hashes=hashes) for c in cases]
 
 
@@ -85,12 +89,14 @@ def _scan_array(dl: Any, case: dict[str, Any]) -> CaseScan:
     split, index = case["image"].rsplit("#", 1)[1].split("/")
     array = dl.medmnist.images[split][int(index)]
     digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
-    return CaseScan(str(case["id"]), case.get("split"), str(case["image"]), array.ndim - 1,
-                    int(array.shape[0]), tuple(array.shape[1:]), (1.0,) * (array.ndim - 1),
-                    str(array.dtype), "array", digest, case.get("label"))
+    return CaseScan(str(case["id"]), case.get("split"), str(case["image"]),
+                    spatial_dims=array.ndim - 1, channels=int(array.shape[0]),
+                    shape=tuple(array.shape[1:]), spacing=(1.0,) * (array.ndim - 1),
+                    dtype=str(array.dtype), header_source="array", digest=digest,
+                    label=case.get("label"))
 
 
-def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int,
+def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | None,
                     hashes: bool) -> CaseScan:
     from medxfer.data.headers import case_header
     from medxfer.data.masks import case_files
@@ -112,13 +118,15 @@ def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int,
     return scan
 
 
-def _scan_mask(scan: CaseScan, case: dict[str, Any], header: Any, num_classes: int) -> None:
-    from medxfer.data.masks import mask_class_values, read_mask
-    from medxfer.data.readers import check_same_geometry
+def _scan_mask(scan: CaseScan, case: dict[str, Any], header: Any,
+               num_classes: int | None) -> None:
+    from medxfer.data.masks import mask_class_values
+    from medxfer.data.readers import check_same_geometry, read_case
 
     if case.get("label") in (None, ""):
         raise DataError(f"case {case.get('id')!r} ({case['image']!r}) has no mask")
-    mask = read_mask(case)
+    scan.mask = str(case["label"])
+    mask = read_case(case, "label")
     check_same_geometry(header, mask)
     values = mask_class_values(mask, num_classes)
     scan.mask_values = tuple(int(v) for v in np.unique(values))
@@ -139,3 +147,23 @@ def content_digest(files: list[str], series_uid: str | None = None) -> str:
     if series_uid:
         digest.update(str(series_uid).encode())
     return digest.hexdigest()
+
+
+def name_found_classes(dl: Any, scans: list[CaseScan]) -> None:
+    """For mask data whose classes nobody declared, take the classes from the mask values
+    the scan found (:func:`medxfer.data.datalist.take_mask_classes`)."""
+    from medxfer.data.datalist import take_mask_classes
+
+    if dl.label_kind != "mask" or dl.class_order != "assumed":
+        return
+    values = {v for s in scans for v in s.mask_values or ()}
+    gap = next((v for v in range(1, max(values, default=0)) if v not in values), None)
+    if gap is not None:
+        odd = next(s for s in scans if any(v > gap for v in s.mask_values or ()))
+        high = [v for v in odd.mask_values or () if v > gap]
+        raise DataError(
+            f"mask {odd.mask!r} (case {odd.id!r}) holds label values {high} but no mask "
+            f"holds {gap}: without declared classes the mask values must be the classes 0, 1, "
+            "2 ... without gaps; fix the mask, or declare the class names in order with "
+            "data.classes")
+    take_mask_classes(dl, values)

@@ -183,7 +183,10 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
 
     Args:
         run_dir: Folder of a finished ``medxfer run``.
-        inputs: Image files or DICOM series folders.
+        inputs: Image files, DICOM series folders, or datasets in any layout
+            :func:`medxfer.data.datalist.build_datalist` reads (a folder, a manifest, a
+            MONAI datalist), which stand for their images (see
+            :func:`medxfer.data.inputs.prediction_inputs`).
         output: Where to write (see above).
         registries: Plugin registries (built from installed plugins when omitted).
         dicom_seg: Segmentation: also write a DICOM SEG for each DICOM input.
@@ -197,10 +200,14 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
         ConfigError: when ``output`` does not fit the run's task.
         DataError: when an input cannot be read.
     """
+    from medxfer.data.inputs import prediction_inputs
+
     loaded = load_run(run_dir, registries=registries)
+    files, notes = prediction_inputs(inputs)
     choose_domain(loaded.model, domain, run_dir)
     unfinished = unfinished_warning(run_dir)
     if unfinished:
         notify(unfinished)
-    return task_of(loaded.config).predict_files(loaded, [Path(p) for p in inputs], output,
-                                               dicom_seg=dicom_seg)
+    done = task_of(loaded.config).predict_files(loaded, files, output, dicom_seg=dicom_seg)
+    done.messages[:0] = notes
+    return done

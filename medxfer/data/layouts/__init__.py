@@ -189,6 +189,8 @@ def _structure_readings(folder: Path) -> list[tuple[str, str]]:
                         f"folders of images ({_names(class_dirs)}); put every class folder "
                         "inside a split folder, or move the split folders out")
     if split_dirs:
+        order = list(SPLIT_DIRS)
+        split_dirs.sort(key=lambda d: order.index(d.name.lower()))
         readings.append(("folder", "split folders " + _names(split_dirs) + " of class folders"))
     if len(class_dirs) >= 2 or class_dirs and not readings:
         readings.append(("folder", "class folders " + _names(class_dirs)))

@@ -184,6 +184,7 @@ def _nnunet_classes(dl: Datalist, meta: dict[str, Any], meta_path: Path) -> None
 def _exclude_test_images(dl: Datalist, folder: Path) -> None:
     for path in visible_files(folder / "imagesTs"):
         dl.exclude(path, TEST_IMAGES)
+        dl.test_images.append(str(path.resolve()))
 
 
 def _hidden(folder: Path) -> list[Path]:

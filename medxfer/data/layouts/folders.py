@@ -131,10 +131,12 @@ def _as_segmentation(dl: Datalist, names: list[str], with_masks: int) -> None:
 def _describe_splits(dl: Datalist, splits: dict[Path, str]) -> None:
     if not splits:
         return
-    present = sorted(set(splits.values()), key=("train", "val", "test").index)
-    dl.split_source = "the split folders " + ", ".join(f"{d.name}/" for d in splits)
+    order = ("train", "val", "test")
+    present = sorted(set(splits.values()), key=order.index)
+    named = ", ".join(f"{d.name}/" for d in sorted(splits, key=lambda d: order.index(splits[d])))
+    dl.split_source = f"the split folders {named}"
     dl.missing_splits = tuple(s for s in ("train", "val", "test") if s not in present)
-    dl.notices.append(f"the split folders are the split ({', '.join(d.name + '/' for d in splits)})"
+    dl.notices.append(f"the split folders are the split ({named})"
                       + (f"; no {' or '.join(dl.missing_splits)} folder: a run draws those "
                          "cases from train/ by data.split's fractions" if dl.missing_splits
                          else ""))

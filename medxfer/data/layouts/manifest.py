@@ -107,6 +107,10 @@ def cases_from_rows(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path
     if kind == "class" and has_labels:
         class_names, class_order = _encode_classes(cases, path, _declared_order(path, meta),
                                                    declared=declared)
+    elif kind == "mask" and isinstance(meta.get("labels"), dict) and meta["labels"]:
+        labels = meta["labels"]  # MSD style: {"0": "background", "1": ...}
+        class_names = [str(labels[k]) for k in sorted(labels, key=lambda k: int(k))]
+        class_order = "dataset"
     elif kind == "mask":
         class_names, class_order = ["background", "foreground"], "assumed"
     elif kind == "value":

@@ -65,6 +65,7 @@ def read_monai_datalist(path: Path, *, task: str | None, image_key: str, label_k
     for file in unlabelled:
         dl.exclude(file, "a testing entry without a label: not used by a run; `medxfer "
                          "predict` takes it")
+        dl.test_images.append(file)
     _folds(dl, path)
     present = labelled_keys | ({"val"} if any("fold" in c for c in dl.cases) else set())
     if present == {"train"}:  # one list: no stored split
