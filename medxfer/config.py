@@ -346,7 +346,9 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _check_fold(self) -> RunConfig:
         split = self.data.split
-        if split.fold is not None and (split.folds is None or split.fold >= split.folds):
+        # fold without folds picks a fold the data stores (a MONAI datalist's fold keys);
+        # the data loading refuses it for data without them
+        if split.fold is not None and split.folds is not None and split.fold >= split.folds:
             raise ValueError("data.split.fold needs data.split.folds > fold")
         return self
 

@@ -98,6 +98,10 @@ def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
         source_cases = apply_split_file(dl.cases, sp.file)
     elif sp.use_existing and any(c.get("fold") is not None for c in dl.cases):
         source_cases, folds = apply_stored_folds(dl.cases, sp.fold or 0), None
+    elif sp.fold is not None and sp.folds is None:
+        raise DataError(f"data.split.fold {sp.fold} picks a fold, but {dl.describe()} stores "
+                        "none (a MONAI datalist's fold keys): set data.split.folds to divide "
+                        "its cases into folds, or remove data.split.fold")
     cases = assign_splits(source_cases, val_fraction=sp.val_fraction,
                           test_fraction=sp.test_fraction, seed=sp.seed, stratify=stratify,
                           group_by=sp.group_by, folds=folds, fold=sp.fold,

@@ -11,6 +11,7 @@ fractions. Test entries without labels are not cases (``medxfer predict`` takes 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ def read_monai_datalist(path: Path, *, task: str | None, image_key: str, label_k
                         "'testing' list")
     for key in used:
         try:
-            entries = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key,
-                                              base_dir=path.parent)
+            if all(isinstance(e, str) for e in meta[key]):  # image paths only, as MSD's test
+                entries = [{"image": os.path.normpath(os.path.join(path.parent, e))}
+                           for e in meta[key]]
+            else:
+                entries = load_decathlon_datalist(path, is_segmentation=False,
+                                                  data_list_key=key, base_dir=path.parent)
         except (TypeError, ValueError) as exc:
             raise DataError(f"{str(path)!r}: its {key!r} list cannot be read ({exc}); each "
                             "entry is {\"image\": ..., \"label\": ...}") from None
