@@ -84,9 +84,13 @@ def refuse_mixed_images(scans: list[CaseScan], channels: str = "auto") -> None:
     """
     from medxfer.data.steps import ExpectedImages
 
+    from medxfer.data.transforms import AdaptChannels
+
     readable = [s for s in scans if s.spatial_dims]
     first = next((s for s in readable if s.split == "train"), readable[0] if readable else None)
-    if first is None:
+    adapt = AdaptChannels(channels)
+    if first is None or len({(s.spatial_dims, adapt.out_channels(s.channels))
+                             for s in readable}) == 1:
         return
     hint = "" if channels == "grey" else \
         ", or set data.preprocess.channels: grey to average each image's channels to one"

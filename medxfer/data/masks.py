@@ -140,6 +140,23 @@ def mask_class_values(mask: Any, num_classes: int | None) -> np.ndarray:
     Raises:
         DataError: naming the mask file and the values found.
     """
+    return _checked(mask, num_classes)[0].astype(np.int64)
+
+
+def mask_summary(mask: Any, num_classes: int | None) -> tuple[tuple[int, ...], float]:
+    """The class values present in a mask (checked as by :func:`mask_class_values`) and the
+    share of its voxels that are not background.
+
+    Raises:
+        DataError: as :func:`mask_class_values`.
+    """
+    array, values = _checked(mask, num_classes)
+    foreground = float(np.count_nonzero(array)) / max(1, array.size)
+    return tuple(int(v) for v in values), foreground
+
+
+def _checked(mask: Any, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's values (0/255 as 0/1) and the distinct values present."""
     array = mask.array
     if array.shape[0] != 1:
         raise DataError(f"mask {mask.path!r} has {array.shape[0]} channels; expected one "
@@ -147,17 +164,26 @@ def mask_class_values(mask: Any, num_classes: int | None) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
         raise DataError(f"mask {mask.path!r} holds non-integer values; a mask must hold "
                         "class indices 0, 1, ...")
-    values = np.unique(array)
+    values = _distinct(array)
     if num_classes in (2, None) and set(values.tolist()) <= {0, 255}:
         array = array > 0
-        values = np.unique(array)
+        values = np.flatnonzero([not array.all(), array.any()])
     bad = [int(v) if float(v).is_integer() else v for v in values.tolist()
            if v < 0 or num_classes is not None and v >= num_classes]
     if bad:
         raise DataError(f"mask {mask.path!r} holds label values {bad[:5]} outside the "
                         f"declared classes 0..{num_classes - 1}; fix the mask or declare the "
                         "classes (data.classes, or the labels of dataset.json)")
-    return array.astype(np.int64)
+    return array, values
+
+
+def _distinct(array: np.ndarray) -> np.ndarray:
+    """``np.unique(array)``; by counting (3x faster) for small non-negative integers."""
+    if array.size and np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
+        flat = array.reshape(-1)
+        if flat.size and flat.min() >= 0 and flat.max() < 65536:
+            return np.flatnonzero(np.bincount(flat.astype(np.intp, copy=False)))
+    return np.unique(array)
 
 
 def found_classes(values: set[int]) -> list[str]:

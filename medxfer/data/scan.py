@@ -20,6 +20,8 @@ from medxfer.errors import DataError
 
 #: Bytes read at a time when hashing a file.
 _CHUNK = 1 << 20
+#: Image files up to this size are read once for both their hash and their header.
+WHOLE_FILE_BYTES = 64 << 20
 
 
 @dataclass
@@ -78,39 +80,63 @@ def scan_cases(dl: Any, cases: list[dict[str, Any]], *, num_classes: int | None 
         One :class:`CaseScan` per case, in order.
     """
     if dl.medmnist is not None:
-        return [_scan_array(dl, c) for c in cases]
+        return _scan_arrays(dl, cases, hashes)
     masks = dl.label_kind == "mask"
     classes = num_classes or (None if dl.class_order == "assumed" else
                               max(2, len(dl.class_names)))
     return [_scan_file_case(c, masks=masks, num_classes=classes, hashes=hashes) for c in cases]
 
 
-def _scan_array(dl: Any, case: dict[str, Any]) -> CaseScan:
+def _array_ref(case: dict[str, Any]) -> tuple[str, int]:
     split, index = case["image"].rsplit("#", 1)[1].split("/")
-    array = dl.medmnist.images[split][int(index)]
-    digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
-    return CaseScan(str(case["id"]), case.get("split"), str(case["image"]),
-                    spatial_dims=array.ndim - 1, channels=int(array.shape[0]),
-                    shape=tuple(array.shape[1:]), spacing=(1.0,) * (array.ndim - 1),
-                    dtype=str(array.dtype), header_source="array", digest=digest,
-                    label=case.get("label"))
+    return split, int(index)
+
+
+def _scan_arrays(dl: Any, cases: list[dict[str, Any]], hashes: bool) -> list[CaseScan]:
+    """MedMNIST cases: one array per split holds every image, so shape and type are the
+    split's, and the content keys come from one vectorised ``np.unique`` (equal for equal
+    images), not a hash per case."""
+    refs = [_array_ref(c) for c in cases]
+    keys = [""] * len(cases)
+    if hashes and cases:
+        rows = np.stack([dl.medmnist.images[s][i] for s, i in refs]).reshape(len(cases), -1)
+        rows = np.ascontiguousarray(rows)
+        as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))[:, 0]
+        keys = [f"array-{g}" for g in np.unique(as_bytes, return_inverse=True)[1].tolist()]
+    facts = {}
+    for split, array in dl.medmnist.images.items():
+        dims = array.ndim - 2
+        facts[split] = dict(spatial_dims=dims, channels=int(array.shape[1]),
+                            shape=tuple(array.shape[2:]), spacing=(1.0,) * dims,
+                            dtype=str(array.dtype), header_source="array")
+    return [CaseScan(str(c["id"]), c.get("split"), str(c["image"]), digest=key,
+                     label=c.get("label"), **facts[split])
+            for c, (split, _), key in zip(cases, refs, keys)]
 
 
 def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | None,
                     hashes: bool) -> CaseScan:
-    from medxfer.data.headers import case_header
+    from medxfer.data.headers import case_header, read_header
     from medxfer.data.masks import case_files
 
     scan = CaseScan(str(case["id"]), case.get("split"), str(case["image"]),
                     label=None if masks else case.get("label"))
     try:
-        header = case_header(case, "image")
+        files = case_files(case, "image")
+        path = Path(files[0])
+        if hashes and len(files) == 1 and path.is_file() and \
+                path.stat().st_size <= WHOLE_FILE_BYTES:  # one read: the hash and the header
+            content = path.read_bytes()
+            scan.digest = hashlib.blake2b(content, digest_size=16).hexdigest()
+            header = read_header(path, content=content)
+        else:
+            header = case_header(case, "image")
+            if hashes:
+                scan.digest = content_digest(files, case.get("series_uid"))
         scan.spatial_dims, scan.channels = header.spatial_dims, header.channels
         scan.shape, scan.dtype = tuple(header.spatial_shape), header.dtype
         scan.spacing = tuple(round(s, 4) for s in header.spacing)
         scan.header_source = header.source
-        if hashes:
-            scan.digest = content_digest(case_files(case, "image"), case.get("series_uid"))
         if masks:
             _scan_mask(scan, case, header, num_classes)
     except DataError as exc:
@@ -120,7 +146,7 @@ def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | Non
 
 def _scan_mask(scan: CaseScan, case: dict[str, Any], header: Any,
                num_classes: int | None) -> None:
-    from medxfer.data.masks import mask_class_values
+    from medxfer.data.masks import mask_summary
     from medxfer.data.readers import check_same_geometry, read_case
 
     if case.get("label") in (None, ""):
@@ -128,9 +154,7 @@ def _scan_mask(scan: CaseScan, case: dict[str, Any], header: Any,
     scan.mask = str(case["label"])
     mask = read_case(case, "label")
     check_same_geometry(header, mask)
-    values = mask_class_values(mask, num_classes)
-    scan.mask_values = tuple(int(v) for v in np.unique(values))
-    scan.foreground = float(np.count_nonzero(values)) / max(1, values.size)
+    scan.mask_values, scan.foreground = mask_summary(mask, num_classes)
 
 
 def content_digest(files: list[str], series_uid: str | None = None) -> str:
