@@ -114,3 +114,11 @@ def test_the_text_report_names_every_source_and_the_excluded_files(shared_data, 
     assert "all voxels of 2 of 6 cases (a seeded sample; --max-read reads more)" in out
     assert "headers of every case" in out and "every mask, read whole" in out
     assert "3 files not used" in out and "a test image without a label" in out
+
+
+def test_the_json_form_is_documented_key_by_key(repo_root):
+    text = (repo_root / "docs" / "data-formats.md").read_text(encoding="utf-8")
+    section = text.split("### The JSON form of `medxfer data inspect --json`")[1]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {key.strip(" `") for row in rows for key in row.split(",")}
+    assert documented == set(KEYS)
