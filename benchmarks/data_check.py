@@ -48,7 +48,7 @@ def split_cases(path: Path) -> tuple[Any, list[dict[str, Any]]]:
     them."""
     from medxfer.config import RunConfig
     from medxfer.data.datalist import build_datalist
-    from medxfer.data.loading import split_datalist
+    from medxfer.data.run_cases import split_datalist
 
     dl = build_datalist(path)
     config = RunConfig.model_validate({"task": dl.task, "data": {"path": str(path)}})

@@ -175,7 +175,7 @@ def test_fold_needs_folds():
     """A fold beyond data.split.folds is refused here; a fold without folds picks a fold
     the data stores (a MONAI datalist's fold keys), so the data loading refuses it for data
     that stores none."""
-    from medxfer.data.loading import load_datalist, split_datalist
+    from medxfer.data.run_cases import load_datalist, split_datalist
     from medxfer.errors import DataError
 
     with pytest.raises(ConfigError, match="data.split.fold needs data.split.folds"):

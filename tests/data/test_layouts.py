@@ -171,7 +171,7 @@ def test_monai_datalist_keeps_its_splits(tmp_path, shared_data):
 
 def test_monai_datalist_fold_keys_and_a_missing_split(tmp_path, shared_data):
     from medxfer.config import RunConfig
-    from medxfer.data.loading import split_datalist
+    from medxfer.data.run_cases import split_datalist
 
     path = F.monai_datalist(tmp_path / "md", shared_data, folds=True, lists=("training",))
     dl = build_datalist(path)
