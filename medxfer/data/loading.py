@@ -357,8 +357,8 @@ def _dataset_hints(config: RunConfig) -> tuple[str | None, bool]:
     try:
         path = Path(config.data.path)
         fmt = config.data.format if config.data.format != "auto" else detect_format(path)
-        if fmt == "msd":
-            return build_datalist(path, format="msd").modality, False
+        if fmt in ("msd", "nnunet"):  # the layouts that declare a modality
+            return build_datalist(path, format=fmt).modality, False
         return None, fmt == "medmnist"
     except DataError:
         return None, str(config.data.path).endswith(".npz")

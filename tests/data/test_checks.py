@@ -150,3 +150,24 @@ def test_masks_without_declared_classes_and_a_gap_in_their_values_are_refused(tm
     config = _config(tmp_path / "manifest.csv", task="segmentation",
                      classes=["background", "a", "b", "c"])
     assert load_data(config, imagenet_norm=False).num_classes == 4
+
+
+def test_a_mask_with_a_shifted_grid_is_refused_before_training(tmp_path):
+    """Headers say it: the check reads no image voxels."""
+    from tests.data.datafiles import write_nifti
+    import nibabel as nib
+
+    lines = ["image,mask,split"]
+    for i, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
+        vol = np.random.default_rng(i).random((8, 8, 8)).astype(np.float32)
+        mask = (vol > 0.5).astype(np.uint8)
+        write_nifti(tmp_path / f"v{i}.nii.gz", vol)
+        affine = np.eye(4)
+        affine[0, 3] = 5.0 if i == 5 else 0.0  # 5 mm off
+        nib.save(nib.Nifti1Image(mask, affine), str(tmp_path / f"m{i}.nii.gz"))
+        lines.append(f"v{i}.nii.gz,m{i}.nii.gz,{split}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"v5\.nii\.gz' and mask .*m5\.nii\.gz' have different "
+                                        r"geometry.*origin \(0, 0, 0\) vs \(5, 0, 0\)"):
+        network_inputs(_config(tmp_path / "manifest.csv", task="segmentation"),
+                       imagenet_norm=False)
