@@ -85,7 +85,8 @@ class LoadCased(Transform):
     Checks: the files are readable and finite, image and mask share shape and geometry,
     and mask values are classes ``0 .. num_classes-1`` (the rules of
     :mod:`medxfer.data.masks`: binary masks stored as 0/255 are read as 0/1, several masks
-    of one image merged, palette and colour PNGs). Adds ``_modality`` and ``_dtype`` for the intensity step.
+    of one image merged, palette and colour PNGs). Adds ``_modality`` and ``_dtype`` for
+    the intensity step.
 
     Args:
         task: The run's task.
