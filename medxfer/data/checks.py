@@ -128,17 +128,23 @@ def duplicate_files(scans: list[CaseScan], *, official: bool = False) -> list[st
             "one split)")
     if across:
         a, b = across[0][0], next(s for s in across[0] if s.split != across[0][0].split)
-        warnings.append(f"{len(across)} images are identical in two splits of the dataset's own "
+        warnings.append(f"{_images(len(across))} identical in two splits of the dataset's own "
                         f"split (e.g. {a.id} in {a.split} and {b.id} in {b.split}); kept, as "
                         "published results use this split, but its test metrics are slightly "
                         "optimistic")
     within = [g for g in groups if len({s.split for s in g}) == 1]
     if within:
         g = within[0]
-        warnings.append(f"{sum(len(g) - 1 for g in within)} images are copies of another image "
+        n = sum(len(g) - 1 for g in within)
+        warnings.append(f"{n} image{' copies' if n == 1 else 's copy'} another image "
                         f"of the same split (e.g. {g[0].image!r} and {g[1].image!r}); they "
                         "count twice in training or in the metrics")
     return warnings
+
+
+def _images(n: int) -> str:
+    """``"1 image is"`` or ``"N images are"``."""
+    return f"{n} image is" if n == 1 else f"{n} images are"
 
 
 def _split_hint(dl: Any, split: str) -> str:

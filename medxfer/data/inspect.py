@@ -216,7 +216,8 @@ def _warnings(dl: Datalist, scans: list[CaseScan]) -> list[str]:
     unsplit = [s for s in scans if s.split is None and s.digest]
     copies = len(unsplit) - len({s.digest for s in unsplit})
     if copies:
-        warnings.append(f"{copies} images are copies of another image (identical content): a "
+        warnings.append(f"{copies} image{' copies' if copies == 1 else 's copy'} another "
+                        "image (identical content): a "
                         "run refuses copies that its split puts in two splits; delete them, or "
                         "give the copies one patient_id")
     return warnings

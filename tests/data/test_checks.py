@@ -76,7 +76,7 @@ def test_copies_within_one_split_and_few_validation_cases_are_warned_once(tmp_pa
         load_data(_config(path), imagenet_norm=False)
         load_data(_config(path), imagenet_norm=False)  # the same command again: once
     shown = [str(w.message) for w in caught if issubclass(w.category, MedxferWarning)]
-    assert sum("copies of another image of the same split" in m for m in shown) == 1
+    assert sum("1 image copies another image of the same split" in m for m in shown) == 1
     assert sum("class '0' has 1 validation case(s)" in m for m in shown) == 1
 
 
