@@ -51,6 +51,12 @@ class PluginSpec(BaseModel):
 # ---------------------------------------------------------------------------------------
 
 
+#: ``data.format``: ``auto`` or a layout of :mod:`medxfer.data.layouts` (the names of
+#: :data:`medxfer.data.datalist.FORMATS`; the first six were the only ones before).
+DataLayout = Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom", "images_masks",
+                     "nnunet", "monai_datalist", "images"]
+
+
 class SplitConfig(StrictModel):
     """How cases are divided into train, validation and test."""
 
@@ -64,8 +70,12 @@ class SplitConfig(StrictModel):
         "patient_id",
         description="manifest column whose values never cross splits (patient-level split)")
     folds: int | None = Field(None, ge=2, description="k-fold cross-validation: number of folds")
-    fold: int | None = Field(None, ge=0, description="which fold is the validation fold")
-    use_existing: bool = Field(True, description="use the split stored in the data when it has one")
+    fold: int | None = Field(None, ge=0, description="which fold is the validation fold (also "
+                             "of a MONAI datalist's fold keys; default 0)")
+    use_existing: bool = Field(
+        True, description="use the split stored in the data when it has one (a manifest's "
+        "split column, split folders, a datalist's lists or fold keys, MedMNIST's arrays); "
+        "splits it lacks are drawn from its training cases")
     file: str | None = Field(
         None, description="CSV (id,split) or JSON ({split: [ids]}) fixing every case's split "
         "(relative to the config file; with --set, to the current folder); overrides the "
@@ -121,8 +131,9 @@ class TargetConfig(StrictModel):
 
     path: str = Field(description="target dataset file or folder (relative to the config file; "
                       "with --set, to the current folder)")
-    format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
-        "auto", description="target dataset layout; auto detects it from the path")
+    format: DataLayout = Field(
+        "auto", description="target dataset layout (as data.format); auto detects it from "
+        "the path")
     labelled: bool = Field(
         False, description="pass the target training labels to the domain-adaptation plugin "
         "(semi-supervised); false: target batches carry images only")
@@ -132,8 +143,14 @@ class TargetConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the data is and how it becomes tensors."""
 
-    format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
-        "auto", description="dataset layout; auto detects it from the path")
+    format: DataLayout = Field(
+        "auto", description="dataset layout: auto recognises it, and refuses a path that fits "
+        "two layouts, naming both; folder (a sub-folder per class, optionally in train/ val/ "
+        "test/; masks beside the images, NAME_mask.png, make it segmentation), images (a "
+        "folder of images), images_masks (images/ + masks/), manifest (CSV/JSON rows), "
+        "monai_datalist (training/validation/testing lists), msd (imagesTr/ + labelsTr/), "
+        "nnunet (imagesTr/CASE_0000 + labelsTr/, dataset.json), medmnist (.npz), dicom "
+        "(series folders). `medxfer data inspect PATH` shows which is recognised")
     path: str | None = Field(
         None, description="dataset file or folder (relative to the config file; with --set, to "
         "the current folder); null: the embedded sample data for the task")
@@ -330,7 +347,9 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _check_fold(self) -> RunConfig:
         split = self.data.split
-        if split.fold is not None and (split.folds is None or split.fold >= split.folds):
+        # fold without folds picks a fold the data stores (a MONAI datalist's fold keys);
+        # the data loading refuses it for data without them
+        if split.fold is not None and split.folds is not None and split.fold >= split.folds:
             raise ValueError("data.split.fold needs data.split.folds > fold")
         return self
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from medxfer.config import RunConfig, load_config
+from medxfer.data.inputs import prediction_inputs
 from medxfer.data.loading import inference_transform
 from medxfer.errors import CheckpointError, notify
 from medxfer.io import read_json_object
@@ -212,7 +213,10 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
 
     Args:
         run_dir: Folder of a finished ``medxfer run``.
-        inputs: Image files or DICOM series folders.
+        inputs: Image files, DICOM series folders, or datasets in any layout
+            :func:`medxfer.data.datalist.build_datalist` reads (a folder, a manifest, a
+            MONAI datalist), which stand for their images (see
+            :func:`medxfer.data.inputs.prediction_inputs`).
         output: Where to write (see above).
         registries: Plugin registries (built from installed plugins when omitted).
         dicom_seg: Segmentation: also write a DICOM SEG for each DICOM input.
@@ -233,9 +237,11 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
 def predict_loaded(loaded: LoadedRun, inputs: Sequence[str | Path], output: str | None = None,
                    *, dicom_seg: bool = False, domain: str = "source") -> PredictionOutput:
     """:func:`predict_files` for a run already loaded with :func:`load_run`."""
+    files, notes = prediction_inputs(inputs)
     choose_domain(loaded.model, domain, loaded.run_dir)
     unfinished = unfinished_warning(loaded.run_dir)
     if unfinished:
         notify(unfinished)
-    return task_of(loaded.config).predict_files(loaded, [Path(p) for p in inputs], output,
-                                               dicom_seg=dicom_seg)
+    done = task_of(loaded.config).predict_files(loaded, files, output, dicom_seg=dicom_seg)
+    done.messages[:0] = notes
+    return done
