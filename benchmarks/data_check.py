@@ -47,7 +47,7 @@ def split_cases(path: Path) -> tuple[Any, list[dict[str, Any]]]:
     """The datalist of ``path`` and its cases split as a run with default settings splits
     them."""
     from medxfer.config import RunConfig
-    from medxfer.data.datalist import build_datalist
+    from medxfer.data.layouts import build_datalist
     from medxfer.data.run_cases import split_datalist
 
     dl = build_datalist(path)
@@ -68,7 +68,7 @@ def time_check(dl: Any, cases: list[dict[str, Any]]) -> float:
 
 def time_read(dl: Any, cases: list[dict[str, Any]]) -> float:
     """Seconds to read every case's image (and mask) once."""
-    from medxfer.data.readers import read_case
+    from medxfer.data.cases import read_case
 
     masks = dl.label_kind == "mask"
     tic = time.perf_counter()

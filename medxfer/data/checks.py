@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from medxfer.errors import DataError, notify
 from medxfer.data.scan import CaseScan, name_found_classes, scan_cases
+from medxfer.data.steps import ExpectedImages
+from medxfer.data.transforms import AdaptChannels
+from medxfer.errors import DataError, notify
 
 #: Fewer validation cases than this for a class is warned about.
 FEW_VALIDATION_CASES = 10
@@ -82,10 +84,6 @@ def refuse_mixed_images(scans: list[CaseScan], channels: str = "auto") -> None:
     Raises:
         DataError: naming the file that differs and the first training case's.
     """
-    from medxfer.data.steps import ExpectedImages
-
-    from medxfer.data.transforms import AdaptChannels
-
     readable = [s for s in scans if s.spatial_dims]
     first = next((s for s in readable if s.split == "train"), readable[0] if readable else None)
     adapt = AdaptChannels(channels)

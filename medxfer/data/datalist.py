@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
+from medxfer.data.masks import found_classes
 from medxfer.data.medmnist import MedMNISTData
 from medxfer.data.readers import IMAGE_SUFFIXES
+from medxfer.errors import DataError
 from medxfer.tasks import label_kind
 
 #: The layouts :func:`build_datalist` reads (``data.format`` values besides ``auto``).
@@ -106,63 +107,13 @@ def stem(path: str | os.PathLike[str]) -> str:
     return name
 
 
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """The layout of ``path`` (see :func:`medxfer.data.layouts.detect_layout`).
+def apply_declared_classes(dl: Datalist, classes: list[str]) -> None:
+    """Give ``dl`` the class order of ``data.classes`` (labels renumbered by name, or by
+    number for numbered labels).
 
     Raises:
-        DataError: when the path does not exist, its layout is not recognised, or it fits
-            two layouts.
+        DataError: for a label that is not one of the declared classes.
     """
-    from medxfer.data.layouts import detect_layout
-
-    return detect_layout(path)[0]
-
-
-def build_datalist(path: str | os.PathLike[str], *, format: str = "auto",
-                   task: str | None = None, classes: list[str] | None = None,
-                   image_key: str = "image", label_key: str = "label") -> Datalist:
-    """Read the cases of the dataset at ``path``.
-
-    Args:
-        path: Dataset file or folder.
-        format: ``auto`` or one of :data:`FORMATS`.
-        task: The task the labels must serve; ``None`` infers it (for inspection). Class
-            folders with masks beside the images are read as segmentation, or, for a
-            classification task, as classification with the masks left out.
-        classes: Declared class names in label order (labels outside them are an error).
-        image_key: Manifest column of image paths.
-        label_key: Manifest column of labels or mask paths (``mask`` is used when
-            ``label`` is absent).
-
-    Returns:
-        The datalist.
-
-    Raises:
-        DataError: for a missing path, an unknown or ambiguous layout, missing files or
-            bad labels.
-    """
-    from medxfer.data.layouts import detect_layout, read_layout
-
-    path = Path(path).expanduser()
-    if format == "auto":
-        fmt, reason = detect_layout(path)
-    else:
-        fmt, reason = format, "set by data.format"
-    if not path.exists():
-        raise DataError(f"data path {str(path)!r} does not exist")
-    if fmt not in FORMATS:
-        raise DataError(f"data.format {fmt!r} is unknown; use one of auto, {', '.join(FORMATS)}")
-    dl = read_layout(fmt, path, task=task, image_key=image_key, label_key=label_key,
-                     declared=classes is not None)
-    dl.layout_reason = dl.layout_reason or reason
-    if classes is not None and dl.label_kind in ("class", "mask"):
-        _apply_declared_classes(dl, classes)
-    if task is not None and dl.task not in (task, "unlabelled"):
-        raise DataError(f"{dl.describe()} has {dl.task} labels but the run's task is {task!r}")
-    return dl
-
-
-def _apply_declared_classes(dl: Datalist, classes: list[str]) -> None:
     if dl.label_kind == "class":
         names = dl.class_names
         mapping = {}
@@ -196,8 +147,6 @@ def assume_binary_masks(dl: Datalist) -> None:
 def take_mask_classes(dl: Datalist, values: set[int]) -> None:
     """Give mask data without declared classes the classes of the mask values found
     (:func:`medxfer.data.masks.found_classes`), and say so."""
-    from medxfer.data.masks import found_classes
-
     dl.class_names = found_classes(values)
     named = ", ".join(f"{i} {n}" for i, n in enumerate(dl.class_names))
     dl.notices.append(f"no mask classes are declared: the masks hold the values "

@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from medxfer.data.augment import CachedFgBgIndices
+from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 from medxfer.tasks import label_kind
-from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 
 
 class ArrayCases(Dataset):
@@ -87,7 +87,8 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
     Raises:
         ConfigError: for ``disk`` without a cache folder.
     """
-    from monai.data import CacheDataset, Dataset as MonaiDataset, PersistentDataset
+    from monai.data import Dataset as MonaiDataset
+    from monai.data import PersistentDataset
 
     if cache == "memory":
         try:

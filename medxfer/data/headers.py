@@ -10,6 +10,8 @@ is ``"read"``.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from medxfer.errors import DataError
+from medxfer.data.masks import case_files
+from medxfer.data.readers import (
+    case_series_uid,
+    image_kind,
+    read_image,
+    series_choice_hint,
+    sitk_affine,
+)
+from medxfer.errors import DataError, SeriesChoiceError
 
 #: Pillow modes that :func:`medxfer.data.readers.read_image_2d` reads as one channel.
 _GREY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -75,8 +85,6 @@ def read_header(path: str | os.PathLike[str], *, series_uid: str | None = None,
     Raises:
         DataError: naming the file, when it is missing or its header cannot be read.
     """
-    from medxfer.data.readers import image_kind
-
     path = Path(path)
     if content is None and not path.exists():
         raise DataError(f"{str(path)!r} does not exist")
@@ -92,9 +100,6 @@ def read_header(path: str | os.PathLike[str], *, series_uid: str | None = None,
 
 def _opened(path: Path, content: bytes | None) -> Any:
     """A binary file object on ``path``, or on ``content`` when given (gunzipped for .gz)."""
-    import gzip
-    import io
-
     if content is None:
         from nibabel.openers import ImageOpener
 
@@ -104,8 +109,6 @@ def _opened(path: Path, content: bytes | None) -> Any:
 
 
 def _read_whole(path: Path, series_uid: str | None) -> Header:
-    from medxfer.data.readers import read_image
-
     image = read_image(path, series_uid=series_uid, check_finite=False)
     return Header(image.path, image.spatial_shape, int(image.array.shape[0]), image.affine,
                   str(image.meta.get("dtype", image.array.dtype)), "read",
@@ -139,8 +142,6 @@ def _nifti_header(path: Path, content: bytes | None = None) -> Header:
 def _itk_header(path: Path) -> Header:
     import SimpleITK as sitk
 
-    from medxfer.data.readers import sitk_affine
-
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -157,8 +158,6 @@ def _itk_header(path: Path) -> Header:
 
 
 def _pillow_header(path: Path, content: bytes | None = None) -> Header:
-    import io
-
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -179,10 +178,6 @@ def case_header(case: dict[str, Any], key: str = "image") -> Header:
     Raises:
         DataError: as :func:`read_header`.
     """
-    from medxfer.data.masks import case_files
-    from medxfer.data.readers import case_series_uid, series_choice_hint
-    from medxfer.errors import SeriesChoiceError
-
     files = case_files(case, key)
     try:
         header = read_header(files[0], series_uid=case_series_uid(case, key))

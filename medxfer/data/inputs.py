@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from medxfer.data.layouts import build_datalist
+from medxfer.data.readers import _is_dicom
 from medxfer.errors import DataError
 
 #: Dataset files that stand for their images.
@@ -27,8 +29,6 @@ def prediction_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[st
         DataError: for a MedMNIST file, a dataset whose layout cannot be read, or images
             stored as one file per channel (a missing path is passed on as a file).
     """
-    from medxfer.data.readers import _is_dicom
-
     files: list[Path] = []
     notes: list[str] = []
     for item in inputs:
@@ -52,8 +52,6 @@ def prediction_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[st
 
 
 def _dataset_images(path: Path) -> tuple[list[Path], str]:
-    from medxfer.data.datalist import build_datalist
-
     dl = build_datalist(path)
     split = [c["id"] for c in dl.cases if len(c.get("image_files") or ()) > 1]
     if split:

@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from medxfer.data.datalist import Datalist, build_datalist
-from medxfer.data.readers import read_case
+from medxfer.data.cases import read_case
+from medxfer.data.checks import duplicate_files
+from medxfer.data.datalist import Datalist
+from medxfer.data.inspect_report import SCHEMA_VERSION, to_json  # noqa: F401
+from medxfer.data.layouts import build_datalist
 from medxfer.data.scan import CaseScan, name_found_classes, scan_cases
+from medxfer.errors import DataError
 
 #: Version of :func:`summary_json`'s schema (raised when a key changes meaning or goes).
-SCHEMA_VERSION = 1
 #: Voxels per case the percentiles are estimated from (min, max and mean use all voxels;
 #: MedMNIST: 50 times as many per split array).
 PERCENTILE_VOXELS = 20000
@@ -183,9 +186,6 @@ def image_problems(scans: list[CaseScan], *, examples: int = 3) -> list[str]:
 
 def _label_problems(dl: Datalist, scans: list[CaseScan]) -> list[str]:
     """What a run refuses about the labels as a whole: one class, or copies in two splits."""
-    from medxfer.data.checks import duplicate_files
-    from medxfer.errors import DataError
-
     problems = []
     if dl.label_kind == "class" and len({s.label for s in scans}) < 2:
         problems.append(f"one class only ({len(scans)} cases): a classifier needs at least two")
@@ -200,9 +200,6 @@ def _label_problems(dl: Datalist, scans: list[CaseScan]) -> list[str]:
 
 
 def _warnings(dl: Datalist, scans: list[CaseScan]) -> list[str]:
-    from medxfer.data.checks import duplicate_files
-    from medxfer.errors import DataError
-
     warnings = []
     if dl.label_kind == "mask":
         empty = [s for s in scans if s.mask_values is not None and not any(s.mask_values)]
@@ -254,6 +251,4 @@ def _counts(dl: Datalist, scans: list[CaseScan]) -> dict[str, Counter]:
 def summary_json(summary: DatasetSummary) -> dict[str, Any]:
     """The stable JSON form of a summary (``medxfer data inspect --json``); the schema is
     documented in docs/data-formats.md ("The JSON form")."""
-    from medxfer.data.inspect_report import to_json
-
     return to_json(summary)

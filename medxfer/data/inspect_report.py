@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
+#: The version of the JSON form (changes when a key changes meaning or goes).
+SCHEMA_VERSION = 1
 #: Files of one exclusion reason the tables name (the JSON form names every file).
 SHOWN_EXCLUDED = 10
 
 
 def to_json(summary: Any) -> dict[str, Any]:
     """The JSON form of a :class:`medxfer.data.inspect.DatasetSummary` (plain types only)."""
-    from medxfer.data.inspect import SCHEMA_VERSION
-
     dl, scans = summary.datalist, summary.scans
     readable = [s for s in scans if s.spatial_dims]
     dims = Counter(s.spatial_dims for s in readable)

@@ -13,16 +13,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medxfer.errors import DataError
 from medxfer.data.augment import build_augmentation, resolve_ops
 from medxfer.data.batch_augment import BatchAugmentation
-from medxfer.data.datalist import Datalist, build_datalist, detect_format
-from medxfer.data.datasets import ArrayCases, CaseDataset, cached_dataset, unwrap_errors
-from medxfer.data.readers import read_case, read_image
+from medxfer.data.cases import read_case
+from medxfer.data.datalist import Datalist
+from medxfer.data.datasets import ArrayCases, CaseDataset, SliceCases, cached_dataset, unwrap_errors
+from medxfer.data.layouts import build_datalist, detect_format
+from medxfer.data.preprocess import preprocess_transform
+from medxfer.data.readers import read_image
 from medxfer.data.run_cases import checked_cases, load_datalist
 from medxfer.data.splits import SPLITS
-from medxfer.data.preprocess import preprocess_transform
+from medxfer.data.steps import ExpectedImages
 from medxfer.data.transforms import AdaptChannels
+from medxfer.errors import DataError
 from medxfer.tasks import task_of
 
 if TYPE_CHECKING:
@@ -125,8 +128,6 @@ def _expected_images(config: RunConfig, first: Any, spatial_dims: int) -> Expect
     """What every case's image must match: the dataset's dimensionality and the channels of
     the first training case (``first``, as read), compared after ``data.preprocess.channels``
     (a batch-augmented run adapts each item's channels before it collates them)."""
-    from medxfer.data.steps import ExpectedImages
-
     channels = config.data.preprocess.channels
     hint = "" if channels == "grey" else \
         ", or set data.preprocess.channels: grey to average each image's channels to one"
@@ -210,8 +211,6 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     model_dims, size = _model_geometry(config, spatial_dims, first)
     train_base = bases["train"]
     if data.slice_axis is not None:
-        from medxfer.data.datasets import SliceCases
-
         train_base = SliceCases(bases["train"], axis=data.slice_axis)
     augment, batch_augment = _augmentations(config, dl, model_dims, size,
                                             source=str(by_split["train"][0]["image"]))

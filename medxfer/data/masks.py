@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from medxfer.data.readers import ImageData, case_series_uid, image_kind, read_image
 from medxfer.errors import DataError
 
 #: Markers that make a file name a mask's (case-insensitive, anywhere in the stem).
@@ -64,8 +65,6 @@ def read_mask(case: dict[str, Any]) -> Any:
         DataError: naming the file, for an unreadable file, a colour mask the rules do not
             map, or masks of one image that differ in shape.
     """
-    from medxfer.data.readers import ImageData
-
     files = case_files(case, "label")
     if not files:
         raise DataError(f"case {case.get('id')!r} ({case.get('image')!r}) has no mask")
@@ -85,8 +84,6 @@ def read_mask_file(path: str | os.PathLike[str], case: dict[str, Any] | None = N
     """One mask file: 2D files keep their palette indices and follow the colour rules,
     other files are read as images (a DICOM folder of several series by the case's
     ``label_series_uid``)."""
-    from medxfer.data.readers import ImageData, case_series_uid, image_kind, read_image
-
     path = Path(path)
     if image_kind(path) != "2d" or not path.is_file():
         return read_image(path, series_uid=case_series_uid(case or {}, "label"))

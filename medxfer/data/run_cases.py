@@ -6,12 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medxfer.errors import DataError
-from medxfer.data.datalist import Datalist, build_datalist
+from medxfer.data.checks import check_before_training, notify_once, reading_notes
+from medxfer.data.datalist import Datalist
+from medxfer.data.layouts import build_datalist
 from medxfer.data.sample import SAMPLE_TASKS, ensure_sample_data
-from medxfer.data.splits import (apply_stored_folds, assign_splits, check_splits,
-                                 draw_missing_splits, limit_cases)
+from medxfer.data.splits import (
+    apply_split_file,
+    apply_stored_folds,
+    assign_splits,
+    check_splits,
+    draw_missing_splits,
+    limit_cases,
+)
+from medxfer.errors import DataError
 from medxfer.tasks import task_of
+from medxfer.training.distributed import is_main
 
 if TYPE_CHECKING:
     from medxfer.config import RunConfig
@@ -59,8 +68,6 @@ def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     source_cases, folds = dl.cases, sp.folds
     stratify = sp.stratify and task.labels_are_classes
     if sp.file:
-        from medxfer.data.splits import apply_split_file
-
         source_cases = apply_split_file(dl.cases, sp.file)
     elif sp.use_existing and any(c.get("fold") is not None for c in dl.cases):
         source_cases, folds = apply_stored_folds(dl.cases, sp.fold or 0), None
@@ -89,9 +96,6 @@ def checked_cases(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
     Raises:
         DataError: for what the checks refuse, naming the files.
     """
-    from medxfer.data.checks import check_before_training, notify_once, reading_notes
-    from medxfer.training.distributed import is_main
-
     cases = split_datalist(dl, config)
     warnings = check_before_training(dl, cases, channels=config.data.preprocess.channels)
     if is_main():

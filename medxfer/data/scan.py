@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from medxfer.data.cases import read_case
+from medxfer.data.datalist import take_mask_classes
+from medxfer.data.headers import case_header, read_header
+from medxfer.data.masks import case_files, mask_summary
+from medxfer.data.readers import check_same_geometry
 from medxfer.errors import DataError
 
 #: Bytes read at a time when hashing a file.
@@ -116,9 +121,6 @@ def _scan_arrays(dl: Any, cases: list[dict[str, Any]], hashes: bool) -> list[Cas
 
 def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | None,
                     hashes: bool) -> CaseScan:
-    from medxfer.data.headers import case_header, read_header
-    from medxfer.data.masks import case_files
-
     scan = CaseScan(str(case["id"]), case.get("split"), str(case["image"]),
                     label=None if masks else case.get("label"))
     try:
@@ -146,9 +148,6 @@ def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | Non
 
 def _scan_mask(scan: CaseScan, case: dict[str, Any], header: Any,
                num_classes: int | None) -> None:
-    from medxfer.data.masks import mask_summary
-    from medxfer.data.readers import check_same_geometry, read_case
-
     if case.get("label") in (None, ""):
         raise DataError(f"case {case.get('id')!r} ({case['image']!r}) has no mask")
     scan.mask = str(case["label"])
@@ -176,8 +175,6 @@ def content_digest(files: list[str], series_uid: str | None = None) -> str:
 def name_found_classes(dl: Any, scans: list[CaseScan]) -> None:
     """For mask data whose classes nobody declared, take the classes from the mask values
     the scan found (:func:`medxfer.data.datalist.take_mask_classes`)."""
-    from medxfer.data.datalist import take_mask_classes
-
     if dl.label_kind != "mask" or dl.class_order != "assumed":
         return
     values = {v for s in scans for v in s.mask_values or ()}

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
+from medxfer.data.cases import read_case
+from medxfer.data.masks import mask_class_values
+from medxfer.data.readers import ImageData, check_same_geometry
+from medxfer.data.transforms import AdaptChannels, normalise_intensity, resolve_intensity
 from medxfer.errors import DataError
 from medxfer.tasks import label_kind
-from medxfer.data.masks import mask_class_values
-from medxfer.data.readers import ImageData, check_same_geometry, read_case
-from medxfer.data.transforms import normalise_intensity, resolve_intensity
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,6 @@ class ExpectedImages:
     def check_counts(self, spatial_dims: int, have: int, case: Mapping[Hashable, Any]) -> None:
         """Raise :class:`DataError` naming the case's file when an image of
         ``spatial_dims`` dimensions and ``have`` channels (from its header) differs."""
-        from medxfer.data.transforms import AdaptChannels
-
         what = f"{str(case['image'])!r} (case {case.get('id')!r})"
         if spatial_dims != self.spatial_dims:
             raise DataError(

@@ -23,6 +23,7 @@ from typing import Any
 from medxfer.config import load_config
 from medxfer.errors import ConfigError, DataError
 from medxfer.io import atomic_write_text
+from medxfer.label.labels import check_label
 from medxfer.tasks import task_of
 from medxfer.training.checkpoints import read_sidecar
 from medxfer.workflows.run import run_pipeline
@@ -75,8 +76,6 @@ def _yaml(value: Any) -> str:
 
 def source_lr(run_dir: Path) -> float:
     """The base learning rate ``run_dir`` was trained with (``train.optimizer.lr``)."""
-    from medxfer.config import load_config
-
     return float(load_config(Path(run_dir) / "config.yaml").train.optimizer.lr)
 
 
@@ -120,9 +119,6 @@ def check_labels(source: Path, cases: list[dict[str, str]]) -> None:
     Raises:
         DataError: naming the first image whose label does not fit.
     """
-    from medxfer.label.labels import check_label
-    from medxfer.training.checkpoints import read_sidecar
-
     num_classes = int(read_sidecar(source)["num_classes"])
     for case in cases:
         try:

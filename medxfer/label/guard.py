@@ -27,11 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from medxfer.data.readers import read_image
 from medxfer.errors import MedxferError
 from medxfer.io import atomic_write_json
 from medxfer.label import served as pointer
 from medxfer.label.appdir import finetuned_dir
 from medxfer.label.finetune import finetune_run, source_lr
+from medxfer.tasks.segmentation.prediction import predict_masks
+from medxfer.training.amp import resolve_device
+from medxfer.workflows.predict import load_run
 
 GUARD = "guard.json"
 METRIC = "mean foreground Dice"
@@ -47,11 +51,6 @@ def score_run(run_dir: Path, cases: list[dict[str, str]]) -> dict[str, Any]:
     Returns:
         ``{"dice": mean over cases, "cases": {id: case mean}}``.
     """
-    from medxfer.data.readers import read_image
-    from medxfer.tasks.segmentation.prediction import predict_masks
-    from medxfer.training.amp import resolve_device
-    from medxfer.workflows.predict import load_run
-
     loaded = load_run(run_dir, device=resolve_device("auto"))
     num_classes = int(loaded.sidecar["num_classes"])
     scores: dict[str, float] = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medxfer.data.readers import check_same_geometry, read_image
 from medxfer.errors import DataError
 
 
@@ -32,8 +33,6 @@ def check_label(image: str | Path, label: str | Path, num_classes: int, *,
         DataError: for an unreadable label, another shape or geometry than the image,
             more than one channel, non-integer values or a class the models do not have.
     """
-    from medxfer.data.readers import check_same_geometry, read_image
-
     what = f"the label of image {image_id!r}"
     try:
         mask = read_image(label)

@@ -12,6 +12,7 @@ Without the file the original run is served.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,10 @@ from typing import Any, Iterator
 from medxfer.errors import CheckpointError, ConfigError
 from medxfer.io import atomic_write_json
 from medxfer.label.appdir import finetuned_dir
+from medxfer.locking import locked_folder
+from medxfer.training.amp import resolve_device
+from medxfer.training.checkpoints import BEST_WEIGHTS
+from medxfer.workflows.predict import load_run
 
 SERVED = "served.json"
 #: The id of the run an app was made with (``medxfer label init --run``).
@@ -66,8 +71,6 @@ def run_folder(app_dir: Path, model: str, original: Path, run: str | None) -> Pa
     Raises:
         ConfigError: for a name that is not a finished fine-tuned run of ``model``.
     """
-    from medxfer.training.checkpoints import BEST_WEIGHTS
-
     if run in (None, ORIGINAL):
         return Path(original)
     folder = finetuned_dir(app_dir, model)
@@ -103,8 +106,6 @@ def pointer_lock(app_dir: Path, model: str) -> Iterator[None]:
     Raises:
         ConfigError: when another process holds it.
     """
-    from medxfer.locking import locked_folder
-
     with locked_folder(finetuned_dir(app_dir, model), option=f"model {model!r}"):
         yield
 
@@ -185,17 +186,12 @@ class ServedModel:
     """
 
     def __init__(self, app_dir: Path, model: str, original: Path) -> None:
-        import threading
-
         self.app_dir, self.model, self.original = Path(app_dir), model, Path(original)
         self._loaded: Any = None
         self._lock = threading.Lock()
 
     def get(self) -> Any:
         """The served run as :func:`medxfer.workflows.predict.load_run` gives it."""
-        from medxfer.training.amp import resolve_device
-        from medxfer.workflows.predict import load_run
-
         with self._lock:
             path = served_run(self.app_dir, self.model, self.original)
             if self._loaded is None or self._loaded.run_dir != path:

@@ -20,6 +20,10 @@ from typing import Any
 
 import torch
 
+from medxfer.data import inference_transform
+from medxfer.tasks.segmentation.inference import predict_probabilities
+from medxfer.training.amp import resolve_precision
+
 #: Foreground probability from which a voxel counts towards the score.
 REGION = 0.05
 
@@ -46,10 +50,6 @@ def image_uncertainty(loaded: Any, image: str | Path) -> float:
     Raises:
         DataError: when the image cannot be read or does not fit the model.
     """
-    from medxfer.data import inference_transform
-    from medxfer.tasks.segmentation.inference import predict_probabilities
-    from medxfer.training.amp import resolve_precision
-
     sidecar = loaded.sidecar
     transform = inference_transform(loaded.config,
                                     imagenet_norm=bool(sidecar.get("imagenet_norm", False)),

@@ -214,7 +214,7 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
     Args:
         run_dir: Folder of a finished ``medxfer run``.
         inputs: Image files, DICOM series folders, or datasets in any layout
-            :func:`medxfer.data.datalist.build_datalist` reads (a folder, a manifest, a
+            :func:`medxfer.data.layouts.build_datalist` reads (a folder, a manifest, a
             MONAI datalist), which stand for their images (see
             :func:`medxfer.data.inputs.prediction_inputs`).
         output: Where to write (see above).

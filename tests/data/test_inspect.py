@@ -98,7 +98,7 @@ def _dicom_manifest(tmp_path, volume):
 def test_inspect_takes_empty_series_uid_cells_as_not_given_like_run(tmp_path, tiny_volume, capsys):
     """An empty ``series_uid`` / ``label_series_uid`` cell names no series, in inspect as in
     run's loader (it was passed on as the UID ``''``: "has no series ''")."""
-    from medxfer.data.datalist import build_datalist
+    from medxfer.data.layouts import build_datalist
     from medxfer.data.steps import LoadCased
 
     manifest = _dicom_manifest(tmp_path, tiny_volume)

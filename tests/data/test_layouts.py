@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from medxfer.data.datalist import build_datalist, detect_format
+from medxfer.data.layouts import build_datalist, detect_format
 from medxfer.data.layouts import detect_layout
 from medxfer.errors import DataError
 from tests.data import layout_fixtures as F
@@ -42,7 +42,7 @@ def test_class_folders_with_masks_beside_the_images_are_segmentation(tmp_path, s
 
 
 def test_the_union_of_several_masks_is_read_as_one(tmp_path, shared_data):
-    from medxfer.data.readers import read_case
+    from medxfer.data.cases import read_case
 
     root = F.class_folders_with_masks(tmp_path / "busi", shared_data, n=2, second_masks=1)
     case = next(c for c in build_datalist(root).cases if c.get("label_files"))
@@ -139,7 +139,7 @@ def test_nnunet_raw(tmp_path, shared_data, channels):
     assert all(len(c.get("image_files") or [c["image"]]) == channels for c in dl.cases)
     assert any("lacks channel file(s) 0000" in e["reason"] for e in dl.excluded)
     if channels == 2:
-        from medxfer.data.readers import read_case
+        from medxfer.data.cases import read_case
 
         image = read_case(dl.cases[0])
         assert image.array.shape[0] == 2

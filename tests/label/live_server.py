@@ -89,7 +89,7 @@ def train_run(run_dir: Path, overrides: tuple[str, ...] = ()) -> tuple[str, list
 def run_test_cases(run_dir: Path, count: int) -> list[dict[str, str]]:
     """Cases of the run's test split (images it never trained on) with their masks."""
     from medxfer.config import load_config
-    from medxfer.data.datalist import build_datalist
+    from medxfer.data.layouts import build_datalist
     from medxfer.data.sample import ensure_sample_data
 
     rows = list(csv.DictReader((run_dir / "splits.csv").open()))

@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
 from medxfer.data.datalist import Datalist, assume_binary_masks, stem
-from medxfer.data.layouts import CHANNEL_SUFFIX, read_json, visible_files
+from medxfer.data.layouts.common import CHANNEL_SUFFIX, read_json, visible_files
 from medxfer.data.layouts.manifest import require_file
 from medxfer.data.readers import image_kind
+from medxfer.errors import DataError
 
 _MODALITIES = {"MRI": "MR", "T1": "MR", "T2": "MR", "FLAIR": "MR", "ADC": "MR", "DWI": "MR"}
 #: ``imagesTs/`` images are excluded for this reason.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medxfer.errors import DataError
 from medxfer.data.datalist import Datalist
 from medxfer.data.masks import is_mask_name
 from medxfer.data.readers import dicom_folders, list_dicom_series
+from medxfer.errors import DataError
 
 
 def read_dicom(folder: Path) -> Datalist:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
 from medxfer.data.datalist import Datalist, assume_binary_masks, stem
-from medxfer.data.layouts import SPLIT_DIRS, has_images, image_kind_of
+from medxfer.data.layouts.common import SPLIT_DIRS, has_images, image_kind_of
 from medxfer.data.masks import image_stem_of_mask, is_mask_name
+from medxfer.errors import DataError
 from medxfer.tasks import label_kind
 
 

@@ -14,11 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
-from medxfer.data.datalist import Datalist, stem
-from medxfer.data.layouts import MANIFEST_NAMES
+from medxfer.data.datalist import Datalist, assume_binary_masks, stem
+from medxfer.data.layouts.common import MANIFEST_NAMES
+from medxfer.data.masks import case_files
 from medxfer.data.medmnist import SPLITS
 from medxfer.data.readers import image_kind
+from medxfer.errors import DataError
 from medxfer.tasks import label_kind
 
 #: At most this many files under a manifest's folder are compared with its rows.
@@ -119,8 +120,6 @@ def cases_from_rows(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path
     dl = Datalist(name, layout, str(path), task if has_labels else "unlabelled", cases,
                   class_names, class_order=class_order)
     if class_order == "assumed":
-        from medxfer.data.datalist import assume_binary_masks
-
         assume_binary_masks(dl)
     return dl
 
@@ -144,8 +143,6 @@ def _unique_ids(cases: list[dict[str, Any]], base: Path, path: Path) -> None:
 def report_unlisted(dl: Datalist, folder: Path, listing: str) -> None:
     """Record the image files under ``folder`` that no case uses as excluded (not listed
     in ``listing``); at most :data:`UNLISTED_SCAN_LIMIT` files are looked at."""
-    from medxfer.data.masks import case_files
-
     used = {str(Path(f).resolve()) for c in dl.cases for key in ("image", "label")
             for f in case_files(c, key) if isinstance(f, str)}
     used_dirs = {u for u in used if Path(u).is_dir()}

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
 from medxfer.data.datalist import Datalist
-from medxfer.data.layouts import read_json
+from medxfer.data.layouts.common import read_json
 from medxfer.data.layouts.manifest import cases_from_rows
+from medxfer.errors import DataError
 
 #: The datalist keys and the split each is.
 LIST_SPLITS = {"training": "train", "validation": "val", "testing": "test", "test": "test"}

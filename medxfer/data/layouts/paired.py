@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medxfer.errors import DataError
 from medxfer.data.datalist import Datalist, assume_binary_masks, stem
-from medxfer.data.layouts import IMAGE_DIRS, MASK_DIRS, image_kind_of
+from medxfer.data.layouts.common import IMAGE_DIRS, MASK_DIRS, image_kind_of
 from medxfer.data.masks import image_stem_of_mask, is_mask_name
+from medxfer.errors import DataError
 
 
 def read_images_masks(folder: Path) -> Datalist:
