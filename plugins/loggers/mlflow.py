@@ -211,5 +211,6 @@ def mlflow(tracking_uri: str | None = None, experiment: str = "medxfer",
 @medxfer.hookimpl
 def medxfer_register_loggers(register):
     """Register ``mlflow``."""
+    # (no brackets: `medxfer plugins` prints descriptions as rich text)
     register("mlflow", mlflow, description="MLflow tracking: parameters, metrics, artifacts "
-             f"({INSTALL_HINT})")
+             "(needs the mlflow extra of medxfer)")
