@@ -104,23 +104,27 @@ class ProgressLines:
         self._lock = threading.Lock()
 
     def advance(self, note: Callable[[], str] | None = None) -> None:
-        """Count one step; print a line when ``interval`` seconds passed since the last."""
+        """Count one step; print a line when ``interval`` seconds passed since the last
+        (not for the last step: :meth:`finish` says the loop is done)."""
         with self._lock:
             self.done += 1
             now = self.clock()
-            if now - self.last < self.interval:
+            if now - self.last < self.interval or self.done >= self.total:
                 return
             self.last = now
             self.lines += 1
             text = self.line(now, note() if note is not None else "")
         self.write(text)
 
-    def finish(self, next_step: str) -> None:
-        """After a slow loop (one that printed lines), say what comes next
-        (``validating``), so the log does not look stuck there."""
-        if self.lines:
+    def finish(self, next_step: str | None = None) -> None:
+        """After a slow loop (one that printed lines, or whose last step ended
+        ``interval`` seconds after the last line), say it is done and what comes next
+        (``validating``), so that the log does not look stuck there."""
+        now = self.clock()
+        if self.lines or now - self.last >= self.interval:
+            after = f"; {next_step}" if next_step else ""
             self.write(f"{self.label}: {self.done}/{self.total} {self.unit} done in "
-                       f"{format_duration(self.clock() - self.start)}; {next_step}")
+                       f"{format_duration(now - self.start)}{after}")
 
     def line(self, now: float, note: str = "") -> str:
         """``epoch 1/5: 120/400 steps (30%), loss 0.4123, 1 min 02 s elapsed, ETA 2 min 25 s``."""
@@ -141,7 +145,7 @@ def progress(label: str, total: int, *, enabled: bool = True, unit: str = "steps
 
     Disabled: ``advance`` does nothing. On a terminal: a transient rich bar (the note
     read every :data:`NOTE_EVERY` steps). Elsewhere: :class:`ProgressLines`, and after a
-    loop slow enough to have printed a line, one saying ``next_step`` follows.
+    slow loop a line saying it is done (and what comes next, ``next_step``).
     """
     if not enabled or total <= 0:
         yield lambda note=None: None
@@ -149,8 +153,7 @@ def progress(label: str, total: int, *, enabled: bool = True, unit: str = "steps
     if not stderr_is_terminal():
         lines = ProgressLines(label, total, unit=unit)
         yield lines.advance
-        if next_step:
-            lines.finish(next_step)
+        lines.finish(next_step)
         return
     bar = Progress("[progress.description]{task.description}", BarColumn(),
                    MofNCompleteColumn(), TimeRemainingColumn(),

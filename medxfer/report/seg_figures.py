@@ -168,7 +168,8 @@ def _edge_letters(ax: Any, edges: Mapping[str, str]) -> None:
     for edge, letter in edges.items():
         x, y, ha, va = places[edge]
         ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, fontsize=8,
-                color="white", fontweight="bold")
+                color="white", fontweight="bold",  # on a dark patch: readable on bright tissue
+                bbox={"facecolor": "black", "alpha": 0.55, "edgecolor": "none", "pad": 1.5})
 
 
 def _error_rgba(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
