@@ -241,7 +241,7 @@ def test_killed_deep_ensemble_resumes_the_member_it_was_training(tmp_path):
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for member in summary["ensemble"]["member_runs"]:
         history = json.loads((out / member["run"] / "metrics.json").read_text())["history"]
-        assert [h["epoch"] for h in history] == [0, 1, 2]
+        assert [h["epoch"] for h in history] == [1, 2, 3]  # counted from 1
     assert (out / "report.html").is_file() and summary["ensemble"]["seeds"] == [0, 1]
 
 
