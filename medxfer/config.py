@@ -343,6 +343,11 @@ class RunConfig(StrictModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    tracking: list[PluginSpec] = Field(
+        default_factory=lambda: [PluginSpec(name="tensorboard")],
+        description="run-tracking loggers, each {name, **options}: tensorboard (the run's "
+        "tensorboard/ folder), mlflow (tracking_uri, experiment; pip install "
+        "'medxfer[mlflow]'); [] logs nothing")
 
     @model_validator(mode="after")
     def _check_fold(self) -> RunConfig:
@@ -407,6 +412,8 @@ class RunConfig(StrictModel):
                  "strategy": ("strategy", self.strategy)}
         if self.domain_adaptation is not None:
             specs["domain_adaptation"] = ("domain_adaptation", self.domain_adaptation)
+        for index, spec in enumerate(self.tracking):
+            specs[f"tracking[{index}]"] = ("logger", spec)
         return specs
 
 
@@ -630,10 +637,19 @@ def _emit_commented(model: BaseModel, lines: list[str], indent: int) -> None:
             lines.append(f"{pad}{name}:")
             _emit_commented(value, lines, indent + 2)
         else:
-            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            dumped = _plain(value)
             if isinstance(dumped, dict) and dumped:
                 text = yaml.safe_dump({name: dumped}, sort_keys=False, default_flow_style=None)
             else:
                 text = yaml.safe_dump({name: dumped}, default_flow_style=True, width=200)
                 text = text.strip()[1:-1] + "\n"
             lines.extend(pad + ln for ln in text.rstrip("\n").split("\n"))
+
+
+def _plain(value: Any) -> Any:
+    """A config value as YAML writes it: models (also in lists, ``tracking``) as dicts."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

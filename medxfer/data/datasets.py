@@ -15,7 +15,7 @@ import json
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, get_worker_info
 from medxfer.data.augment import CachedFgBgIndices
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 from medxfer.errors import ConfigError, MedxferError
+from medxfer.progress import announced
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 from medxfer.tasks import label_kind
 
@@ -92,8 +93,10 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
 
     if cache == "memory":
         try:
-            return _fail_fast_cache_class()(cases, transform, cache_rate=1.0, num_workers=1,
-                                            progress=False, copy_cache=False)
+            with announced(f"caching {len(cases)} cases", len(cases)) as advance:
+                return _counted(_fail_fast_cache_class(), advance)(
+                    cases, transform, cache_rate=1.0, num_workers=1, progress=False,
+                    copy_cache=False)
         except RuntimeError as exc:
             raise unwrap_errors(exc) from None
     if cache == "disk":
@@ -144,6 +147,19 @@ def _fail_fast_cache_class() -> type:
                 return None
 
     return FailFastCache
+
+
+def _counted(cache_class: type, advance: Callable[[], None]) -> type:
+    """``cache_class`` (MONAI's CacheDataset) calling ``advance()`` per case it caches, so a
+    run reports the progress of a slow cache (:func:`medxfer.progress.announced`)."""
+
+    class Counted(cache_class):  # type: ignore[misc, valid-type]
+        def _load_cache_item(self, idx: int) -> Any:
+            item = super()._load_cache_item(idx)
+            advance()
+            return item
+
+    return Counted
 
 
 class SliceCases(Dataset):
