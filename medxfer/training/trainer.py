@@ -153,7 +153,10 @@ class Trainer:
         if D.is_active():
             self._step = D.DistributedStep(ctx.model, self._step_loss, lambda: ctx.optimizer,
                                            self.device)
-        total_steps = self._steps_per_epoch() * self.config.train.epochs
+        # train.time_limit may lower the epochs as training goes (kept in the checkpoint)
+        self.epochs = int(state.get("epochs", self.config.train.epochs)) if state \
+            else self.config.train.epochs
+        total_steps = self._steps_per_epoch() * self.epochs
         warmup = int(self.config.train.scheduler.warmup_epochs * self._steps_per_epoch())
         ctx.step = start_epoch * self._steps_per_epoch()
         ctx.total_steps = total_steps
@@ -161,10 +164,12 @@ class Trainer:
         # select: last takes every epoch in turn and writes the weights once, after the
         # final epoch (patience is refused beside it, so training always gets there).
         keep_last = self.config.train.early_stopping.select == "last"
-        final_epoch = self.config.train.epochs - 1
+        final_epoch = self.epochs - 1
         stopped = False
         try:
             for epoch in range(start_epoch, self.config.train.epochs):
+                if epoch >= self.epochs:  # lowered by train.time_limit
+                    break
                 ctx.epoch = epoch
                 tic = time.perf_counter()
                 ctx.model.train()
@@ -184,6 +189,10 @@ class Trainer:
                 self.hooks.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
                 seconds += time.perf_counter() - tic
                 metrics["seconds"] = seconds
+                if self._fit_time_limit(epoch, seconds):
+                    total_steps = self._steps_per_epoch() * self.epochs
+                    ctx.total_steps, final_epoch = total_steps, self.epochs - 1
+                    metrics["epochs"] = self.epochs
                 history.append(metrics)
                 if self.progress:
                     _print_epoch(metrics, cfg_epochs=self.config.train.epochs,
@@ -205,7 +214,7 @@ class Trainer:
                     "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
                     "best_score": best_score, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "train_seconds": seconds,
+                    "bad_epochs": bad_epochs, "train_seconds": seconds, "epochs": self.epochs,
                     "rng": streams[D.rank()]["rng"],
                     "stopped": stopped, "plugin_state": _tensor_state(ctx.state),
                     "rank_streams": streams,
@@ -216,7 +225,28 @@ class Trainer:
         except BaseException as exc:
             self.hooks.medxfer_on_exception(ctx=ctx, exception=exc)
             raise
-        return FitResult(history, best_epoch, best_score, self.monitor, seconds, stopped)
+        extra = {} if self.epochs == self.config.train.epochs else \
+            {"time_limit": {"seconds": self.config.train.time_limit,
+                            "epochs_configured": self.config.train.epochs,
+                            "epochs": self.epochs}}
+        return FitResult(history, best_epoch, best_score, self.monitor, seconds, stopped, extra)
+
+    def _fit_time_limit(self, epoch: int, seconds: float) -> bool:
+        """Lower the epochs to what fits in ``train.time_limit`` at the pace so far (the
+        mean time of the epochs run); returns whether they changed.
+
+        ``seconds`` is the training and validation time of the epochs up to ``epoch``.
+        """
+        limit = self.config.train.time_limit
+        if not limit or epoch + 1 >= self.epochs:
+            return False
+        pace = seconds / (epoch + 1)
+        fit = epoch + 1 + int(max(limit - seconds, 0.0) // pace)
+        fit = D.from_rank_zero(fit)  # one decision for every rank of a distributed run
+        if fit >= self.epochs:
+            return False
+        self.epochs = fit
+        return True
 
     def _save_state(self, state: dict[str, Any]) -> None:
         if D.is_main():
