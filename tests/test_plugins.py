@@ -82,6 +82,48 @@ def medxfer_register_backbones(register):
     register("raising_net", raises)
 """
 
+WITH_CAPABILITIES = """
+import medxfer
+
+def flat(*, in_channels, spatial_dims, pretrained=None):
+    return ("flat", spatial_dims)
+
+def seg(*, in_channels, spatial_dims, num_classes, pretrained=None):
+    return ("seg", spatial_dims)
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("flat_net", flat, capabilities={"spatial_dims": (2,), "min_input_size": 16})
+    register("seg_net", seg, capabilities=medxfer.BackboneCapabilities(spatial_dims=(3,)))
+"""
+
+BAD_CAPABILITIES = {
+    "invalid": """
+import medxfer
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("odd_net", lambda **kw: None, capabilities={"spatial_dims": (4,)})
+""",
+    "contradicted": """
+import medxfer
+
+def flat(*, in_channels, spatial_dims, pretrained=None):
+    return None
+
+@medxfer.hookimpl
+def medxfer_register_backbones(register):
+    register("odd_net", flat, capabilities={"output": "segmentation"})
+""",
+    "not_a_backbone": """
+import medxfer
+
+@medxfer.hookimpl
+def medxfer_register_strategies(register):
+    register("odd_strategy", lambda: None, capabilities={"spatial_dims": (2,)})
+""",
+}
+
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
@@ -89,7 +131,8 @@ def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     for name in ("good_plugin", "broken_plugin", "misspelt_plugin", "dup_plugin",
-                 "taker_plugin", "raising_plugin", "faulty_plugin"):
+                 "taker_plugin", "raising_plugin", "faulty_plugin", "caps_plugin",
+                 "odd_plugin"):
         sys.modules.pop(name, None)
 
 
@@ -260,3 +303,39 @@ def test_a_faulty_backbone_factory_is_named(site, backbone, message):
     shape = SimpleNamespace(spatial_dims=2, in_channels=1, num_classes=2)
     with pytest.raises(PluginError, match=message):
         task_of(config).build_network(config, registries, shape, {})
+
+
+def test_capabilities_are_recorded_with_the_output_kind_from_the_factory(site):
+    make_distribution(site, "caps-dist", "1.0", {"caps": "caps_plugin"},
+                      {"caps_plugin": WITH_CAPABILITIES})
+    registries = build_registries(create_plugin_manager(strict=True))
+    flat, seg = registries.backbone.get("flat_net"), registries.backbone.get("seg_net")
+    assert (flat.capabilities.spatial_dims, flat.capabilities.min_input_size) == ((2,), 16)
+    assert flat.capabilities.output == "features" and seg.capabilities.output == "segmentation"
+    assert registries.backbone.create("flat_net", in_channels=1, spatial_dims=2) == ("flat", 2)
+    with pytest.raises(ConfigError) as info:
+        registries.backbone.create("flat_net", key="model.backbone", in_channels=1,
+                                   spatial_dims=3)
+    message = str(info.value)
+    assert message.startswith("model.backbone: backbone 'flat_net' only builds 2D networks, "
+                              "but the data is 3D. For 3D images use one of: ")
+    suggested = message.split("use one of: ")[1].rstrip(".").split(", ")
+    assert "resnet18_3d" in suggested and not {"seg_net", "flat_net"} & set(suggested)
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("invalid", r"'odd' registered backbone 'odd_net' with invalid capabilities: "
+                r"spatial_dims must be 2 and/or 3"),
+    ("contradicted", r"'odd_net' with output 'segmentation', but its factory does not take "
+                     r"num_classes"),
+    ("not_a_backbone", r"'odd' registered strategy 'odd_strategy' with capabilities; only "
+                       r"backbones declare them"),
+])
+def test_wrong_capabilities_skip_the_plugin_by_name(site, case, message):
+    make_distribution(site, "odd-dist", "0.2", {"odd": "odd_plugin"},
+                      {"odd_plugin": BAD_CAPABILITIES[case]})
+    manager = create_plugin_manager()
+    with pytest.warns(PluginLoadWarning, match=message):
+        registries = build_registries(manager)
+    assert [b.plugin for b in manager.broken] == ["odd"]
+    assert len(registries.backbone) > 0

@@ -8,7 +8,6 @@ import typer
 
 from medxfer.cli.console import err, out
 from medxfer.cli.state import state_of
-from medxfer.config import load_config
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +44,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run every backbone x strategy x seed, then write comparison.md/.csv/.json, figures
         and an ensemble row. Finished cells are skipped, so a killed study resumes."""
+        from medxfer.config import load_config
         from medxfer.workflows.compare import (
             parse_backbone_sets,
             parse_names,

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from medxfer.config import commented_default_config, config_to_yaml, load_config
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``config`` command group to ``app``."""
@@ -23,6 +21,8 @@ def register(app: typer.Typer) -> None:
         """Print the default config with comments, or a config file fully resolved (its
         plugins and their options checked; `medxfer run --check` also checks the data and
         the network)."""
+        from medxfer.config import commented_default_config, config_to_yaml, load_config
+
         if config is None and not overrides:
             typer.echo(commented_default_config(), nl=False)
             return

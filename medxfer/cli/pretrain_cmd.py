@@ -9,8 +9,6 @@ import typer
 from medxfer.cli.console import out
 from medxfer.cli.run_cmd import print_summary
 from medxfer.cli.state import state_of
-from medxfer.config import load_config
-from medxfer.workflows.preflight import check_config
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +35,9 @@ def register(app: typer.Typer) -> None:
         The result is a normal run folder (metrics and report on the source data) plus
         transfer_source.json. Transfer from it with `model.backbone.pretrained: OUTPUT`.
         """
+        from medxfer.config import load_config
         from medxfer.workflows.compare import with_backbone
+        from medxfer.workflows.preflight import check_config
         from medxfer.workflows.pretrain import pretrain_in_folder
 
         cfg = load_config(config, overrides)

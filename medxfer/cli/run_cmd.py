@@ -8,11 +8,7 @@ import typer
 
 from medxfer.cli.console import err, warn
 from medxfer.cli.state import state_of
-from medxfer.config import load_config
 from medxfer.errors import ConfigError
-from medxfer.workflows.preflight import check_config, random_start_warning
-from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
-                                          train_in_folder)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +41,11 @@ def register(app: typer.Typer) -> None:
         Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) the run is distributed: each
         process trains on its share of the data, rank 0 writes the outputs.
         """
+        from medxfer.config import load_config
         from medxfer.training import distributed as D
+        from medxfer.workflows.preflight import check_config, random_start_warning
+        from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
+                                                  train_in_folder)
 
         if resume and output is None:
             raise ConfigError("--resume needs --output DIR naming the run to continue")
@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
 
             if random_start:
                 warn(random_start)
-            check_network(cfg, registries, use_weights=getattr(strategy, "uses_pretrained", True))
+            from medxfer.plugin_kit.attributes import uses_pretrained
+
+            check_network(cfg, registries, use_weights=uses_pretrained(strategy))
             err().print("config, plugins, data and weights are valid")
             return
         if resume and output is not None and finished(output):

@@ -15,9 +15,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from medxfer.config import load_config
 from medxfer.errors import ConfigError, DataError
 from medxfer.io import atomic_write_text
 from medxfer.tasks import task_of
+from medxfer.training.checkpoints import read_sidecar
+from medxfer.workflows.run import run_pipeline
 
 MANIFEST = "datastore.csv"
 MIN_CASES = 3
@@ -67,9 +70,6 @@ def finetune_config(source: Path, manifest: Path, *, epochs: int | None) -> Any:
     Raises:
         ConfigError: when the source is not a segmentation run.
     """
-    from medxfer.config import load_config
-    from medxfer.training.checkpoints import read_sidecar
-
     config = load_config(source / "config.yaml")
     if not task_of(config).labels_are_masks:
         raise ConfigError(f"{str(source)!r} is a {config.task} run; MONAI Label's train task "
@@ -113,8 +113,6 @@ def finetune_run(source: str | Path, cases: list[dict[str, str]], run_dir: str |
         ConfigError: when ``run_dir`` exists or the source is not a segmentation run.
         DataError: with fewer than three labelled cases or unreadable files.
     """
-    from medxfer.workflows.run import run_pipeline
-
     source, run_dir = Path(source).resolve(), Path(run_dir)
     if run_dir.exists():
         raise ConfigError(f"{str(run_dir)!r} exists; a fine-tuned run never overwrites another")

@@ -1,28 +1,23 @@
 """Module surgery shared by backbone plugins: input channels, layer groups, input checks.
 
-These helpers are public so that built-in and third-party backbone plugins alike can use
-them without reaching into private modules of the core.
+Built-in and third-party backbone plugins alike import these helpers from
+:mod:`medxfer.api`, not from here.
 """
 
 from __future__ import annotations
 
-import functools
-
-import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from medxfer.errors import ConfigError, PluginError
 from medxfer.models.backbone import Backbone
+from medxfer.models.input_conv import adapt_input_conv_weight  # noqa: F401 - re-exported
 
-if TYPE_CHECKING:  # pragma: no cover - medxfer.weights imports this module
-    from medxfer.weights import WeightsSource
-
-#: Backbones that build 3D networks, suggested when a 2D-only backbone is asked for 3D.
-BACKBONES_3D = ("basic_cnn", "lenet", "resnet10_3d", "resnet18_3d", "resnet50_3d",
-                "densenet121_3d")
+# re-exported for old imports; it lives where registering a backbone needs no torch
+from medxfer.plugin_kit.backbone_factories import torchvision_variant  # noqa: F401
+from medxfer.weights import WeightsSource, load_pretrained
 
 
 class LayerGroup(nn.ModuleList):
@@ -68,53 +63,20 @@ class ParameterGroup(nn.Module):
 def require_spatial_dims(backbone: str, spatial_dims: int, supported: Sequence[int]) -> None:
     """Refuse a ``spatial_dims`` the backbone cannot build.
 
+    A backbone registered with capabilities is refused by the registry before its factory
+    runs, with the registered backbones that do build ``spatial_dims``-D networks; this is
+    the factory's own guard for a direct call.
+
     Raises:
-        ConfigError: naming the backbone and, for 3D, the backbones that can do it.
+        ConfigError: naming the backbone and the dimensionalities it builds.
     """
     if spatial_dims in supported:
         return
     dims = " or ".join(f"{d}D" for d in supported)
-    hint = ""
-    if spatial_dims == 3:
-        hint = f" For 3D images use one of: {', '.join(BACKBONES_3D)}."
-    elif spatial_dims == 2:
-        hint = " For 2D images use e.g. resnet18, mobilenet_v2, basic_cnn or timm."
     raise ConfigError(
         f"model.backbone: backbone {backbone!r} only builds {dims} networks, but the data is "
-        f"{spatial_dims}D.{hint}"
+        f"{spatial_dims}D. `medxfer plugins --kind backbone` lists what each backbone builds."
     )
-
-
-def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt pretrained first-convolution weights ``[O, I, *k]`` to ``in_channels`` inputs.
-
-    One channel gets the sum over the pretrained input channels (grey = R + G + B, as timm
-    and segmentation-models-pytorch do); other counts repeat the channels cyclically and
-    scale by ``I / in_channels`` so activations keep their magnitude. 2D weights go through
-    timm's ``adapt_input_conv``; 3D weights get the same rule here.
-
-    Args:
-        weight: The pretrained convolution weight.
-        in_channels: The channel count of the new model.
-
-    Returns:
-        The adapted weight, same dtype.
-    """
-    base = weight.shape[1]
-    if in_channels == base:
-        return weight
-    if weight.ndim == 4:
-        from timm.models import adapt_input_conv
-
-        return adapt_input_conv(in_channels, weight, base_chans=base)
-    dtype = weight.dtype
-    w = weight.float()
-    if in_channels == 1:
-        w = w.sum(dim=1, keepdim=True)
-    else:
-        repeat = math.ceil(in_channels / base)
-        w = w.repeat(1, repeat, *([1] * (w.ndim - 2)))[:, :in_channels] * (base / in_channels)
-    return w.to(dtype)
 
 
 def replace_input_conv(model: nn.Module, path: str, in_channels: int) -> nn.Module:
@@ -184,7 +146,8 @@ def require_min_input_size(body: nn.Module, backbone: str, min_size: int) -> Non
             raise ConfigError(
                 f"backbone {backbone!r} needs inputs of at least {min_size} pixels per side, "
                 f"got {size}: resize the images (data.preprocess.image_size) or choose a backbone "
-                "that takes small inputs (basic_cnn, lenet, resnet18, mobilenet_v2)"
+                "that takes smaller inputs (`medxfer plugins --kind backbone` lists each "
+                "backbone's minimum)"
             )
 
     body.register_forward_pre_hook(check)
@@ -219,8 +182,6 @@ def assemble_backbone(name: str, body: nn.Module, groups: Sequence[nn.Module],
     Returns:
         The :class:`medxfer.models.Backbone`.
     """
-    from medxfer.weights import load_pretrained
-
     report, imagenet_norm = load_pretrained(body, pretrained, backbone=name,
                                             imagenet=imagenet, input_convs=input_convs,
                                             key_map=key_map)
@@ -230,14 +191,3 @@ def assemble_backbone(name: str, body: nn.Module, groups: Sequence[nn.Module],
     return Backbone(body, groups, feature_dim, spatial_dims=spatial_dims,
                     in_channels=in_channels, expects_imagenet_norm=imagenet_norm,
                     load_report=report)
-
-
-def torchvision_variant(build: Callable[..., Any], variant: str) -> Callable[..., Any]:
-    """A registry factory for one torchvision variant of a family builder.
-
-    ``build(variant, *, in_channels, spatial_dims, pretrained, weights)`` gets the
-    defaults shared by every torchvision backbone (RGB 2D input, ImageNet weights set
-    ``IMAGENET1K_V1``); the core and the config override them by keyword.
-    """
-    return functools.partial(build, variant, in_channels=3, spatial_dims=2,
-                             pretrained="imagenet", weights="IMAGENET1K_V1")

@@ -15,6 +15,8 @@ from typing import Iterator
 
 from torch import nn
 
+from medxfer.errors import ConfigError
+
 SOURCE = "source"
 TARGET = "target"
 DOMAINS = (SOURCE, TARGET)
@@ -34,8 +36,6 @@ def choose_domain(model: nn.Module, domain: str, run: object) -> bool:
         ConfigError: for another name, or ``target`` for a network without such layers
             (its outputs are the same for every domain).
     """
-    from medxfer.errors import ConfigError
-
     if domain not in DOMAINS:
         raise ConfigError(f"--domain {domain!r}: use {' or '.join(DOMAINS)}")
     if not domain_modules(model):

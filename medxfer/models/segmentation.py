@@ -18,6 +18,7 @@ surface as :class:`medxfer.models.TransferNetwork`:
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -223,8 +224,6 @@ def build_segmentation_network(model: SegmentationModel) -> SegmentationNetwork:
 
 def builds_segmentation(factory: object) -> bool:
     """Whether a backbone factory builds a segmentation network (it takes ``num_classes``)."""
-    import inspect
-
     try:
         return "num_classes" in inspect.signature(factory).parameters  # type: ignore[arg-type]
     except (TypeError, ValueError):

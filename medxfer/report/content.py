@@ -17,6 +17,9 @@ from urllib.parse import quote, urlsplit
 
 from medxfer.metric_table import TASKS, metrics_for
 from medxfer.metric_table import label as metric_label
+from medxfer.report.domain_content import add_domain_section
+from medxfer.report.members_content import add_members_section
+from medxfer.report.seg_content import add_segmentation_sections
 from medxfer.report.tables import (
     NA,
     as_list,
@@ -98,16 +101,10 @@ def build_report_content(summary: Mapping[str, Any],
     _confusion(content, summary)
     content.figures = _figures(summary.get("figures"), run_dir)
     if per_class:
-        from medxfer.report.seg_content import add_segmentation_sections
-
         add_segmentation_sections(content, summary)
     if isinstance(summary.get("target_test"), Mapping):
-        from medxfer.report.domain_content import add_domain_section
-
         add_domain_section(content, summary)
     if isinstance(summary.get("ensemble"), Mapping):
-        from medxfer.report.members_content import add_members_section
-
         add_members_section(content, summary)
     return content
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medxfer.io import atomic_open
+
 
 def pca_2d(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project source and target features ``[n, F]`` onto the first two principal
@@ -34,8 +36,6 @@ def plot_feature_pca(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from medxfer.io import atomic_open
 
     n = len(panels)
     cols = min(n, 3)

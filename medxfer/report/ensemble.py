@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medxfer.metric_table import metrics_for, short_label
+from medxfer.tasks import get_task
 from medxfer.report.tables import format_value, markdown_table
 
 
@@ -19,7 +20,7 @@ def render_ensemble_markdown(summary: Mapping[str, Any], ece_bins: int = 15) -> 
         summary: What :func:`medxfer.workflows.ensemble.run_ensemble` writes to ensemble.json.
         ece_bins: The number of confidence bins ECE used.
     """
-    classification = "threshold_source" in summary  # members decide at thresholds
+    classification = get_task(summary["task"]).labels_are_classes  # decides at thresholds
     columns = metrics_for(summary["task"], shown_in="ensemble")
     header = ["model", "backbone", "strategy", "seed", *(short_label(k) for k in columns)]
     if classification:

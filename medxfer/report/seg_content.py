@@ -22,6 +22,7 @@ from medxfer.report.tables import (
     format_value,
     ordered_metrics,
 )
+from medxfer.tasks.segmentation.metrics import class_key
 
 CAPTIONS = {
     "dice_per_class": "Dice per class over the test cases (box: quartiles; dots: cases)",
@@ -102,8 +103,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def _foreground(summary: Mapping[str, Any], *tables: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(display name, key)`` of every foreground class, from ``class_names`` (background
     first) or, without them, from the ``dice_<key>`` entries."""
-    from medxfer.tasks.segmentation.metrics import class_key
-
     names = as_list(summary.get("class_names"))
     if names and len(names) >= 2:
         return [(str(n), class_key(str(n))) for n in names[1:]]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medxfer import metrics as M
+from medxfer import report as R
 from medxfer.config import RunConfig
 from medxfer.errors import ConfigError
 from medxfer.tasks.classification_ensemble import evaluate_classification_ensemble
@@ -22,6 +23,7 @@ from medxfer.tasks.decisions import ECE_BINS, choose_threshold, decide
 from medxfer.tasks.image_level import ImageLevelTask
 from medxfer.training.evaluate import Predictions
 from medxfer.training.loaders import class_weights
+
 
 class ClassificationTask(ImageLevelTask):
     """One class label per image; the network outputs one logit per class."""
@@ -80,8 +82,6 @@ class ClassificationTask(ImageLevelTask):
         y_pred = decide(test.scores, threshold)
         cm = M.confusion_matrix(y_true, y_pred, bundle.num_classes)
         if writes:
-            from medxfer import report as R
-
             figures = run_dir / "figures"
             R.plot_confusion_matrix(cm, bundle.class_names, figures / "confusion_matrix.png",
                                     title="Test confusion matrix")

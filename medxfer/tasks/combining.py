@@ -8,14 +8,13 @@ import numpy as np
 import torch
 
 from medxfer.errors import PluginError
+from medxfer.plugin_kit import attributes as plugin_attributes
 
 
 def fit_combiner(combiner: Any, val_outputs: Any, val_targets: Any,
                  member_scores: list[float] | None) -> None:
     """Call the combiner's ``fit`` (validation data only) when it has one."""
-    fit = getattr(combiner, "fit", None)
-    if callable(fit):
-        fit(val_outputs, val_targets, member_scores)
+    plugin_attributes.fit_on_validation(combiner, val_outputs, val_targets, member_scores)
 
 
 def combine(combiner: Any, outputs: Any, name: str) -> torch.Tensor:

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from medxfer import metrics as M
+from medxfer import report as R
 from medxfer.config import RunConfig
 from medxfer.data import inference_transform
 from medxfer.errors import ConfigError
-from medxfer.io import atomic_write_text
+from medxfer.io import atomic_write_json, atomic_write_text
 from medxfer.models import Backbone, build_network
 from medxfer.models.segmentation import builds_segmentation
 from medxfer.plugins import Registries
@@ -138,8 +139,6 @@ class ImageLevelTask(Task):
         In a distributed run every rank evaluates its shard and gets the whole split's
         predictions; only rank 0 computes the confidence intervals and writes files.
         """
-        from medxfer import report as R
-
         # Collective in a distributed run: every rank predicts its shard, all get the split.
         val = predict(model, val_loader, device, precision, self, loss_fn)
         test = predict(model, test_loader, device, precision, self, loss_fn)
@@ -175,8 +174,6 @@ class ImageLevelTask(Task):
                        **{**run_summary_fields(config, run_dir, bundle, result, ci,
                                                figures_dir), **run_info})
         if writes:
-            from medxfer.io import atomic_write_json
-
             atomic_write_json(run_dir / "metrics.json", summary)
             R.write_report(run_dir, summary)
         return summary

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from medxfer import metrics as M
+from medxfer import report as R
 from medxfer.config import RunConfig
 from medxfer.tasks.image_level import ImageLevelTask
 from medxfer.training.evaluate import Predictions
@@ -45,8 +46,6 @@ class RegressionTask(ImageLevelTask):
                      threshold: float | None, *, writes: bool) -> dict[str, Any]:
         """``predictions.csv`` (``id, target, prediction``); no keys of its own."""
         if writes:
-            from medxfer import report as R
-
             R.write_predictions_csv(run_dir / R.PREDICTIONS_CSV, test.ids, test.targets,
                                     test.scores, test.scores, bundle.class_names)
         return {}

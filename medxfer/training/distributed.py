@@ -28,6 +28,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from medxfer.errors import ConfigError
+from medxfer.training.amp import resolve_device
+
 #: Seconds a collective waits for a missing peer before failing (``MEDXFER_DIST_TIMEOUT``).
 DEFAULT_TIMEOUT_S = 900.0
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -68,8 +71,6 @@ def rank_seed(seed: int) -> int:
 
 def timeout() -> timedelta:
     """The collective timeout: ``MEDXFER_DIST_TIMEOUT`` seconds, else 15 minutes."""
-    from medxfer.errors import ConfigError
-
     text = os.environ.get("MEDXFER_DIST_TIMEOUT", "")
     try:
         seconds = float(text) if text.strip() else DEFAULT_TIMEOUT_S
@@ -81,14 +82,10 @@ def timeout() -> timedelta:
 def worker_device(name: str) -> torch.device:
     """The device of this worker for ``train.device`` ``name``: ``cuda:LOCAL_RANK`` when the
     run uses CUDA (one GPU per process), else what :func:`resolve_device` gives."""
-    from medxfer.training.amp import resolve_device
-
     device = resolve_device(name)
     if device.type == "cuda" and launched_by_torchrun():
         local = int(os.environ["LOCAL_RANK"])
         if local >= torch.cuda.device_count():
-            from medxfer.errors import ConfigError
-
             raise ConfigError(f"LOCAL_RANK {local} has no GPU ({torch.cuda.device_count()} "
                               "visible); start at most one process per GPU (--nproc)")
         return torch.device("cuda", local)
@@ -199,8 +196,6 @@ def sync_batchnorm(model: nn.Module, device: torch.device, enabled: bool) -> nn.
     if not enabled or not is_active():
         return model
     if device.type != "cuda":
-        from medxfer.errors import ConfigError
-
         raise ConfigError("train.sync_batchnorm: SyncBatchNorm needs CUDA (NCCL); this run "
                           f"trains on {device.type}, so set train.sync_batchnorm=false")
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -9,7 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from medxfer.training import distributed as D
+from medxfer.training import shards as S
 from medxfer.training.amp import Precision
+from medxfer.training.shards import is_sharded
 
 
 @dataclass
@@ -59,7 +62,6 @@ def predict(model: nn.Module, loader: Any, device: torch.device, precision: Prec
         targets.append(labels.cpu())
         ids.extend(str(i) for i in batch.get("id", range(n - len(images), n)))
     model.train(was_training)
-    from medxfer.training.shards import is_sharded
 
     if is_sharded(loader):
         return _gather(ids, targets, scores, loss_sum, n, loss_fn is not None)
@@ -72,9 +74,6 @@ def predict(model: nn.Module, loader: Any, device: torch.device, precision: Prec
 def _gather(ids: list[str], targets: list[torch.Tensor], scores: list[torch.Tensor],
             loss_sum: float, n: int, has_loss: bool) -> Predictions:
     """Every rank's shard of predictions, merged in dataset order."""
-    from medxfer.training import distributed as D
-    from medxfer.training import shards as S
-
     local = (ids, torch.cat(targets).numpy() if targets else np.zeros(0),
              torch.cat(scores).numpy() if scores else np.zeros((0, 0)), loss_sum, n)
     parts = D.all_gather(local)

@@ -9,7 +9,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from medxfer.config import RunConfig
+from medxfer.errors import ConfigError
 from medxfer.tasks import task_of
+from medxfer.training import distributed as D
+from medxfer.training import shards
+from medxfer.training.prefetch import PrefetchLoader
 
 
 def _generators(loader: Any) -> list[torch.Generator]:
@@ -84,9 +88,6 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
     an evaluation loader reads this rank's unpadded shard (its outputs are gathered by
     :func:`medxfer.training.evaluate.predict`); see :mod:`medxfer.training.shards`.
     """
-    from medxfer.training import distributed as D
-    from medxfer.training import shards
-
     generator = torch.Generator().manual_seed(config.train.seed)
     sampler = None
     shuffle = train
@@ -122,8 +123,6 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
         # MONAI's fast-training recipe: cached items go to the GPU and are augmented there,
         # in the loader's thread (CUDA tensors cannot cross worker processes).
         if workers:
-            from medxfer.errors import ConfigError
-
             raise ConfigError("data.augment_on: device augments on the GPU in the loader's "
                               "thread; set data.num_workers: 0 (or augment_on: cpu)")
         dataset.augment_device = device
@@ -139,8 +138,6 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
               "persistent_workers": workers > 0,
               "pin_memory": device is not None and device.type == "cuda" and not on_device}
     if train and (config.data.loader == "thread" or on_device):
-        from medxfer.training.prefetch import PrefetchLoader
-
         # A background thread prepares the next batches while the model trains on this
         # one (the same batches, in the same order).
         return PrefetchLoader(dataset, buffer_size=config.data.prefetch, **kwargs)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, Subset
 
+from medxfer.errors import ConfigError
 from medxfer.training.distributed import all_gather, is_active, rank, world_size
-
 
 # -- evaluation shards --------------------------------------------------------------------
 
@@ -137,8 +137,6 @@ def per_rank_batch_size(batch_size: int, world: int | None = None, *,
         ConfigError: when the batch cannot be split evenly between the processes, or a
             process's share into whole cases.
     """
-    from medxfer.errors import ConfigError
-
     world = world_size() if world is None else world
     if batch_size % world:
         raise ConfigError(f"train.batch_size {batch_size} is the global batch and must split "

@@ -30,11 +30,15 @@ from medxfer.config import (
     parse_override,
     validate_config,
 )
-from medxfer.workflows.preflight import check_config, starts_from_random
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.io import atomic_write_json
+from medxfer.locking import entries
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries
 from medxfer.weights import TRANSFER_SOURCE_JSON, wants_imagenet
+from medxfer.workflows.preflight import check_config, check_network, starts_from_random
+from medxfer.workflows.pretrain import pretrain
+from medxfer.workflows.run import run_pipeline
 
 COMPARE_JSON = "compare.json"
 RUNS_DIR = "runs"
@@ -233,8 +237,6 @@ def check_backbones(grid: Grid, registries: Registries) -> None:
         ConfigError, WeightsError, CheckpointError, DataError: naming the cell or
             pretraining that would fail.
     """
-    from medxfer.workflows.preflight import check_network
-
     inputs: dict[str, Any] = {}
     source_dims: dict[str, int] = {}  # backbone -> dimensions of its pretraining data
     for label, backbone, config, use_weights in _first_builds(grid, registries):
@@ -265,9 +267,8 @@ def _first_builds(grid: Grid,
         todo = [c for c in grid.cells
                 if c.backbone == backbone and cell_state(grid.run_dir(c)) != "done"]
         configs = [(c, cell_config(grid, c, registries)) for c in todo]
-        transfer = [(c, config) for c, config in configs if getattr(
-            registries.strategy.create(c.strategy, key="strategy", **config.strategy.kwargs),
-            "uses_pretrained", True)]
+        transfer = [(c, config) for c, config in configs if plugin_attributes.uses_pretrained(
+            registries.strategy.create(c.strategy, key="strategy", **config.strategy.kwargs))]
         if not configs:
             continue
         cell, config = (transfer or configs)[0]
@@ -277,8 +278,6 @@ def _first_builds(grid: Grid,
 
 
 def _check_output(grid: Grid) -> None:
-    from medxfer.locking import entries
-
     output = grid.output
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {str(output)!r} is a file, not a folder")
@@ -316,9 +315,6 @@ def run_grid(grid: Grid, *, registries: Registries | None = None, progress: bool
     ``announce`` receives one line per pretraining and cell (what is run, resumed or
     skipped).
     """
-    from medxfer.workflows.run import run_pipeline
-    from medxfer.workflows.pretrain import pretrain
-
     registries = registries or build_registries()
     say = announce or (lambda _msg: None)
     grid.output.mkdir(parents=True, exist_ok=True)

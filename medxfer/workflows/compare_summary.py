@@ -22,12 +22,17 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from medxfer.workflows.compare import Cell, Grid
 from medxfer.errors import CheckpointError
 from medxfer.io import atomic_write_text
 from medxfer.metric_table import bounds as metric_bounds
 from medxfer.metric_table import lower_is_better
 from medxfer.plugins import Registries
+from medxfer.report.compare_figures import plot_comparison_figures
+from medxfer.report.compare_markdown import render_comparison_markdown
+from medxfer.report.tables import write_metrics_json
+from medxfer.tasks import get_task
+from medxfer.workflows.compare import Cell, Grid
+from medxfer.workflows.ensemble import ENSEMBLE_JSON, run_ensemble
 
 COMPARISON_MD = "comparison.md"
 COMPARISON_CSV = "comparison.csv"
@@ -152,9 +157,6 @@ def add_ensemble_row(summary: dict[str, Any], output: Path, combiner: str,
     Skipped (with ``summary["ensemble"]["skipped"]`` saying why) when there are fewer than
     two members or the task has no ensembles.
     """
-    from medxfer.tasks import get_task
-    from medxfer.workflows.ensemble import ENSEMBLE_JSON, run_ensemble
-
     members = ensemble_members(summary)
     folder = output / ENSEMBLE_DIR
     combinable = get_task(summary["task"]).supports_run_ensembles
@@ -204,10 +206,6 @@ def _best_member(result: dict[str, Any]) -> dict[str, Any] | None:
 
 def write_comparison(summary: dict[str, Any], output: Path) -> list[Path]:
     """Write ``comparison.json``, ``comparison.csv``, ``comparison.md`` and the figures."""
-    from medxfer.report.compare_figures import plot_comparison_figures
-    from medxfer.report.compare_markdown import render_comparison_markdown
-    from medxfer.report.tables import write_metrics_json
-
     figures = plot_comparison_figures(summary, output / FIGURES_DIR)
     summary["figures"] = [str(p.relative_to(output)) for p in figures]
     write_metrics_json(output / COMPARISON_JSON, summary)

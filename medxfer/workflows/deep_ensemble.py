@@ -22,21 +22,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from medxfer import report as R
 from medxfer.config import EnsembleConfig, RunConfig, write_resolved_config
-from medxfer.training import distributed as D
-from medxfer.training.checkpoints import BEST_SIDECAR, BEST_WEIGHTS, LAST_STATE, save_model
-from medxfer.errors import CheckpointError, ConfigError
-from medxfer.plugins import Registries
 from medxfer.data import load_data
+from medxfer.errors import CheckpointError, ConfigError
 from medxfer.models import EnsembleNetwork
+from medxfer.plugins import Registries
 from medxfer.tasks import task_of
+from medxfer.training import distributed as D
 from medxfer.training.amp import resolve_device, resolve_precision
+from medxfer.training.checkpoints import BEST_SIDECAR, BEST_WEIGHTS, LAST_STATE, save_model
 from medxfer.training.loaders import make_loader
 from medxfer.training.seeding import seed_everything
 from medxfer.training.trainer import FitResult
 from medxfer.workflows.predict import load_selected_weights
-from medxfer.workflows.run_setup import (resolve_run_config, resolve_tta_axes, splits_text,
-                                         write_splits)
+from medxfer.workflows.run_setup import (
+    resolve_run_config,
+    resolve_tta_axes,
+    splits_text,
+    write_splits,
+)
 from medxfer.workflows.single_run import train_single
 
 MEMBERS_DIR = "members"
@@ -145,7 +150,6 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     info = ensemble_info(config, run_dir, dirs, facts, seeds)
     if main:
         save_model(run_dir, model, {**sidecar, "ensemble": {"members": len(dirs), "seeds": seeds}})
-        from medxfer import report as R
 
         labels = [f"m{k} (seed {s})" for k, s in enumerate(seeds)]
         (run_dir / "figures").mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,13 @@ import torch
 from torch.utils.data import Dataset
 
 from medxfer.config import RunConfig
-from medxfer.training import distributed as D
+from medxfer.data import load_data
+from medxfer.data.datalist import IMPLICIT_CLASS_ORDERS
 from medxfer.errors import ConfigError, DataError
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.tasks import task_of
+from medxfer.training import distributed as D
+from medxfer.training.loaders import make_loader
 
 #: Features kept per domain for the PCA figure and ``features.npz``.
 
@@ -71,9 +75,9 @@ def create_method(config: RunConfig, registries: Any) -> Any:
 
 def describe_method(method: Any, config: RunConfig) -> dict[str, Any]:
     """The method's ``describe()``, or its config spec when it has none."""
-    describe = getattr(method, "describe", None)
-    if callable(describe):
-        return describe()
+    described = plugin_attributes.describe_plugin(method)
+    if described is not None:
+        return described
     return config.domain_adaptation.model_dump() if config.domain_adaptation else {}
 
 
@@ -86,9 +90,7 @@ def restore_structure(config: RunConfig, registries: Any, model: torch.nn.Module
     spec = config.domain_adaptation
     method = registries.domain_adaptation.create(spec.name, key="domain_adaptation",
                                                  **spec.kwargs)
-    restore = getattr(method, "restore_structure", None)
-    if callable(restore):
-        restore(model)
+    plugin_attributes.restore_network_structure(method, model)
 
 
 def target_config(config: RunConfig) -> RunConfig:
@@ -116,9 +118,6 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
         DataError: when the target data cannot be read or does not match the source
             (channels, dimensions, classes).
     """
-    from medxfer.data import load_data
-    from medxfer.data.datalist import IMPLICIT_CLASS_ORDERS
-
     where = f"data.target.path {config.data.target.path!r}"
     target = target_config(config)
     try:
@@ -162,7 +161,5 @@ def load_target_data(config: RunConfig, source: Any, *, imagenet_norm: bool,
 
 def target_train_loader(config: RunConfig, target: Any, device: torch.device) -> Any:
     """The target training loader; without labels unless ``data.target.labelled``."""
-    from medxfer.training.loaders import make_loader
-
     dataset = target.train if config.data.target.labelled else WithoutLabels(target.train)
     return make_loader(dataset, config, train=True, device=device)

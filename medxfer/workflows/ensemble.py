@@ -30,13 +30,18 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from medxfer.config import RunConfig
-from medxfer.training.amp import Precision, resolve_device, resolve_precision
-from medxfer.workflows.predict import LoadedRun, load_run
-from medxfer.tasks import task_of
-from medxfer.tasks.decisions import ECE_BINS
+from medxfer.data import load_data
 from medxfer.errors import CheckpointError, ConfigError
 from medxfer.io import atomic_write_text, new_temporary
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries, check_factory_kwargs
+from medxfer.report import write_metrics_json
+from medxfer.report.ensemble import render_ensemble_markdown
+from medxfer.tasks import TASKS, get_task, task_of
+from medxfer.tasks.decisions import ECE_BINS
+from medxfer.training.amp import Precision, resolve_device, resolve_precision
+from medxfer.workflows.predict import LoadedRun, load_run
+from medxfer.workflows.run_setup import wants_imagenet_norm
 
 ENSEMBLE_JSON = "ensemble.json"
 ENSEMBLE_MD = "ensemble.md"
@@ -122,15 +127,12 @@ def run_ensemble(run_dirs: Sequence[str | os.PathLike[str]], combiner_name: str,
     task = task_of(members[0].config)
     check_combinable(task, combiner, combiner_name, members[0].run)
     load_member_data(members, dev)
-    from medxfer.report import write_metrics_json
-    from medxfer.report.ensemble import render_ensemble_markdown
 
     staging = _staging_dir(output)
     try:
         info = {"name": combiner_name, "options": dict(combiner_options or {})}
         summary = task.evaluate_run_ensemble(members, combiner, info, staging, dev)
-        describe = getattr(combiner, "describe", None)
-        summary["combiner"] = {**info, **(describe() if callable(describe) else {})}
+        summary["combiner"] = {**info, **(plugin_attributes.describe_plugin(combiner) or {})}
         summary["figures"] = sorted(str(p.relative_to(staging))
                                     for p in (staging / "figures").glob("*.png"))
         write_metrics_json(staging / ENSEMBLE_JSON, summary)
@@ -167,8 +169,6 @@ def check_combinable(task: Any, combiner: Any, combiner_name: str, run: str) -> 
     Raises:
         ConfigError: naming the run or the combiner and what to choose instead.
     """
-    from medxfer.tasks import TASKS, get_task
-
     if not task.supports_run_ensembles:
         able = [name for name in TASKS if get_task(name).supports_run_ensembles]
         raise ConfigError(f"run {run!r} is a {task.name} run; ensembles combine "
@@ -184,7 +184,7 @@ def check_spatial_combiner(task: Any, combiner: Any, option: str, choices: str) 
     Raises:
         ConfigError: naming ``option`` and saying ``choices``.
     """
-    if task.labels_are_masks and not getattr(combiner, "supports_spatial", True):
+    if task.labels_are_masks and not plugin_attributes.supports_spatial(combiner):
         raise ConfigError(f"{option} combines classification outputs only; {choices}")
 
 
@@ -272,9 +272,6 @@ def load_member_data(members: Sequence[Member], device: torch.device) -> None:
         ConfigError: when a member's data no longer gives its recorded split.
         DataError: when a member's data cannot be read.
     """
-    from medxfer.data import load_data
-    from medxfer.workflows.run_setup import wants_imagenet_norm
-
     order: dict[str, list[str]] = {}
     for member in members:
         config = member.config

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
 
 from medxfer.config import RunConfig, load_config
-from medxfer.training.checkpoints import (BEST_SIDECAR, BEST_WEIGHTS, load_model_weights,
-                                        read_sidecar)
 from medxfer.errors import CheckpointError, notify
+from medxfer.io import read_json_object
 from medxfer.models import EnsembleNetwork, SegmentationNetwork, TransferNetwork
 from medxfer.models.domain import choose_domain
 from medxfer.plugins import Registries, build_registries
 from medxfer.tasks import PredictionOutput, task_of
+from medxfer.training.checkpoints import (
+    BEST_SIDECAR,
+    BEST_WEIGHTS,
+    load_model_weights,
+    read_sidecar,
+)
+from medxfer.workflows.domain import restore_structure
+from medxfer.workflows.run_setup import wants_imagenet_norm
 
 
 @dataclass
@@ -55,7 +63,6 @@ class LoadedRun:
         """Whether the run's inputs were normalised with ImageNet's mean and std."""
         if "imagenet_norm" in self.sidecar:
             return bool(self.sidecar["imagenet_norm"])
-        from medxfer.workflows.run_setup import wants_imagenet_norm
 
         pretrained = "none" if self.config.strategy.name == "scratch" else \
             self.config.model.backbone.kwargs.get("pretrained", "none")
@@ -69,8 +76,6 @@ def run_threshold(run_dir: str | Path) -> float | None:
     Raises:
         CheckpointError: when ``metrics.json`` is unreadable.
     """
-    from medxfer.io import read_json_object
-
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         return None
@@ -126,7 +131,6 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
     else:
         model = _network(config, sidecar, registries)
     if config.domain_adaptation is not None:  # e.g. per-domain batch norms: same layers
-        from medxfer.workflows.domain import restore_structure
 
         restore_structure(config, registries, model)
     load_selected_weights(model, run_dir)
@@ -162,8 +166,6 @@ def _network(config: RunConfig, sidecar: dict[str, Any],
              registries: Registries) -> TransferNetwork | SegmentationNetwork:
     """The run's task network with untrained weights (shapes from ``model.json``), built
     as in training."""
-    from types import SimpleNamespace
-
     shapes = SimpleNamespace(**{k: int(sidecar[k]) for k in
                                 ("in_channels", "spatial_dims", "num_classes")})
     kwargs = {**config.model.backbone.kwargs, "pretrained": "none"}

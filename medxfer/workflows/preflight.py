@@ -14,7 +14,17 @@ import json
 from typing import Any
 
 from medxfer.config import RunConfig
+from medxfer.data.loading import network_inputs
+from medxfer.errors import MedxferError
+from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, check_plugin_specs
+from medxfer.tasks import task_of
+from medxfer.training.amp import resolve_device, resolve_precision
+from medxfer.training.shards import per_rank_batch_size
+from medxfer.weights import is_no_weights
+from medxfer.workflows.domain import create_method
+from medxfer.workflows.run_setup import backbone_weights, resolve_tta_axes
 
 
 def check_config(config: RunConfig, registries: Registries, *, machine: bool = True,
@@ -30,12 +40,6 @@ def check_config(config: RunConfig, registries: Registries, *, machine: bool = T
             without target data, an ``early_stopping.metric`` the task's validation does
             not compute, or a batch that does not split.
     """
-    from medxfer.training.amp import resolve_device, resolve_precision
-    from medxfer.workflows.domain import create_method
-    from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
-
-    from medxfer.training.shards import per_rank_batch_size
-
     check_plugin_specs(config.plugin_specs(), registries)
     per_rank_batch_size(config.train.batch_size, processes,
                         samples_per_case=config.patches_per_case())
@@ -53,10 +57,7 @@ def starts_from_random(config: RunConfig, registries: Registries, strategy: Any)
     """Whether ``strategy`` wants pretrained weights (its ``uses_pretrained``, true unless it
     says otherwise as ``scratch`` does) but the backbone gets none: ``pretrained: none``, or
     no ``pretrained`` and a backbone whose default is none."""
-    from medxfer.workflows.run_setup import backbone_weights
-    from medxfer.weights import is_no_weights
-
-    return bool(getattr(strategy, "uses_pretrained", True)
+    return bool(plugin_attributes.uses_pretrained(strategy)
                 and is_no_weights(backbone_weights(config, registries)[1]))
 
 
@@ -68,7 +69,7 @@ def random_start_warning(config: RunConfig, registries: Registries,
 
     A warning, not an error: a frozen random backbone is a rare but legitimate baseline.
     """
-    if not (getattr(strategy, "keeps_pretrained", False)
+    if not (plugin_attributes.keeps_pretrained(strategy)
             and starts_from_random(config, registries, strategy)):
         return None
     return (f"strategy {config.strategy.name!r} freezes or pulls towards the backbone's "
@@ -100,10 +101,6 @@ def check_network(config: RunConfig, registries: Registries, *, use_weights: boo
             that does not fit the task or the input size, or weights that are missing,
             corrupt or do not fit.
     """
-    from medxfer.data.loading import network_inputs
-    from medxfer.tasks import task_of
-    from medxfer.workflows.run_setup import backbone_weights, resolve_tta_axes
-
     kwargs, _, norm = backbone_weights(config, registries, use_weights=use_weights)
     inputs = {} if inputs is None else inputs
     key = json.dumps([config.task, config.data.model_dump(mode="json"), norm,
@@ -127,8 +124,6 @@ def _meta_forward(network: Any, channels: int, size: list[int]) -> None:
     ``meta`` tensors do not support says nothing about the run, which checks it itself.
     """
     import torch
-
-    from medxfer.errors import MedxferError
 
     try:
         net = network.to("meta").eval()

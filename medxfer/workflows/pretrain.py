@@ -20,8 +20,11 @@ from typing import Any
 from medxfer.config import RunConfig
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_json
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, build_registries
 from medxfer.weights import TRANSFER_SOURCE_JSON, find_run_checkpoint, sha256_of
+from medxfer.workflows.run import run_pipeline
+from medxfer.workflows.run_folder import check_output_dir, cleared_if_nothing_to_resume
 
 
 def pretrain(config: RunConfig, run_dir: str | Path, *, registries: Registries | None = None,
@@ -41,12 +44,10 @@ def pretrain(config: RunConfig, run_dir: str | Path, *, registries: Registries |
     Raises:
         ConfigError: for a strategy that freezes the backbone (nothing would be learnt).
     """
-    from medxfer.workflows.run import run_pipeline
-
     registries = registries or build_registries()
     strategy = registries.strategy.create(config.strategy.name, key="strategy",
                                           **config.strategy.kwargs)
-    if getattr(strategy, "freezes_backbone", False):
+    if plugin_attributes.freezes_backbone(strategy):
         raise ConfigError(
             f"strategy: {config.strategy.name!r} keeps the backbone frozen, so pretraining "
             "would learn nothing to transfer; use full_finetune or scratch")
@@ -64,8 +65,6 @@ def pretrain_in_folder(config: RunConfig, output: Path, *, registries: Registrie
     Raises:
         ConfigError: when ``output`` holds files and ``resume`` is false.
     """
-    from medxfer.workflows.run_folder import check_output_dir, cleared_if_nothing_to_resume
-
     resume = check_output_dir(output, resume)
     with cleared_if_nothing_to_resume(output, resume):
         return pretrain(config, output, registries=registries, resume=resume)

@@ -17,6 +17,7 @@ from medxfer.errors import ConfigError, notify
 from medxfer.locking import entries, locked_folder
 from medxfer.training import distributed as D
 from medxfer.training.checkpoints import has_checkpoint
+from medxfer.workflows.run import run_pipeline
 
 
 def default_output_dir() -> Path:
@@ -94,7 +95,6 @@ def cleared_if_nothing_to_resume(output: Path, resume: bool, *,
     are. Only the writing process (rank 0) removes anything. ``existed`` says whether the
     folder was there before the run (default: whether it is there now).
     """
-    from medxfer.training import distributed as D
     existed = output.is_dir() if existed is None else existed
     fresh = not resume and not (output.is_dir() and entries(output))
     try:
@@ -163,8 +163,6 @@ def train_in_folder(config: Any, output: Path | None, *, registries: Any, resume
     Raises:
         ConfigError: when ``output`` cannot take this run.
     """
-    from medxfer.workflows.run import run_pipeline
-
     with D.session(config.train.device), ExitStack() as lock:
         output = D.from_rank_zero(output or default_output_dir())
         problem, existed = None, output.is_dir()

@@ -10,6 +10,8 @@ import torch
 
 from medxfer.config import RunConfig, write_resolved_config
 from medxfer.data import load_data
+from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
+from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, create_plugin_manager
 from medxfer.tasks import task_of
 from medxfer.training import distributed as D
@@ -49,7 +51,7 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
                                           **strategy_spec.kwargs)
     backbone_spec = config.model.backbone
     backbone_kwargs, pretrained, imagenet_norm = backbone_weights(
-        config, registries, use_weights=getattr(strategy, "uses_pretrained", True))
+        config, registries, use_weights=plugin_attributes.uses_pretrained(strategy))
 
     cache_dir = run_dir / "cache" if cache_dir is None else cache_dir
     bundle = load_data(config, imagenet_norm=imagenet_norm, cache_dir=cache_dir)
@@ -94,13 +96,11 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = task.loss(config, bundle.train_labels, bundle.num_classes, device)
 
-    from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
-
     monitor = select_monitor_metric(config.task, config.train.early_stopping.metric,
                                     available=VALIDATION_METRICS[config.task])
     validate = task.validator(config, bundle, val_loader, device, precision, loss_fn)
     monitor_key = monitor[0] if monitor[0].startswith("val_") else f"val_{monitor[0]}"
-    describe = getattr(strategy, "describe", None)
+    described = plugin_attributes.describe_plugin(strategy)
     sidecar = {"backbone": backbone_spec.model_dump(), "strategy": strategy_spec.model_dump(),
                "task": config.task, "num_classes": bundle.num_classes,
                "class_names": bundle.class_names, "in_channels": bundle.in_channels,
@@ -112,7 +112,7 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
                       loss_fn, (monitor_key, monitor[1]), sidecar=sidecar, progress=progress,
                       target_loader=None if adaptation is None else
                       DA.target_train_loader(config, target, device),
-                      draw_target_batches=getattr(adaptation, "draws_target_batches", True))
+                      draw_target_batches=plugin_attributes.draws_target_batches(adaptation))
     tic = time.perf_counter()
     result = trainer.fit(resume=resume)
     if main:
@@ -120,7 +120,7 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
     D.broadcast_state(model)
     run_info = {
         "backbone": backbone_spec.name,
-        "strategy": describe() if callable(describe) else {"name": strategy_spec.name},
+        "strategy": described if described is not None else {"name": strategy_spec.name},
         "pretrained": str(pretrained),
         "load_report": backbone.load_report.as_dict() if backbone.load_report else None,
         "device": str(device), "precision": precision.describe(),

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    assemble_backbone,
-    replace_input_conv,
-    require_spatial_dims,
-)
-from medxfer.weights import torchvision_source
+from medxfer.api import BackboneCapabilities, WeightFiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from medxfer.api import Backbone
 
 #: AlexNet's five convolutions take at least this many pixels per side.
 MIN_INPUT_SIZE = 63
+IMAGENET_FILE = "alexnet-owt-7be5be79.pth"
 
 
 def alexnet_features(in_channels: int) -> nn.Sequential:
     """torchvision AlexNet's ``features`` (same layer indices, so its checkpoints load)."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2),
         nn.ReLU(inplace=True),
@@ -46,6 +45,13 @@ def alexnet(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = "i
     The fully connected layers are left out (the core builds the head); their ImageNet
     tensors are reported as skipped. Layer groups: one per convolution.
     """
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from medxfer.api import (LayerGroup, assemble_backbone, replace_input_conv,
+                             require_spatial_dims, torchvision_source)
+
     require_spatial_dims("alexnet", spatial_dims, (2,))
     body = nn.Sequential(OrderedDict(features=alexnet_features(3)))
     replace_input_conv(body, "features.0", in_channels)
@@ -61,6 +67,8 @@ def alexnet(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = "i
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
-    register("alexnet", alexnet,
-             description="torchvision AlexNet convolutions, 2D (>=63 px), ImageNet weights, "
-                         "256 features")
+    register("alexnet", alexnet, description="torchvision AlexNet convolutions, 256 features",
+             capabilities=BackboneCapabilities(
+                 spatial_dims=(2,), min_input_size=MIN_INPUT_SIZE,
+                 pretrained=("imagenet", "none", "file", "run"),
+                 weights={"imagenet": WeightFiles((IMAGENET_FILE,))}))

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
-
-from torch import nn
+from typing import TYPE_CHECKING, Sequence
 
 import medxfer
-from medxfer.errors import ConfigError
-from medxfer.models import Backbone
-from medxfer.models.adapt import LayerGroup, assemble_backbone, require_spatial_dims
+from medxfer.api import BackboneCapabilities, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from medxfer.api import Backbone
+
+#: The default four blocks halve the input three times.
+DEFAULT_CHANNELS = (16, 32, 64, 128)
 
 
 def conv_block(spatial_dims: int, in_ch: int, out_ch: int, kernel_size: int,
                pool: bool) -> nn.Sequential:
     """Convolution, batch norm, ReLU and (optionally) a 2x max-pool."""
+    from torch import nn
+
     conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
     norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
     layers = [("conv", conv(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False)),
@@ -26,7 +32,7 @@ def conv_block(spatial_dims: int, in_ch: int, out_ch: int, kernel_size: int,
 
 
 def basic_cnn(in_channels: int = 1, spatial_dims: int = 2, pretrained: object = "none",
-              channels: Sequence[int] = (16, 32, 64, 128), kernel_size: int = 3) -> Backbone:
+              channels: Sequence[int] = DEFAULT_CHANNELS, kernel_size: int = 3) -> Backbone:
     """A baseline CNN: one conv-BN-ReLU block per entry of ``channels``, 2D or 3D.
 
     Every block but the last halves the resolution, so inputs need
@@ -40,6 +46,10 @@ def basic_cnn(in_channels: int = 1, spatial_dims: int = 2, pretrained: object = 
         channels: Output channels of each block; the last is the feature width.
         kernel_size: Odd convolution kernel size.
     """
+    from torch import nn
+
+    from medxfer.api import LayerGroup, assemble_backbone, require_spatial_dims
+
     require_spatial_dims("basic_cnn", spatial_dims, (2, 3))
     channels = [int(c) for c in channels]
     if not channels or min(channels) < 1:
@@ -62,4 +72,6 @@ def basic_cnn(in_channels: int = 1, spatial_dims: int = 2, pretrained: object = 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
     register("basic_cnn", basic_cnn,
-             description="baseline conv-BN-ReLU-pool blocks, 2D and 3D, from scratch")
+             description="baseline conv-BN-ReLU-pool blocks, trained from scratch",
+             capabilities=BackboneCapabilities(
+                 spatial_dims=(2, 3), min_input_size=2 ** (len(DEFAULT_CHANNELS) - 1)))

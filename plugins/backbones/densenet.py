@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import re
-
-import torch
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    assemble_backbone,
-    replace_input_conv,
-    require_spatial_dims,
-)
-from medxfer.weights import torchvision_source
+from medxfer.api import BackboneCapabilities, WeightFiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from medxfer.api import Backbone, LayerGroup
 
 #: Four transitions and the stem's pooling shrink inputs 32-fold; 29 px is the least.
 MIN_INPUT_SIZE = 29
+IMAGENET_FILE = "densenet121-a639ec97.pth"
 
 # torchvision's published DenseNet files use old names such as ``norm.1``; torchvision
 # renames them the same way when it loads them.
@@ -44,6 +41,12 @@ def densenet121(in_channels: int = 3, spatial_dims: int = 2, pretrained: object 
     Layer groups: stem (conv0, norm0, pool0), then each dense block with the transition
     after it, the last with the final norm.
     """
+    import torchvision
+    from torch import nn
+
+    from medxfer.api import (assemble_backbone, replace_input_conv, require_spatial_dims,
+                             torchvision_source)
+
     require_spatial_dims("densenet121", spatial_dims, (2,))
     model = torchvision.models.densenet121(weights=None)
     model.classifier = nn.Identity()
@@ -60,6 +63,8 @@ def densenet121(in_channels: int = 3, spatial_dims: int = 2, pretrained: object 
 def densenet_layer_groups(f: nn.Module) -> list[LayerGroup]:
     """Stem, then one group per dense block with its transition (the last with the final
     norm). torchvision's and MONAI's DenseNet-121 name these layers alike."""
+    from medxfer.api import LayerGroup
+
     return [LayerGroup("stem", [f.conv0, f.norm0, f.relu0, f.pool0]),
             LayerGroup("block1", [f.denseblock1, f.transition1]),
             LayerGroup("block2", [f.denseblock2, f.transition2]),
@@ -69,6 +74,8 @@ def densenet_layer_groups(f: nn.Module) -> list[LayerGroup]:
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
-    register("densenet121", densenet121,
-             description="torchvision DenseNet-121, 2D (>=29 px), ImageNet weights, "
-                         "1024 features")
+    register("densenet121", densenet121, description="torchvision DenseNet-121, 1024 features",
+             capabilities=BackboneCapabilities(
+                 spatial_dims=(2,), min_input_size=MIN_INPUT_SIZE,
+                 pretrained=("imagenet", "none", "file", "run"),
+                 weights={"imagenet": WeightFiles((IMAGENET_FILE,))}))

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    assemble_backbone,
-    replace_input_conv,
-    require_spatial_dims,
-)
-from medxfer.weights import torchvision_source
+from medxfer.api import BackboneCapabilities, WeightFiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medxfer.api import Backbone
 
 # Stages of ``features`` grouped by resolution: stem+MBConv1, /4, /8, /16, /32 + head conv.
 _BOUNDS = (0, 2, 3, 4, 6, 9)
+IMAGENET_FILE = "efficientnet_b0_rwightman-7f5810bc.pth"
 
 
 def efficientnet_b0(in_channels: int = 3, spatial_dims: int = 2,
                     pretrained: object = "imagenet",
                     weights: str = "IMAGENET1K_V1") -> Backbone:
     """torchvision EfficientNet-B0 (2D), 1280 features; groups are stages by resolution."""
+    import torchvision
+    from torch import nn
+
+    from medxfer.api import (LayerGroup, assemble_backbone, replace_input_conv,
+                             require_spatial_dims, torchvision_source)
+
     require_spatial_dims("efficientnet_b0", spatial_dims, (2,))
     model = torchvision.models.efficientnet_b0(weights=None)
     model.classifier = nn.Identity()
@@ -39,4 +41,7 @@ def efficientnet_b0(in_channels: int = 3, spatial_dims: int = 2,
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
     register("efficientnet_b0", efficientnet_b0,
-             description="torchvision EfficientNet-B0, 2D, ImageNet weights, 1280 features")
+             description="torchvision EfficientNet-B0, 1280 features",
+             capabilities=BackboneCapabilities(
+                 spatial_dims=(2,), pretrained=("imagenet", "none", "file", "run"),
+                 weights={"imagenet": WeightFiles((IMAGENET_FILE,))}))

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    assemble_backbone,
-    replace_input_conv,
-    require_spatial_dims,
-)
-from medxfer.weights import torchvision_source, wants_imagenet
+from medxfer.api import BackboneCapabilities, WeightFiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medxfer.api import Backbone
 
 INCEPTION_V3_MIN_INPUT_SIZE = 75
 GOOGLENET_MIN_INPUT_SIZE = 15
+IMAGENET_FILES = {"inception_v3": "inception_v3_google-0cc3c7bd.pth",
+                  "googlenet": "googlenet-1378be20.pth"}
 
 
 def _transform_input(transform_input: bool | None, pretrained: object, in_channels: int) -> bool:
     # The ImageNet weights of both expect torchvision's input transform (ImageNet-normalised
     # RGB mapped to the original [-1, 1] scaling); it is defined for three channels only.
     if transform_input is None:
-        return wants_imagenet(pretrained) and in_channels == 3
+        return medxfer.wants_imagenet(pretrained) and in_channels == 3
     return transform_input and in_channels == 3
 
 
@@ -36,6 +33,12 @@ def inception_v3(in_channels: int = 3, spatial_dims: int = 2, pretrained: object
     stem2 (to the second), Mixed_5*, Mixed_6*, Mixed_7*. ``transform_input`` defaults to
     on for ImageNet weights with three channels, as torchvision does.
     """
+    import torchvision
+    from torch import nn
+
+    from medxfer.api import (LayerGroup, assemble_backbone, replace_input_conv,
+                             require_spatial_dims, torchvision_source, wants_imagenet)
+
     require_spatial_dims("inception_v3", spatial_dims, (2,))
     model = torchvision.models.inception_v3(
         weights=None, aux_logits=False, init_weights=not wants_imagenet(pretrained), dropout=0.0,
@@ -65,6 +68,12 @@ def googlenet(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = 
     The auxiliary classifiers are left out. Layer groups: stem (conv1 to maxpool2),
     inception3, inception4, inception5.
     """
+    import torchvision
+    from torch import nn
+
+    from medxfer.api import (LayerGroup, assemble_backbone, replace_input_conv,
+                             require_spatial_dims, torchvision_source)
+
     require_spatial_dims("googlenet", spatial_dims, (2,))
     model = torchvision.models.googlenet(
         weights=None, aux_logits=False, init_weights=True, dropout=0.0,
@@ -87,8 +96,13 @@ def googlenet(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = 
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
-    register("inception_v3", inception_v3,
-             description="torchvision Inception-v3, 2D (>=75 px), ImageNet weights, "
-                         "2048 features")
-    register("googlenet", googlenet,
-             description="torchvision GoogLeNet, 2D (>=15 px), ImageNet weights, 1024 features")
+    for name, factory, min_size, description in (
+            ("inception_v3", inception_v3, INCEPTION_V3_MIN_INPUT_SIZE,
+             "torchvision Inception-v3, 2048 features"),
+            ("googlenet", googlenet, GOOGLENET_MIN_INPUT_SIZE,
+             "torchvision GoogLeNet, 1024 features")):
+        register(name, factory, description=description,
+                 capabilities=BackboneCapabilities(
+                     spatial_dims=(2,), min_input_size=min_size,
+                     pretrained=("imagenet", "none", "file", "run"),
+                     weights={"imagenet": WeightFiles((IMAGENET_FILES[name],))}))

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.errors import ConfigError
-from medxfer.models import Backbone
-from medxfer.models.adapt import LayerGroup, assemble_backbone, require_spatial_dims
+from medxfer.api import BackboneCapabilities, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medxfer.api import Backbone
 
 MIN_INPUT_SIZE = 12
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+_ACTIVATIONS = ("relu", "tanh")
 _FEATURES = ("fc", "conv")
 
 
@@ -38,6 +38,10 @@ def lenet(in_channels: int = 1, spatial_dims: int = 2, pretrained: object = "non
         activation: ``relu`` or ``tanh`` (the original).
         features: ``fc`` or ``conv``: where the backbone ends (see above).
     """
+    from torch import nn
+
+    from medxfer.api import LayerGroup, assemble_backbone, require_spatial_dims
+
     require_spatial_dims("lenet", spatial_dims, (2, 3))
     if activation not in _ACTIVATIONS:
         raise ConfigError(f"model.backbone.activation: {activation!r} is not one of "
@@ -45,7 +49,7 @@ def lenet(in_channels: int = 1, spatial_dims: int = 2, pretrained: object = "non
     if features not in _FEATURES:
         raise ConfigError(f"model.backbone.features: {features!r} is not one of "
                           f"{', '.join(_FEATURES)}")
-    act = _ACTIVATIONS[activation]
+    act = nn.ReLU if activation == "relu" else nn.Tanh
     conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
     pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
     adaptive = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
@@ -68,4 +72,6 @@ def lenet(in_channels: int = 1, spatial_dims: int = 2, pretrained: object = "non
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
-    register("lenet", lenet, description="LeNet-5, 2D and 3D, inputs of at least 12 px")
+    register("lenet", lenet, description="LeNet-5",
+             capabilities=BackboneCapabilities(spatial_dims=(2, 3),
+                                               min_input_size=MIN_INPUT_SIZE))

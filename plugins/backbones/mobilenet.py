@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    assemble_backbone,
-    replace_input_conv,
-    require_spatial_dims,
-    torchvision_variant,
-)
-from medxfer.weights import torchvision_source
+from medxfer.api import BackboneCapabilities, WeightFiles, torchvision_variant
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medxfer.api import Backbone
 
 #: Registered name -> (feature width, stage boundaries in ``features``).
 VARIANTS: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -24,6 +17,10 @@ VARIANTS: dict[str, tuple[int, tuple[int, ...]]] = {
     "mobilenet_v3_small": (576, (0, 2, 4, 9, 13)),
     "mobilenet_v3_large": (960, (0, 2, 4, 7, 13, 17)),
 }
+#: torchvision's ImageNet weights files (``IMAGENET1K_V1``).
+WEIGHTS_FILES = {"mobilenet_v2": "mobilenet_v2-b0353104.pth",
+                 "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+                 "mobilenet_v3_large": "mobilenet_v3_large-8738ca79.pth"}
 
 
 def build_mobilenet(variant: str, *, in_channels: int, spatial_dims: int, pretrained: object,
@@ -32,6 +29,12 @@ def build_mobilenet(variant: str, *, in_channels: int, spatial_dims: int, pretra
 
     Layer groups are runs of ``features`` at one resolution, input to output.
     """
+    import torchvision
+    from torch import nn
+
+    from medxfer.api import (LayerGroup, assemble_backbone, replace_input_conv,
+                             require_spatial_dims, torchvision_source)
+
     require_spatial_dims(variant, spatial_dims, (2,))
     width, bounds = VARIANTS[variant]
     model = getattr(torchvision.models, variant)(weights=None)
@@ -49,4 +52,7 @@ def build_mobilenet(variant: str, *, in_channels: int, spatial_dims: int, pretra
 def medxfer_register_backbones(register):
     for variant, (width, _) in VARIANTS.items():
         register(variant, torchvision_variant(build_mobilenet, variant),
-                 description=f"torchvision {variant}, 2D, ImageNet weights, {width} features")
+                 description=f"torchvision {variant}, {width} features",
+                 capabilities=BackboneCapabilities(
+                     spatial_dims=(2,), pretrained=("imagenet", "none", "file", "run"),
+                     weights={"imagenet": WeightFiles((WEIGHTS_FILES[variant],))}))

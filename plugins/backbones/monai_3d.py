@@ -8,13 +8,13 @@ medxfer run.
 
 from __future__ import annotations
 
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import LayerGroup, assemble_backbone, require_spatial_dims
+from medxfer.api import BackboneCapabilities
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medxfer.api import Backbone
 
 #: Registered name -> (MONAI builder, feature width).
 RESNETS = {"resnet10_3d": ("resnet10", 512), "resnet18_3d": ("resnet18", 512),
@@ -30,6 +30,8 @@ def build_resnet_3d(variant: str, *, in_channels: int, spatial_dims: int, pretra
     Layer groups: stem (conv1, bn1, act, maxpool), layer1, layer2, layer3, layer4.
     """
     from monai.networks import nets
+
+    from medxfer.api import LayerGroup, assemble_backbone, require_spatial_dims
 
     require_spatial_dims(variant, spatial_dims, (3,))
     builder, width = RESNETS[variant]
@@ -68,7 +70,9 @@ def densenet121_3d(in_channels: int = 1, spatial_dims: int = 3, pretrained: obje
     the last with the final norm.
     """
     from monai.networks.nets import DenseNet121
+    from torch import nn
 
+    from medxfer.api import assemble_backbone, require_spatial_dims
     from medxfer_plugins.backbones.densenet import densenet_layer_groups
 
     require_spatial_dims("densenet121_3d", spatial_dims, (3,))
@@ -86,8 +90,10 @@ def densenet121_3d(in_channels: int = 1, spatial_dims: int = 3, pretrained: obje
 def medxfer_register_backbones(register):
     for variant, (builder, width) in RESNETS.items():
         register(variant, _resnet_factory(variant),
-                 description=f"MONAI {builder}, 3D, weights from a local file (MedicalNet), "
-                             f"{width} features")
+                 description=f"MONAI {builder}, {width} features; weights from a file such as "
+                             "MedicalNet's",
+                 capabilities=BackboneCapabilities(spatial_dims=(3,)))
     register("densenet121_3d", densenet121_3d,
-             description="MONAI DenseNet-121, 3D (>=29 voxels), weights from a local file, "
-                         "1024 features")
+             description="MONAI DenseNet-121, 1024 features; weights from a file",
+             capabilities=BackboneCapabilities(spatial_dims=(3,),
+                                               min_input_size=DENSENET_MIN_INPUT_SIZE))

@@ -23,238 +23,18 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
-from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Sequence
 
 import medxfer
-from medxfer.errors import (
-    CheckpointError,
-    ConfigError,
-    InputSizeError,
-    PluginError,
-    WeightsError,
-)
-from medxfer.models import LoadReport, SegmentationModel
-from medxfer.models.adapt import (
-    LayerGroup,
-    adapt_input_conv_weight,
-    check_layer_groups,
-    require_spatial_dims,
-)
-from medxfer.weights import (
-    RUN_CHECKPOINTS,
-    find_run_checkpoint,
-    is_no_weights,
-    load_into,
-    load_state_dict_file,
-    sha256_of,
-    wants_imagenet,
-    weights_cache_dirs,
-)
+from medxfer.api import BackboneCapabilities, ConfigError, PluginError, WeightFiles
+from medxfer_plugins.backbones._segmentation_names import medicalnet_file_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from medxfer.api import SegmentationModel
 
 RESNET_DEPTHS = (10, 18, 34, 50)
-MEDICALNET_URL = "https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}"
-
-
-# ---------------------------------------------------------------------------------------
-# Shared steps
-# ---------------------------------------------------------------------------------------
-
-
-def _monai(name: str, build: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
-    """Call a MONAI constructor; its ``ValueError`` for bad options becomes a ConfigError."""
-    try:
-        return build(**kwargs)
-    except (ValueError, AssertionError) as exc:
-        raise ConfigError(f"model.backbone: MONAI refused the options of {name!r}: {exc}") \
-            from None
-
-
-def _input_size_guard(name: str, size_divisor: int, two_deepest: bool) -> Callable[..., None]:
-    """A forward pre-hook refusing sides that are not multiples of ``size_divisor``.
-
-    With ``two_deepest`` (instance norm at the deepest scale, which needs more than one
-    value) one side must also be at least twice the divisor. The :class:`InputSizeError`
-    hints at the training patch; ``medxfer predict`` replaces the hint with its own.
-    """
-
-    def check(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        spatial = tuple(args[0].shape[2:])
-        deepest = [s // size_divisor for s in spatial]
-        if any(s % size_divisor for s in spatial) or min(deepest, default=1) < 1 \
-                or (two_deepest and math.prod(deepest) < 2):
-            size = "x".join(str(s) for s in spatial)
-            least = f", one of them at least {2 * size_divisor}" if two_deepest else ""
-            raise InputSizeError(
-                f"backbone {name!r} takes inputs whose sides are multiples of {size_divisor}"
-                f"{least}; got {size}",
-                "change data.patch.size (or the image size) or make the network shallower")
-
-    return check
-
-
-def _input_conv_keys(net: nn.Module, modules: Sequence[nn.Module], in_channels: int) -> list[str]:
-    """State-dict keys of the convolutions inside ``modules`` that read the input channels."""
-    inside = {id(m) for top in modules for m in top.modules()}
-    return [f"{name}.weight" for name, m in net.named_modules()
-            if id(m) in inside and isinstance(m, nn.modules.conv._ConvNd)  # noqa: SLF001
-            and not m.transposed and m.in_channels == in_channels]
-
-
-def _finish(name: str, net: nn.Module, groups: Sequence[LayerGroup], path: Sequence[nn.Module],
-            feature_dim: int, *, spatial_dims: int, in_channels: int, num_classes: int,
-            pretrained: object, size_divisor: int, two_deepest: bool,
-            input_modules: Sequence[nn.Module], encoder_prefix: str | None = None,
-            medicalnet_depth: int | None = None) -> SegmentationModel:
-    """Load the requested weights, check the groups and wrap the network."""
-    check_layer_groups(name, nn.ModuleList(path), groups)
-    report = load_weights(name, net, groups, pretrained,
-                          input_convs=_input_conv_keys(net, input_modules, in_channels),
-                          encoder_prefix=encoder_prefix, medicalnet_depth=medicalnet_depth)
-    net.register_forward_pre_hook(_input_size_guard(name, size_divisor, two_deepest))
-    return SegmentationModel(net, encoder_groups=groups, encoder_path=path,
-                             feature_dim=feature_dim, spatial_dims=spatial_dims,
-                             in_channels=in_channels, num_classes=num_classes,
-                             load_report=report, size_divisor=size_divisor)
-
-
-# ---------------------------------------------------------------------------------------
-# Weights
-# ---------------------------------------------------------------------------------------
-
-
-def medicalnet_file(depth: int) -> Path:
-    """The MedicalNet ResNet-``depth`` file in a weights cache folder (never downloaded).
-
-    Raises:
-        WeightsError: naming the file, where to download it and where to put it.
-    """
-    names = (f"resnet_{depth}_23dataset.pth", f"resnet_{depth}.pth")
-    dirs = weights_cache_dirs()
-    for folder in dirs:
-        for file_name in names:
-            if (folder / file_name).is_file():
-                return folder / file_name
-    raise WeightsError(
-        f"no MedicalNet weights for resnet{depth} on this machine (medxfer never downloads "
-        f"them). Download {names[0]} from {MEDICALNET_URL.format(depth=depth)} and set "
-        "model.backbone.pretrained to its path, or place it in "
-        f"{' or '.join(str(d) for d in dirs)}.")
-
-
-def _read_weights(name: str, pretrained: object,
-                  medicalnet_depth: int | None) -> tuple[dict[str, torch.Tensor], str, str | None]:
-    """``(tensors, source, sha256)`` from a file, a run folder or ``medicalnet``."""
-    if wants_imagenet(pretrained):
-        hint = " or MedicalNet weights ('medicalnet')" if medicalnet_depth else ""
-        raise ConfigError(
-            f"model.backbone.pretrained: backbone {name!r} has no ImageNet weights (there are "
-            f"none for these MONAI networks); use 'none', a weights file{hint}, or a medxfer "
-            "run folder")
-    if medicalnet_depth and str(pretrained).strip().lower() == "medicalnet":
-        pretrained = medicalnet_file(medicalnet_depth)
-    if not isinstance(pretrained, (str, os.PathLike)):
-        raise ConfigError(f"model.backbone.pretrained: {pretrained!r} is not 'none' or a path")
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        ckpt = find_run_checkpoint(path)
-        if ckpt is None:
-            raise ConfigError(f"model.backbone.pretrained: folder {path} is not a medxfer run "
-                              f"folder (it has none of {', '.join(RUN_CHECKPOINTS)})")
-        return load_state_dict_file(ckpt, error=CheckpointError), f"run:{path}", None
-    if not path.is_file():
-        url = MEDICALNET_URL.format(depth=medicalnet_depth)
-        download = f" Download the MedicalNet file ({url}) and pass its path." \
-            if medicalnet_depth else ""
-        raise WeightsError(f"model.backbone.pretrained: weights file {path} does not exist."
-                           f"{download}")
-    return load_state_dict_file(path), str(path), sha256_of(path)
-
-
-def _net_keys(state: dict[str, torch.Tensor], name: str, target: dict[str, Any],
-              encoder_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:
-    """Rename a checkpoint's keys to the network's; returns them and the prefix added."""
-    if all(k.startswith("net.") for k in state):  # a medxfer segmentation run
-        return {k[len("net."):]: v for k, v in state.items()}, ""
-    for prefix in ("backbone.body.", "backbone."):  # a medxfer classification run
-        if any(k.startswith(prefix) for k in state):
-            if encoder_prefix is None:
-                raise WeightsError(f"model.backbone.pretrained holds a classifier backbone; "
-                                   f"{name!r} takes weights of a whole {name} network")
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            break
-    if encoder_prefix and not any(k in target for k in state):  # the encoder alone
-        return {encoder_prefix + k: v for k, v in state.items()}, encoder_prefix
-    return state, ""
-
-
-def load_weights(name: str, net: nn.Module, groups: Sequence[nn.Module], pretrained: object, *,
-                 input_convs: Sequence[str] = (), encoder_prefix: str | None = None,
-                 medicalnet_depth: int | None = None) -> LoadReport | None:
-    """Fill ``net`` as ``pretrained`` asks; every encoder tensor must be loaded.
-
-    Tensors outside the encoder are copied when name and shape match and skipped otherwise
-    (an output layer for another class count). Input convolutions are adapted to the
-    network's channels as for classifier backbones.
-
-    Args:
-        name: The plugin's name, for messages.
-        net: The whole network.
-        groups: Its encoder layer groups.
-        pretrained: ``"none"``, a file, a run folder, or ``"medicalnet"`` (ResNet encoders).
-        input_convs: Keys of convolution weights that read the input.
-        encoder_prefix: Where the encoder sits in ``net`` when weights of the encoder alone
-            are accepted (``"encoder."``), else ``None``.
-        medicalnet_depth: The ResNet depth when MedicalNet weights fit the encoder.
-
-    Returns:
-        The :class:`LoadReport`, or ``None`` for random initialisation.
-
-    Raises:
-        ConfigError: for ``imagenet`` or a value that is neither a path nor ``none``.
-        WeightsError, CheckpointError: for a missing or unreadable file, or weights whose
-            encoder tensors are missing or misshapen.
-    """
-    if is_no_weights(pretrained):
-        return None
-    state, source, sha256 = _read_weights(name, pretrained, medicalnet_depth)
-    target = net.state_dict(keep_vars=True)
-    state, added = _net_keys(state, name, target, encoder_prefix)
-    encoder_ids = {id(t) for g in groups for t in (*g.parameters(), *g.buffers())}
-    encoder = {k for k, t in target.items() if id(t) in encoder_ids}
-    for key in input_convs:
-        if key in state and key in target and state[key].ndim == target[key].ndim:
-            state[key] = adapt_input_conv_weight(state[key], target[key].shape[1])
-    if medicalnet_depth is not None:
-        _check_shortcuts(name, state, target)
-    unmatched = sorted(k for k, v in state.items() if k in target and k not in encoder
-                       and v.shape != target[k].shape)
-    state = {k: v for k, v in state.items() if k not in unmatched}
-    expected = [k for k in target if not k.endswith("num_batches_tracked")
-                and (k in encoder or k in state)]
-    report = load_into(net, state, expected=expected, source=source, sha256=sha256)
-    report.skipped = sorted([k[len(added):] for k in report.skipped] + unmatched)
-    return report
-
-
-def _check_shortcuts(name: str, state: dict[str, torch.Tensor], target: dict[str, Any]) -> None:
-    """Name the option to change when a ResNet's shortcut convolutions are not in ``net``."""
-    extra = sorted(k for k in state if ".downsample." in k and k not in target
-                   and f"{k.split('.downsample.')[0]}.conv1.weight" in target)
-    if extra:
-        raise WeightsError(
-            f"model.backbone.pretrained: the weights have shortcut convolutions ({extra[0]}...) "
-            f"that {name!r} lacks: they come from a ResNet with shortcut_type B; set "
-            "shortcut_type: B (and bias_downsample as in that network) to match them")
-
-
-# ---------------------------------------------------------------------------------------
-# The networks
-# ---------------------------------------------------------------------------------------
 
 
 def monai_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
@@ -268,14 +48,19 @@ def monai_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2
     """
     from monai.networks.layers import SkipConnection
     from monai.networks.nets import UNet
+    from torch import nn
+
+    from medxfer.api import LayerGroup, require_spatial_dims
+    from medxfer_plugins.backbones._monai_build import build_monai, finish_network
 
     require_spatial_dims("monai_unet", spatial_dims, (2, 3))
     if len(channels) < 2 or len(strides) != len(channels) - 1:
         raise ConfigError(f"model.backbone.strides: 'monai_unet' needs one stride per channel "
                           f"count but the last ({len(channels) - 1}), got {len(strides)}")
-    net = _monai("monai_unet", UNet, spatial_dims=spatial_dims, in_channels=in_channels,
-                 out_channels=num_classes, channels=tuple(channels), strides=tuple(strides),
-                 num_res_units=num_res_units, dropout=dropout)
+    net = build_monai(
+        "monai_unet", UNet, spatial_dims=spatial_dims, in_channels=in_channels,
+        out_channels=num_classes, channels=tuple(channels), strides=tuple(strides),
+        num_res_units=num_res_units, dropout=dropout)
     path, node = [], net.model  # Sequential(down, SkipConnection(next level), up), nested
     while isinstance(node, nn.Sequential) and len(node) > 1 \
             and isinstance(node[1], SkipConnection):
@@ -285,9 +70,10 @@ def monai_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2
     groups = [LayerGroup(f"down{i}", [m]) for i, m in enumerate(path[:-1])]
     groups.append(LayerGroup("bottom", [path[-1]]))
     divisor = math.prod(strides)
-    return _finish("monai_unet", net, groups, path, channels[-1], spatial_dims=spatial_dims,
-                   in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
-                   size_divisor=divisor, two_deepest=True, input_modules=path[:1])
+    return finish_network(
+        "monai_unet", net, groups, path, channels[-1], spatial_dims=spatial_dims,
+        in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
+        size_divisor=divisor, two_deepest=True, input_modules=path[:1])
 
 
 def dynunet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
@@ -304,6 +90,9 @@ def dynunet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
     """
     from monai.networks.nets import DynUNet
 
+    from medxfer.api import LayerGroup, require_spatial_dims
+    from medxfer_plugins.backbones._monai_build import build_monai, finish_network
+
     require_spatial_dims("dynunet", spatial_dims, (2, 3))
     if depth < 3:
         raise ConfigError(f"model.backbone.depth: 'dynunet' needs a depth of 3 or more, "
@@ -315,10 +104,11 @@ def dynunet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
         raise ConfigError(f"model.backbone.filters: 'dynunet' needs {depth} widths (one per "
                           f"level), got {len(filters)}")
     strides = [1] + [2] * (depth - 1)
-    net = _monai("dynunet", DynUNet, spatial_dims=spatial_dims, in_channels=in_channels,
-                 out_channels=num_classes, kernel_size=[3] * depth, strides=strides,
-                 upsample_kernel_size=strides[1:], filters=list(filters),
-                 dropout=dropout or None, res_block=res_block, deep_supervision=False)
+    net = build_monai(
+        "dynunet", DynUNet, spatial_dims=spatial_dims, in_channels=in_channels,
+        out_channels=num_classes, kernel_size=[3] * depth, strides=strides,
+        upsample_kernel_size=strides[1:], filters=list(filters), dropout=dropout or None,
+        res_block=res_block, deep_supervision=False)
     path = [net.input_block, *net.downsamples, net.bottleneck]
     # DynUNet registers each block twice (as itself and inside ``skip_layers``); keep the
     # attributes but drop the aliases from the state dict, which safetensors refuses.
@@ -329,9 +119,10 @@ def dynunet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
     groups += [LayerGroup(f"downsamples.{i}", [m]) for i, m in enumerate(path[1:-1])]
     groups.append(LayerGroup("bottleneck", [path[-1]]))
     divisor = 2 ** (depth - 1)
-    return _finish("dynunet", net, groups, path, filters[-1], spatial_dims=spatial_dims,
-                   in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
-                   size_divisor=divisor, two_deepest=True, input_modules=path[:1])
+    return finish_network(
+        "dynunet", net, groups, path, filters[-1], spatial_dims=spatial_dims,
+        in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
+        size_divisor=divisor, two_deepest=True, input_modules=path[:1])
 
 
 def segresnet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
@@ -345,24 +136,27 @@ def segresnet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
     """
     from monai.networks.nets import SegResNet
 
+    from medxfer.api import LayerGroup, require_spatial_dims
+    from medxfer_plugins.backbones._monai_build import build_monai, finish_network
+
     require_spatial_dims("segresnet", spatial_dims, (2, 3))
     if init_filters % 8:
         raise ConfigError(f"model.backbone.init_filters: 'segresnet' uses group norm with 8 "
                           f"groups, so it needs a multiple of 8, got {init_filters}")
     levels = len(blocks_down)
-    net = _monai("segresnet", SegResNet, spatial_dims=spatial_dims, in_channels=in_channels,
-                 out_channels=num_classes, init_filters=init_filters,
-                 blocks_down=tuple(blocks_down), blocks_up=(1,) * (levels - 1),
-                 dropout_prob=dropout or None)
+    net = build_monai(
+        "segresnet", SegResNet, spatial_dims=spatial_dims, in_channels=in_channels,
+        out_channels=num_classes, init_filters=init_filters, blocks_down=tuple(blocks_down),
+        blocks_up=(1,) * (levels - 1), dropout_prob=dropout or None)
     stem = [net.convInit] + ([net.dropout] if dropout else [])
     path = [*stem, *net.down_layers]
     groups = [LayerGroup("level0", [*stem, net.down_layers[0]])]
     groups += [LayerGroup(f"level{i}", [m]) for i, m in enumerate(net.down_layers) if i]
     divisor = 2 ** (levels - 1)
-    return _finish("segresnet", net, groups, path, init_filters * divisor,
-                   spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                   pretrained=pretrained, size_divisor=divisor, two_deepest=False,
-                   input_modules=[net.convInit])
+    return finish_network(
+        "segresnet", net, groups, path, init_filters * divisor, spatial_dims=spatial_dims,
+        in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
+        size_divisor=divisor, two_deepest=False, input_modules=[net.convInit])
 
 
 def swinunetr(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
@@ -378,24 +172,28 @@ def swinunetr(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 2,
     """
     from monai.networks.nets import SwinUNETR
 
+    from medxfer.api import LayerGroup, require_spatial_dims
+    from medxfer_plugins.backbones._monai_build import build_monai, finish_network
+
     require_spatial_dims("swinunetr", spatial_dims, (2, 3))
     if importlib.util.find_spec("einops") is None:
         raise PluginError("backbone 'swinunetr' needs the einops package: pip install einops")
     if len(depths) != 4 or len(num_heads) != 4:
         raise ConfigError("model.backbone.depths: 'swinunetr' has four stages: give four "
                           f"depths and four num_heads, got {list(depths)} and {list(num_heads)}")
-    net = _monai("swinunetr", SwinUNETR, spatial_dims=spatial_dims, in_channels=in_channels,
-                 out_channels=num_classes, feature_size=feature_size, depths=tuple(depths),
-                 num_heads=tuple(num_heads), use_v2=use_v2, drop_rate=dropout)
+    net = build_monai(
+        "swinunetr", SwinUNETR, spatial_dims=spatial_dims, in_channels=in_channels,
+        out_channels=num_classes, feature_size=feature_size, depths=tuple(depths),
+        num_heads=tuple(num_heads), use_v2=use_v2, drop_rate=dropout)
     vit = net.swinViT
     groups = [LayerGroup("patch_embed", [vit.patch_embed])]
     for i in range(1, 5):
         stage = [getattr(vit, f"layers{i}c")] if use_v2 else []
         groups.append(LayerGroup(f"layers{i}", [*stage, getattr(vit, f"layers{i}")]))
-    return _finish("swinunetr", net, groups, [vit], 16 * feature_size, spatial_dims=spatial_dims,
-                   in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
-                   size_divisor=32, two_deepest=True, input_modules=[vit.patch_embed, net.encoder1],
-                   encoder_prefix="swinViT.")
+    return finish_network(
+        "swinunetr", net, groups, [vit], 16 * feature_size, spatial_dims=spatial_dims,
+        in_channels=in_channels, num_classes=num_classes, pretrained=pretrained, size_divisor=32,
+        two_deepest=True, input_modules=[vit.patch_embed, net.encoder1], encoder_prefix="swinViT.")
 
 
 def _resnet_encoder(depth: int, spatial_dims: int, in_channels: int, shortcut_type: str,
@@ -436,6 +234,9 @@ def resnet_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 
     from monai.networks.nets import FlexibleUNet
     from monai.networks.nets.resnet import get_medicalnet_pretrained_resnet_args
 
+    from medxfer.api import LayerGroup, require_spatial_dims
+    from medxfer_plugins.backbones._monai_build import build_monai, finish_network
+
     require_spatial_dims("resnet_unet", spatial_dims, (2, 3))
     if depth not in RESNET_DEPTHS:
         raise ConfigError(f"model.backbone.depth: 'resnet_unet' takes a ResNet depth of "
@@ -446,9 +247,10 @@ def resnet_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 
     if len(decoder_channels) != 5:
         raise ConfigError("model.backbone.decoder_channels: 'resnet_unet' needs 5 widths, "
                           f"got {list(decoder_channels)}")
-    net = _monai("resnet_unet", FlexibleUNet, in_channels=in_channels, out_channels=num_classes,
-                 backbone=f"resnet{depth}", pretrained=False, spatial_dims=spatial_dims,
-                 decoder_channels=tuple(decoder_channels), dropout=dropout)
+    net = build_monai(
+        "resnet_unet", FlexibleUNet, in_channels=in_channels, out_channels=num_classes,
+        backbone=f"resnet{depth}", pretrained=False, spatial_dims=spatial_dims,
+        decoder_channels=tuple(decoder_channels), dropout=dropout)
     medicalnet_bias, medicalnet_shortcut = get_medicalnet_pretrained_resnet_args(depth)
     if shortcut_type is not None and shortcut_type.upper() not in ("A", "B"):
         raise ConfigError(f"model.backbone.shortcut_type: 'A' or 'B', got {shortcut_type!r}")
@@ -460,22 +262,34 @@ def resnet_unet(in_channels: int = 1, spatial_dims: int = 3, num_classes: int = 
     enc = net.encoder
     groups = [LayerGroup("stem", [enc.conv1, enc.bn1]), LayerGroup("layer1", [enc.layer1])]
     groups += [LayerGroup(n, [getattr(enc, n)]) for n in ("layer2", "layer3", "layer4")]
-    return _finish("resnet_unet", net, groups, [enc], 2048 if depth == 50 else 512,
-                   spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                   pretrained=pretrained, size_divisor=32, two_deepest=False,
-                   input_modules=[enc.conv1], encoder_prefix="encoder.", medicalnet_depth=depth)
+    return finish_network(
+        "resnet_unet", net, groups, [enc], 2048 if depth == 50 else 512, spatial_dims=spatial_dims,
+        in_channels=in_channels, num_classes=num_classes, pretrained=pretrained, size_divisor=32,
+        two_deepest=False, input_modules=[enc.conv1], encoder_prefix="encoder.",
+        medicalnet_depth=depth)
 
 
+#: Registered name -> (factory, description, smallest cube side, side multiple) with the
+#: default options; the instance norm at the deepest scale of UNet, DynUNet and SwinUNETR
+#: needs more than one value there, hence twice their multiple.
 FACTORIES = {
-    "monai_unet": (monai_unet, "MONAI UNet with residual units"),
-    "dynunet": (dynunet, "MONAI DynUNet laid out as nnU-Net"),
-    "segresnet": (segresnet, "MONAI SegResNet"),
-    "swinunetr": (swinunetr, "MONAI SwinUNETR (needs einops)"),
-    "resnet_unet": (resnet_unet, "MONAI FlexibleUNet with a ResNet encoder, MedicalNet weights"),
+    "monai_unet": (monai_unet, "MONAI UNet with residual units", 32, 16),
+    "dynunet": (dynunet, "MONAI DynUNet laid out as nnU-Net", 32, 16),
+    "segresnet": (segresnet, "MONAI SegResNet", 8, 8),
+    "swinunetr": (swinunetr, "MONAI SwinUNETR (needs einops)", 64, 32),
+    "resnet_unet": (resnet_unet, "MONAI FlexibleUNet with a ResNet encoder, MedicalNet "
+                                 "weights", 32, 32),
 }
 
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
-    for name, (factory, description) in FACTORIES.items():
-        register(name, factory, description=f"{description}; segmentation, 2D or 3D")
+    for name, (factory, description, min_size, multiple) in FACTORIES.items():
+        medicalnet = name == "resnet_unet"
+        register(name, factory, description=description,
+                 capabilities=BackboneCapabilities(
+                     spatial_dims=(2, 3), min_input_size=min_size, input_multiple=multiple,
+                     output="segmentation",
+                     pretrained=("none", "file", "run") + (("medicalnet",) if medicalnet else ()),
+                     weights={"medicalnet": WeightFiles(medicalnet_file_names(10))} if medicalnet
+                     else {}))

@@ -5,23 +5,22 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import medxfer
-from medxfer.errors import ConfigError, PluginError
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    ParameterGroup,
-    assemble_backbone,
-    check_layer_groups,
-    require_spatial_dims,
-)
-from medxfer import weights
-from medxfer.weights import WeightsSource
+from medxfer.api import BackboneCapabilities, ConfigError, PluginError, WeightFiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from medxfer.api import Backbone, WeightsSource
+
+DEFAULT_MODEL = "resnet18"
+#: Where timm's default weights of :data:`DEFAULT_MODEL` (``resnet18.a1_in1k``) are found:
+#: its ``pretrained_cfg`` file name and Hugging Face hub id.
+DEFAULT_WEIGHTS = WeightFiles(("resnet18_a1_0-d63eafa0.pth", "resnet18.a1_in1k.safetensors"),
+                              hf_hub_id="timm/resnet18.a1_in1k")
 
 
 def check_timm_model(model: str) -> None:
@@ -47,6 +46,8 @@ def timm_weights_source(model: nn.Module, name: str) -> WeightsSource | None:
     (e.g. ``resnet18.a1_in1k.safetensors``); the download is timm's own (Hugging Face hub,
     else the URL into torch hub's cache).
     """
+    from medxfer.api import WeightsSource
+
     cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     url, hub_id = cfg.get("url") or None, cfg.get("hf_hub_id") or None
     if not url and not hub_id:
@@ -67,7 +68,7 @@ def timm_weights_source(model: nn.Module, name: str) -> WeightsSource | None:
                 if not url:
                     raise
         # Looked up at call time, so tests can replace the download.
-        return weights.download_url(url, dest_dir / names[0])
+        return medxfer.download_url(url, dest_dir / names[0])
 
     return WeightsSource(f"timm:{name}", tuple(names), url=url or f"hf-hub:{hub_id}",
                          download=download)
@@ -77,6 +78,8 @@ def _layer_groups(model: nn.Module) -> list[nn.Module]:
     # timm's own coarse grouping (stem, stages...): by module when that covers every
     # parameter, else by parameter (a ViT's cls_token sits on the root module).
     from timm.models import group_modules, group_parameters
+
+    from medxfer.api import LayerGroup, ParameterGroup, check_layer_groups
 
     try:
         matcher = model.group_matcher(coarse=True)
@@ -98,7 +101,7 @@ def _layer_groups(model: nn.Module) -> list[nn.Module]:
 
 
 def timm_backbone(in_channels: int = 3, spatial_dims: int = 2, pretrained: object = "imagenet",
-                  model: str = "resnet18",
+                  model: str = DEFAULT_MODEL,
                   model_kwargs: dict[str, Any] | None = None) -> Backbone:
     """Any timm model (2D) without its classifier, via ``timm.create_model``.
 
@@ -113,6 +116,8 @@ def timm_backbone(in_channels: int = 3, spatial_dims: int = 2, pretrained: objec
     """
     import timm
     from timm.models import model_entrypoint
+
+    from medxfer.api import assemble_backbone, require_spatial_dims
 
     require_spatial_dims("timm", spatial_dims, (2,))
     check_timm_model(model)
@@ -137,6 +142,10 @@ def timm_backbone(in_channels: int = 3, spatial_dims: int = 2, pretrained: objec
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
+    # Capabilities of the default model; another model may need larger inputs.
     register("timm", timm_backbone,
-             description="any timm model (option model: resnet18, convnext_tiny...), 2D, "
-                         "ImageNet weights")
+             description="any timm model (option model: resnet18 by default, "
+                         "convnext_tiny...)",
+             capabilities=BackboneCapabilities(
+                 spatial_dims=(2,), pretrained=("imagenet", "none", "file", "run"),
+                 weights={"imagenet": DEFAULT_WEIGHTS}))

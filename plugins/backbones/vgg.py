@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-from torch import nn
-from torchvision.models.vgg import cfgs, make_layers
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.models import Backbone
-from medxfer.models.adapt import (
-    LayerGroup,
-    assemble_backbone,
-    replace_input_conv,
-    require_spatial_dims,
-    torchvision_variant,
-)
-from medxfer.weights import torchvision_source
+from medxfer.api import BackboneCapabilities, WeightFiles, torchvision_variant
 
-#: Registered name -> (torchvision config key, batch norm).
-VARIANTS = {"vgg16": ("D", False), "vgg16_bn": ("D", True)}
+if TYPE_CHECKING:  # pragma: no cover
+    from medxfer.api import Backbone
+
+#: Registered name -> (torchvision config key, batch norm, ImageNet weights file).
+VARIANTS = {"vgg16": ("D", False, "vgg16-397923af.pth"),
+            "vgg16_bn": ("D", True, "vgg16_bn-6c64b313.pth")}
 #: Five max-pools halve the input five times.
 MIN_INPUT_SIZE = 32
 
@@ -30,8 +23,16 @@ def build_vgg(variant: str, *, in_channels: int, spatial_dims: int, pretrained: 
 
     Layer groups: the five blocks, each ending in a max-pool.
     """
+    from collections import OrderedDict
+
+    from torch import nn
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from medxfer.api import (LayerGroup, assemble_backbone, replace_input_conv,
+                             require_spatial_dims, torchvision_source)
+
     require_spatial_dims(variant, spatial_dims, (2,))
-    cfg, batch_norm = VARIANTS[variant]
+    cfg, batch_norm, _ = VARIANTS[variant]
     features = make_layers(cfgs[cfg], batch_norm=batch_norm)
     for m in features.modules():  # torchvision's VGG initialisation
         if isinstance(m, nn.Conv2d):
@@ -52,7 +53,10 @@ def build_vgg(variant: str, *, in_channels: int, spatial_dims: int, pretrained: 
 
 @medxfer.hookimpl
 def medxfer_register_backbones(register):
-    for variant in VARIANTS:
+    for variant, (_, _, file_name) in VARIANTS.items():
         register(variant, torchvision_variant(build_vgg, variant),
-                 description=f"torchvision {variant} convolutions, 2D (>=32 px), ImageNet "
-                             "weights, 512 features")
+                 description=f"torchvision {variant} convolutions, 512 features",
+                 capabilities=BackboneCapabilities(
+                     spatial_dims=(2,), min_input_size=MIN_INPUT_SIZE,
+                     pretrained=("imagenet", "none", "file", "run"),
+                     weights={"imagenet": WeightFiles((file_name,))}))

@@ -7,12 +7,14 @@ mean of the members' probabilities for it, per case (classification) or per voxe
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 import medxfer
-from medxfer_plugins.combiners._common import Combiner, check_weight_option, weighted_mean
+from medxfer.api import Combiner, check_weight_option
+from medxfer_plugins.combiners._common import weighted_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 class MeanCombiner(Combiner):

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 import medxfer
-from medxfer.errors import ConfigError
-from medxfer_plugins.combiners._common import (Combiner, as_member_probs, normalise,
-                                               option_error)
+from medxfer.api import Combiner, ConfigError, as_member_probs, combiner_option_error, normalise
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
 
 CLASS_WEIGHTS = (None, "balanced")
 
@@ -48,6 +47,9 @@ class StackingCombiner(Combiner):
         Raises:
             ConfigError: for segmentation outputs, missing labels, or labels of one class.
         """
+        import numpy as np
+        import torch
+
         if val_outputs is None or val_targets is None:
             raise ConfigError("combiner 'stacking' is fitted on validation outputs and labels; "
                               "none were given")
@@ -74,6 +76,9 @@ class StackingCombiner(Combiner):
         return self
 
     def _combine(self, probs: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        import numpy as np
+        import torch
+
         if self.shape != (probs.shape[0], probs.shape[2]):
             raise ValueError(f"combiner 'stacking' was fitted on {self.shape[0]} members x "
                              f"{self.shape[1]} classes, got outputs shaped {list(probs.shape)}")
@@ -103,12 +108,13 @@ def stacking(C: float = 1.0, max_iter: int = 1000,
         class_weight: ``balanced`` to weight classes by inverse validation frequency.
     """
     if isinstance(C, bool) or not isinstance(C, numbers.Real) or not math.isfinite(C) or C <= 0:
-        raise option_error("stacking", "C", f"expected a number > 0, got {C!r}")
+        raise combiner_option_error("stacking", "C", f"expected a number > 0, got {C!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise option_error("stacking", "max_iter", f"expected an integer >= 1, got {max_iter!r}")
+        raise combiner_option_error("stacking", "max_iter",
+                                    f"expected an integer >= 1, got {max_iter!r}")
     if class_weight not in CLASS_WEIGHTS:
-        raise option_error("stacking", "class_weight",
-                           f"expected balanced or null, got {class_weight!r}")
+        raise combiner_option_error("stacking", "class_weight",
+                                    f"expected balanced or null, got {class_weight!r}")
     return StackingCombiner(C=float(C), max_iter=max_iter, class_weight=class_weight)
 
 

@@ -17,13 +17,14 @@ AUC and calibration of a vote are usually worse than those of ``mean``.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 import medxfer
-from medxfer_plugins.combiners._common import (Combiner, check_weight_option, option_error,
-                                               weighted_mean)
+from medxfer.api import Combiner, check_weight_option, combiner_option_error
+from medxfer_plugins.combiners._common import weighted_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 TIE_BREAK = 1e-3
 OUTPUTS = ("share", "onehot")
@@ -35,6 +36,8 @@ class VoteCombiner(Combiner):
     name = "vote"
 
     def _combine(self, probs: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        import torch
+
         n_members = probs.shape[0]
         if weights is None:
             weights = torch.full((n_members,), 1.0 / n_members, dtype=probs.dtype,
@@ -57,8 +60,8 @@ def vote(weights: Sequence[float] | None = None, output: str = "share") -> VoteC
             (the winning class gets probability 1).
     """
     if output not in OUTPUTS:
-        raise option_error("vote", "output", f"choose one of {', '.join(OUTPUTS)}, "
-                                             f"got {output!r}")
+        raise combiner_option_error("vote", "output", f"choose one of {', '.join(OUTPUTS)}, "
+                                                      f"got {output!r}")
     return VoteCombiner(weights=check_weight_option(weights, combiner="vote"), output=output)
 
 

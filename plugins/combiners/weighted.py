@@ -19,15 +19,15 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Sequence
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 import medxfer
-from medxfer.errors import ConfigError
-from medxfer_plugins.combiners._common import (Combiner, as_member_probs, check_weight_option,
-                                               option_error, weighted_mean)
+from medxfer.api import (Combiner, ConfigError, as_member_probs, check_weight_option,
+                         combiner_option_error)
+from medxfer_plugins.combiners._common import weighted_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 class WeightedCombiner(Combiner):
@@ -95,6 +95,9 @@ def _score(value: Any) -> float:
 
 def _accuracies(probs: torch.Tensor, targets: Any) -> list[float]:
     """Each member's share of cases (or voxels) whose argmax is the label."""
+    import numpy as np
+    import torch
+
     target = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor)
                              else targets).to(probs.device).long()
     predicted = probs.argmax(dim=2)  # [E, N, *spatial]
@@ -116,7 +119,8 @@ def weighted(weights: Sequence[float] | None = None, power: float = 1.0) -> Weig
     """
     if isinstance(power, bool) or not isinstance(power, numbers.Real) \
             or not math.isfinite(power) or power < 0:
-        raise option_error("weighted", "power", f"expected a number >= 0, got {power!r}")
+        raise combiner_option_error("weighted", "power", f"expected a number >= 0, got "
+                                                         f"{power!r}")
     return WeightedCombiner(weights=check_weight_option(weights, combiner="weighted"),
                             power=float(power))
 

@@ -3,7 +3,7 @@ domain, selected through the :mod:`medxfer.models.domain` protocol.
 
 Shared by the ``dsbn`` plugin (separate statistics and affine parameters, trained) and
 the ``adabn`` plugin (shared affine parameters, target statistics recomputed after
-training). Not an entry point.
+training). Not an entry point: they import it when a run uses them, as it needs torch.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from medxfer.models.domain import DOMAINS, SOURCE
-
-#: Where batch norms are split: the whole network, or only the backbone (encoder).
-SCOPES = ("all", "backbone")
+from medxfer.api import DOMAINS, SOURCE
 
 
 class DomainBatchNorm(nn.Module):

@@ -13,15 +13,14 @@ The trainer draws no target batches during training for this method
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.errors import ConfigError
-from medxfer.models.domain import SOURCE, TARGET, set_domain
-from medxfer_plugins.domain_adaptation._common import DomainAdaptation, check_int, option_error
-from medxfer_plugins.domain_adaptation._norms import (SCOPES, domain_norms, norm_scope,
-                                                      split_batch_norms)
+from medxfer.api import ConfigError, DomainAdaptation, FitContext
+from medxfer_plugins.domain_adaptation._common import SCOPES, check_int, option_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def recompute_target_statistics(model: torch.nn.Module, batches, *, device: torch.device,
@@ -41,7 +40,11 @@ def recompute_target_statistics(model: torch.nn.Module, batches, *, device: torc
     Returns:
         The number of batches seen.
     """
-    layers = [d.norms[TARGET] for d in domain_norms(model)]
+    import torch
+
+    from medxfer_plugins.domain_adaptation._norms import domain_norms
+
+    layers = [d.norms[medxfer.TARGET] for d in domain_norms(model)]
     was_training = model.training
     model.eval()
     momenta = [layer.momentum for layer in layers]
@@ -50,7 +53,7 @@ def recompute_target_statistics(model: torch.nn.Module, batches, *, device: torc
         layer.momentum = None  # cumulative moving average: every batch counts equally
         layer.train()
     seen = 0
-    set_domain(model, TARGET)
+    medxfer.set_domain(model, medxfer.TARGET)
     try:
         with torch.no_grad():
             for _ in range(passes):
@@ -58,7 +61,7 @@ def recompute_target_statistics(model: torch.nn.Module, batches, *, device: torc
                     model(batch["image"].to(device))
                     seen += 1
     finally:
-        set_domain(model, SOURCE)
+        medxfer.set_domain(model, medxfer.SOURCE)
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
         model.train(was_training)
@@ -82,6 +85,8 @@ class AdaBN(DomainAdaptation):
 
     def restore_structure(self, model: torch.nn.Module) -> None:
         """Add the target statistics' layers to a freshly built network (saved models load)."""
+        from medxfer_plugins.domain_adaptation._norms import norm_scope, split_batch_norms
+
         split_batch_norms(norm_scope(model, self.scope), share_affine=True)
 
     @medxfer.hookimpl
@@ -91,6 +96,9 @@ class AdaBN(DomainAdaptation):
         Raises:
             ConfigError: without target data or batch-norm layers.
         """
+        from medxfer_plugins.domain_adaptation._norms import (domain_norms, norm_scope,
+                                                              split_batch_norms)
+
         if ctx.target_loader is None:
             raise ConfigError("domain_adaptation: adabn needs target data; set data.target.path")
         split_batch_norms(norm_scope(ctx.model, self.scope), share_affine=True)

@@ -7,10 +7,14 @@ width, added to the task loss with the config's ``weight``.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer_plugins.domain_adaptation._common import FeatureDistance, check_float
+from medxfer.api import FeatureDistance
+from medxfer_plugins.domain_adaptation._common import check_float
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:

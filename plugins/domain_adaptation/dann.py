@@ -17,33 +17,24 @@ weights are kept in ``ctx.state`` so that a resumed run continues with them.
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import medxfer
-from medxfer.training.context import FitContext, LossTerm
-from medxfer_plugins.domain_adaptation._common import (DomainAdaptation, check_float,
-                                                       check_int, paired_features)
+from medxfer.api import DomainAdaptation, FitContext, LossTerm, paired_features
+from medxfer_plugins.domain_adaptation._common import check_float, check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
 
 STATE_PREFIX = "dann.discriminator."
 
 
-class _ReverseGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, coeff: float) -> torch.Tensor:  # noqa: D102
-        ctx.coeff = coeff
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
-        return -ctx.coeff * grad, None
-
-
 def reverse_gradient(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
     """Identity forward; the gradient is multiplied by ``-coeff`` on the way back."""
-    return _ReverseGradient.apply(x, coeff)
+    from medxfer_plugins.domain_adaptation._gradient_reversal import ReverseGradient
+
+    return ReverseGradient.apply(x, coeff)
 
 
 def ramp(progress: float, *, gamma: float = 10.0) -> float:
@@ -54,6 +45,8 @@ def ramp(progress: float, *, gamma: float = 10.0) -> float:
 
 def discriminator(in_features: int, hidden: int) -> nn.Sequential:
     """The domain discriminator: two hidden layers, one logit (target = 1)."""
+    from torch import nn
+
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
@@ -102,6 +95,8 @@ class DANN(DomainAdaptation):
     @medxfer.hookimpl
     def medxfer_epoch_start(self, ctx: FitContext, epoch: int) -> None:
         """Restore the discriminator's weights on resume; put it in training mode."""
+        import torch
+
         assert self.discriminator is not None
         with torch.no_grad():
             for key, tensor in self.discriminator.state_dict(keep_vars=True).items():
@@ -114,6 +109,8 @@ class DANN(DomainAdaptation):
     def medxfer_extra_loss_terms(self, ctx: FitContext, features: torch.Tensor,
                                  target_features: torch.Tensor | None) -> list[LossTerm] | None:
         """The domain-classification loss through the gradient-reversal layer."""
+        import torch
+
         pair = paired_features(features, target_features)
         if pair is None or self.discriminator is None:
             return None
@@ -121,7 +118,7 @@ class DANN(DomainAdaptation):
         source, target = pair
         logits = self.discriminator(reverse_gradient(torch.cat([source, target]), self.coeff))
         domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits)
-        loss = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], domains)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], domains)
         return [LossTerm("dann", loss, weight=self.weight)]
 
     @medxfer.hookimpl

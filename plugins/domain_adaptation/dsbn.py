@@ -18,10 +18,9 @@ is the unsupervised DSBN of the paper's first stage.
 from __future__ import annotations
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.errors import ConfigError
-from medxfer_plugins.domain_adaptation._common import DomainAdaptation, option_error
-from medxfer_plugins.domain_adaptation._norms import SCOPES, norm_scope, split_batch_norms
+from medxfer.api import ConfigError, DomainAdaptation, FitContext
+from medxfer_plugins.domain_adaptation._common import SCOPES, option_error
+
 
 class DomainSpecificBatchNorm(DomainAdaptation):
     """Split every batch-norm layer into a source and a target layer.
@@ -45,6 +44,8 @@ class DomainSpecificBatchNorm(DomainAdaptation):
         Raises:
             ConfigError: when the network has no batch-norm layer to split.
         """
+        from medxfer_plugins.domain_adaptation._norms import norm_scope, split_batch_norms
+
         self.replaced = split_batch_norms(norm_scope(ctx.model, self.scope), share_affine=False)
         if self.replaced == 0 and not any(
                 hasattr(m, "set_domain") for m in ctx.model.modules()):
@@ -57,6 +58,8 @@ class DomainSpecificBatchNorm(DomainAdaptation):
 
     def restore_structure(self, model) -> None:  # noqa: ANN001 - an nn.Module
         """Split the batch norms of a freshly built network, so a saved model loads."""
+        from medxfer_plugins.domain_adaptation._norms import norm_scope, split_batch_norms
+
         split_batch_norms(norm_scope(model, self.scope), share_affine=False)
 
     @medxfer.hookimpl

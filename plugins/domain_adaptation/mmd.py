@@ -9,14 +9,20 @@ in DAN's reference code. Added to the task loss with the config's ``weight``.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer_plugins.domain_adaptation._common import FeatureDistance, check_float, check_int
+from medxfer.api import FeatureDistance
+from medxfer_plugins.domain_adaptation._common import check_float, check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def gaussian_kernels(x: torch.Tensor, *, kernel_num: int, kernel_mul: float) -> torch.Tensor:
     """Sum of ``kernel_num`` Gaussian kernel matrices over the rows of ``x [N, F]``."""
+    import torch
+
     sq = torch.cdist(x, x).pow(2)
     n = x.shape[0]
     base = sq.detach().sum() / max(n * n - n, 1)
@@ -27,6 +33,8 @@ def gaussian_kernels(x: torch.Tensor, *, kernel_num: int, kernel_mul: float) -> 
 def mmd_loss(source: torch.Tensor, target: torch.Tensor, *, kernel_num: int = 5,
              kernel_mul: float = 2.0) -> torch.Tensor:
     """Biased multi-kernel MMD^2 between ``source [N, F]`` and ``target [M, F]``."""
+    import torch
+
     n = source.shape[0]
     k = gaussian_kernels(torch.cat([source, target]), kernel_num=kernel_num,
                          kernel_mul=kernel_mul)

@@ -1,81 +1,15 @@
-"""What the built-in strategies share: option checking, ``describe()``, layer-group access.
+"""The option checks of the built-in strategies, by short names.
 
-Not an entry point: each strategy module imports from here. Option checks raise
-:class:`medxfer.errors.ConfigError` naming the config key ``strategy.<option>``.
+Not an entry point: each strategy module imports from here. The checks raise
+:class:`medxfer.api.ConfigError` naming the config key ``strategy.<option>``.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from medxfer.api import STRATEGY_OPTIONS
 
-import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import keep_frozen_norms_in_eval
-from medxfer.errors import ConfigError
-from medxfer_plugins._named import NamedPlugin
-from medxfer_plugins._options import OptionChecks
-
-
-_CHECKS = OptionChecks("strategy")
 #: ``ConfigError`` naming ``strategy.<option>``; the checks below raise it.
-option_error = _CHECKS.error
-check_float = _CHECKS.number
-check_int = _CHECKS.integer
-check_bool = _CHECKS.flag
-
-
-def backbone_groups(ctx: FitContext) -> list[nn.Module]:
-    """The backbone's layer groups, input to output; an error if it declares none.
-
-    Raises:
-        ConfigError: when the backbone declares no layer groups.
-    """
-    groups = ctx.model.backbone.layer_groups()
-    if not groups:
-        raise ConfigError(
-            f"model.backbone: backbone {backbone_name(ctx)!r} declares no layer groups, "
-            "so layer-wise transfer strategies cannot be used with it"
-        )
-    return groups
-
-
-def backbone_name(ctx: FitContext) -> str:
-    """The configured backbone's name, for messages."""
-    try:
-        return str(ctx.config.model.backbone.name)
-    except AttributeError:
-        return type(ctx.model.backbone).__name__
-
-
-class Strategy(NamedPlugin):
-    """Base of the built-in strategies.
-
-    Subclasses set :attr:`name`, store their options in :attr:`options` and implement the
-    lifecycle hooks they need with ``@medxfer.hookimpl``. This base implements
-    ``medxfer_epoch_start`` to keep the normalisation layers of frozen groups in evaluation
-    mode after the trainer's ``model.train()``; a subclass that overrides it calls
-    :meth:`lock_frozen_norms`.
-
-    Attributes:
-        name: The registered name.
-        uses_pretrained: ``False`` asks the core to build the backbone without pretrained
-            weights (``scratch``).
-        freezes_backbone: ``True`` when the whole backbone stays frozen for the whole run
-            (``feature_extraction``); ``medxfer pretrain`` refuses such a strategy.
-        keeps_pretrained: ``True`` when some starting weights stay frozen, or a loss pulls
-            towards them; ``medxfer run`` warns when they are random (``pretrained: none``).
-    """
-
-    uses_pretrained: bool = True
-    freezes_backbone: bool = False
-    keeps_pretrained: bool = False
-
-    @staticmethod
-    def lock_frozen_norms(ctx: FitContext) -> None:
-        """Put the normalisation layers of frozen groups back into evaluation mode."""
-        keep_frozen_norms_in_eval(ctx.model)
-
-    @medxfer.hookimpl
-    def medxfer_epoch_start(self, ctx: FitContext) -> None:
-        """Undo ``model.train()`` for the normalisation layers of frozen groups."""
-        self.lock_frozen_norms(ctx)
+option_error = STRATEGY_OPTIONS.error
+check_float = STRATEGY_OPTIONS.number
+check_int = STRATEGY_OPTIONS.integer
+check_bool = STRATEGY_OPTIONS.flag

@@ -10,21 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import (
-    layer_group_name,
-    parameter_group,
-    unfreeze,
-    ungrouped_trainable_parameters,
-)
-from medxfer.errors import ConfigError
-from medxfer_plugins.strategies._common import (
-    Strategy,
-    backbone_groups,
-    backbone_name,
-    check_float,
-    option_error,
-)
+from medxfer.api import ConfigError, FitContext, Strategy, backbone_groups, backbone_name
+from medxfer_plugins.strategies._common import check_float, option_error
 
 DEFAULT_DECAY = 0.5
 
@@ -70,7 +57,7 @@ class DiscriminativeLR(Strategy):
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:
         """Make everything trainable and check ``multipliers`` against the backbone."""
-        unfreeze(ctx.model)
+        medxfer.unfreeze(ctx.model)
         self.group_multipliers(len(backbone_groups(ctx)), backbone_name(ctx))
 
     @medxfer.hookimpl
@@ -81,14 +68,15 @@ class DiscriminativeLR(Strategy):
         mults = self.group_multipliers(len(groups), backbone_name(ctx))
         param_groups: list[dict[str, Any]] = []
         for index, (group, mult) in enumerate(zip(groups, mults)):
-            built = parameter_group(group, lr=base_lr * mult, name=layer_group_name(index),
-                                    exclude=[p for g in param_groups for p in g["params"]])
+            built = medxfer.parameter_group(
+                group, lr=base_lr * mult, name=medxfer.layer_group_name(index),
+                exclude=[p for g in param_groups for p in g["params"]])
             if built is not None:
                 param_groups.append(built)
-        head = parameter_group(ctx.model.head, lr=base_lr, name="head")
+        head = medxfer.parameter_group(ctx.model.head, lr=base_lr, name="head")
         if head is not None:
             param_groups.append(head)
-        rest = ungrouped_trainable_parameters(ctx.model, param_groups)
+        rest = medxfer.ungrouped_trainable_parameters(ctx.model, param_groups)
         if rest:
             param_groups.append({"params": rest, "lr": float(base_lr), "name": "other"})
         return param_groups

@@ -7,9 +7,7 @@ pretrained running statistics (see :mod:`medxfer.training.freezing`).
 from __future__ import annotations
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import freeze
-from medxfer_plugins.strategies._common import Strategy
+from medxfer.api import FitContext, Strategy
 
 
 class FeatureExtraction(Strategy):
@@ -22,7 +20,7 @@ class FeatureExtraction(Strategy):
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:
         """Freeze every backbone parameter and lock its normalisation statistics."""
-        freeze(ctx.model.backbone, train_bn=False)
+        medxfer.freeze(ctx.model.backbone, train_bn=False)
 
 
 def feature_extraction() -> FeatureExtraction:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import parameter_group, ungrouped_trainable_parameters, unfreeze
-from medxfer_plugins.strategies._common import Strategy, check_float
+from medxfer.api import FitContext, Strategy
+from medxfer_plugins.strategies._common import check_float
 
 
 class FullFinetune(Strategy):
@@ -28,7 +27,7 @@ class FullFinetune(Strategy):
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:
         """Make every parameter of the network trainable."""
-        unfreeze(ctx.model)
+        medxfer.unfreeze(ctx.model)
 
     @medxfer.hookimpl
     def medxfer_parameter_groups(self, ctx: FitContext,
@@ -37,11 +36,11 @@ class FullFinetune(Strategy):
         if self.backbone_lr_mult == 1.0:
             return None
         groups = [g for g in (
-            parameter_group(ctx.model.backbone, lr=base_lr * self.backbone_lr_mult,
-                            name="backbone"),
-            parameter_group(ctx.model.head, lr=base_lr, name="head"),
+            medxfer.parameter_group(ctx.model.backbone, lr=base_lr * self.backbone_lr_mult,
+                                    name="backbone"),
+            medxfer.parameter_group(ctx.model.head, lr=base_lr, name="head"),
         ) if g is not None]
-        rest = ungrouped_trainable_parameters(ctx.model, groups)
+        rest = medxfer.ungrouped_trainable_parameters(ctx.model, groups)
         if rest:
             groups.append({"params": rest, "lr": float(base_lr), "name": "other"})
         return groups

@@ -21,22 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import (
-    freeze,
-    layer_group_name,
-    parameter_group,
-    trainable_parameters,
-    unfreeze,
-    ungrouped_trainable_parameters,
-)
-from medxfer_plugins.strategies._common import (
-    Strategy,
-    backbone_groups,
-    check_bool,
-    check_float,
-    check_int,
-)
+from medxfer.api import FitContext, Strategy, backbone_groups
+from medxfer_plugins.strategies._common import check_bool, check_float, check_int
 
 _BASE_LR_KEY = "gradual_unfreeze.base_lr"
 
@@ -80,15 +66,15 @@ class GradualUnfreeze(Strategy):
         unfrozen = self.unfrozen_indices(epoch, len(groups))
         for index, group in enumerate(groups):
             if index in unfrozen:
-                unfreeze(group)
+                medxfer.unfreeze(group)
             else:
-                freeze(group, train_bn=self.train_bn)
+                medxfer.freeze(group, train_bn=self.train_bn)
         return unfrozen
 
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:
         """Freeze the whole backbone (``medxfer_parameter_groups`` unfreezes on resume)."""
-        freeze(ctx.model.backbone, train_bn=self.train_bn)
+        medxfer.freeze(ctx.model.backbone, train_bn=self.train_bn)
 
     @medxfer.hookimpl
     def medxfer_parameter_groups(self, ctx: FitContext,
@@ -98,14 +84,14 @@ class GradualUnfreeze(Strategy):
         ctx.state[_BASE_LR_KEY] = float(base_lr)
         groups = backbone_groups(ctx)
         unfrozen = self.apply(ctx, ctx.epoch - 1)
-        head = parameter_group(ctx.model.head, lr=base_lr, name="head")
+        head = medxfer.parameter_group(ctx.model.head, lr=base_lr, name="head")
         param_groups = [head] if head is not None else []
         for index in unfrozen:
-            group = parameter_group(groups[index], name=layer_group_name(index),
-                                    lr=self.group_lr(index, len(groups), base_lr))
+            group = medxfer.parameter_group(groups[index], name=medxfer.layer_group_name(index),
+                                            lr=self.group_lr(index, len(groups), base_lr))
             if group is not None:
                 param_groups.append(group)
-        rest = ungrouped_trainable_parameters(ctx.model, param_groups)
+        rest = medxfer.ungrouped_trainable_parameters(ctx.model, param_groups)
         if rest:
             param_groups.insert(1 if head is not None else 0,
                                 {"params": rest, "lr": float(base_lr), "name": "other"})
@@ -117,11 +103,11 @@ class GradualUnfreeze(Strategy):
         groups = backbone_groups(ctx)
         base_lr = ctx.state.get(_BASE_LR_KEY, ctx.base_lr)
         for index in self.unfrozen_indices(epoch, len(groups)):
-            unfreeze(groups[index])
+            medxfer.unfreeze(groups[index])
             # Skips parameters already in the optimizer (earlier epochs, or a resume).
-            ctx.add_param_group(trainable_parameters(groups[index]),
+            ctx.add_param_group(medxfer.trainable_parameters(groups[index]),
                                 lr=self.group_lr(index, len(groups), base_lr),
-                                name=layer_group_name(index))
+                                name=medxfer.layer_group_name(index))
         self.lock_frozen_norms(ctx)
 
     @medxfer.hookimpl

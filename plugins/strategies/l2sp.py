@@ -26,14 +26,14 @@ pretrained solution), so the backbone's parameter group gets ``weight_decay = 0`
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import medxfer
-from medxfer.training.context import FitContext, LossTerm
-from medxfer.training.freezing import parameter_group, ungrouped_trainable_parameters
-from medxfer_plugins.strategies._common import Strategy, check_bool, check_float
+from medxfer.api import FitContext, LossTerm, Strategy
+from medxfer_plugins.strategies._common import check_bool, check_float
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 REFERENCE_KEY = "l2sp.reference"
 
@@ -81,17 +81,17 @@ class L2SP(Strategy):
         if self.keep_weight_decay and self.head_decay == 0:
             return None
         groups: list[dict[str, Any]] = []
-        backbone = parameter_group(ctx.model.backbone, lr=base_lr, name="backbone")
+        backbone = medxfer.parameter_group(ctx.model.backbone, lr=base_lr, name="backbone")
         if backbone is not None:
             if not self.keep_weight_decay:
                 backbone["weight_decay"] = 0.0
             groups.append(backbone)
-        head = parameter_group(ctx.model.head, lr=base_lr, name="head")
+        head = medxfer.parameter_group(ctx.model.head, lr=base_lr, name="head")
         if head is not None:
             if self.head_decay > 0:
                 head["weight_decay"] = 0.0
             groups.append(head)
-        rest = ungrouped_trainable_parameters(ctx.model, groups)
+        rest = medxfer.ungrouped_trainable_parameters(ctx.model, groups)
         if rest:
             groups.append({"params": rest, "lr": float(base_lr), "name": "other"})
         return groups
@@ -99,6 +99,8 @@ class L2SP(Strategy):
     @medxfer.hookimpl
     def medxfer_extra_loss_terms(self, ctx: FitContext) -> list[LossTerm]:
         """The L2-SP retention term, and the head's L2 term when ``head_decay`` is set."""
+        import torch
+
         reference = ctx.state.get(REFERENCE_KEY)
         if reference is None:
             raise RuntimeError("l2sp: medxfer_fit_start was not called before training")

@@ -26,15 +26,15 @@ Cost: one extra forward pass of the backbone per step, without gradients.
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import medxfer
-from medxfer.training.context import FitContext, LossTerm
-from medxfer_plugins.strategies._common import Strategy, check_float, option_error
+from medxfer.api import FitContext, LossTerm, Strategy
+from medxfer_plugins.strategies._common import check_float, option_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
 
 TEACHER_KEY = "lwf.teacher"
 SOURCE_HEAD_KEY = "lwf.source_head"
@@ -52,6 +52,8 @@ def frozen_copy(module: nn.Module, device: torch.device) -> nn.Module:
 def distillation_kl(new_logits: torch.Tensor, old_logits: torch.Tensor,
                     temperature: float) -> torch.Tensor:
     """``T^2 * KL(softmax(old/T) || softmax(new/T))``, averaged over the batch."""
+    import torch.nn.functional as F
+
     log_new = F.log_softmax(new_logits.float() / temperature, dim=1)
     log_old = F.log_softmax(old_logits.float() / temperature, dim=1)
     return F.kl_div(log_new, log_old, reduction="batchmean", log_target=True) * temperature**2
@@ -89,6 +91,9 @@ class LearningWithoutForgetting(Strategy):
     def medxfer_extra_loss_terms(self, ctx: FitContext, batch: dict[str, Any],
                                  features: torch.Tensor) -> list[LossTerm]:
         """The distillation term between the current and the frozen pretrained network."""
+        import torch
+        import torch.nn.functional as F
+
         teacher = ctx.state.get(TEACHER_KEY)
         if teacher is None:
             raise RuntimeError("lwf: medxfer_fit_start was not called before training")
@@ -128,6 +133,8 @@ def lwf(temperature: float = 2.0,
         ConfigError: when ``strategy.temperature`` is not a positive number or
             ``strategy.source_head`` is not a module.
     """
+    from torch import nn
+
     temperature = check_float("temperature", temperature, minimum=0.0, exclusive=True)
     if source_head is not None and not isinstance(source_head, nn.Module):
         raise option_error("source_head", "must be a torch module (set it from Python, "

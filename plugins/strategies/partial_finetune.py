@@ -7,16 +7,8 @@ later ones and the new head are fine-tuned.
 from __future__ import annotations
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import freeze
-from medxfer.errors import ConfigError
-from medxfer_plugins.strategies._common import (
-    Strategy,
-    backbone_groups,
-    backbone_name,
-    check_bool,
-    check_int,
-)
+from medxfer.api import ConfigError, FitContext, Strategy, backbone_groups, backbone_name
+from medxfer_plugins.strategies._common import check_bool, check_int
 
 
 class PartialFinetune(Strategy):
@@ -51,7 +43,7 @@ class PartialFinetune(Strategy):
                 f"use 0 to {len(groups)}"
             )
         for group in groups[: self.freeze_groups]:
-            freeze(group, train_bn=self.train_bn)
+            medxfer.freeze(group, train_bn=self.train_bn)
 
 
 def partial_finetune(freeze_groups: int = 2, train_bn: bool = False) -> PartialFinetune:

@@ -11,14 +11,13 @@ differ from an architecture's custom one) and warns.
 from __future__ import annotations
 
 import warnings
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 import medxfer
-from medxfer.training.context import FitContext
-from medxfer.training.freezing import unfreeze
-from medxfer_plugins.strategies._common import Strategy, backbone_name
+from medxfer.api import FitContext, Strategy, backbone_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
 
 
 def reinitialize(module: nn.Module) -> list[str]:
@@ -29,6 +28,8 @@ def reinitialize(module: nn.Module) -> list[str]:
     Returns:
         Names of parameters that no layer could reset (left as they were).
     """
+    import torch
+
     reset: set[int] = set()
     with torch.no_grad():
         for layer in module.modules():
@@ -48,7 +49,7 @@ class Scratch(Strategy):
     @medxfer.hookimpl
     def medxfer_fit_start(self, ctx: FitContext) -> None:
         """Make everything trainable; re-initialise a backbone that loaded weights."""
-        unfreeze(ctx.model)
+        medxfer.unfreeze(ctx.model)
         backbone = ctx.model.backbone
         if backbone.load_report is None:
             return

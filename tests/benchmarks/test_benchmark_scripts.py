@@ -12,7 +12,8 @@ import pytest
 def bench(repo_root, monkeypatch):
     monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
     yield lambda name: importlib.import_module(name)
-    for name in ("data_loading", "amp_compile", "ddp_scaling", "data_check", "_common"):
+    for name in ("data_loading", "amp_compile", "ddp_scaling", "data_check", "cli_startup",
+                 "_common"):
         sys.modules.pop(name, None)
 
 
@@ -72,3 +73,13 @@ def test_data_check_prints_the_ratio_against_reading_once(bench, repo_root, caps
     out = capsys.readouterr().out
     assert "classification" in out and "segmentation_3d" in out and "msd" in out
     assert "worst ratio check/read" in out
+
+
+def test_cli_startup_prints_each_command_with_its_ratio(bench, capsys):
+    module = bench("cli_startup")
+    assert module.main(["--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("python -c pass", "medxfer --help", "medxfer --version", "medxfer plugins"):
+        line = next(line for line in out.splitlines() if line.startswith(label))
+        assert line.rstrip().endswith("  -"), f"{label} imported torch or MONAI: {line}"
+    assert "1.0x" in out

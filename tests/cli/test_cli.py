@@ -54,6 +54,37 @@ def test_plugins_json_has_the_required_keys(capsys):
         assert row["kind"] in {"backbone", "strategy", "domain_adaptation", "combiner"}
 
 
+def test_plugins_json_gives_each_backbones_capabilities(capsys):
+    assert main(["plugins", "--json", "--kind", "backbone"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    lenet = rows["lenet"]["capabilities"]
+    assert lenet["spatial_dims"] == [2, 3] and lenet["min_input_size"] == 12
+    assert lenet["output"] == "features" and lenet["offline"] == {}
+    assert rows["unet"]["capabilities"]["output"] == "segmentation"
+    resnet = rows["resnet18"]["capabilities"]
+    assert "imagenet" in resnet["pretrained"] and set(resnet["offline"]) == {"imagenet"}
+    assert resnet["weights"]["imagenet"]["file_names"] == ["resnet18-f37072fd.pth"]
+
+
+def test_plugins_table_has_a_capabilities_column(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["plugins", "--kind", "backbone"]) == 0
+    table = capsys.readouterr().out
+    assert "capabilities" in table and "2D/3D, >=12 px, features" in table
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["plugins"], ["plugins", "--json"]])
+def test_quick_commands_import_neither_torch_nor_monai(args):
+    """``--help``, ``--version`` and ``plugins`` start fast: no plugin module imports torch."""
+    code = ("import sys\nfrom medxfer.cli import main\ncode = main(%r)\n"
+            "print('loaded', sorted(m for m in ('torch', 'monai') if m in sys.modules), code)"
+            % (args,))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "loaded [] 0"
+
+
 def test_plugins_table_keeps_whole_names_on_a_narrow_terminal(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert main(["plugins", "--kind", "strategy"]) == 0
@@ -322,7 +353,7 @@ TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "train.epochs=1"]
 
 def _interrupted_pipeline(monkeypatch, write_checkpoint: bool) -> None:
     """``run``'s pipeline writes the run's first files (and a checkpoint) and gets Ctrl-C."""
-    import medxfer.workflows.run as pipeline
+    import medxfer.workflows.run_folder as pipeline  # where `run` calls it
 
     def interrupted(cfg, output, **kwargs):
         output.mkdir(parents=True, exist_ok=True)

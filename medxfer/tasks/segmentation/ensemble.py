@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from medxfer import report as R
 from medxfer.errors import ConfigError
+from medxfer.tasks.combining import combine, fit_combiner
+from medxfer.tasks.segmentation import metrics as S
+from medxfer.tasks.segmentation.inference import iter_case_predictions
+from medxfer.tasks.summary import clean as _clean
 
 if TYPE_CHECKING:  # pragma: no cover
     from medxfer.workflows.ensemble import Member
@@ -39,10 +44,6 @@ def evaluate_segmentation_ensemble(members: Sequence[Member], combiner: Any,
     Returns:
         The summary (without ``combiner`` and ``figures``, which the caller adds).
     """
-    from medxfer import report as R
-    from medxfer.tasks.segmentation import metrics as S
-    from medxfer.tasks.combining import combine, fit_combiner
-
     ref = members[0]
     names = list(ref.loaded.class_names)
     num_classes = int(ref.loaded.sidecar["num_classes"])
@@ -75,8 +76,6 @@ def evaluate_segmentation_ensemble(members: Sequence[Member], combiner: Any,
                      **{f"{m.label}_dice": test_cases[k][-1].mean_dice
                         for k, m in enumerate(members)}})
 
-    from medxfer.tasks.summary import clean as _clean
-
     member_rows = [{**m.describe(), "val": _clean(member_val[k]),
                     "test": _clean(S.segmentation_summary(test_cases[k]))}
                    for k, m in enumerate(members)]
@@ -100,8 +99,6 @@ def _lockstep(members: Sequence[Member], split: str,
     Raises:
         ConfigError: when members give a case different label maps or map sizes.
     """
-    from medxfer.tasks.segmentation.inference import iter_case_predictions
-
     streams = [iter_case_predictions(m.loaded.model, m.datasets[split], m.config,
                                      device=device, precision=m.precision) for m in members]
     for items in zip(*streams):

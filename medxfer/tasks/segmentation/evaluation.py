@@ -16,12 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from medxfer import report as R
 from medxfer.config import RunConfig
+from medxfer.errors import ConfigError
+from medxfer.models.domain import TARGET, in_domain
+from medxfer.tasks.segmentation import metrics as S
+from medxfer.tasks.segmentation.inference import iter_case_predictions
+from medxfer.tasks.segmentation.metrics import case_metrics
+from medxfer.tasks.summary import clean, run_summary_fields
 from medxfer.training import distributed as D
 from medxfer.training import shards
 from medxfer.training.amp import Precision
-from medxfer.tasks.summary import clean, run_summary_fields
-from medxfer.tasks.segmentation.inference import iter_case_predictions
 from medxfer.training.trainer import FitResult
 
 PER_CASE_CSV = "per_case.csv"
@@ -73,9 +78,6 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
         ``train_seconds``, ``best_epoch``, ``monitor``, ``history``, ``splits``,
         ``figures`` and everything in ``run_info``.
     """
-    from medxfer import report as R
-    from medxfer.tasks.segmentation import metrics as S
-
     names = list(bundle.class_names)
     foreground = S.foreground_names(bundle.num_classes, names)
     spacing_cfg = config.data.preprocess.spacing
@@ -94,7 +96,6 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     test_cases, slices = [c for c, _ in scored], [v for _, v in scored]
     summary: dict[str, Any] = {"task": config.task, "class_names": names}
     if target is not None:  # the target domain's test cases, scored alike
-        from medxfer.models.domain import TARGET, in_domain
 
         with in_domain(model, TARGET):
             summary["target_test"] = clean(S.segmentation_summary(shards.gather_in_order(
@@ -155,9 +156,6 @@ class _Scorer:
 
     def __call__(self, item: dict[str, Any], probs: torch.Tensor,
                  pred: torch.Tensor | None = None) -> Any:
-        from medxfer.errors import ConfigError
-        from medxfer.tasks.segmentation.metrics import case_metrics
-
         pred = probs.argmax(dim=0) if pred is None else pred
         true = item["label"][0]
         self.ndim = true.ndim

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from medxfer.config import RunConfig
+from medxfer.errors import ConfigError, InputSizeError
 from medxfer.training.amp import Precision
-from medxfer.errors import InputSizeError
 
 
 def round_up(size: Sequence[int], divisor: int) -> list[int]:
@@ -39,8 +39,6 @@ def window_size(config: RunConfig, image_size: Sequence[int], divisor: int) -> l
     if not roi:
         return None
     if len(roi) != len(image_size):
-        from medxfer.errors import ConfigError
-
         raise ConfigError(f"eval.sliding_window.roi_size {list(roi)} needs {len(image_size)} "
                           f"values for {len(image_size)}D images")
     return round_up(roi, divisor)

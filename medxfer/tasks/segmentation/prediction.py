@@ -32,6 +32,7 @@ import os
 import shutil
 import warnings
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,9 +40,23 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from medxfer.data.readers import IMAGE_SUFFIXES, ONE_SERIES_HINT, image_kind
+from medxfer import __version__
+from medxfer.data.datasets import unwrap_errors
+from medxfer.data.loading import _dataset_hints
+from medxfer.data.preprocess import preprocess_transform
+from medxfer.data.readers import (
+    IMAGE_SUFFIXES,
+    ONE_SERIES_HINT,
+    image_kind,
+    list_dicom_series,
+    read_dicom_series,
+)
+from medxfer.data.steps import LoadCased, ToPlainTensorsd
+from medxfer.data.transforms import AdaptChannels
 from medxfer.errors import ConfigError, DataError, InputSizeError, SeriesChoiceError
-from medxfer.io import atomic_write_bytes, atomic_write_text, new_temporary
+from medxfer.io import atomic_open, atomic_write_bytes, atomic_write_text, new_temporary
+from medxfer.tasks.segmentation.inference import predict_probabilities
+from medxfer.training.amp import resolve_precision
 
 SUMMARY_NAME = "masks.csv"
 _ITK_OUT = {".nrrd": ".nrrd", ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
@@ -189,8 +204,6 @@ def _as_one_slice(mask: np.ndarray, source: Path) -> tuple[np.ndarray, "_Geometr
     """A single-frame DICOM file's 2D mask ``(rows, columns)`` as the one-slice volume
     ``(column, row, 1)`` in the file's scanner geometry (how its NIfTI mask and DICOM SEG
     are written)."""
-    from medxfer.data.readers import read_dicom_series
-
     volume = read_dicom_series([source])
     return (np.ascontiguousarray(mask.T[:, :, None]),
             _Geometry(affine=volume.affine, shape=volume.spatial_shape))
@@ -289,12 +302,6 @@ class _Segmenter:
     def __init__(self, loaded_run: Any, device: torch.device) -> None:
         from monai.transforms import Compose
 
-        from medxfer.data.loading import _dataset_hints
-        from medxfer.data.steps import LoadCased, ToPlainTensorsd
-        from medxfer.data.preprocess import preprocess_transform
-        from medxfer.data.transforms import AdaptChannels
-        from medxfer.training.amp import resolve_precision
-
         config, sidecar = loaded_run.config, loaded_run.sidecar
         self.model = loaded_run.model.to(device).eval()
         self.run_dir = Path(loaded_run.run_dir)
@@ -321,9 +328,6 @@ class _Segmenter:
 
     def __call__(self, path: Path) -> tuple[np.ndarray, _Geometry]:
         from monai.data import MetaTensor
-
-        from medxfer.data.datasets import unwrap_errors
-        from medxfer.tasks.segmentation.inference import predict_probabilities
 
         try:
             case = self.load({"image": str(path), "id": path.name})
@@ -381,8 +385,6 @@ class _Segmenter:
         Like ``monai.transforms.Invertd(nearest_interp=True)``, except that resizing is
         undone with ``nearest-exact``: PyTorch's ``nearest`` shifts by half a voxel.
         """
-        from copy import deepcopy
-
         from monai.transforms import convert_applied_interp_mode
 
         ops = convert_applied_interp_mode(image.applied_operations, mode="nearest")
@@ -482,10 +484,6 @@ def _write_dicom_seg(path: Path, mask: np.ndarray, source: Path, names: list[str
     """A DICOM SEG (one segment per foreground class) referencing the source series."""
     import pydicom
     from pydicom.sr.codedict import codes
-
-    from medxfer import __version__
-    from medxfer.data.readers import list_dicom_series
-    from medxfer.io import atomic_open
 
     hd = require_highdicom()
     if source.is_dir():  # reading it succeeded, so it holds exactly one series

@@ -16,13 +16,31 @@ logits on two reproducible inputs of different sizes within
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medxfer import __version__
+from medxfer.data.loading import inference_preprocess
+from medxfer.data.transforms import describe_steps, imagenet_stats
 from medxfer.errors import ConfigError
+from medxfer.io import atomic_write_text
+from medxfer.models.domain import choose_domain
 from medxfer.tasks import task_of
-from medxfer.workflows.export.common import TOLERANCES, ExportError, OutputCheck, staged_folder
+from medxfer.workflows.export.bundle import export_bundle
+from medxfer.workflows.export.common import (
+    TOLERANCES,
+    ExportError,
+    OutputCheck,
+    check_output_folder,
+    size_divisor,
+    staged_folder,
+)
+from medxfer.workflows.export.onnx_model import export_onnx, require_onnx
+from medxfer.workflows.export.torchscript import export_torchscript
+from medxfer.workflows.predict import load_run
 
 EXPORT_FORMATS = ("torchscript", "onnx", "monai-bundle")
 
@@ -49,9 +67,6 @@ def _preprocessing(config: Any, spatial_dims: int | None = None) -> dict[str, An
     """``data.preprocess`` as new images get it and, given the model's ``spatial_dims``,
     ``steps``: how each step treats an image (interpolations, channel conversion ...), from
     :func:`medxfer.data.transforms.describe_steps`."""
-    from medxfer.data.loading import inference_preprocess
-    from medxfer.data.transforms import describe_steps
-
     pre = inference_preprocess(config)
     described = pre.model_dump()
     if described.get("intensity") == "auto":
@@ -64,8 +79,6 @@ def _preprocessing(config: Any, spatial_dims: int | None = None) -> dict[str, An
 def _normalisation(channels: int, imagenet_norm: bool) -> dict[str, Any] | None:
     """The ImageNet mean and std the inputs are normalised with, per channel (``None``
     without ImageNet normalisation): RGB's three, or their grey equivalent for one channel."""
-    from medxfer.data.transforms import imagenet_stats
-
     if not imagenet_norm:
         return None
     mean, std = imagenet_stats(channels)
@@ -75,9 +88,6 @@ def _normalisation(channels: int, imagenet_norm: bool) -> dict[str, Any] | None:
 def _describe(loaded: Any, fmt: str, files: list[str], check: OutputCheck,
               extra: dict[str, Any]) -> dict[str, Any]:
     import torch
-
-    from medxfer import __version__
-    from medxfer.workflows.export.common import size_divisor
 
     sidecar, config = loaded.sidecar, loaded.config
     dims, channels = int(sidecar["spatial_dims"]), int(sidecar["in_channels"])
@@ -121,16 +131,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
         CheckpointError: when ``run_dir`` is not a finished run.
         ExportError: when the model cannot be exported or does not reproduce medxfer.
     """
-    import json
-
-    from medxfer.workflows.predict import load_run
-    from medxfer.workflows.export.common import check_output_folder
-    from medxfer.io import atomic_write_text
-    from medxfer.models.domain import choose_domain
-
     if fmt not in EXPORT_FORMATS:
-        import difflib
-
         close = difflib.get_close_matches(fmt, EXPORT_FORMATS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"--format {fmt!r} is not an export format; {hint}choose one of "
@@ -138,8 +139,6 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
     output = Path(output)
     check_output_folder(output)
     if fmt == "onnx":
-        from medxfer.workflows.export.onnx_model import require_onnx
-
         require_onnx()
     loaded = load_run(run_dir, registries=registries)
     extra: dict[str, Any] = {}
@@ -147,19 +146,13 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
         extra["domain"] = domain
     with staged_folder(output) as tmp:
         if fmt == "torchscript":
-            from medxfer.workflows.export.torchscript import export_torchscript
-
             path, check = export_torchscript(loaded, tmp)
             files = [path]
         elif fmt == "onnx":
-            from medxfer.workflows.export.onnx_model import export_onnx
-
             path, check, exporter = export_onnx(loaded, tmp)
             files = [path]
             extra["onnx_exporter"] = exporter
         else:
-            from medxfer.workflows.export.bundle import export_bundle
-
             files, check = export_bundle(loaded, tmp)
         relative = [str(f.relative_to(tmp)) for f in files]
         atomic_write_text(tmp / "export.json", json.dumps(

@@ -19,14 +19,17 @@ bundle runs; medxfer itself never evaluates a config.
 from __future__ import annotations
 
 import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from medxfer.workflows.export.bundle_transforms import preprocessing
+from medxfer import __version__
+from medxfer.io import atomic_write_text
 from medxfer.tasks import task_of
+from medxfer.tasks.segmentation.inference import window_size
+from medxfer.workflows.export.bundle_transforms import preprocessing
 from medxfer.workflows.export.common import OutputCheck, size_divisor
 from medxfer.workflows.export.torchscript import export_torchscript
-from medxfer.io import atomic_write_text
 
 INFERENCE_CONFIG = "configs/inference.json"
 METADATA = "configs/metadata.json"
@@ -34,8 +37,6 @@ METADATA = "configs/metadata.json"
 
 def _inferer(loaded: Any) -> tuple[dict[str, Any], bool]:
     """The inferer config and whether it slides windows (as medxfer's inference does)."""
-    from medxfer.tasks.segmentation.inference import window_size
-
     config = loaded.config
     if not task_of(config).labels_are_masks:  # one output per image
         return {"_target_": "SimpleInferer"}, False
@@ -114,8 +115,6 @@ def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
     import numpy
     import torch
 
-    from medxfer import __version__
-
     sidecar, config = loaded.sidecar, loaded.config
     dims = int(sidecar["spatial_dims"])
     spatial = ["*"] * dims
@@ -189,8 +188,6 @@ def csv_columns(loaded: Any) -> list[str] | None:
 
 
 def _version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from medxfer.data.transforms import (SPACING_MODE, imagenet_stats, resize_options,
-                                     resolve_intensity)
+from medxfer.data.loading import _dataset_hints
+from medxfer.data.transforms import SPACING_MODE, imagenet_stats, resize_options, resolve_intensity
 from medxfer.workflows.export.common import ExportError
 
 KEY = "image"
@@ -22,8 +22,6 @@ def resolved_intensity(loaded: Any) -> str:
 
     2D images with ``auto`` are taken as 8-bit (PNG/JPEG): their intensities are divided by 255.
     """
-    from medxfer.data.loading import _dataset_hints
-
     config, sidecar = loaded.config, loaded.sidecar
     pre = config.data.preprocess
     modality, medmnist = _dataset_hints(config)

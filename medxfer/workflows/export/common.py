@@ -19,6 +19,7 @@ from torch import nn
 
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.io import new_temporary
+from medxfer.tasks.segmentation.inference import round_up
 
 #: ``|exported - medxfer| <= atol + rtol * |medxfer|`` on the logits, per format.
 TOLERANCES: dict[str, tuple[float, float]] = {
@@ -77,8 +78,6 @@ def example_shapes(loaded: Any) -> list[list[int]]:
     rounded up to the network's size divisor; the second differs in every side and in the
     batch size, so that a model whose shapes were frozen while tracing is caught.
     """
-    from medxfer.tasks.segmentation.inference import round_up
-
     config, sidecar = loaded.config, loaded.sidecar
     dims = int(sidecar["spatial_dims"])
     channels = int(sidecar["in_channels"])

@@ -1,12 +1,14 @@
 """Contract test run on every registered segmentation plugin (a backbone factory taking
 ``num_classes``), so a new one is tested the moment it exists.
 
-Each is built with random weights, one input channel and three classes on tiny 2D inputs
-(and 3D where it builds 3D networks), wrapped by the core, and checked: logits and pooled
-features have the right shapes, the encoder's layer groups partition its trainable
-parameters, encoder and decoder views cover the network once, the state dict holds each
-tensor once under ``net.``, a deep copy works, and a training step with the encoder
-frozen moves the decoder only, leaving encoder weights and batch-norm statistics alone.
+Each is built with random weights, one input channel and three classes, in every
+dimensionality its registered capabilities declare, on a cube of the smallest side they
+declare, wrapped by the core, and checked: logits and pooled features have the right
+shapes, the encoder's layer groups partition its trainable parameters, encoder and decoder
+views cover the network once, the state dict holds each tensor once under ``net.``, a deep
+copy works, and a training step with the encoder frozen moves the decoder only, leaving
+encoder weights and batch-norm statistics alone. A dimensionality it does not declare is
+refused with an error naming it.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import medxfer  # noqa: E402
-from medxfer.training.freezing import freeze  # noqa: E402
-from medxfer.errors import ConfigError  # noqa: E402
-from medxfer.models import (SegmentationModel, build_segmentation_network,  # noqa: E402
-                            builds_segmentation)
+from medxfer.errors import ConfigError, InputSizeError  # noqa: E402
+from medxfer.models import SegmentationModel, build_segmentation_network  # noqa: E402
 
 REGISTRIES = medxfer.build_registries(medxfer.create_plugin_manager())
-ENTRIES = [e for e in REGISTRIES.backbone.entries() if builds_segmentation(e.factory)]
+ENTRIES = [e for e in REGISTRIES.backbone.entries()
+           if e.capabilities and e.capabilities.output == "segmentation"]
 NUM_CLASSES = 3
 
-#: Options that keep each network tiny (a newcomer is built with its defaults).
+#: Options that keep each network tiny (a newcomer is built with its defaults). They may
+#: lower what a network needs, never raise it above its declared (default) minimum.
 OPTIONS: dict[str, dict[str, object]] = {
     "unet": {"encoder_depth": 3, "decoder_channels": (16, 8, 8)},
     "unetplusplus": {"encoder_depth": 3, "decoder_channels": (16, 8, 8)},
@@ -42,28 +44,19 @@ OPTIONS: dict[str, dict[str, object]] = {
     "swinunetr": {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (3, 3, 3, 3)},
     "resnet_unet": {"decoder_channels": (16, 8, 8, 8, 8)},
 }
-#: Input shape per plugin and dimensions (a cube of DEFAULT_SIDE otherwise); every side
-#: is rounded up to a multiple of the model's ``size_divisor``.
-SHAPES: dict[tuple[str, int], tuple[int, ...]] = {
-    ("swinunetr", 2): (64, 32), ("swinunetr", 3): (64, 32, 32), ("resnet_unet", 2): (64, 32),
-}
-DEFAULT_SIDE = {2: 32, 3: 16}
 
 
-def input_shape(name: str, spatial_dims: int, divisor: int) -> tuple[int, ...]:
-    shape = SHAPES.get((name, spatial_dims), (DEFAULT_SIDE[spatial_dims],) * spatial_dims)
-    return tuple(-(-side // divisor) * divisor for side in shape)
+def smallest_side(entry) -> int:
+    """The smallest side the entry declares, a multiple of its declared multiple."""
+    caps = entry.capabilities
+    return -(-caps.min_input_size // caps.input_multiple) * caps.input_multiple
 
 
-def build(entry, spatial_dims: int) -> SegmentationModel | None:
-    """Build with random weights; ``None`` when the plugin refuses these dimensions."""
-    try:
-        model = entry.factory(in_channels=1, spatial_dims=spatial_dims, num_classes=NUM_CLASSES,
-                              pretrained="none", **OPTIONS.get(entry.name, {}))
-    except ConfigError as exc:
-        message = str(exc)
-        assert entry.name in message and f"{spatial_dims}D" in message, message
-        return None
+def build(entry, spatial_dims: int, **options: object) -> SegmentationModel:
+    """Build with random weights (tiny options unless others are given)."""
+    options = options or OPTIONS.get(entry.name, {})
+    model = entry.factory(in_channels=1, spatial_dims=spatial_dims, num_classes=NUM_CLASSES,
+                          pretrained="none", **options)
     assert isinstance(model, SegmentationModel)
     return model
 
@@ -72,7 +65,7 @@ def ids(tensors) -> list[int]:
     return [id(t) for t in tensors]
 
 
-def check_contract(model: SegmentationModel, name: str, spatial_dims: int) -> None:
+def check_contract(model: SegmentationModel, side: int, spatial_dims: int) -> None:
     assert (model.spatial_dims, model.in_channels, model.num_classes) == (spatial_dims, 1,
                                                                          NUM_CLASSES)
     assert model.load_report is None and model.expects_imagenet_norm is False
@@ -97,7 +90,8 @@ def check_contract(model: SegmentationModel, name: str, spatial_dims: int) -> No
     assert all(k.startswith("net.") for k in state)
     assert len(set(ids(state.values()))) == len(state)
 
-    shape = input_shape(name, spatial_dims, model.size_divisor)
+    shape = (side,) * spatial_dims
+    assert side % model.size_divisor == 0, "the declared side fits the tiny options too"
     torch.manual_seed(0)
     x = torch.randn(2, 1, *shape)
     network.eval()
@@ -112,7 +106,7 @@ def check_contract(model: SegmentationModel, name: str, spatial_dims: int) -> No
     assert torch.allclose(copied_features, features, atol=1e-5)
 
     # A step with the encoder frozen moves the decoder only.
-    freeze(encoder)
+    medxfer.freeze(encoder)
     network.train()
     before_enc = [t.detach().clone() for t in (*encoder.parameters(), *encoder.buffers())]
     before_dec = [p.detach().clone() for p in decoder.parameters()]
@@ -129,13 +123,38 @@ def check_contract(model: SegmentationModel, name: str, spatial_dims: int) -> No
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_segmentation_contract(entry) -> None:
-    built = []
-    for spatial_dims in (2, 3):
-        model = build(entry, spatial_dims)
-        if model is not None:
-            check_contract(model, entry.name, spatial_dims)
-            built.append(spatial_dims)
-    assert built, f"{entry.name} builds neither 2D nor 3D networks"
+    for spatial_dims in entry.capabilities.spatial_dims:
+        check_contract(build(entry, spatial_dims), smallest_side(entry), spatial_dims)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_undeclared_dimensions_are_refused_by_name(entry) -> None:
+    for spatial_dims in {2, 3} - set(entry.capabilities.spatial_dims):
+        with pytest.raises(ConfigError) as info:
+            build(entry, spatial_dims)
+        message = str(info.value)
+        assert entry.name in message and f"{spatial_dims}D" in message, message
+        with pytest.raises(ConfigError, match="use one of: " + ", ".join(
+                REGISTRIES.backbone.builders_of(spatial_dims, "segmentation"))):
+            REGISTRIES.backbone.create(entry.name, key="model.backbone", in_channels=1,
+                                       spatial_dims=spatial_dims, num_classes=NUM_CLASSES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_declared_minimum_holds_for_the_default_options(entry) -> None:
+    """With its default options, a network runs on its declared smallest input, and one
+    declared multiple less (where that is still a size) is refused before it runs."""
+    side, multiple = smallest_side(entry), entry.capabilities.input_multiple
+    for spatial_dims in entry.capabilities.spatial_dims:
+        network = build_segmentation_network(
+            entry.factory(in_channels=1, spatial_dims=spatial_dims, num_classes=2,
+                          pretrained="none")).eval()
+        with torch.no_grad():
+            assert network(torch.randn(1, 1, *(side,) * spatial_dims)).shape[1] == 2
+            if side > multiple:
+                with pytest.raises(InputSizeError):
+                    network(torch.randn(1, 1, *(side - multiple,) * spatial_dims))
 
 
 def test_every_smp_architecture_is_covered() -> None:

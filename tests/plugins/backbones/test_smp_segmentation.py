@@ -14,6 +14,7 @@ from medxfer.training.checkpoints import save_model  # noqa: E402
 from medxfer.errors import ConfigError, WeightsError  # noqa: E402
 from medxfer.models import build_network, build_segmentation_network  # noqa: E402
 from medxfer.weights import KNOWN_SHA256, load_state_dict_file, offline_package_file  # noqa: E402
+from medxfer_plugins.backbones import _smp_build  # noqa: E402
 from medxfer_plugins.backbones import smp_segmentation as smp_seg  # noqa: E402
 from medxfer_plugins.backbones.mobilenet import VARIANTS  # noqa: E402
 
@@ -94,7 +95,7 @@ def test_shallow_encoder_leaves_out_unused_stages(monkeypatch) -> None:
 
 def test_traced_stages_agree_with_the_mobilenet_table() -> None:
     model = smp_seg.unet(in_channels=1, num_classes=2, pretrained="none")
-    stages = smp_seg.traced_stages(model.net.encoder, 1)
+    stages = _smp_build.traced_stages(model.net.encoder, 1)
     for index, group in enumerate(model.encoder_groups, start=1):
         found = {stages[id(m)] for m in group.modules() if id(m) in stages}
         assert found == {index}, (group.name, found)
@@ -177,7 +178,12 @@ def test_three_d_is_refused_with_three_d_suggestions(architecture) -> None:
     with pytest.raises(ConfigError, match="only builds 2D") as info:
         getattr(smp_seg, architecture)(in_channels=1, spatial_dims=3, num_classes=2,
                                        pretrained="none")
-    assert architecture in str(info.value) and "monai_unet" in str(info.value)
+    assert architecture in str(info.value) and "3D" in str(info.value)
+    registries = medxfer.build_registries(medxfer.create_plugin_manager())
+    with pytest.raises(ConfigError, match="only builds 2D") as info:  # as a run builds it
+        registries.backbone.create(architecture, key="model.backbone", in_channels=1,
+                                   spatial_dims=3, num_classes=2, pretrained="none")
+    assert "For 3D images use one of: " in str(info.value) and "monai_unet" in str(info.value)
 
 
 def test_options_smp_refuses_are_config_errors() -> None:

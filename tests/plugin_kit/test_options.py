@@ -1,11 +1,11 @@
-"""The option checks the built-in strategies and domain-adaptation methods share."""
+"""The option checks that strategies and domain-adaptation methods share."""
 
 from __future__ import annotations
 
 import pytest
 
 from medxfer.errors import ConfigError
-from medxfer_plugins._options import OptionChecks
+from medxfer.plugin_kit.options import OptionChecks
 
 CHECKS = OptionChecks("strategy")
 

@@ -1,8 +1,9 @@
-"""Option checks shared by the built-in plugin kinds.
+"""Checks of a plugin's options, and a base that keeps them for the report.
 
-Not an entry point. Each kind binds its config section once (``OptionChecks("strategy")``)
-so that every error names the key a user has to fix, e.g. ``strategy.decay: must be > 0,
-got 0``.
+A plugin kind binds its config section once (``OptionChecks("strategy")``) so that every
+error names the key a user has to fix, e.g. ``strategy.decay: must be > 0, got 0``.
+:data:`STRATEGY_OPTIONS` and :data:`DOMAIN_ADAPTATION_OPTIONS` are those of the two kinds
+whose options come from a config section.
 """
 
 from __future__ import annotations
@@ -71,3 +72,34 @@ class OptionChecks:
         if not isinstance(value, bool):
             raise self.error(option, f"expected true or false, got {value!r}")
         return value
+
+
+#: Checks naming ``strategy.<option>``.
+STRATEGY_OPTIONS = OptionChecks("strategy")
+#: Checks naming ``domain_adaptation.<option>``.
+DOMAIN_ADAPTATION_OPTIONS = OptionChecks("domain_adaptation")
+
+
+class NamedPlugin:
+    """A plugin object with a registered :attr:`name` and the options it was built with.
+
+    Subclass it for a strategy or domain-adaptation method: :meth:`describe` then reports
+    the name and options in ``metrics.json`` and the report.
+
+    Attributes:
+        name: The registered name.
+        options: The options given to the factory, as :meth:`describe` reports them.
+    """
+
+    name: str = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def describe(self) -> dict[str, Any]:
+        """The plugin's name and options, for ``metrics.json`` and the report."""
+        return {"name": self.name, **self.options}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
