@@ -11,9 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import os
+from pathlib import Path
+
 import yaml
 
 from medxfer.config import RunConfig, validate_config
+from medxfer.io import read_json_object
+
+#: What a planned run's folder keeps: the commented config, and the plan as data.
+PLAN_YAML = "plan.yaml"
+PLAN_JSON = "plan.json"
 
 
 @dataclass
@@ -67,6 +75,12 @@ class Plan:
         _emit(self.config, "", lines, self.reasons, 0)
         return "\n".join(lines) + "\n"
 
+    def record(self) -> dict[str, Any]:
+        """What ``plan.json`` holds: each planned key's value and reason, and how the plan
+        was made (budget, device, probe, estimates, fingerprint)."""
+        return {"reasons": [{"key": k, "value": v, "reason": r}
+                            for k, v, r in self.reason_rows()], **self.summary}
+
     def reason_rows(self) -> list[tuple[str, str, str]]:
         """``(key, value, reason)`` per planned key, in config order (for reports)."""
         rows = []
@@ -98,3 +112,16 @@ def _emit(node: dict[str, Any], prefix: str, lines: list[str], reasons: dict[str
 def _plugin_spec(key: str) -> bool:
     """Plugin specs (``{name: ..., **options}``) are written on one line."""
     return key in ("model.backbone", "strategy", "domain_adaptation")
+
+
+def read_plan(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A planned run's ``plan.json`` (``None`` for a run made from a config).
+
+    Raises:
+        CheckpointError: when the file is there but unreadable.
+    """
+    path = Path(run_dir) / PLAN_JSON
+    if not path.is_file():
+        return None
+    return read_json_object(path, what_to_do="it holds the plan this run was made from; "
+                            "restore it, or plan again with `medxfer plan`")

@@ -49,7 +49,8 @@ class Probe:
 
 
 def measure(config: RunConfig, registries: Registries, *, in_channels: int, num_classes: int,
-            input_size: list[int], batch_size: int, warmup: int = 2, steps: int = 4) -> Probe:
+            input_size: list[int], batch_size: int, warmup: int = 1, steps: int = 3,
+            max_seconds: float = 20.0) -> Probe:
     """Time training steps and evaluation forwards of ``config``'s network.
 
     Args:
@@ -60,7 +61,9 @@ def measure(config: RunConfig, registries: Registries, *, in_channels: int, num_
         input_size: Spatial size of one input (a training patch for segmentation).
         batch_size: Items per step.
         warmup: Untimed steps first.
-        steps: Timed steps.
+        steps: Timed steps (fewer when they take longer than ``max_seconds`` together).
+        max_seconds: Stop timing once this long was spent on training steps (and again on
+            forwards), keeping at least one timed step of each.
 
     Returns:
         The median seconds per step and per forward.
@@ -77,8 +80,11 @@ def measure(config: RunConfig, registries: Registries, *, in_channels: int, num_
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(batch_size, in_channels, *input_size, device=device)
     labels = _labels(task, batch_size, num_classes, input_size, device)
-    step_times = []
+    step_times: list[float] = []
+    start = time.perf_counter()
     for i in range(warmup + steps):
+        if step_times and time.perf_counter() - start > max_seconds:
+            break
         tic = time.perf_counter()
         with precision.autocast():
             outputs, _ = model.forward_features(images)
@@ -90,9 +96,12 @@ def measure(config: RunConfig, registries: Registries, *, in_channels: int, num_
         if i >= warmup:
             step_times.append(time.perf_counter() - tic)
     model.eval()
-    forward_times = []
+    forward_times: list[float] = []
+    start = time.perf_counter()
     with torch.no_grad():
         for i in range(warmup + steps):
+            if forward_times and time.perf_counter() - start > max_seconds:
+                break
             tic = time.perf_counter()
             with precision.autocast():
                 model(images)
