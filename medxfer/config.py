@@ -261,6 +261,10 @@ class TrainConfig(StrictModel):
     channels_last: bool = Field(
         False, description="channels-last memory format (channels_last_3d for 3D networks)")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    time_limit: float | None = Field(
+        None, gt=0, description="seconds training (with its validation) may take: after each "
+        "epoch the epochs are lowered, never raised, to what fits in the time left at the pace "
+        "so far, and the learning-rate schedule follows (null: no limit)")
     ema: float | None = Field(
         None, gt=0, lt=1, description="exponential moving average of the weights with this "
         "decay per step (e.g. 0.99); validation, the best checkpoint and the delivered model "

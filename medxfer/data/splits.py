@@ -6,10 +6,7 @@ appears in two splits. Classification splits are stratified on each group's majo
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -260,6 +257,10 @@ def read_split_file(path: str) -> dict[str, str]:
         DataError: for a missing or malformed file, an unknown split name or an id listed
             twice.
     """
+    import csv
+    import json
+    from pathlib import Path
+
     file = Path(path)
     if not file.is_file():
         raise DataError(f"data.split.file {str(file)!r} does not exist")

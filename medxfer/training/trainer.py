@@ -160,7 +160,11 @@ class Trainer:
         if D.is_active():
             self._step = D.DistributedStep(ctx.model, self._step_loss, lambda: ctx.optimizer,
                                            self.device)
-        total_steps = self._steps_per_epoch() * self.config.train.epochs
+        # train.time_limit may lower the epochs as training goes (kept in the checkpoint)
+        self.epochs = int(state.get("epochs", self.config.train.epochs)) if state \
+            else self.config.train.epochs
+        ctx.max_epochs = self.epochs
+        total_steps = self._steps_per_epoch() * self.epochs
         warmup = int(self.config.train.scheduler.warmup_epochs * self._steps_per_epoch())
         ctx.step = start_epoch * self._steps_per_epoch()
         ctx.total_steps = total_steps
@@ -168,10 +172,12 @@ class Trainer:
         # select: last takes every epoch in turn and writes the weights once, after the
         # final epoch (patience is refused beside it, so training always gets there).
         keep_last = self.config.train.early_stopping.select == "last"
-        final_epoch = self.config.train.epochs - 1
+        final_epoch = self.epochs - 1
         stopped = False
         try:
             for epoch in range(start_epoch, self.config.train.epochs):
+                if epoch >= self.epochs:  # lowered by train.time_limit
+                    break
                 ctx.epoch = epoch
                 tic = time.perf_counter()
                 ctx.model.train()
@@ -191,11 +197,16 @@ class Trainer:
                 self.hooks.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
                 seconds += time.perf_counter() - tic
                 metrics["seconds"] = seconds
+                if self._fit_time_limit(epoch, seconds):
+                    total_steps = self._steps_per_epoch() * self.epochs
+                    ctx.total_steps, ctx.max_epochs = total_steps, self.epochs
+                    final_epoch = self.epochs - 1
+                    metrics["epochs"] = self.epochs
                 history.append(metrics)
                 # After every epoch_end implementation: loggers see what plugins added.
                 self.hooks.medxfer_log_metrics(ctx=ctx, epoch=epoch + 1, metrics=metrics)
                 if self.progress:
-                    print_epoch(metrics, epochs=self.config.train.epochs, monitor=self.monitor,
+                    print_epoch(metrics, epochs=self.epochs, monitor=self.monitor,
                                 seconds_per_epoch=seconds / len(history))
                 score = self._score(metrics)
                 if keep_last or score > best_score or best_index < 0:
@@ -214,7 +225,7 @@ class Trainer:
                     "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
                     "best_score": best_score, "best_epoch": best_index,
-                    "bad_epochs": bad_epochs, "train_seconds": seconds,
+                    "bad_epochs": bad_epochs, "train_seconds": seconds, "epochs": self.epochs,
                     "rng": streams[D.rank()]["rng"],
                     "stopped": stopped, "plugin_state": _tensor_state(ctx.state),
                     "rank_streams": streams,
@@ -225,7 +236,29 @@ class Trainer:
         except BaseException as exc:
             self.hooks.medxfer_on_exception(ctx=ctx, exception=exc)
             raise
-        return FitResult(history, best_index + 1, best_score, self.monitor, seconds, stopped)
+        extra = {} if self.epochs == self.config.train.epochs else \
+            {"time_limit": {"seconds": self.config.train.time_limit,
+                            "epochs_configured": self.config.train.epochs,
+                            "epochs": self.epochs}}
+        return FitResult(history, best_index + 1, best_score, self.monitor, seconds, stopped,
+                         extra)
+
+    def _fit_time_limit(self, epoch: int, seconds: float) -> bool:
+        """Lower the epochs to what fits in ``train.time_limit`` at the pace so far (the
+        mean time of the epochs run); returns whether they changed.
+
+        ``seconds`` is the training and validation time of the epochs up to ``epoch``.
+        """
+        limit = self.config.train.time_limit
+        if not limit or epoch + 1 >= self.epochs:
+            return False
+        pace = seconds / (epoch + 1)
+        fit = epoch + 1 + int(max(limit - seconds, 0.0) // pace)
+        fit = D.from_rank_zero(fit)  # one decision for every rank of a distributed run
+        if fit >= self.epochs:
+            return False
+        self.epochs = fit
+        return True
 
     def _save_state(self, state: dict[str, Any]) -> None:
         if D.is_main():
@@ -316,7 +349,7 @@ class Trainer:
         ctx, cfg = self.ctx, self.config
         sums: dict[str, torch.Tensor] = {}
         n_steps = 0
-        with progress(f"epoch {epoch + 1}/{cfg.train.epochs}", self._steps_per_epoch(),
+        with progress(f"epoch {epoch + 1}/{self.epochs}", self._steps_per_epoch(),
                       enabled=self.progress, next_step="validating") as advance:
             for batch, target_batch in self._batches():
                 apply_lr(ctx.optimizer, lr_factor(cfg.train.scheduler.name, ctx.step,

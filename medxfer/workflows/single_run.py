@@ -12,6 +12,7 @@ import torch
 from medxfer.config import RunConfig, write_resolved_config
 from medxfer.data import load_data
 from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
+from medxfer.planning.plan import read_plan
 from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import MedxferPluginManager, Registries, create_plugin_manager
 from medxfer.progress import reporting
@@ -152,6 +153,9 @@ def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, r
         run_info["domain_adaptation"] = DA.describe_method(adaptation, config)
     if target is not None:
         run_info["target_source"] = target.source
+    plan = read_plan(run_dir)
+    if plan is not None:  # a run made by `medxfer run DATA`: the reasons go in the report
+        run_info["plan"] = plan
     if random_start_warning(config, registries, strategy):  # what `medxfer run` warned of
         run_info["random_start"] = True
     with _ending_on_exception(hooks, trainer):
