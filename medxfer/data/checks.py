@@ -187,7 +187,7 @@ def _mask_counts(dl: Any, scans: list[CaseScan]) -> list[str]:
             what = "nothing to learn" if split == "train" else "Dice and the other metrics " \
                 "are undefined without foreground"
             raise DataError(f"{dl.describe()}: {which} is empty (all background), e.g. "
-                            f"{group[0].image!r}: {what}; check the mask files and "
+                            f"{(group[0].mask or group[0].image)!r}: {what}; check the mask files and "
                             "data.label_key, or " + _split_hint(dl, split))
     empty = Counter(s.split for s in scans if not any(v > 0 for v in s.mask_values or ()))
     if empty:
