@@ -209,8 +209,17 @@ def avg_pool_3d(x: torch.Tensor, kernel: Any, stride: Any, padding: Any, ceil_mo
     if replicate_depth and padding[0]:
         x = F.pad(x, (0, 0, 0, 0, padding[0], padding[0]), mode="replicate")
         padding = (0, padding[1], padding[2])
-    return F.avg_pool3d(x, kernel, stride, padding, ceil_mode, count_include_pad,
-                        divisor_override)
+    if all(n >= k for n, k in zip(x.shape[2:], kernel)):
+        return F.avg_pool3d(x, kernel, stride, padding, ceil_mode, count_include_pad,
+                            divisor_override)
+    # F.avg_pool3d refuses an axis shorter than its kernel even where the padding covers it
+    # (F.avg_pool2d does not; Inception's last blocks pool 1x1 maps): pad with zeros here
+    pad = [p for side in reversed(padding) for p in (side, side)]
+    out = F.avg_pool3d(F.pad(x, pad), kernel, stride, 0, ceil_mode, True, divisor_override)
+    if count_include_pad or divisor_override:
+        return out
+    inside = F.pad(torch.ones_like(x[:1, :1]), pad)
+    return out / F.avg_pool3d(inside, kernel, stride, 0, ceil_mode, True)
 
 
 def triple(value: Any) -> tuple[Any, Any, Any]:

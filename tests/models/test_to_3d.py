@@ -181,6 +181,22 @@ def test_2d_functions_act_in_3d_on_volumes_only() -> None:
     assert volume.mean((2, 3)).shape == (2, 3, 8)  # nothing is left active
 
 
+def test_padded_average_pooling_takes_maps_smaller_than_its_kernel() -> None:
+    """As ``F.avg_pool2d`` does (Inception pools 1x1 maps with a padded 3x3 window)."""
+    volume = torch.randn(2, 3, 2, 2, 2)  # every padded 3x3x3 window covers all 8 voxels
+    total = volume.sum((2, 3, 4), keepdim=True)
+    with Functional3d("acs"):
+        counted = F.avg_pool2d(volume, 3, stride=1, padding=1)
+        inside = F.avg_pool2d(volume, 3, stride=1, padding=1, count_include_pad=False)
+    torch.testing.assert_close(counted, (total / 27).expand_as(volume))
+    torch.testing.assert_close(inside, (total / 8).expand_as(volume))
+    image = torch.randn(2, 3, 1, 1)  # i3d: a depth-constant volume gives the 2D output
+    with Functional3d("i3d"):
+        pooled = F.avg_pool2d(image.unsqueeze(2).expand(2, 3, 2, 1, 1), 3, stride=1, padding=1)
+    torch.testing.assert_close(pooled, F.avg_pool2d(image, 3, stride=1, padding=1)
+                               .unsqueeze(2).expand(2, 3, 2, 1, 1))
+
+
 def test_to_3d_of_a_3d_backbone_or_an_unknown_method_is_refused() -> None:
     entry = REGISTRIES.backbone.get("basic_cnn")
     three_d = entry.factory(in_channels=1, spatial_dims=3, pretrained="none")
