@@ -207,9 +207,19 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageData:
     return ImageData(data, affine, str(path), meta={"dtype": stored_dtype})
 
 
+def _simpleitk() -> Any:
+    """SimpleITK, with ITK's and GDCM's warnings off: they go straight to stderr as
+    ``WARNING: In .../SimpleITK-build/...`` lines; what matters reaches the user as a
+    :class:`DataError`."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
 def _sitk_to_image_data(image: Any, source: str, modality: str | None = None,
                         meta: dict[str, Any] | None = None) -> ImageData:
-    import SimpleITK as sitk
+    sitk = _simpleitk()
 
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
     dims = image.GetDimension()
@@ -240,7 +250,7 @@ def read_itk(path: str | os.PathLike[str]) -> ImageData:
     Raises:
         DataError: when SimpleITK cannot read the file.
     """
-    import SimpleITK as sitk
+    sitk = _simpleitk()
 
     path = Path(path)
     try:
@@ -293,7 +303,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
     Raises:
         DataError: when the folder does not exist or holds no DICOM file.
     """
-    import SimpleITK as sitk
+    sitk = _simpleitk()
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -360,7 +370,7 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
         DataError: for a folder without DICOM files, an unknown series UID,
             a file without pixel data, or a series SimpleITK cannot assemble.
     """
-    import SimpleITK as sitk
+    sitk = _simpleitk()
 
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
