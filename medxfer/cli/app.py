@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", MedxferWarning)
+            # pydicom warns of every odd value in a damaged file, quoting it; what matters
+            # reaches the user as an error naming the file
+            warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
             warnings.showwarning = _shown_as_lines(warnings.showwarning)
             return _main(argv)
     finally:

@@ -301,3 +301,24 @@ def test_itk_warnings_do_not_reach_the_user(tmp_path, capfd):
     capfd.readouterr()
     read_dicom_series(tmp_path / "series")
     assert "WARNING" not in capfd.readouterr().err
+
+
+def test_pydicom_warnings_about_odd_values_do_not_reach_the_user(tmp_path, capsys):
+    import warnings
+
+    import numpy as np
+    import pydicom
+
+    from tests.data.datafiles import write_dicom_series
+
+    for path in write_dicom_series(tmp_path / "series", np.zeros((3, 6, 5), np.int16)):
+        dataset = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset.StudyInstanceUID = "1.2.840.100 8.1"  # a space: not a valid UID
+        dataset.save_as(path)
+    with warnings.catch_warnings(record=True) as shown:  # what reached showwarning
+        warnings.simplefilter("always")
+        assert main(["data", "inspect", str(tmp_path / "series"), "-o", str(tmp_path)]) == 0
+    assert not [str(w.message) for w in shown if "pydicom" in w.filename]
+    assert "1.2.840.100 8.1" not in capsys.readouterr().err
