@@ -191,14 +191,20 @@ def output_error(exc: BaseException, path: str | os.PathLike[str] | None = None,
     Args:
         exc: What was raised.
         path: The file or folder written (default: the one the ``OSError`` names).
-        writing: Whether ``exc`` certainly comes from a write; if not, only errors that
-            writes alone give (a full or read-only disk) count, not a refused permission.
+        writing: Whether ``exc`` certainly comes from a write. If not, a refused
+            permission (which reads get too) is reported as such for the file the
+            ``OSError`` names, not as a write.
         near: The folder named when neither ``path`` nor the ``OSError`` names a file.
     """
-    cause = _refused_write(exc, _CANNOT_WRITE if writing else _ONLY_WRITES)
+    cause = _refused_write(exc, _CANNOT_WRITE)
     if cause is None:
         return None
     what, todo = _CANNOT_WRITE[cause.errno]
+    if not writing and cause.errno not in _ONLY_WRITES:
+        if not cause.filename:
+            return None
+        return OutputError(f"{str(cause.filename)!r}: {what}; make it accessible to you, or "
+                           "choose another file or folder")
     target = next((p for p in (path, cause.filename, near) if p is not None), None)
     where = f" {str(target)!r}" if target else ""
     return OutputError(f"cannot write{where}: {what}; {todo}")

@@ -224,8 +224,12 @@ def test_a_refused_permission_counts_as_a_write_only_where_it_is_one():
     from medxfer.io import output_error
 
     denied = PermissionError(errno.EACCES, "Permission denied", "/data/scan.png")
-    assert output_error(denied, writing=False) is None  # could be a read
-    assert "permission denied" in str(output_error(denied))
+    assert str(output_error(denied, writing=False)) == (  # could be a read
+        "'/data/scan.png': permission denied; make it accessible to you, or choose another "
+        "file or folder")
+    assert str(output_error(denied)).startswith("cannot write '/data/scan.png': permission")
+    assert output_error(PermissionError(errno.EACCES, "Permission denied"), writing=False) \
+        is None  # nothing to name
     read_only = OSError(errno.EROFS, "Read-only file system")
     assert str(output_error(read_only, writing=False, near="/runs/a")) == (
         "cannot write '/runs/a': its file system is read-only; choose a folder on a "

@@ -146,7 +146,7 @@ def _report_failures(command: Any) -> None:
             raise _Interrupted(ctx.info_name, dict(ctx.params),
                                isinstance(exc, Terminated)) from None
         except Exception as exc:
-            if not leaf or isinstance(exc, MedxferError) and not isinstance(exc, OutputError):
+            if not leaf or (isinstance(exc, MedxferError) and not isinstance(exc, OutputError)):
                 raise
             problem = _output_problem(exc, ctx.params)
             if problem is None:
@@ -165,8 +165,8 @@ def _output_problem(exc: Exception, params: dict[str, Any]) -> str | None:
         return str(exc)
     from medxfer.io import output_error
 
-    # raised outside medxfer's own writes (TensorBoard's, a library's): only a full or
-    # read-only disk is surely a write
+    # raised outside medxfer's own writes (TensorBoard's, a library's): a full or read-only
+    # disk is surely a write, a refused permission may be a read
     problem = output_error(exc, writing=False, near=params.get("output"))
     return None if problem is None else str(problem)
 
@@ -189,13 +189,17 @@ def _how_to_go_on(name: str | None, params: dict[str, Any]) -> str:
         f"with {again}"
 
 
+def _terminated(exc: BaseException) -> bool:
+    """Whether ``exc`` (a KeyboardInterrupt or :class:`_Interrupted`) came from SIGTERM."""
+    return isinstance(exc, Terminated) or getattr(exc, "terminated", False)
+
+
 def _interrupted_message(exc: BaseException) -> str:
     """Says "interrupted" (or "terminated" for SIGTERM) and, for a training command, how to
     go on from where it stopped."""
     name = getattr(exc, "name", None)
     params = getattr(exc, "params", {})
-    stopped = "terminated (SIGTERM)" if getattr(exc, "terminated", False) \
-        or isinstance(exc, Terminated) else "interrupted"
+    stopped = "terminated (SIGTERM)" if _terminated(exc) else "interrupted"
     if os.environ.get("RANK", "0") != "0" and os.environ.get("TORCHELASTIC_ERROR_FILE"):
         return stopped  # rank 0 says how to go on
     if name == "compare":
@@ -227,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     traceback and exit with their code (2 for bad config, data or plugins, and for an
     output that cannot be written). Ctrl-C prints "interrupted" (with how to continue an
     interrupted run) and exits with 130; SIGTERM does the same, says "terminated" and
-    exits with 143. In a torchrun
-    worker every error is also written to torchrun's error file, messages name the rank,
-    and a rank that only lost its connection to a failed peer says so in one line.
+    exits with 143. In a torchrun worker every error is also written to torchrun's error
+    file, messages name the rank, and a rank that only lost its connection to a failed
+    peer says so in one line.
     """
     previous = _stop_on_sigterm()
     try:
@@ -293,8 +297,7 @@ def _main(argv: list[str] | None) -> int:
         result = command.main(args=argv, prog_name="medxfer", standalone_mode=False)
     except (_Interrupted, KeyboardInterrupt) as exc:
         error(_worker_prefix() + _interrupted_message(exc))
-        terminated = getattr(exc, "terminated", False) or isinstance(exc, Terminated)
-        return 128 + signal.SIGTERM if terminated else 130
+        return 128 + signal.SIGTERM if _terminated(exc) else 130
     except MedxferError as exc:
         _record_for_torchrun(exc)
         error(_worker_prefix() + str(exc))
