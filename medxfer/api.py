@@ -15,7 +15,9 @@ reorganised without breaking them; ``tests/test_public_api.py`` checks it. The n
   groups, :func:`assemble_backbone`, the weight sources and loaders of
   :mod:`medxfer.weights`;
 * what lifecycle hooks work with: :class:`FitContext`, :class:`LossTerm`, the freezing
-  helpers and the domain switch (:data:`SOURCE`, :data:`TARGET`, :func:`set_domain`).
+  helpers and the domain switch (:data:`SOURCE`, :data:`TARGET`, :func:`set_domain`);
+* what loggers record, named alike by all of them: :func:`metric_tag`,
+  :func:`epoch_scalars`, :func:`summary_metrics`, :func:`hyperparameters`.
 
 Names that need PyTorch are imported on first use (PEP 562), so ``import medxfer.api``
 (and a plugin module that imports the bases at its top) does not import torch: listing
@@ -85,6 +87,12 @@ from medxfer.plugin_kit.options import (
     OptionChecks,
 )
 from medxfer.plugin_kit.strategy import Strategy, backbone_groups, backbone_name
+from medxfer.plugin_kit.tracking import (
+    epoch_scalars,
+    hyperparameters,
+    metric_tag,
+    summary_metrics,
+)
 from medxfer.training.context import FitContext, LossTerm
 from medxfer.weights_lookup import offline_package_file, weights_cache_dirs
 
@@ -117,9 +125,10 @@ __all__ = sorted([
     "STRATEGY_OPTIONS", "Strategy", "SupportsSpatial", "USER_SOURCES", "UsesPretrained",
     "WeightFiles", "WeightsError", "as_member_probs", "backbone_groups", "backbone_name",
     "check_weight_option", "combiner_option_error", "describe_plugin",
-    "draws_target_batches", "fit_on_validation", "freezes_backbone", "hookimpl",
-    "keeps_pretrained", "member_weights", "normalise", "offline_package_file",
-    "paired_features", "plugin_flag", "restore_network_structure", "supports_spatial",
+    "draws_target_batches", "epoch_scalars", "fit_on_validation", "freezes_backbone",
+    "hookimpl", "hyperparameters", "keeps_pretrained", "member_weights", "metric_tag",
+    "normalise", "offline_package_file", "paired_features", "plugin_flag",
+    "restore_network_structure", "summary_metrics", "supports_spatial",
     "torchvision_variant", "uses_pretrained", "weights_cache_dirs", *_LAZY_SOURCE,
 ])
 

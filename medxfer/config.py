@@ -53,6 +53,12 @@ class PluginSpec(BaseModel):
 # ---------------------------------------------------------------------------------------
 
 
+#: ``data.format``: ``auto`` or a layout of :mod:`medxfer.data.layouts` (the names of
+#: :data:`medxfer.data.datalist.FORMATS`; the first six were the only ones before).
+DataLayout = Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom", "images_masks",
+                     "nnunet", "monai_datalist", "images"]
+
+
 class SplitConfig(StrictModel):
     """How cases are divided into train, validation and test."""
 
@@ -66,8 +72,12 @@ class SplitConfig(StrictModel):
         "patient_id",
         description="manifest column whose values never cross splits (patient-level split)")
     folds: int | None = Field(None, ge=2, description="k-fold cross-validation: number of folds")
-    fold: int | None = Field(None, ge=0, description="which fold is the validation fold")
-    use_existing: bool = Field(True, description="use the split stored in the data when it has one")
+    fold: int | None = Field(None, ge=0, description="which fold is the validation fold (also "
+                             "of a MONAI datalist's fold keys; default 0)")
+    use_existing: bool = Field(
+        True, description="use the split stored in the data when it has one (a manifest's "
+        "split column, split folders, a datalist's lists or fold keys, MedMNIST's arrays); "
+        "splits it lacks are drawn from its training cases")
     file: str | None = Field(
         None, description="CSV (id,split) or JSON ({split: [ids]}) fixing every case's split "
         "(relative to the config file; with --set, to the current folder); overrides the "
@@ -123,8 +133,9 @@ class TargetConfig(StrictModel):
 
     path: str = Field(description="target dataset file or folder (relative to the config file; "
                       "with --set, to the current folder)")
-    format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
-        "auto", description="target dataset layout; auto detects it from the path")
+    format: DataLayout = Field(
+        "auto", description="target dataset layout (as data.format); auto detects it from "
+        "the path")
     labelled: bool = Field(
         False, description="pass the target training labels to the domain-adaptation plugin "
         "(semi-supervised); false: target batches carry images only")
@@ -134,8 +145,14 @@ class TargetConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the data is and how it becomes tensors."""
 
-    format: Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom"] = Field(
-        "auto", description="dataset layout; auto detects it from the path")
+    format: DataLayout = Field(
+        "auto", description="dataset layout: auto recognises it, and refuses a path that fits "
+        "two layouts, naming both; folder (a sub-folder per class, optionally in train/ val/ "
+        "test/; masks beside the images, NAME_mask.png, make it segmentation), images (a "
+        "folder of images), images_masks (images/ + masks/), manifest (CSV/JSON rows), "
+        "monai_datalist (training/validation/testing lists), msd (imagesTr/ + labelsTr/), "
+        "nnunet (imagesTr/CASE_0000 + labelsTr/, dataset.json), medmnist (.npz), dicom "
+        "(series folders). `medxfer data inspect PATH` shows which is recognised")
     path: str | None = Field(
         None, description="dataset file or folder (relative to the config file; with --set, to "
         "the current folder); null: the embedded sample data for the task")
@@ -246,6 +263,10 @@ class TrainConfig(StrictModel):
     channels_last: bool = Field(
         False, description="channels-last memory format (channels_last_3d for 3D networks)")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    time_limit: float | None = Field(
+        None, gt=0, description="seconds training (with its validation) may take: after each "
+        "epoch the epochs are lowered, never raised, to what fits in the time left at the pace "
+        "so far, and the learning-rate schedule follows (null: no limit)")
     ema: float | None = Field(
         None, gt=0, lt=1, description="exponential moving average of the weights with this "
         "decay per step (e.g. 0.99); validation, the best checkpoint and the delivered model "
@@ -328,11 +349,18 @@ class RunConfig(StrictModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    tracking: list[PluginSpec] = Field(
+        default_factory=lambda: [PluginSpec(name="tensorboard")],
+        description="run-tracking loggers, each {name, **options}: tensorboard (the run's "
+        "tensorboard/ folder), mlflow (tracking_uri, experiment; pip install "
+        "'medxfer[mlflow]'); [] logs nothing")
 
     @model_validator(mode="after")
     def _check_fold(self) -> RunConfig:
         split = self.data.split
-        if split.fold is not None and (split.folds is None or split.fold >= split.folds):
+        # fold without folds picks a fold the data stores (a MONAI datalist's fold keys);
+        # the data loading refuses it for data without them
+        if split.fold is not None and split.folds is not None and split.fold >= split.folds:
             raise ValueError("data.split.fold needs data.split.folds > fold")
         return self
 
@@ -390,6 +418,8 @@ class RunConfig(StrictModel):
                  "strategy": ("strategy", self.strategy)}
         if self.domain_adaptation is not None:
             specs["domain_adaptation"] = ("domain_adaptation", self.domain_adaptation)
+        for index, spec in enumerate(self.tracking):
+            specs[f"tracking[{index}]"] = ("logger", spec)
         return specs
 
 
@@ -643,10 +673,19 @@ def _emit_commented(model: BaseModel, lines: list[str], indent: int) -> None:
             lines.append(f"{pad}{name}:")
             _emit_commented(value, lines, indent + 2)
         else:
-            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            dumped = _plain(value)
             if isinstance(dumped, dict) and dumped:
                 text = yaml.safe_dump({name: dumped}, sort_keys=False, default_flow_style=None)
             else:
                 text = yaml.safe_dump({name: dumped}, default_flow_style=True, width=200)
                 text = text.strip()[1:-1] + "\n"
             lines.extend(pad + ln for ln in text.rstrip("\n").split("\n"))
+
+
+def _plain(value: Any) -> Any:
+    """A config value as YAML writes it: models (also in lists, ``tracking``) as dicts."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -10,8 +10,13 @@ Two families of hooks live here:
   when a run or command needs it). Each receives a ``register`` callback:
   ``register(name, factory, *, description="", capabilities=None)``.
 * **Lifecycle** hooks are called by the trainer. The trainer knows no plugin by name: the
-  run's chosen strategy and domain-adaptation method are registered on the run's own plugin
-  manager and receive these calls.
+  run's chosen strategy, domain-adaptation method and loggers (``tracking:``) are registered
+  on the run's own plugin manager and receive these calls.
+
+Epochs: the lifecycle hooks' ``epoch`` argument is the zero-based index of the epoch (as
+``ctx.epoch``); what people read (the console, the report, ``metrics.json``'s
+``history[].epoch`` and ``best_epoch``, TensorBoard, MLflow) counts from 1, and so do
+``metrics["epoch"]`` and the ``epoch`` of :func:`medxfer_log_metrics`.
 
 The documentation of every hook, with an example, is in ``docs/plugin_hooks.md``;
 ``tests/test_hookspecs.py`` fails when a hook is missing there.
@@ -120,6 +125,24 @@ def medxfer_register_combiners(register: RegisterFn) -> None:
 
 
 @hookspec
+def medxfer_register_loggers(register: RegisterFn) -> None:
+    """Register run-tracking loggers (TensorBoard, MLflow, ...).
+
+    Call ``register(name, factory, description=...)``. A run's ``tracking:`` list names the
+    loggers it uses (``[{name: tensorboard}]`` by default); the factory receives each
+    entry's other keys as keyword arguments (checked against its signature before the run
+    starts) and returns an object of lifecycle hook implementations, registered on the run's
+    plugin manager of the main process: typically :func:`medxfer_log_metrics`,
+    :func:`medxfer_log_summary` and :func:`medxfer_on_exception`. Raise
+    :class:`medxfer.ConfigError` from the factory for an option or a missing optional
+    package, naming ``tracking`` and what to do.
+
+    Args:
+        register: Callback that adds one named factory to the logger registry.
+    """
+
+
+@hookspec
 def medxfer_register_commands(app: typer.Typer) -> None:
     """Add sub-commands to the ``medxfer`` command-line interface.
 
@@ -191,7 +214,8 @@ def medxfer_epoch_start(ctx: FitContext, epoch: int) -> None:
 
     Args:
         ctx: The run's fit context.
-        epoch: The zero-based index of the epoch about to run.
+        epoch: The zero-based index of the epoch about to run (``epoch + 1`` as people
+            count it).
     """
 
 
@@ -248,9 +272,48 @@ def medxfer_epoch_end(ctx: FitContext, epoch: int, metrics: dict[str, float]) ->
 
     Args:
         ctx: The run's fit context.
-        epoch: The zero-based index of the epoch that ended.
+        epoch: The zero-based index of the epoch that ended (``metrics["epoch"]`` is
+            ``epoch + 1``).
         metrics: Training losses and validation metrics of this epoch, by name; an
-            implementation may add entries, which are logged.
+            implementation may add numbers, which go to the history in ``metrics.json``
+            and to every logger (:func:`medxfer_log_metrics` comes after all of these).
+    """
+
+
+@hookspec
+def medxfer_log_metrics(ctx: FitContext, epoch: int, metrics: dict[str, Any]) -> None:
+    """Record one epoch's metrics (a logger's hook).
+
+    Called after every :func:`medxfer_epoch_end` implementation has run, whatever the
+    order the plugins were registered in, so ``metrics`` holds what plugins added there.
+    Only the main process of a distributed run calls it. Name the values with
+    :func:`medxfer.metric_tag` (``val/auc``, ``train/loss``) to match the built-in
+    loggers. Treat ``metrics`` as read-only.
+
+    Args:
+        ctx: The run's fit context.
+        epoch: The number of the epoch, counted from 1 as people count it (the same as
+            ``metrics["epoch"]``): use it as the step.
+        metrics: The epoch's training losses, loss terms, validation metrics, ``lr``,
+            ``seconds`` (training time so far) and what plugins added, by name.
+    """
+
+
+@hookspec
+def medxfer_log_summary(ctx: FitContext, summary: dict[str, Any]) -> None:
+    """Record the finished run (a logger's hook): called once, after the final evaluation.
+
+    ``summary`` is what ``metrics.json`` holds: ``val`` and ``test`` metrics (per class too:
+    ``dice_<class>`` for segmentation; a classifier's ``confusion_matrix`` with
+    ``class_names``), ``ci95``, ``best_epoch`` (counted from 1), ``history`` and the run's
+    facts. :func:`medxfer.summary_metrics` flattens it to numbers by tag (``test/auc``,
+    ``test/recall_<class>``) and :func:`medxfer.hyperparameters` gives the resolved
+    config's values by dotted key. Close files and connections here; when training or the
+    evaluation fails, :func:`medxfer_on_exception` is called instead.
+
+    Args:
+        ctx: The run's fit context (``ctx.config``, ``ctx.run_dir``).
+        summary: The run's summary, as written to ``metrics.json``; read-only.
     """
 
 
@@ -267,7 +330,8 @@ def medxfer_fit_end(ctx: FitContext) -> None:
 
 @hookspec
 def medxfer_on_exception(ctx: FitContext, exception: BaseException) -> None:
-    """Clean up when training fails or is interrupted; the exception is re-raised after.
+    """Clean up when training or the final evaluation fails or is interrupted (Ctrl-C);
+    the exception is re-raised after.
 
     Args:
         ctx: The run's fit context.

@@ -26,6 +26,7 @@ KIND_HOOKS: dict[str, str] = {
     "strategy": "medxfer_register_strategies",
     "domain_adaptation": "medxfer_register_domain_adaptation",
     "combiner": "medxfer_register_combiners",
+    "logger": "medxfer_register_loggers",
 }
 
 
@@ -178,6 +179,7 @@ class Registries:
     strategy: Registry
     domain_adaptation: Registry
     combiner: Registry
+    logger: Registry
 
     def of(self, kind: str) -> Registry:
         """The registry of ``kind`` (one of :data:`KIND_HOOKS`)."""
@@ -191,13 +193,13 @@ class Registries:
 
 
 
-
 #: Keyword arguments the core itself passes to factories of each kind.
 CORE_PROVIDED_KWARGS: dict[str, tuple[str, ...]] = {
     "backbone": ("in_channels", "spatial_dims", "num_classes"),
     "strategy": (),
     "domain_adaptation": (),
     "combiner": (),
+    "logger": (),
 }
 
 

@@ -172,8 +172,17 @@ def test_commented_default_is_valid_yaml_equal_to_the_defaults():
 
 
 def test_fold_needs_folds():
+    """A fold beyond data.split.folds is refused here; a fold without folds picks a fold
+    the data stores (a MONAI datalist's fold keys), so the data loading refuses it for data
+    that stores none."""
+    from medxfer.data.run_cases import load_datalist, split_datalist
+    from medxfer.errors import DataError
+
     with pytest.raises(ConfigError, match="data.split.fold needs data.split.folds"):
-        load_config(None, ["data.split.fold=1"])
+        load_config(None, ["data.split.fold=2", "data.split.folds=2"])
+    config = load_config(None, ["data.split.fold=1"])
+    with pytest.raises(DataError, match=r"data.split.fold 1 picks a fold, but .* stores none"):
+        split_datalist(load_datalist(config), config)
 
 
 def test_override_into_a_default_plugin_spec_keeps_its_name():

@@ -252,7 +252,7 @@ def test_unknown_names_are_refused_with_a_hint():
 
 
 def test_tensorboard_tags_group_the_table_metrics():
-    from medxfer.training.tensorboard import scalar_tag
+    from medxfer.plugin_kit.tracking import metric_tag as scalar_tag
 
     assert scalar_tag("val_balanced_accuracy", "classification") == "val/balanced_accuracy"
     assert scalar_tag("val_dice", "segmentation") == "val/dice"

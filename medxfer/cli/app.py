@@ -15,6 +15,7 @@ from medxfer.cli import (
     config_cmd,
     ensemble_cmd,
     export_cmd,
+    plan_cmd,
     plugins_cmd,
     predict_cmd,
     pretrain_cmd,
@@ -56,6 +57,7 @@ def build_app(state: CliState) -> typer.Typer:
 
     run_cmd.register(app)
     pretrain_cmd.register(app)
+    plan_cmd.register(app)
     compare_cmd.register(app)
     plugins_cmd.register(app)
     config_cmd.register(app)

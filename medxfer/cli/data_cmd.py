@@ -14,33 +14,53 @@ def register(app: typer.Typer) -> None:
     @group.command("inspect")
     def inspect_cmd(
         path: Path = typer.Argument(
-            ..., help="Dataset: MedMNIST .npz, MSD folder, manifest .csv/.json, class folders "
-            "or a DICOM folder."),
+            ..., help="Dataset: class folders, images/ + masks/, an MSD or nnU-Net folder, a "
+            "MONAI datalist or manifest (.csv/.json), a MedMNIST .npz, DICOM series folders."),
         output: Path = typer.Option(
             Path("."), "--output", "-o", help="Folder for <dataset-name>_montage.png "
             "(an existing file gets a numeric suffix, never overwritten)."),
-        format: str = typer.Option("auto", "--format", help="Layout: auto, folder, manifest, "
-                                   "medmnist, msd, dicom."),
+        format: str = typer.Option("auto", "--format", help="Layout (as data.format): auto, "
+                                   "folder, images, images_masks, manifest, monai_datalist, "
+                                   "msd, nnunet, medmnist, dicom."),
         max_read: int = typer.Option(64, "--max-read", min=1,
-                                     help="Read at most this many files for statistics."),
+                                     help="Read at most this many cases whole for the "
+                                     "intensities (headers and masks are read for every case)."),
         samples: int = typer.Option(16, "--samples", min=1, help="Images in the montage."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the report as JSON (schema in docs/data-formats.md) "
+            "and write no montage."),
     ) -> None:
-        """Counts per class and split, shapes, spacings, intensities, patients, and a montage."""
-        from medxfer.cli.console import out, warn
-        from medxfer.data.inspect import save_montage, summarize_dataset, summary_tables
+        """Layout, task, cases per split and class, sizes, spacings, intensities, masks,
+        excluded files and what a run would refuse or warn about; and a montage."""
+        from medxfer.cli.console import error, out, warn
+        from medxfer.data.inspect import summarize_dataset, summary_json
         from medxfer.errors import ConfigError
 
-        if output.exists() and not output.is_dir():
+        if not as_json and output.exists() and not output.is_dir():
             raise ConfigError(f"--output {str(output)!r} is a file, not a folder; give the "
                               "folder the montage (<dataset-name>_montage.png) goes into")
         summary = summarize_dataset(path, format=format, max_read=max_read)
+        if as_json:
+            import json
+
+            typer.echo(json.dumps(summary_json(summary), indent=2))
+            _refuse_problems(summary.problems, listed="in its 'problems'")
+            return
+        from medxfer.data.inspect_report import summary_tables
+        from medxfer.data.montage import save_montage
+
         console = out()
         for table in summary_tables(summary):
             console.print(table)
-        for problem in summary.problems:
-            warn(problem)
+        for notice in summary.datalist.notices:
+            console.print(f"note: {notice}", highlight=False)
+        for line in summary.warnings:
+            warn(line)
+        for line in summary.problems:
+            error(line)
         target = save_montage(summary, output, n=samples)
         console.print(f"montage: {target}", highlight=False)
+        _refuse_problems(summary.problems, listed="above")
 
     @group.command("shift")
     def shift_cmd(
@@ -78,3 +98,12 @@ def register(app: typer.Typer) -> None:
                       + ", ".join(s["name"] for s in steps) + ")", highlight=False)
 
     app.add_typer(group, name="data")
+
+
+def _refuse_problems(problems: list[str], *, listed: str) -> None:
+    """Exit 2 (a :class:`DataError`) after the report when a run would refuse the data."""
+    from medxfer.errors import DataError
+
+    if problems:
+        raise DataError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} a run "
+                        f"would refuse (listed {listed}); fix them before training")

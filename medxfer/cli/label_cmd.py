@@ -44,16 +44,21 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to listen on "
                                  "(loopback by default; use 0.0.0.0 only on a trusted network)."),
         port: int = typer.Option(DEFAULT_PORT, "--port", help="Port to listen on."),
+        allow_origin: list[str] = typer.Option(
+            None, "--allow-origin", help="Web origin (scheme://host:port) whose pages may call "
+            "the server, e.g. a web viewer's; repeat for several. Other web pages are refused "
+            "(3D Slicer is not a web page and needs none)."),
     ) -> None:
         """Start the MONAI Label server with a medxfer app (Ctrl-C stops it)."""
         from medxfer.errors import ConfigError
         from medxfer.label import require_monailabel
         from medxfer.label.appdir import APP_CONFIG, read_app, write_app
-        from medxfer.label.server import check_studies
+        from medxfer.label.server import check_studies, server_env
         from medxfer.label.server import serve as run_server
 
         require_monailabel()
         check_studies(studies)
+        server_env(allow_origins=allow_origin or [])  # refuse a malformed origin before init
         if app_dir is None:
             if not run:
                 raise ConfigError("label serve: pass --run RUN (or --app APP from "
@@ -72,4 +77,56 @@ def register(app: typer.Typer) -> None:
                               "it with `medxfer label init --run RUN --app APP`")
         err().print(f"MONAI Label on http://{host}:{port} (app {app_dir}, studies {studies})",
                     highlight=False)
-        run_server(app_dir, studies, host=host, port=port)
+        run_server(app_dir, studies, host=host, port=port, allow_origins=allow_origin or [])
+
+    @label.command("restore")
+    def restore(
+        app_dir: Path = typer.Option(..., "--app", help="The app folder."),
+        model: str = typer.Option(..., "--model", help="The model (as /info/ names it)."),
+        run: str | None = typer.Option(
+            None, "--run", help="Run to serve: 'original' or a promoted fine-tuned run "
+            "(`medxfer label history` lists them). Default: the run served before."),
+    ) -> None:
+        """Serve an earlier run of a model again (a running server follows at once)."""
+        from medxfer.label.appdir import read_app
+        from medxfer.label.served import restore as restore_run
+
+        original = _original(read_app(app_dir), model, app_dir)
+        served = restore_run(app_dir, model, original, run)
+        err().print(f"model {model!r} now serves run {served!r}", highlight=False)
+
+    @label.command("history")
+    def history(
+        app_dir: Path = typer.Option(..., "--app", help="The app folder."),
+        model: str = typer.Option(..., "--model", help="The model (as /info/ names it)."),
+    ) -> None:
+        """List a model's fine-tunings (scores and decisions), failures and restores."""
+        from medxfer.label.appdir import read_app
+        from medxfer.label.served import ORIGINAL, read_pointer
+
+        _original(read_app(app_dir), model, app_dir)
+        pointer = read_pointer(app_dir, model)
+        for event in pointer["history"]:
+            scores = ""
+            if "candidate_score" in event:
+                scores = (f" served {event['current_score']:.4f} vs candidate "
+                          f"{event['candidate_score']:.4f} on {len(event.get('held_out', []))} "
+                          "held-out case(s)")
+            what = event.get("candidate") or event.get("run")
+            error = f": {event['error']}" if event.get("error") else ""
+            typer.echo(f"{event.get('time')}  {event.get('event'):9} {what}{scores}{error}")
+        typer.echo(f"serving: {pointer['served'] or ORIGINAL}")
+
+
+def _original(models: dict[str, Path], model: str, app_dir: Path) -> Path:
+    """The original run of ``model``.
+
+    Raises:
+        ConfigError: for a model the app does not serve.
+    """
+    from medxfer.errors import ConfigError
+
+    if model not in models:
+        raise ConfigError(f"--app {str(app_dir)!r} has no model {model!r}; its models: "
+                          f"{', '.join(models)}")
+    return models[model]

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
         kind: str | None = typer.Option(
-            None, "--kind", help="Only this kind: backbone, strategy, domain_adaptation, combiner."),
+            None, "--kind", help="Only this kind: backbone, strategy, domain_adaptation, combiner, "
+            "logger."),
     ) -> None:
         """List registered plugins: name, kind, providing distribution and version, and what
         each backbone builds (2D/3D, smallest input, output) and which of its named weights

@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
     def predict(
         ctx: typer.Context,
         inputs: list[Path] = typer.Argument(
-            ..., help="Image files (any supported format) or DICOM series folders."),
+            ..., help="Image files (any supported format), DICOM series folders, or whole "
+            "datasets: a folder in any layout `medxfer data inspect` recognises, a manifest "
+            "or a MONAI datalist (every image of their cases, and unlabelled test images)."),
         run: Path = typer.Option(..., "--run", help="Folder of a finished `medxfer run`."),
         output: str | None = typer.Option(
             None, "--output", "-o", help="Classification: CSV file to write, or a folder "

@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
     def run(
         ctx: typer.Context,
         config: Path | None = typer.Argument(
-            None, help="Run config (YAML). Omit to train on the embedded sample data."),
+            None, help="Run config (YAML), or a dataset (a folder, .npz, manifest or datalist) "
+            "to plan a run for and run it (see `medxfer plan`). Omit to train on the "
+            "embedded sample data."),
         output: Path | None = typer.Option(
             None, "--output", "-o", help="Run folder (default: runs/run-<timestamp>)."),
         overrides: list[str] = typer.Option(
@@ -35,6 +37,9 @@ def register(app: typer.Typer) -> None:
             "train.batch_size is the global batch, split between the processes. For several "
             "machines run torchrun with its rendezvous options (--nnodes, --rdzv-endpoint, "
             "...) and -m medxfer run CONFIG instead."),
+        budget: str = typer.Option(
+            "15m", "--budget", help="With a dataset: the time the whole run may take (90s, "
+            "15m, 1h30m); the plan fits epochs, input size and ensemble into it."),
     ) -> None:
         """Fine-tune a pretrained CNN on a dataset and write metrics, figures and a report.
 
@@ -47,6 +52,10 @@ def register(app: typer.Typer) -> None:
         from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
                                                   train_in_folder)
 
+        if config is not None and is_dataset(config):
+            _run_dataset(ctx, config, output, overrides, budget, resume=resume, check=check,
+                         nproc=nproc)
+            return
         if resume and output is None:
             raise ConfigError("--resume needs --output DIR naming the run to continue")
         saved = output / "config.yaml" if output is not None else None
@@ -84,6 +93,47 @@ def register(app: typer.Typer) -> None:
                                random_start=random_start)
         if done.writer:
             print_summary(done.summary, done.output)
+
+
+#: What a run config file is called; anything else given to `run` is taken as a dataset.
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def is_dataset(path: Path) -> bool:
+    """Whether ``medxfer run PATH`` names a dataset (a folder, or a data file such as a
+    MedMNIST ``.npz``, a manifest or a datalist) rather than a YAML config."""
+    return path.is_dir() or (path.suffix.lower() not in CONFIG_SUFFIXES and path.exists())
+
+
+def _run_dataset(ctx: typer.Context, data: Path, output: Path | None, overrides: list[str],
+                 budget: str, *, resume: bool, check: bool, nproc: int | None) -> None:
+    """``medxfer run DATA``: plan within ``--budget``, then run the plan."""
+    from medxfer.planning import parse_budget
+    from medxfer.workflows.plan import plan_dataset, run_dataset
+
+    if resume:
+        raise ConfigError(f"--resume continues a run folder: `medxfer run --resume --output "
+                          f"DIR` (the planned run's folder keeps its plan), not {str(data)!r}")
+    if nproc is not None:
+        raise ConfigError("--nproc with a dataset: plan first (`medxfer plan DATA --output "
+                          "plan.yaml`), then `medxfer run plan.yaml --nproc N`")
+    seconds = parse_budget(budget)
+    registries = state_of(ctx).registries
+    if check:
+        from medxfer.config import apply_overrides, validate_config
+        from medxfer.workflows.preflight import check_config, check_network
+
+        plan = plan_dataset(data, budget=seconds, registries=registries)
+        cfg = validate_config(apply_overrides(plan.config, overrides), source="the plan",
+                              overrides=overrides)
+        check_config(cfg, registries)
+        check_network(cfg, registries)
+        err().print("the plan, its plugins, data and weights are valid", highlight=False)
+        return
+    done = run_dataset(data, budget=seconds, output=output, registries=registries,
+                       overrides=overrides)
+    if done.writer:
+        print_summary(done.summary, done.output)
 
 
 def print_summary(summary: dict, output: Path) -> None:

@@ -27,7 +27,6 @@ import inspect
 import math
 from typing import Any, Callable
 
-from medxfer.data.patches import PosNegPatches
 from medxfer.errors import ConfigError
 
 PRESETS: dict[str, list[dict[str, Any]]] = {
@@ -262,6 +261,8 @@ def build_augmentation(preset: str = "standard", ops: list[Any] | None = None, *
 def _patch_transforms(patch: Any, spatial_dims: int, source: str = "") -> list[Any]:
     """Pad to the patch size, then draw foreground/background-balanced random patches
     (``source``: the image that set the dimensionality, named when the size does not fit)."""
+    from medxfer.data.patches import PosNegPatches
+
     size = list(patch.size)
     if len(size) != spatial_dims:
         which = (f" (the first training case {source!r} is {spatial_dims}D; the images of one "

@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 
-from medxfer.data.augment import OPS, build_augmentation, check_op, default_flip_axes
 from medxfer.errors import ConfigError
 
 MATRIX_OPS = ("rotate", "scale", "affine")
@@ -109,6 +108,8 @@ class BatchAugmentation:
 
     def __init__(self, ops: list[dict[str, Any]], *, spatial_dims: int, segmentation: bool,
                  spatial_size: list[int] | None, seed: int = 0) -> None:
+        from medxfer.data.augment import OPS, build_augmentation, check_op, default_flip_axes
+
         # the per-item build checks every option's value, with the same messages
         build_augmentation("none", ops, spatial_dims=spatial_dims, segmentation=segmentation,
                            spatial_size=spatial_size)

@@ -9,22 +9,24 @@ only), channel adaptation and returns trainer items ``{"image", "label", "id"}``
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from medxfer.data.augment import CachedFgBgIndices
+from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 from medxfer.errors import ConfigError, MedxferError
+from medxfer.progress import announced
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 from medxfer.tasks import label_kind
-from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 
 
 class ArrayCases(Dataset):
@@ -86,12 +88,15 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
     Raises:
         ConfigError: for ``disk`` without a cache folder.
     """
-    from monai.data import CacheDataset, Dataset as MonaiDataset, PersistentDataset
+    from monai.data import Dataset as MonaiDataset
+    from monai.data import PersistentDataset
 
     if cache == "memory":
         try:
-            return CacheDataset(cases, transform, cache_rate=1.0, num_workers=1, progress=False,
-                                copy_cache=False)
+            with announced(f"caching {len(cases)} cases", len(cases)) as advance:
+                return _counted(_fail_fast_cache_class(), advance)(
+                    cases, transform, cache_rate=1.0, num_workers=1, progress=False,
+                    copy_cache=False)
         except RuntimeError as exc:
             raise unwrap_errors(exc) from None
     if cache == "disk":
@@ -103,6 +108,58 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
         folder.mkdir(parents=True, exist_ok=True)
         return PersistentDataset(cases, transform, cache_dir=folder)
     return MonaiDataset(cases, transform)
+
+
+@functools.cache
+def _fail_fast_cache_class() -> type:
+    """The memory cache's dataset class (defined on first use: MONAI is imported lazily)."""
+    from monai.data import CacheDataset
+
+    class FailFastCache(CacheDataset):
+        """MONAI's ``CacheDataset``, whose filling threads never raise.
+
+        ``CacheDataset`` fills its cache in a thread pool. When a case raised there, the
+        error left ``imap`` at once while the pool thread went on preprocessing the next
+        cases; the process then ended with that thread inside native code (ITK, zlib,
+        torch) and aborted (``terminate called without an active exception``, exit 134)
+        after the message. Here a failing case is recorded, the remaining cases are
+        skipped, the pool finishes, and the first error is raised from the calling
+        thread.
+        """
+
+        _failure: BaseException | None = None
+
+        def _fill_cache(self, indices: Any = None) -> list:
+            self._failure = None
+            items = super()._fill_cache(indices)
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
+            return items
+
+        def _load_cache_item(self, idx: int) -> Any:
+            if self._failure is not None:
+                return None
+            try:
+                return super()._load_cache_item(idx)
+            except Exception as exc:  # noqa: BLE001 - re-raised by _fill_cache
+                self._failure = self._failure or unwrap_errors(exc)
+                return None
+
+    return FailFastCache
+
+
+def _counted(cache_class: type, advance: Callable[[], None]) -> type:
+    """``cache_class`` (MONAI's CacheDataset) calling ``advance()`` per case it caches, so a
+    run reports the progress of a slow cache (:func:`medxfer.progress.announced`)."""
+
+    class Counted(cache_class):  # type: ignore[misc, valid-type]
+        def _load_cache_item(self, idx: int) -> Any:
+            item = super()._load_cache_item(idx)
+            advance()
+            return item
+
+    return Counted
 
 
 class SliceCases(Dataset):
@@ -197,6 +254,10 @@ class CaseDataset(Dataset):
         self.task = task
         self.label_kind = label_kind(task)
         self.adapt = adapt
+        # raw items (a batch-augmented run) get their channels before they are collated,
+        # so grey and colour images batch together under channels rgb or grey
+        self._raw_channels = AdaptChannels(adapt.channels) \
+            if adapt.channels in ("rgb", "grey") else None
         self.augment = augment
         self.batch_augment = batch_augment
         self.seed = seed
@@ -249,10 +310,11 @@ class CaseDataset(Dataset):
         return self._item(index, finish=True)
 
     def raw(self, index: int) -> dict[str, Any]:
-        """Item ``index`` before channel adaptation: float ``image`` ``[C, *spatial]``, its
-        ``label`` and ``id``, with only the per-item transforms applied (in a batch-augmented
-        run: the random patch draw). Collate these and pass the batch to
-        :meth:`finish_batch`."""
+        """Item ``index`` before ImageNet normalisation: float ``image`` ``[C, *spatial]``
+        (with the channels ``data.preprocess.channels`` asks for, so that grey and colour
+        images collate), its ``label`` and ``id``, with only the per-item transforms applied
+        (in a batch-augmented run: the random patch draw). Collate these and pass the batch
+        to :meth:`finish_batch`."""
         return self._item(index, finish=False)
 
     def finish_batch(self, batch: dict[str, Any],
@@ -305,6 +367,8 @@ class CaseDataset(Dataset):
     def _finish(self, data: dict[str, Any], item: dict[str, Any],
                 adapt: bool = True) -> dict[str, Any]:
         image = _plain_float(data["image"])
+        if not adapt and self._raw_channels is not None:
+            image = self._raw_channels(image)
         out = {"image": self.adapt(image) if adapt else image, "id": str(item["id"])}
         if self.label_kind == "mask":
             out["label"] = _plain_float(data["label"]).round().long()

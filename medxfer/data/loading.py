@@ -1,4 +1,7 @@
-"""``load_data``: from a run config to train/val/test datasets; ``inference_transform``."""
+"""``load_data``: from a run config to train/val/test datasets; ``inference_transform``.
+
+The cases a run uses (read, split, checked) come from :mod:`medxfer.data.run_cases`.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ from torch.utils.data import Dataset
 
 from medxfer.data.augment import build_augmentation, resolve_ops
 from medxfer.data.batch_augment import BatchAugmentation
-from medxfer.data.datalist import Datalist, build_datalist, detect_format
+from medxfer.data.cases import read_case
+from medxfer.data.datalist import Datalist
 from medxfer.data.datasets import ArrayCases, CaseDataset, SliceCases, cached_dataset, unwrap_errors
+from medxfer.data.layouts import build_datalist, detect_format
 from medxfer.data.preprocess import preprocess_transform
-from medxfer.data.readers import read_case, read_image
-from medxfer.data.sample import SAMPLE_TASKS, ensure_sample_data
-from medxfer.data.splits import SPLITS, apply_split_file, assign_splits, check_splits, limit_cases
+from medxfer.data.readers import read_image
+from medxfer.data.run_cases import checked_cases, load_datalist
+from medxfer.data.splits import SPLITS
 from medxfer.data.steps import ExpectedImages
 from medxfer.data.transforms import AdaptChannels
 from medxfer.errors import DataError
@@ -53,51 +58,6 @@ class DataBundle:
     class_order: str = ""
 
 
-def resolve_data_path(config: RunConfig) -> Path:
-    """``data.path``, or the embedded sample data for the task when it is null.
-
-    Raises:
-        DataError: for regression without a path (there is no regression sample).
-    """
-    if config.data.path:
-        return Path(config.data.path).expanduser()
-    if config.task not in SAMPLE_TASKS:
-        raise DataError(f"there is no embedded sample data for {config.task}; set data.path "
-                        "(for regression, a manifest with numeric labels)")
-    return ensure_sample_data(config.task)
-
-
-def load_datalist(config: RunConfig) -> Datalist:
-    """The datalist of ``config.data`` for ``config.task``.
-
-    Raises:
-        DataError: when the data cannot be read or has no labels for the task.
-    """
-    data = config.data
-    dl = build_datalist(resolve_data_path(config), format=data.format, task=config.task,
-                        classes=data.classes, image_key=data.image_key, label_key=data.label_key)
-    if dl.task == "unlabelled":
-        raise DataError(f"{dl.describe()} has no labels; a {config.task} run needs them "
-                        "(a manifest with image and label columns, for example)")
-    return dl
-
-
-def split_datalist(dl: Datalist, config: RunConfig) -> list[dict[str, Any]]:
-    """Cases with ``split`` assigned, limited and checked (see :mod:`medxfer.data.splits`)."""
-    sp, task = config.data.split, task_of(config)
-    source_cases = dl.cases
-    if sp.file:
-        source_cases = apply_split_file(dl.cases, sp.file)
-    cases = assign_splits(source_cases, val_fraction=sp.val_fraction,
-                          test_fraction=sp.test_fraction,
-                          seed=sp.seed, stratify=sp.stratify and task.labels_are_classes,
-                          group_by=sp.group_by, folds=sp.folds, fold=sp.fold,
-                          use_existing=sp.use_existing or bool(sp.file))
-    cases = limit_cases(cases, config.data.limit, seed=sp.seed)
-    check_splits(cases, task=config.task, class_names=dl.class_names, source=dl.describe())
-    return cases
-
-
 @dataclass
 class NetworkInputs:
     """What the run's network is built for and trained on (see :func:`network_inputs`)."""
@@ -124,7 +84,7 @@ def network_inputs(config: RunConfig, *, imagenet_norm: bool) -> NetworkInputs:
     dl = load_datalist(config)
     if not dl.cases:
         raise DataError(f"{dl.describe()} has no cases")
-    cases = split_datalist(dl, config)  # checks the split settings (and data.split.file)
+    cases = checked_cases(dl, config)  # the split settings (and data.split.file), every case
     case = next((c for c in cases if c["split"] == "train"), cases[0])
     spatial_dims, bases = _bases(config, dl, {"train": [case], "val": [], "test": []},
                                  imagenet_norm=imagenet_norm, cache="none", cache_dir=None)
@@ -167,14 +127,12 @@ def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, A
 def _expected_images(config: RunConfig, first: Any, spatial_dims: int) -> ExpectedImages:
     """What every case's image must match: the dataset's dimensionality and the channels of
     the first training case (``first``, as read), compared after ``data.preprocess.channels``
-    unless a batch-augmented run collates the items before adapting their channels."""
-    batch = config.data.augment_on == "batch"
+    (a batch-augmented run adapts each item's channels before it collates them)."""
     channels = config.data.preprocess.channels
-    hint = "" if batch or channels == "grey" else \
+    hint = "" if channels == "grey" else \
         ", or set data.preprocess.channels: grey to average each image's channels to one"
     return ExpectedImages(spatial_dims=spatial_dims, channels=int(first.array.shape[0]),
-                          source=str(first.path), adapt="auto" if batch else channels,
-                          hint=hint)
+                          source=str(first.path), adapt=channels, hint=hint)
 
 
 def _first_image(base: Dataset) -> torch.Tensor:
@@ -243,7 +201,7 @@ def load_data(config: RunConfig, *, imagenet_norm: bool,
     """
     data, pre = config.data, config.data.preprocess
     dl = load_datalist(config)
-    cases = split_datalist(dl, config)
+    cases = checked_cases(dl, config)
     by_split = {s: [c for c in cases if c["split"] == s] for s in SPLITS}
     task = task_of(config)
     spatial_dims, bases = _bases(config, dl, by_split, imagenet_norm=imagenet_norm,
@@ -398,8 +356,8 @@ def _dataset_hints(config: RunConfig) -> tuple[str | None, bool]:
     try:
         path = Path(config.data.path)
         fmt = config.data.format if config.data.format != "auto" else detect_format(path)
-        if fmt == "msd":
-            return build_datalist(path, format="msd").modality, False
+        if fmt in ("msd", "nnunet"):  # the layouts that declare a modality
+            return build_datalist(path, format=fmt).modality, False
         return None, fmt == "medmnist"
     except DataError:
         return None, str(config.data.path).endswith(".npz")

@@ -153,21 +153,34 @@ def case_series_uid(case: dict[str, Any], key: str = "image") -> str | None:
     return text or None
 
 
-def read_case(case: dict[str, Any], key: str = "image") -> ImageData:
-    """Read a case's ``image`` or ``label`` (mask) file, from the DICOM series the case
-    names for it (:func:`case_series_uid`); every reader of datalist cases uses this.
+def series_choice_hint(case: dict[str, Any], key: str = "image") -> str:
+    """What to do when a case's image (or mask) folder holds several DICOM series."""
+    what = "image" if key == "image" else "mask"
+    return (f"put the UID of the {what} series to read in the manifest's {SERIES_KEYS[key]!r} "
+            f"column for case {str(case.get('id'))!r}")
+
+
+def read_channel_files(files: list[str], *, series_uid: str | None = None) -> ImageData:
+    """One image from one file per channel (in order), with the first file's geometry.
 
     Raises:
-        DataError: as :func:`read_image`; for a DICOM folder of several series it says
-            which manifest column names the one to read.
+        DataError: naming the files, when one cannot be read or their grids differ.
     """
-    try:
-        return read_image(case[key], series_uid=case_series_uid(case, key))
-    except SeriesChoiceError as exc:
-        what = "image" if key == "image" else "mask"
-        raise exc.with_hint(f"put the UID of the {what} series to read in the manifest's "
-                            f"{SERIES_KEYS[key]!r} column for case {str(case.get('id'))!r}") \
-            from None
+    first = read_image(files[0], series_uid=series_uid)
+    arrays = [first.array]
+    for other in files[1:]:
+        image = read_image(other)
+        if image.spatial_shape != first.spatial_shape or not np.allclose(
+                image.affine, first.affine, atol=1e-2, rtol=1e-4):
+            raise DataError(f"channel files {files[0]!r} and {other!r} of one image have "
+                            f"different grids (shape {first.spatial_shape} vs "
+                            f"{image.spatial_shape}); the channels of a case must cover the "
+                            "same voxels")
+        arrays.append(image.array)
+    dtype = np.result_type(*arrays)
+    array = np.concatenate([a.astype(dtype, copy=False) for a in arrays])
+    return ImageData(array, first.affine, first.path, modality=first.modality,
+                     meta={**first.meta, "files": len(files)})
 
 
 def ensure_finite(array: np.ndarray, source: str) -> None:
@@ -267,6 +280,18 @@ def _simpleitk() -> Any:
     return sitk
 
 
+def sitk_affine(direction: Any, spacing: Any, origin: Any, dims: int) -> np.ndarray:
+    """The affine of a SimpleITK image as :func:`read_itk` gives it: RAS for volumes in
+    ``(x, y, z)`` voxel order, columns swapped for 2D images kept as ``(rows, columns)``."""
+    affine = np.eye(dims + 1)
+    affine[:dims, :dims] = np.asarray(direction).reshape(dims, dims) * np.asarray(spacing)
+    affine[:dims, -1] = origin
+    if dims == 3:
+        return _LPS_TO_RAS @ affine
+    affine[:2, :2] = affine[:2, [1, 0]]
+    return affine
+
+
 def _sitk_to_image_data(image: Any, source: str, modality: str | None = None,
                         meta: dict[str, Any] | None = None) -> ImageData:
     sitk = _simpleitk()
@@ -278,16 +303,9 @@ def _sitk_to_image_data(image: Any, source: str, modality: str | None = None,
         array = array[None]
     else:
         array = np.moveaxis(array, -1, 0)
-    spacing = np.asarray(image.GetSpacing())
-    direction = np.asarray(image.GetDirection()).reshape(dims, dims)
-    affine = np.eye(dims + 1)
-    affine[:dims, :dims] = direction * spacing
-    affine[:dims, -1] = image.GetOrigin()
+    affine = sitk_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin(), dims)
     if dims == 3:  # volumes in (x, y, z) voxel order with a RAS affine, as MONAI does
         array = np.moveaxis(array, [1, 2, 3], [3, 2, 1])
-        affine = _LPS_TO_RAS @ affine
-    else:  # 2D images stay (rows, columns) like Pillow's; swap the affine's columns
-        affine[:2, :2] = affine[:2, [1, 0]]
     array = np.ascontiguousarray(array)
     info = {"dtype": str(array.dtype)}
     info.update(meta or {})
@@ -508,8 +526,8 @@ def check_same_geometry(image: ImageData, mask: ImageData, *, atol_mm: float = 1
     if image.spatial_shape != mask.spatial_shape:
         raise DataError(f"image {image.path!r} has shape {image.spatial_shape} but its mask "
                         f"{mask.path!r} has shape {mask.spatial_shape}")
-    if image.affine.shape == mask.affine.shape and not np.allclose(
-            image.affine, mask.affine, atol=atol_mm, rtol=1e-4):
+    if image.affine.shape == mask.affine.shape and not np.all(  # np.allclose, 5x cheaper
+            np.abs(image.affine - mask.affine) <= atol_mm + 1e-4 * np.abs(mask.affine)):
         raise DataError(
             f"image {image.path!r} and mask {mask.path!r} have different geometry: spacing "
             f"{_fmt(image.spacing)} vs {_fmt(mask.spacing)}, origin {_fmt(image.origin)} vs "

@@ -25,8 +25,6 @@ same recipe always gives the same copy. A recipe is an ordered list of
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from medxfer.config import read_yaml
-from medxfer.data.medmnist import _spatial_dims, read_npz
-from medxfer.errors import ConfigError, DataError
-from medxfer.io import atomic_open
+from medxfer.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -142,6 +137,8 @@ def parse_recipe(ops: Any, *, source: str = "recipe") -> list[dict[str, Any]]:
             raise ConfigError(f"{where}: expected {{name: ..., **params}}, got {op!r}")
         corruption = CORRUPTIONS.get(op["name"])
         if corruption is None:
+            import difflib
+
             close = difflib.get_close_matches(str(op["name"]), CORRUPTIONS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{where}: unknown corruption {op['name']!r}{hint}; choose from "
@@ -192,6 +189,8 @@ def load_recipe(path: str | Path | None, ops: list[str]) -> tuple[list[dict[str,
     Raises:
         ConfigError: for a missing or malformed recipe, naming the file and key.
     """
+    from medxfer.config import read_yaml
+
     raw: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml(path, what="recipe")
@@ -278,6 +277,12 @@ def shift_medmnist(source: str | Path, output: str | Path, steps: list[dict[str,
     Raises:
         DataError: when ``source`` is not a readable MedMNIST file or ``output`` exists.
     """
+    import json
+
+    from medxfer.data.medmnist import _spatial_dims, read_npz
+    from medxfer.errors import DataError
+    from medxfer.io import atomic_open
+
     source, output = Path(source), Path(output)
     if output.exists():
         raise DataError(f"{str(output)!r} already exists; choose another --output "

@@ -6,10 +6,7 @@ appears in two splits. Classification splits are stratified on each group's majo
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,6 +152,43 @@ def assign_splits(cases: list[dict[str, Any]], *, val_fraction: float = 0.15,
     return cases
 
 
+def apply_stored_folds(cases: list[dict[str, Any]], fold: int) -> list[dict[str, Any]]:
+    """Copies of ``cases`` whose training cases with ``fold`` equal to ``fold`` are
+    validation (a MONAI datalist's ``fold`` keys).
+
+    Raises:
+        DataError: when no case has that fold.
+    """
+    folds = sorted({c["fold"] for c in cases if c.get("fold") is not None})
+    if fold not in folds:
+        raise DataError(f"data.split.fold {fold} is not one of the datalist's folds {folds}")
+    return [{**c, "split": "val"} if c.get("fold") == fold and c.get("split") == "train"
+            else dict(c) for c in cases]
+
+
+def draw_missing_splits(cases: list[dict[str, Any]], missing: tuple[str, ...], *,
+                        val_fraction: float, test_fraction: float, seed: int = 0,
+                        stratify: bool = True,
+                        group_by: str | None = "patient_id") -> list[dict[str, Any]]:
+    """A stored split that lacks validation or test cases (``missing``): those are drawn
+    from its training cases by the fractions (of the training cases), grouped and
+    stratified like :func:`split_fractions`.
+
+    Raises:
+        DataError: when a group then crosses splits.
+    """
+    cases = [dict(c) for c in cases]
+    pool = [i for i, c in enumerate(cases) if c["split"] == "train"]
+    names = split_fractions([cases[i] for i in pool],
+                            val_fraction=val_fraction if "val" in missing else 0.0,
+                            test_fraction=test_fraction if "test" in missing else 0.0,
+                            seed=seed, stratify=stratify, group_by=group_by)
+    for i, name in zip(pool, names):
+        cases[i]["split"] = name
+    check_no_group_leak(cases, group_by)
+    return cases
+
+
 def check_no_group_leak(cases: list[dict[str, Any]], group_by: str | None) -> None:
     """Raise :class:`DataError` when a ``group_by`` value appears in two splits."""
     if not group_by:
@@ -223,6 +257,10 @@ def read_split_file(path: str) -> dict[str, str]:
         DataError: for a missing or malformed file, an unknown split name or an id listed
             twice.
     """
+    import csv
+    import json
+    from pathlib import Path
+
     file = Path(path)
     if not file.is_file():
         raise DataError(f"data.split.file {str(file)!r} does not exist")

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
-from medxfer.data.readers import ImageData, check_same_geometry, read_case
+from medxfer.data.cases import read_case
+from medxfer.data.masks import mask_class_values
+from medxfer.data.readers import ImageData, check_same_geometry
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resolve_intensity
 from medxfer.errors import DataError
 from medxfer.tasks import label_kind
@@ -34,10 +36,9 @@ class ExpectedImages:
         channels: Channels of the image that set them (the first training case), or None
             to leave channels unchecked.
         source: That image's file.
-        adapt: ``data.preprocess.channels`` when the adapted channels must agree (grey
-            and colour images both become ``rgb``; everything becomes ``grey``), ``auto``
-            when the channels as read must (a batch-augmented run collates items before
-            adapting them).
+        adapt: ``data.preprocess.channels``: with ``rgb`` grey and colour images agree
+            (both become colour), with ``grey`` all do; with ``auto`` the channels as read
+            must.
         hint: What to change, besides the case, when the channels differ.
     """
 
@@ -49,14 +50,18 @@ class ExpectedImages:
 
     def check(self, image: ImageData, case: Mapping[Hashable, Any]) -> None:
         """Raise :class:`DataError` naming the case's file when ``image`` differs."""
+        self.check_counts(image.spatial_dims, int(image.array.shape[0]), case)
+
+    def check_counts(self, spatial_dims: int, have: int, case: Mapping[Hashable, Any]) -> None:
+        """Raise :class:`DataError` naming the case's file when an image of
+        ``spatial_dims`` dimensions and ``have`` channels (from its header) differs."""
         what = f"{str(case['image'])!r} (case {case.get('id')!r})"
-        if image.spatial_dims != self.spatial_dims:
+        if spatial_dims != self.spatial_dims:
             raise DataError(
-                f"{what} is {image.spatial_dims}D among {self.spatial_dims}D images ("
+                f"{what} is {spatial_dims}D among {self.spatial_dims}D images ("
                 f"{self.source!r} is {self.spatial_dims}D, and one network takes one "
                 "dimensionality): drop that case from the data or convert it; a 2D slice or a "
                 "single-frame DICOM file is 2D, a NIfTI/NRRD volume or DICOM series folder 3D")
-        have = int(image.array.shape[0])
         if self.channels is None or have == self.channels:
             return
         adapt = AdaptChannels(self.adapt)
@@ -77,8 +82,10 @@ class LoadCased(Transform):
     """Read a case dict's ``image`` (and mask ``label`` for segmentation) as MetaTensors.
 
     Checks: the files are readable and finite, image and mask share shape and geometry,
-    and mask values are classes ``0 .. num_classes-1`` (binary masks stored as 0/255 are
-    read as 0/1). Adds ``_modality`` and ``_dtype`` for the intensity step.
+    and mask values are classes ``0 .. num_classes-1`` (the rules of
+    :mod:`medxfer.data.masks`: binary masks stored as 0/255 are read as 0/1, several masks
+    of one image merged, palette and colour PNGs). Adds ``_modality`` and ``_dtype`` for
+    the intensity step.
 
     Args:
         task: The run's task.
@@ -109,30 +116,10 @@ class LoadCased(Transform):
                 raise DataError(f"case {case.get('id')!r} ({case['image']!r}) has no mask")
             mask = read_case(case, "label")
             check_same_geometry(image, mask)
-            values = self._mask_values(mask)
+            values = mask_class_values(mask, self.num_classes)
             out["label"] = MetaTensor(torch.from_numpy(values),
                                       affine=torch.as_tensor(image.affine, dtype=torch.float64))
         return out
-
-    def _mask_values(self, mask: ImageData) -> np.ndarray:
-        array = mask.array
-        if array.shape[0] != 1:
-            raise DataError(f"mask {mask.path!r} has {array.shape[0]} channels; expected one "
-                            "channel of class indices")
-        if np.issubdtype(array.dtype, np.floating):
-            if not np.array_equal(array, np.round(array)):
-                raise DataError(f"mask {mask.path!r} holds non-integer values; a mask must hold "
-                                "class indices 0, 1, ...")
-        values = np.unique(array)
-        if self.num_classes == 2 and set(values.tolist()) <= {0, 255}:
-            array = (array > 0)
-            values = np.unique(array)
-        bad = [v for v in values.tolist() if v < 0 or v >= self.num_classes]
-        if bad:
-            raise DataError(f"mask {mask.path!r} holds label values {bad[:5]} outside the "
-                            f"declared classes 0..{self.num_classes - 1}; fix the mask or "
-                            "declare the classes (data.classes or dataset.json labels)")
-        return array.astype(np.int64)
 
 
 def _native(array: np.ndarray) -> np.ndarray:

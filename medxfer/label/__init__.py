@@ -8,8 +8,13 @@ MONAI Label's server with it. The app (:mod:`medxfer.label.app`) has, per run:
   preprocessing and selected weights through medxfer's own ``load_run`` and prediction
   code, so a mask from MONAI Label is the mask ``medxfer predict`` writes;
 * for segmentation runs, a train task (:mod:`medxfer.label.train`) that fine-tunes the
-  run with its own medxfer strategy on the labels saved in the MONAI Label datastore;
-  the infer task then serves the newest fine-tuned run.
+  served run with its own medxfer strategy on the labels saved in the MONAI Label
+  datastore, and a guard (:mod:`medxfer.label.guard`) that serves the fine-tuned run only
+  if it scores at least as well on held-out labelled images (:mod:`medxfer.label.served`
+  records which run is served);
+* labels checked on submission (:mod:`medxfer.label.datastore`), active learning by the
+  served model's uncertainty (:mod:`medxfer.label.activelearning`) and a server closed to
+  other web pages (:mod:`medxfer.label.origins`).
 
 Nothing is downloaded at start-up. Needs the optional ``label`` extra
 (``pip install "medxfer[label]"``); the modules that import ``monailabel`` are imported

@@ -3,7 +3,8 @@
 An app folder holds ``main.py`` (three lines: it imports :class:`MedxferLabelApp`, which
 MONAI Label finds as the app class), ``medxfer_app.json`` (the runs it serves, by model
 name) and, once MONAI Label's train button has been used, ``finetuned/<model>/`` with one
-medxfer run folder per fine-tuning.
+medxfer run folder per fine-tuning and ``served.json``, which says which run is served
+(see :mod:`medxfer.label.served`).
 """
 
 from __future__ import annotations
@@ -97,13 +98,3 @@ def read_app(app_dir: Path) -> dict[str, Path]:
 def finetuned_dir(app_dir: Path, model: str) -> Path:
     """Where the fine-tuned runs of ``model`` go."""
     return Path(app_dir) / FINETUNED / model
-
-
-def current_run(app_dir: Path, model: str, original: Path) -> Path:
-    """The run a model serves: its newest finished fine-tuning, else the original run."""
-    from medxfer.training.checkpoints import BEST_WEIGHTS
-
-    folder = finetuned_dir(app_dir, model)
-    done = [p for p in folder.iterdir() if (p / BEST_WEIGHTS).is_file()
-            and (p / "metrics.json").is_file()] if folder.is_dir() else []
-    return max(done, key=lambda p: p.name) if done else Path(original)

@@ -3,7 +3,9 @@
 Segmentation writes the mask with :func:`medxfer.tasks.segmentation.prediction.predict_masks` (the
 run's preprocessing, sliding-window inference and inversion to the input's grid) and
 hands MONAI Label the mask file. Classification returns class probabilities as JSON.
-The model served is the app's newest fine-tuned run of the model, else the original.
+The model served is the run the app's pointer names (:mod:`medxfer.label.served`): the
+original run until a fine-tuned candidate is promoted. Results name the run by its id
+(``original`` or the fine-tuned run's folder name), never by host path.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,25 +20,8 @@ from typing import Any
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from medxfer.training.amp import resolve_device
-from medxfer.workflows.predict import LoadedRun, load_run, run_threshold
-from medxfer.label.appdir import current_run
-
-
-class _RunCache:
-    """The loaded run a model serves, reloaded when a newer fine-tuned run appears."""
-
-    def __init__(self, app_dir: Path, model: str, original: Path) -> None:
-        self.app_dir, self.model, self.original = Path(app_dir), model, Path(original)
-        self._loaded: LoadedRun | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> LoadedRun:
-        with self._lock:
-            path = current_run(self.app_dir, self.model, self.original)
-            if self._loaded is None or self._loaded.run_dir != path:
-                self._loaded = load_run(path, device=resolve_device("auto"))
-            return self._loaded
+from medxfer.label.served import ServedModel
+from medxfer.workflows.predict import LoadedRun, run_threshold
 
 
 def _names(loaded: LoadedRun) -> list[str]:
@@ -50,13 +34,11 @@ class MedxferSegmentationInfer(InferTask):
     """Segment the requested image with a medxfer segmentation run.
 
     Args:
-        app_dir: The app folder (for fine-tuned runs).
-        model: The model's name in MONAI Label.
-        run_dir: The run it serves until it has been fine-tuned.
+        runs: The run the model serves.
     """
 
-    def __init__(self, app_dir: Path, model: str, run_dir: Path) -> None:
-        self._runs = _RunCache(app_dir, model, run_dir)
+    def __init__(self, runs: ServedModel) -> None:
+        self._runs = runs
         loaded = self._runs.get()
         names = _names(loaded)
         self.label_names = {name: index for index, name in enumerate(names) if index > 0}
@@ -64,8 +46,8 @@ class MedxferSegmentationInfer(InferTask):
                          dimension=int(loaded.sidecar["spatial_dims"]) if
                          loaded.config.data.slice_axis is None else 3,
                          description=f"medxfer {loaded.config.model.backbone.name} "
-                                     f"segmentation from run {Path(run_dir).name}")
-        self.model = model
+                                     f"segmentation from run {runs.original.name}")
+        self.model = runs.model
 
     def is_valid(self) -> bool:
         """Always servable: the weights were checked when the task was made."""
@@ -88,21 +70,21 @@ class MedxferSegmentationInfer(InferTask):
             shutil.move(str(mask), result)
         latency = round(time.perf_counter() - start, 3)
         return result, {"label_names": self.label_names, "model": self.model,
-                        "run": str(loaded.run_dir), "voxels": record["voxels"],
+                        "run": self._runs.run_id(loaded), "voxels": record["voxels"],
                         "latencies": {"infer": latency, "total": latency}}
 
 
 class MedxferClassificationInfer(InferTask):
     """Classify the requested image with a medxfer classification run (JSON result)."""
 
-    def __init__(self, app_dir: Path, model: str, run_dir: Path) -> None:
-        self._runs = _RunCache(app_dir, model, run_dir)
+    def __init__(self, runs: ServedModel) -> None:
+        self._runs = runs
         loaded = self._runs.get()
         super().__init__(type=InferType.CLASSIFICATION, labels=_names(loaded),
                          dimension=int(loaded.sidecar["spatial_dims"]),
                          description=f"medxfer {loaded.config.model.backbone.name} "
-                                     f"classification from run {Path(run_dir).name}")
-        self.model = model
+                                     f"classification from run {runs.original.name}")
+        self.model = runs.model
 
     def is_valid(self) -> bool:
         """Always servable."""
@@ -129,4 +111,4 @@ class MedxferClassificationInfer(InferTask):
             label = int(probs.argmax())
         return None, {"prediction": names[label], "model": self.model,
                       "probabilities": {n: float(p) for n, p in zip(names, probs)},
-                      "run": str(loaded.run_dir)}
+                      "run": self._runs.run_id(loaded)}

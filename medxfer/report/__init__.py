@@ -9,11 +9,12 @@ per-case predictions with :func:`write_predictions_csv` (segmentation: per-case 
 from __future__ import annotations
 
 from medxfer.report.content import ReportContent, build_report_content
-from medxfer.report.figures import (plot_confusion_matrix, plot_member_training_curves,
-                                     plot_roc_curve, plot_training_curves)
+from medxfer.report.curves import plot_training_curves
+from medxfer.report.figures import plot_confusion_matrix, plot_member_training_curves
 from medxfer.report.html_page import render_html
 from medxfer.report.markdown import render_markdown
-from medxfer.report.seg_figures import plot_dice_boxplot, plot_segmentation_overlays
+from medxfer.report.roc import plot_roc_curve
+from medxfer.report.seg_figures import plot_dice_boxplot, plot_segmentation_overlays, slice_view
 from medxfer.report.tables import (
     PREDICTIONS_CSV,
     format_ci,
@@ -43,6 +44,7 @@ __all__ = [
     "plot_training_curves",
     "render_html",
     "render_markdown",
+    "slice_view",
     "write_metrics_csv",
     "write_metrics_json",
     "write_per_case_csv",

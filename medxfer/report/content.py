@@ -19,6 +19,7 @@ from medxfer.metric_table import TASKS, metrics_for
 from medxfer.metric_table import label as metric_label
 from medxfer.report.domain_content import add_domain_section
 from medxfer.report.members_content import add_members_section
+from medxfer.report.plan_content import add_plan_section
 from medxfer.report.seg_content import add_segmentation_sections
 from medxfer.report.tables import (
     NA,
@@ -67,6 +68,9 @@ class ReportContent:
     member_header: list[str] = field(default_factory=list)
     member_rows: list[list[str]] = field(default_factory=list)
     member_notes: list[str] = field(default_factory=list)
+    # a planned run (medxfer run DATA): key, value and reason per planned choice
+    plan_rows: list[list[str]] = field(default_factory=list)
+    plan_notes: list[str] = field(default_factory=list)
 
 
 def build_report_content(summary: Mapping[str, Any],
@@ -106,6 +110,7 @@ def build_report_content(summary: Mapping[str, Any],
         add_domain_section(content, summary)
     if isinstance(summary.get("ensemble"), Mapping):
         add_members_section(content, summary)
+    add_plan_section(content, summary)
     return content
 
 

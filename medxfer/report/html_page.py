@@ -56,6 +56,9 @@ def render_html(content: ReportContent) -> str:
     if content.member_rows:
         body += ["<h2>Ensemble members</h2>", _table(content.member_header, content.member_rows)]
         body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.member_notes]
+    if content.plan_rows:
+        body += ["<h2>Plan</h2>", _table(["key", "value", "reason"], content.plan_rows)]
+        body += [f"<p class=\"note\">{escape(note)}</p>" for note in content.plan_notes]
     if content.threshold:
         body += ["<h2>Decision threshold</h2>", f"<p>{escape(content.threshold)}</p>"]
     if content.cm:

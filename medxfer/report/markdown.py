@@ -37,6 +37,10 @@ def render_markdown(content: ReportContent) -> str:
         out += [f"_{note}_  " for note in content.member_notes] + [""]
     if content.threshold:
         out += ["## Decision threshold", "", content.threshold, ""]
+    if content.plan_rows:
+        out += ["## Plan", "", markdown_table(["key", "value", "reason"], content.plan_rows,
+                                             align=["l", "l", "l"]), ""]
+        out += [f"_{note}_  " for note in content.plan_notes] + [""]
     if content.cm:
         header = ["true / predicted", *content.cm_labels]
         rows = [[label, *row] for label, row in zip(content.cm_labels, content.cm)]

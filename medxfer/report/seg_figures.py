@@ -1,4 +1,5 @@
-"""Segmentation figures as PNG: Dice per class over cases, prediction/truth overlays.
+"""Segmentation figures as PNG: Dice per class over cases, prediction/truth overlays with
+the errors in their own colours.
 
 Built like :mod:`medxfer.report.figures`: :class:`matplotlib.figure.Figure` without
 ``pyplot``, rendered by Agg and written atomically; every function returns its path.
@@ -66,24 +67,34 @@ def plot_dice_boxplot(dice: Any, class_names: Sequence[str],
 def plot_segmentation_overlays(panels: Sequence[Mapping[str, Any]],
                                class_names: Sequence[str],
                                path: str | os.PathLike[str]) -> Path:
-    """One row per case: the image, the truth over it, the prediction over it.
+    """Write :func:`segmentation_overlays_figure` as a PNG at ``path``."""
+    return _save(segmentation_overlays_figure(panels, class_names), path)
+
+
+def segmentation_overlays_figure(panels: Sequence[Mapping[str, Any]],
+                                 class_names: Sequence[str]) -> Figure:
+    """One row per case: the image, the truth over it, the prediction over it, and the
+    errors: missed voxels (false negatives), extra voxels (false positives) and, with
+    several classes, voxels given the wrong class, each in its own colour.
 
     Classes are drawn as semi-transparent colours with a solid outline (the same colour per
-    class in every panel), with a legend naming the foreground classes.
+    class in every panel); a legend below names the classes and the error colours. A slice
+    of a volume names its plane (axial, coronal, sagittal) and its edges (``R``/``L``,
+    ``A``/``P``, ``S``/``I``) when the orientation is known.
 
     Args:
         panels: One mapping per row: ``image`` (2D float array), ``truth`` and ``prediction``
-            (2D integer label maps of the same shape), ``title`` (row title) and optionally
+            (2D integer label maps of the same shape), ``title`` (row title), optionally
             ``origin`` (``"upper"``, the default, or ``"lower"`` for matplotlib's
-            ``imshow``).
+            ``imshow``) and ``edges`` (``{"left": "L", "right": "R", "bottom": "P",
+            "top": "A"}``: the direction each image edge faces, from :func:`slice_view`).
         class_names: The K foreground class names (labels 1..K).
-        path: The PNG to write.
     """
     k = len(class_names)
     colours = class_colours(k)
     rows = max(len(panels), 1)
-    fig = Figure(figsize=(9.6, 3.3 * rows + 0.5), dpi=DPI, layout="constrained")
-    axes = np.asarray(fig.subplots(rows, 3, squeeze=False))
+    fig = Figure(figsize=(12.4, 3.2 * rows + 0.7), dpi=DPI, layout="constrained")
+    axes = np.asarray(fig.subplots(rows, 4, squeeze=False))
     for ax in axes.ravel():
         ax.set_axis_off()
     if not panels:
@@ -91,23 +102,92 @@ def plot_segmentation_overlays(panels: Sequence[Mapping[str, Any]],
                         transform=axes[0, 1].transAxes)
     for number, (row, panel) in enumerate(zip(axes, panels)):
         image = _display_range(np.asarray(panel["image"], dtype=np.float64))
+        truth, prediction = np.asarray(panel["truth"]), np.asarray(panel["prediction"])
         origin = panel.get("origin", "upper")
-        for ax, labels, name in ((row[0], None, "image"), (row[1], panel["truth"], "ground truth"),
-                                 (row[2], panel["prediction"], "prediction")):
+        for ax, name in zip(row, ("image", "ground truth", "prediction",
+                                  "errors (vs ground truth)")):
             ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, origin=origin,
                       interpolation="nearest")
-            if labels is not None:
-                _draw_labels(ax, np.asarray(labels), colours, origin)
+            _edge_letters(ax, panel.get("edges") or {})
             if number == 0:
                 ax.set_title(name, fontsize=9)
-        row[0].text(-0.08, 0.5, str(panel.get("title", "")), rotation=90, ha="right",
+        _draw_labels(row[1], truth, colours, origin)
+        _draw_labels(row[2], prediction, colours, origin)
+        row[3].imshow(_error_rgba(truth, prediction), origin=origin,
+                      interpolation="nearest")
+        row[0].text(-0.1, 0.5, str(panel.get("title", "")), rotation=90, ha="right",
                     va="center", fontsize=9, transform=row[0].transAxes)
     handles = [Patch(facecolor=(*colours[i], OVERLAY_ALPHA), edgecolor=colours[i],
                      label=str(name)) for i, name in enumerate(class_names)]
+    handles += [Patch(facecolor=colour, label=label) for label, colour in
+                _error_legend(k)]
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(k, 6), fontsize=9,
-                   frameon=False)
-    return _save(fig, path)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+                   fontsize=9, frameon=False)
+    return fig
+
+
+#: The plane a slice lies in, by the direction of the axis it is taken along.
+PLANES = {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial",
+          "I": "axial"}
+_OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
+#: Colours of the error panel: missed (false negative), extra (false positive) and, with
+#: several foreground classes, wrong-class voxels.
+ERROR_COLOURS = {"missed (false negative)": (1.0, 0.84, 0.0),
+                 "extra (false positive)": (1.0, 0.0, 1.0),
+                 "wrong class": (0.0, 0.9, 1.0)}
+
+
+def slice_view(axcodes: str | Sequence[str] | None, axis: int) -> dict[str, Any]:
+    """How a slice of a volume taken along ``axis`` reads, drawn as
+    ``np.take(volume, i, axis).T`` with ``origin="lower"``.
+
+    Args:
+        axcodes: The direction each array axis points to, as nibabel and MONAI name it
+            (``"RAS"``: axis 0 towards the right, 1 anterior, 2 superior), or None.
+        axis: The axis the slice is taken along (0, 1 or 2).
+
+    Returns:
+        ``{"plane": "axial", "edges": {"left": "L", "right": "R", "bottom": "P",
+        "top": "A"}}``; without (valid) axis codes ``{"plane": "axis 2", "edges": {}}``.
+    """
+    codes = [str(c).upper() for c in (axcodes or "")]
+    if len(codes) != 3 or any(c not in PLANES for c in codes) or \
+            len({PLANES[c] for c in codes}) != 3:
+        return {"plane": f"axis {axis}", "edges": {}}
+    across, up = (a for a in range(3) if a != axis)
+    return {"plane": PLANES[codes[axis]],
+            "edges": {"right": codes[across], "left": _OPPOSITE[codes[across]],
+                      "top": codes[up], "bottom": _OPPOSITE[codes[up]]}}
+
+
+def _edge_letters(ax: Any, edges: Mapping[str, str]) -> None:
+    """The direction each image edge faces, in small letters inside the edges."""
+    places = {"left": (0.02, 0.5, "left", "center"), "right": (0.98, 0.5, "right", "center"),
+              "top": (0.5, 0.98, "center", "top"), "bottom": (0.5, 0.02, "center", "bottom")}
+    for edge, letter in edges.items():
+        x, y, ha, va = places[edge]
+        ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, fontsize=8,
+                color="white", fontweight="bold",  # on a dark patch: readable on bright tissue
+                bbox={"facecolor": "black", "alpha": 0.55, "edgecolor": "none", "pad": 1.5})
+
+
+def _error_rgba(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Missed, extra and wrong-class voxels in :data:`ERROR_COLOURS`, the rest transparent."""
+    out = np.zeros((*truth.shape, 4))
+    missed = (truth > 0) & (prediction == 0)
+    extra = (truth == 0) & (prediction > 0)
+    wrong = (truth > 0) & (prediction > 0) & (truth != prediction)
+    for mask, label in ((missed, "missed (false negative)"), (extra, "extra (false positive)"),
+                        (wrong, "wrong class")):
+        out[mask, :3] = ERROR_COLOURS[label]
+        out[mask, 3] = 0.85
+    return out
+
+
+def _error_legend(num_foreground: int) -> list[tuple[str, tuple[float, float, float]]]:
+    labels = list(ERROR_COLOURS)[: 3 if num_foreground > 1 else 2]
+    return [(label, ERROR_COLOURS[label]) for label in labels]
 
 
 def _display_range(image: np.ndarray) -> np.ndarray:

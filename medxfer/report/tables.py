@@ -61,11 +61,11 @@ def format_value(value: Any, digits: int = 3) -> str:
     return f"{number:.{digits}f}"
 
 
-def display_epoch(index: Any) -> str:
-    """An epoch as people count it: ``metrics.json``, ``model.json`` and the history store
-    epochs 0-based (the first is 0); reports, figures and the console show them 1-based."""
-    number = as_number(index)
-    return NA if number is None else str(int(number) + 1)
+def display_epoch(number: Any) -> str:
+    """An epoch as ``metrics.json``, ``model.json``, the history, the console and the
+    figures count it: from 1 (``n/a`` when missing)."""
+    value = as_number(number)
+    return NA if value is None else str(int(value))
 
 
 def format_ci(value: Any, ci: Any, digits: int = 3) -> str:

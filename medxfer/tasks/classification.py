@@ -85,7 +85,9 @@ class ClassificationTask(ImageLevelTask):
             figures = run_dir / "figures"
             R.plot_confusion_matrix(cm, bundle.class_names, figures / "confusion_matrix.png",
                                     title="Test confusion matrix")
-            R.plot_roc_curve(y_true, test.scores, figures / "roc_curve.png", bundle.class_names)
+            R.plot_roc_curve(y_true, test.scores, figures / "roc_curve.png", bundle.class_names,
+                             threshold=threshold, n_boot=config.eval.bootstrap,
+                             seed=config.train.seed, split="test")
             R.write_predictions_csv(run_dir / R.PREDICTIONS_CSV, test.ids, y_true, test.scores,
                                     y_pred, bundle.class_names)
         return {"threshold": threshold, "confusion_matrix": cm,

@@ -165,7 +165,9 @@ class ImageLevelTask(Task):
             summary["target_test"] = target_test
         if writes:
             if result.history:  # a deep ensemble draws its members' curves itself
-                R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+                R.plot_training_curves(result.history, figures_dir / "training_curves.png",
+                                       selected_epoch=result.best_epoch, monitor=result.monitor,
+                                       select=config.train.early_stopping.select)
             if target is not None:
                 feature_outputs(config, run_dir, model, bundle, target, device=device)
         val_m["loss"], test_m["loss"] = val.loss, test.loss

@@ -37,6 +37,7 @@ def run_summary_fields(config: RunConfig, run_dir: Path, bundle: Any, result: Fi
         figures=sorted(str(p.relative_to(run_dir)) for p in figures_dir.glob("*.png")),
         history=[clean(h) for h in result.history], config_path="config.yaml",
         splits=case_counts(bundle),
+        **result.extra,  # e.g. time_limit: the epochs train.time_limit left
     )
 
 

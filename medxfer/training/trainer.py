@@ -32,6 +32,7 @@ from medxfer.training.schedule import apply_lr, lr_factor
 from medxfer.errors import CheckpointError, TrainingError
 from medxfer.models.domain import SOURCE, TARGET, set_domain
 from medxfer.plugins import MedxferPluginManager
+from medxfer.progress import format_duration, progress, write_line
 
 #: Evaluate the model on validation data: returns metrics such as ``val_loss``, ``val_auc``.
 ValidateFn = Callable[[nn.Module], dict[str, float]]
@@ -39,7 +40,11 @@ ValidateFn = Callable[[nn.Module], dict[str, float]]
 
 @dataclass
 class FitResult:
-    """What :meth:`Trainer.fit` produced."""
+    """What :meth:`Trainer.fit` produced.
+
+    Epochs are counted from 1, as people count them (the console, the report,
+    ``metrics.json``, TensorBoard): ``best_epoch`` and every ``history[i]["epoch"]``.
+    """
 
     history: list[dict[str, float]]
     best_epoch: int
@@ -74,7 +79,8 @@ class Trainer:
         draw_target_batches: ``False`` keeps ``target_loader`` in the fit context for the
             plugins (AdaBN reads it after training) without drawing target batches.
         sidecar: Extra facts written beside the saved model.
-        progress: Show a rich progress bar.
+        progress: Report progress on standard error: a bar on a terminal, a line at least
+            every 30 s elsewhere (a log file), and one line per epoch.
     """
 
     def __init__(self, config: RunConfig, model: nn.Module, hooks: MedxferPluginManager,
@@ -140,9 +146,10 @@ class Trainer:
         ctx.epoch = start_epoch
         ctx.optimizer = self._build_optimizer()
         scaler = self.precision.scaler()
-        history: list[dict[str, float]] = list(state["history"]) if state else []
+        history: list[dict[str, float]] = _numbered(state["history"]) if state else []
         best_score = float(state["best_score"]) if state else -math.inf
-        best_epoch = int(state["best_epoch"]) if state else -1
+        # The checkpoint keeps the zero-based index of the best epoch, as it always has.
+        best_index = int(state["best_epoch"]) if state else -1
         bad_epochs = int(state.get("bad_epochs", 0)) if state else 0
         seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
         self.ema = (WeightAverage(ctx.model, self.config.train.ema)
@@ -153,7 +160,11 @@ class Trainer:
         if D.is_active():
             self._step = D.DistributedStep(ctx.model, self._step_loss, lambda: ctx.optimizer,
                                            self.device)
-        total_steps = self._steps_per_epoch() * self.config.train.epochs
+        # train.time_limit may lower the epochs as training goes (kept in the checkpoint)
+        self.epochs = int(state.get("epochs", self.config.train.epochs)) if state \
+            else self.config.train.epochs
+        ctx.max_epochs = self.epochs
+        total_steps = self._steps_per_epoch() * self.epochs
         warmup = int(self.config.train.scheduler.warmup_epochs * self._steps_per_epoch())
         ctx.step = start_epoch * self._steps_per_epoch()
         ctx.total_steps = total_steps
@@ -161,10 +172,12 @@ class Trainer:
         # select: last takes every epoch in turn and writes the weights once, after the
         # final epoch (patience is refused beside it, so training always gets there).
         keep_last = self.config.train.early_stopping.select == "last"
-        final_epoch = self.config.train.epochs - 1
+        final_epoch = self.epochs - 1
         stopped = False
         try:
             for epoch in range(start_epoch, self.config.train.epochs):
+                if epoch >= self.epochs:  # lowered by train.time_limit
+                    break
                 ctx.epoch = epoch
                 tic = time.perf_counter()
                 ctx.model.train()
@@ -179,21 +192,28 @@ class Trainer:
                 D.broadcast_state(scored, buffers_only=True)  # batch-norm statistics
                 # Every rank computes the same metrics; rank 0's are the ones that decide.
                 metrics.update(D.from_rank_zero(self.validate(scored)))
-                metrics["epoch"] = epoch
+                metrics["epoch"] = epoch + 1  # as people count: the first epoch is 1
                 metrics["lr"] = max(g["lr"] for g in ctx.optimizer.param_groups)
                 self.hooks.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
                 seconds += time.perf_counter() - tic
                 metrics["seconds"] = seconds
+                if self._fit_time_limit(epoch, seconds):
+                    total_steps = self._steps_per_epoch() * self.epochs
+                    ctx.total_steps, ctx.max_epochs = total_steps, self.epochs
+                    final_epoch = self.epochs - 1
+                    metrics["epochs"] = self.epochs
                 history.append(metrics)
+                # After every epoch_end implementation: loggers see what plugins added.
+                self.hooks.medxfer_log_metrics(ctx=ctx, epoch=epoch + 1, metrics=metrics)
                 if self.progress:
-                    _print_epoch(metrics, cfg_epochs=self.config.train.epochs,
-                                 monitor=self.monitor)
+                    print_epoch(metrics, epochs=self.epochs, monitor=self.monitor,
+                                seconds_per_epoch=seconds / len(history))
                 score = self._score(metrics)
-                if keep_last or score > best_score or best_epoch < 0:
-                    best_score, best_epoch, bad_epochs = score, epoch, 0
+                if keep_last or score > best_score or best_index < 0:
+                    best_score, best_index, bad_epochs = score, epoch, 0
                     if D.is_main() and (not keep_last or epoch == final_epoch):
                         save_model(self.run_dir, scored,
-                                   {**self.sidecar, "epoch": epoch, "monitor": self.monitor,
+                                   {**self.sidecar, "epoch": epoch + 1, "monitor": self.monitor,
                                     "score": metrics.get(self.monitor)})
                 else:
                     bad_epochs += 1
@@ -204,8 +224,8 @@ class Trainer:
                 self._save_state({
                     "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
-                    "best_score": best_score, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "train_seconds": seconds,
+                    "best_score": best_score, "best_epoch": best_index,
+                    "bad_epochs": bad_epochs, "train_seconds": seconds, "epochs": self.epochs,
                     "rng": streams[D.rank()]["rng"],
                     "stopped": stopped, "plugin_state": _tensor_state(ctx.state),
                     "rank_streams": streams,
@@ -216,7 +236,29 @@ class Trainer:
         except BaseException as exc:
             self.hooks.medxfer_on_exception(ctx=ctx, exception=exc)
             raise
-        return FitResult(history, best_epoch, best_score, self.monitor, seconds, stopped)
+        extra = {} if self.epochs == self.config.train.epochs else \
+            {"time_limit": {"seconds": self.config.train.time_limit,
+                            "epochs_configured": self.config.train.epochs,
+                            "epochs": self.epochs}}
+        return FitResult(history, best_index + 1, best_score, self.monitor, seconds, stopped,
+                         extra)
+
+    def _fit_time_limit(self, epoch: int, seconds: float) -> bool:
+        """Lower the epochs to what fits in ``train.time_limit`` at the pace so far (the
+        mean time of the epochs run); returns whether they changed.
+
+        ``seconds`` is the training and validation time of the epochs up to ``epoch``.
+        """
+        limit = self.config.train.time_limit
+        if not limit or epoch + 1 >= self.epochs:
+            return False
+        pace = seconds / (epoch + 1)
+        fit = epoch + 1 + int(max(limit - seconds, 0.0) // pace)
+        fit = D.from_rank_zero(fit)  # one decision for every rank of a distributed run
+        if fit >= self.epochs:
+            return False
+        self.epochs = fit
+        return True
 
     def _save_state(self, state: dict[str, Any]) -> None:
         if D.is_main():
@@ -307,9 +349,8 @@ class Trainer:
         ctx, cfg = self.ctx, self.config
         sums: dict[str, torch.Tensor] = {}
         n_steps = 0
-        bar = _progress(self.progress, f"epoch {epoch + 1}/{cfg.train.epochs}",
-                        self._steps_per_epoch())
-        with bar as advance:
+        with progress(f"epoch {epoch + 1}/{self.epochs}", self._steps_per_epoch(),
+                      enabled=self.progress, next_step="validating") as advance:
             for batch, target_batch in self._batches():
                 apply_lr(ctx.optimizer, lr_factor(cfg.train.scheduler.name, ctx.step,
                                                   total_steps, warmup))
@@ -335,7 +376,7 @@ class Trainer:
                         _accumulate(sums, f"train_{term.name}", term.value)
                 ctx.step += 1
                 n_steps += 1
-                advance(loss)
+                advance(lambda: f"loss {float(loss.detach()):.4f}")  # read only when shown
         sums = D.average_scalars(sums, self.device)  # the mean over ranks
         return {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
 
@@ -389,15 +430,20 @@ class _Cycle:
             return next(self.iterator)
 
 
-def _print_epoch(metrics: dict[str, float], *, cfg_epochs: int, monitor: str) -> None:
-    from rich.console import Console
-
-    shown = [f"epoch {int(metrics['epoch']) + 1}/{cfg_epochs}",
-             f"loss {metrics.get('train_loss', float('nan')):.4f}"]
+def print_epoch(metrics: dict[str, float], *, epochs: int, monitor: str,
+                seconds_per_epoch: float) -> None:
+    """One line per finished epoch: its number, the losses, the monitored metric, the time
+    an epoch takes and the ETA of the run (``epoch 2/5  loss 0.4123  val_loss 0.3991
+    val_auc 0.9120  (1 min 05 s/epoch, ETA 3 min 15 s)``)."""
+    epoch = int(metrics["epoch"])
+    shown = [f"epoch {epoch}/{epochs}", f"loss {metrics.get('train_loss', float('nan')):.4f}"]
     for key in dict.fromkeys(("val_loss", monitor)):
         if key in metrics:
             shown.append(f"{key} {metrics[key]:.4f}")
-    Console(stderr=True).print("  ".join(shown), highlight=False)
+    timing = f"{format_duration(seconds_per_epoch)}/epoch"
+    if epoch < epochs:
+        timing += f", ETA {format_duration(seconds_per_epoch * (epochs - epoch))}"
+    write_line("  ".join(shown) + f"  ({timing})")
 
 
 def _combine(terms: list[LossTerm], alpha: float) -> torch.Tensor | float:
@@ -413,43 +459,13 @@ def _accumulate(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) ->
     sums[key] = sums[key] + value if key in sums else value
 
 
+def _numbered(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """A checkpoint's history with each row's ``epoch`` its 1-based position (checkpoints
+    written before epochs were counted from 1 stored 0-based numbers)."""
+    return [{**row, "epoch": i + 1} for i, row in enumerate(history)]
+
+
 def _tensor_state(state: dict[str, Any]) -> dict[str, Any]:
     """The part of the plugins' shared state that can be checkpointed safely."""
     return {k: v for k, v in state.items()
             if not k.startswith("_") and isinstance(v, (int, float, str, bool, torch.Tensor))}
-
-
-class _progress:
-    """A rich progress bar for one epoch (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled, self.label, self.total = enabled, label, total
-        self._progress: Any = None
-
-    def __enter__(self) -> Callable[[torch.Tensor], None]:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if not self.enabled or not console.is_terminal:
-            return lambda loss: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                                  transient=True)
-        self._progress.__enter__()
-        task = self._progress.add_task(self.label, total=self.total)
-        steps = 0
-
-        def advance(loss: torch.Tensor) -> None:
-            nonlocal steps
-            steps += 1
-            if steps % 10 == 1:  # reading the loss syncs the device: not every step
-                self._progress.update(task, description=f"{self.label} loss {float(loss):.4f}")
-            self._progress.advance(task)
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)

@@ -27,6 +27,7 @@ from medxfer.config import EnsembleConfig, RunConfig, write_resolved_config
 from medxfer.data import load_data
 from medxfer.errors import CheckpointError, ConfigError
 from medxfer.models import EnsembleNetwork
+from medxfer.planning.plan import read_plan
 from medxfer.plugins import Registries
 from medxfer.tasks import task_of
 from medxfer.training import distributed as D
@@ -171,6 +172,9 @@ def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *
     }
     if first["random_start"]:
         run_info["random_start"] = True
+    plan = read_plan(run_dir)
+    if plan is not None:
+        run_info["plan"] = plan
     val_loader = make_loader(bundle.val, config, train=False, device=device)
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = task.loss(config, bundle.train_labels, bundle.num_classes, device)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from medxfer.config import RunConfig, load_config
+from medxfer.data.inputs import prediction_inputs
+from medxfer.data.loading import inference_transform
 from medxfer.errors import CheckpointError, notify
 from medxfer.io import read_json_object
 from medxfer.models import EnsembleNetwork, SegmentationNetwork, TransferNetwork
@@ -34,6 +36,32 @@ class LoadedRun:
     config: RunConfig
     model: TransferNetwork | SegmentationNetwork | EnsembleNetwork
     sidecar: dict[str, Any]
+    _transform: Callable[[str | Path], torch.Tensor] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def preprocess(self, path: str | Path) -> torch.Tensor:
+        """The model's input for one image file, preprocessed exactly as the run's
+        evaluation data (``data.preprocess``, channels, ImageNet normalisation).
+
+        Args:
+            path: An image file or DICOM series folder.
+
+        Returns:
+            A float32 tensor ``[C, *spatial]``; ``model(x[None])`` gives its outputs. A
+            segmentation image is not padded: give it to a sliding-window inferer, or pad
+            its sides to a multiple of the network's ``size_divisor``.
+
+        Raises:
+            DataError: for an unreadable file, or one whose dimensionality or channels do
+                not fit the model.
+        """
+        if self._transform is None:
+            dims = 3 if self.config.data.slice_axis is not None else \
+                int(self.sidecar["spatial_dims"])
+            self._transform = inference_transform(
+                self.config, imagenet_norm=self.imagenet_norm, spatial_dims=dims,
+                in_channels=int(self.sidecar["in_channels"]))
+        return self._transform(path)
 
     @property
     def class_names(self) -> list[str]:
@@ -127,9 +155,9 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
     members = ensemble_size(sidecar)
     if members > 1:  # ensemble.members: the members' networks, outputs averaged
         model: TransferNetwork | SegmentationNetwork | EnsembleNetwork = EnsembleNetwork(
-            [_network(config, sidecar, registries) for _ in range(members)])
+            [build_run_network(config, sidecar, registries) for _ in range(members)])
     else:
-        model = _network(config, sidecar, registries)
+        model = build_run_network(config, sidecar, registries)
     if config.domain_adaptation is not None:  # e.g. per-domain batch norms: same layers
 
         restore_structure(config, registries, model)
@@ -162,10 +190,10 @@ def ensemble_size(sidecar: dict[str, Any]) -> int:
     return int(info.get("members", 1)) if isinstance(info, dict) else 1
 
 
-def _network(config: RunConfig, sidecar: dict[str, Any],
-             registries: Registries) -> TransferNetwork | SegmentationNetwork:
-    """The run's task network with untrained weights (shapes from ``model.json``), built
-    as in training."""
+def build_run_network(config: RunConfig, sidecar: dict[str, Any],
+                      registries: Registries) -> TransferNetwork | SegmentationNetwork:
+    """The run's task network (one member) with untrained weights, shapes from
+    ``model.json`` (``sidecar``), built as in training."""
     shapes = SimpleNamespace(**{k: int(sidecar[k]) for k in
                                 ("in_channels", "spatial_dims", "num_classes")})
     kwargs = {**config.model.backbone.kwargs, "pretrained": "none"}
@@ -185,7 +213,10 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
 
     Args:
         run_dir: Folder of a finished ``medxfer run``.
-        inputs: Image files or DICOM series folders.
+        inputs: Image files, DICOM series folders, or datasets in any layout
+            :func:`medxfer.data.layouts.build_datalist` reads (a folder, a manifest, a
+            MONAI datalist), which stand for their images (see
+            :func:`medxfer.data.inputs.prediction_inputs`).
         output: Where to write (see above).
         registries: Plugin registries (built from installed plugins when omitted).
         dicom_seg: Segmentation: also write a DICOM SEG for each DICOM input.
@@ -200,9 +231,17 @@ def predict_files(run_dir: str | Path, inputs: Sequence[str | Path], output: str
         DataError: when an input cannot be read.
     """
     loaded = load_run(run_dir, registries=registries)
-    choose_domain(loaded.model, domain, run_dir)
-    unfinished = unfinished_warning(run_dir)
+    return predict_loaded(loaded, inputs, output, dicom_seg=dicom_seg, domain=domain)
+
+
+def predict_loaded(loaded: LoadedRun, inputs: Sequence[str | Path], output: str | None = None,
+                   *, dicom_seg: bool = False, domain: str = "source") -> PredictionOutput:
+    """:func:`predict_files` for a run already loaded with :func:`load_run`."""
+    files, notes = prediction_inputs(inputs)
+    choose_domain(loaded.model, domain, loaded.run_dir)
+    unfinished = unfinished_warning(loaded.run_dir)
     if unfinished:
         notify(unfinished)
-    return task_of(loaded.config).predict_files(loaded, [Path(p) for p in inputs], output,
-                                               dicom_seg=dicom_seg)
+    done = task_of(loaded.config).predict_files(loaded, files, output, dicom_seg=dicom_seg)
+    done.messages[:0] = notes
+    return done

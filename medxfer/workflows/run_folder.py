@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 from medxfer.errors import ConfigError, notify
+from medxfer.io import atomic_write_text
 from medxfer.locking import entries, locked_folder
 from medxfer.training import distributed as D
 from medxfer.training.checkpoints import has_checkpoint
@@ -30,7 +31,7 @@ def default_output_dir() -> Path:
 #: to resume.
 BEFORE_FIRST_CHECKPOINT = frozenset({"config.yaml", "splits.csv", "cache", "tensorboard",
                                      "model.safetensors", "model.json", "checkpoints",
-                                     "members"})
+                                     "members", "plan.yaml", "plan.json"})
 
 
 def never_checkpointed(output: Path) -> bool:
@@ -141,7 +142,8 @@ class FolderRun(NamedTuple):
 
 
 def train_in_folder(config: Any, output: Path | None, *, registries: Any, resume: bool,
-                    random_start: str | None = None) -> FolderRun:
+                    random_start: str | None = None,
+                    files: dict[str, str] | None = None) -> FolderRun:
     """Train, evaluate and report one run into ``output``, locked against other writers.
 
     Works alike in one process and in every rank of a distributed run: one folder for all
@@ -156,6 +158,8 @@ def train_in_folder(config: Any, output: Path | None, *, registries: Any, resume
         resume: Continue the run in ``output``.
         random_start: A warning to give once (rank 0) before training, e.g. that the
             strategy keeps weights that are random.
+        files: ``{name: text}`` written into a new run's folder before it trains (rank 0),
+            e.g. the ``plan.yaml`` and ``plan.json`` of a planned run.
 
     Returns:
         The run's summary (``metrics.json``), its folder and whether this process wrote it.
@@ -175,6 +179,10 @@ def train_in_folder(config: Any, output: Path | None, *, registries: Any, resume
         problem, resume = D.from_rank_zero((problem, resume))
         if problem:
             raise ConfigError(problem)
+        if files and not resume and D.is_main():
+            output.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                atomic_write_text(output / name, text)
         if random_start and D.is_main():  # once: the --nproc launcher leaves it to rank 0
             notify(random_start)
         with cleared_if_nothing_to_resume(output, resume, existed=existed):

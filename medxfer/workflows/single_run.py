@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from medxfer.config import RunConfig, write_resolved_config
 from medxfer.data import load_data
 from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
+from medxfer.planning.plan import read_plan
 from medxfer.plugin_kit import attributes as plugin_attributes
-from medxfer.plugins import Registries, create_plugin_manager
+from medxfer.plugins import MedxferPluginManager, Registries, create_plugin_manager
+from medxfer.progress import reporting
 from medxfer.tasks import task_of
 from medxfer.training import distributed as D
 from medxfer.training.amp import channels_last_format, resolve_device, resolve_precision
 from medxfer.training.checkpoints import BEST_WEIGHTS, load_model_weights
 from medxfer.training.loaders import make_loader
 from medxfer.training.seeding import seed_everything
-from medxfer.training.tensorboard import TensorBoardLogger
 from medxfer.training.trainer import Trainer
 from medxfer.workflows import domain as DA
 from medxfer.workflows.preflight import random_start_warning
@@ -32,12 +34,33 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
     ``resume``), then evaluate and report it; see
     :func:`medxfer.workflows.run.run_pipeline`.
 
+    The run's loggers (``tracking``) receive every epoch's metrics and, after the final
+    evaluation, the summary (``medxfer_log_summary``); when the evaluation fails they get
+    ``medxfer_on_exception``, as when training does. With ``progress`` (on the main
+    process) slow steps report their progress on standard error, filling a data cache too.
+
     Returns:
         The summary also written to ``metrics.json``.
     """
+    with reporting(progress and D.is_main()):
+        return _train_single(config, run_dir, registries=registries, resume=resume,
+                             progress=progress, cache_dir=cache_dir)
+
+
+def create_loggers(config: RunConfig, registries: Registries) -> list[tuple[str, Any]]:
+    """The run's loggers (``tracking``), each with the name it is registered under."""
+    return [(f"logger:{spec.name}:{index}",
+             registries.logger.create(spec.name, key=f"tracking[{index}]", **spec.kwargs))
+            for index, spec in enumerate(config.tracking)]
+
+
+def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, resume: bool,
+                  progress: bool, cache_dir: Path | None) -> dict[str, Any]:
     adaptation = DA.create_method(config, registries)
     main = D.is_main()
     progress = progress and main
+    # Before the data is read: a logger that cannot work (MLflow not installed) stops now.
+    loggers = create_loggers(config, registries) if main else []
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if main and not resume:
@@ -87,8 +110,8 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
     hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
     if adaptation is not None:
         hooks.register(adaptation, name=f"domain_adaptation:{config.domain_adaptation.name}")
-    if main:
-        hooks.register(TensorBoardLogger(run_dir / "tensorboard"), name="medxfer:tensorboard")
+    for name, logger in loggers:
+        hooks.register(logger, name=name)
 
     train_loader = make_loader(bundle.train, config, train=True, labels=bundle.train_labels,
                                device=device)
@@ -130,10 +153,26 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
         run_info["domain_adaptation"] = DA.describe_method(adaptation, config)
     if target is not None:
         run_info["target_source"] = target.source
+    plan = read_plan(run_dir)
+    if plan is not None:  # a run made by `medxfer run DATA`: the reasons go in the report
+        run_info["plan"] = plan
     if random_start_warning(config, registries, strategy):  # what `medxfer run` warned of
         run_info["random_start"] = True
-    return task.evaluate_and_report(config, run_dir, model, bundle, result, run_info,
-                                    val_loader=val_loader, test_loader=test_loader,
-                                    device=device, precision=precision, loss_fn=loss_fn,
-                                    target=target)
+    with _ending_on_exception(hooks, trainer):
+        summary = task.evaluate_and_report(config, run_dir, model, bundle, result, run_info,
+                                           val_loader=val_loader, test_loader=test_loader,
+                                           device=device, precision=precision,
+                                           loss_fn=loss_fn, target=target)
+        hooks.hook.medxfer_log_summary(ctx=trainer.ctx, summary=summary)
+    return summary
+
+
+@contextmanager
+def _ending_on_exception(hooks: MedxferPluginManager, trainer: Trainer) -> Iterator[None]:
+    """Call ``medxfer_on_exception`` when the final evaluation fails (loggers close)."""
+    try:
+        yield
+    except BaseException as exc:
+        hooks.hook.medxfer_on_exception(ctx=trainer.ctx, exception=exc)
+        raise
 

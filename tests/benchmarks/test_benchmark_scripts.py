@@ -12,7 +12,8 @@ import pytest
 def bench(repo_root, monkeypatch):
     monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
     yield lambda name: importlib.import_module(name)
-    for name in ("data_loading", "amp_compile", "ddp_scaling", "cli_startup", "_common"):
+    for name in ("data_loading", "amp_compile", "ddp_scaling", "data_check", "cli_startup",
+                 "_common"):
         sys.modules.pop(name, None)
 
 
@@ -62,6 +63,16 @@ def test_ddp_scaling_runs_every_setting(bench, repo_root, capsys):
                     "2 processes x 1 thread, no sync", "2 processes x 1 thread, barrier only"):
         assert setting in out
     assert "gloo all-reduce of the" in out and "ms barrier only" in out
+
+
+def test_data_check_prints_the_ratio_against_reading_once(bench, repo_root, capsys):
+    module = bench("data_check")
+    data = repo_root / "sample_data"
+    assert module.main([str(data / "classification"), str(data / "segmentation_3d"),
+                        "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "classification" in out and "segmentation_3d" in out and "msd" in out
+    assert "worst ratio check/read" in out
 
 
 def test_cli_startup_prints_each_command_with_its_ratio(bench, capsys):

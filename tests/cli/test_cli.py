@@ -51,7 +51,7 @@ def test_plugins_json_has_the_required_keys(capsys):
     assert rows, "no plugin registered"
     for row in rows:
         assert {"name", "kind", "distribution", "version"} <= set(row)
-        assert row["kind"] in {"backbone", "strategy", "domain_adaptation", "combiner"}
+        assert row["kind"] in {"backbone", "strategy", "domain_adaptation", "combiner", "logger"}
 
 
 def test_plugins_json_gives_each_backbones_capabilities(capsys):

@@ -276,12 +276,12 @@ def test_a_killed_rank_ends_the_run_and_it_resumes(env, tmp_path):
     assert "rank 1 (local rank 1) was killed by SIGKILL" in done.stderr, done.stderr[-3000:]
     assert elapsed < 120
     assert not (run / "metrics.json").exists()
-    # every rank continues from rank 0's checkpoint of epoch 0
+    # every rank continues from rank 0's checkpoint of the first epoch
     done = medxfer(["run", "--nproc", "2", "--output", str(run), "--resume"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert summary["epochs_run"] == 2
-    assert [h["epoch"] for h in summary["history"]] == [0, 1]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]  # counted from 1
 
 
 def test_an_error_on_one_rank_is_reported_with_its_rank(env, tmp_path):

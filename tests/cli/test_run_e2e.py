@@ -44,9 +44,11 @@ def test_run_writes_every_output(finished_run):
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
     assert metrics["loss"] == {"alpha": 1.0, "beta": 1.0}
     assert not list(finished_run.rglob("*.tmp"))
-    # metrics.json stores the epoch 0-based; the report counts as the console does (1-based)
+    # metrics.json, the report and the console count epochs alike, from 1
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["best_epoch"] in (1, 2)
     report = (finished_run / "report.md").read_text(encoding="utf-8")
-    assert f"| Best epoch | {metrics['best_epoch'] + 1} (by val_auc) |" in report
+    assert f"| Best epoch | {metrics['best_epoch']} (by val_auc) |" in report
 
 
 @pytest.mark.slow
@@ -200,7 +202,7 @@ def test_killed_run_resumes_to_the_configured_epochs(tmp_path):
                              errors="replace")
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
     assert (out / "report.html").is_file()
     # the resumed run continues the data order, augmentation and dropout streams: it
     # trains exactly as the run that was never killed
@@ -239,7 +241,7 @@ def test_killed_deep_ensemble_resumes_the_member_it_was_training(tmp_path):
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for member in summary["ensemble"]["member_runs"]:
         history = json.loads((out / member["run"] / "metrics.json").read_text())["history"]
-        assert [h["epoch"] for h in history] == [0, 1, 2]
+        assert [h["epoch"] for h in history] == [1, 2, 3]  # counted from 1
     assert (out / "report.html").is_file() and summary["ensemble"]["seeds"] == [0, 1]
 
 

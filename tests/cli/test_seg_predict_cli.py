@@ -143,3 +143,24 @@ def test_an_input_too_small_for_the_network_names_what_predict_can_change(tmp_pa
                                       ["eval.sliding_window.roi_size=[8,8]"]), run)
     assert main(command) == 0, capsys.readouterr().err
     assert (out / "small_mask.png").is_file()
+
+
+@pytest.mark.parametrize("layout", ["msd", "monai_datalist"])
+def test_predict_takes_a_dataset_in_any_layout(seg_run, tmp_path, capsys, shared_data, layout):
+    """Before: predict took image files and DICOM series folders only, and refused a MONAI
+    datalist. Every case image (never a mask) and the unlabelled test images get a mask."""
+    from tests.data import layout_fixtures as F
+
+    if layout == "msd":
+        data = F.msd_folder(tmp_path / "msd", shared_data, n=3, test_images=2)
+        expected = 5
+    else:
+        data = F.monai_datalist(tmp_path / "md", shared_data, lists=("training",))
+        expected = 10
+    out = tmp_path / "masks"
+    assert main(["predict", "--run", str(seg_run), str(data), "--output", str(out)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"read as {layout}" in err
+    rows = (out / "masks.csv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(rows) == expected and not any("labels" in r.split(",")[0] for r in rows)
+    assert len(list(out.glob("*_mask.nii.gz"))) == expected

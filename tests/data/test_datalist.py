@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from medxfer.data.datalist import build_datalist, detect_format
+from medxfer.data.layouts import build_datalist, detect_format
 from medxfer.errors import DataError
 from tests.data.datafiles import write_nifti, write_png
 

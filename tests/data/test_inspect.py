@@ -13,7 +13,8 @@ def test_summary_of_sample_classification():
     summary = summarize_dataset(ensure_sample_data("classification"), max_read=8)
     assert summary.counts["all"] == {"normal": 80, "lesion": 80}
     assert summary.patients == 80 and summary.n_read == 8
-    assert summary.shapes == {(1, 64, 64): 8}
+    assert summary.shapes == {(1, 64, 64): 160}  # headers of every case
+    assert "all voxels of 8 of 160 cases" in summary.intensity_source
 
 
 def test_cli_inspect_writes_montage_and_never_overwrites(tmp_path, capsys):
@@ -67,9 +68,10 @@ def test_inspect_reports_cases_of_other_dimensionality_or_channels(tmp_path, cap
     assert "v4.nii.gz" in problems[0]
     assert "1 case of 5 read has 2 channels, the others 1" in problems[1]
     assert "v2.nii.gz" in problems[1] and "v0" not in problems[1]
-    assert main(["data", "inspect", str(tmp_path), "--output", str(tmp_path)]) == 0
-    err = capsys.readouterr().err
+    assert main(["data", "inspect", str(tmp_path), "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err  # reported in full, then exit 2: a run refuses them
     assert "is 2D among 3D images" in err and "has 2 channels" in err
+    assert "2 problems a run would refuse" in err
     assert summarize_dataset(ensure_sample_data("classification"), max_read=8).problems == []
 
 
@@ -96,7 +98,7 @@ def _dicom_manifest(tmp_path, volume):
 def test_inspect_takes_empty_series_uid_cells_as_not_given_like_run(tmp_path, tiny_volume, capsys):
     """An empty ``series_uid`` / ``label_series_uid`` cell names no series, in inspect as in
     run's loader (it was passed on as the UID ``''``: "has no series ''")."""
-    from medxfer.data.datalist import build_datalist
+    from medxfer.data.layouts import build_datalist
     from medxfer.data.steps import LoadCased
 
     manifest = _dicom_manifest(tmp_path, tiny_volume)

@@ -162,7 +162,7 @@ def test_mask_label_outside_the_classes_is_refused(tmp_path):
 def test_nan_volume_in_a_run(tmp_path):
     lines = ["image,label"]
     for i in range(6):
-        vol = np.zeros((4, 4, 4), np.float32)
+        vol = np.full((4, 4, 4), i, np.float32)  # each its own content (no copies)
         vol[0, 0, 0] = np.nan if i == 2 else 0
         write_nifti(tmp_path / f"v{i}.nii.gz", vol)
         lines.append(f"v{i}.nii.gz,{i % 2}")
@@ -206,7 +206,7 @@ def _affine_caches_grid(bundle) -> bool:
 def test_augmentation_keeps_per_size_work_only_where_every_item_has_one_size(tmp_path):
     lines = ["image,label"]
     for i in range(8):  # two sizes, no image_size: each item keeps its own
-        write_png(tmp_path / f"i{i}.png", np.full((8, 8) if i % 2 else (10, 7), 100, np.uint8))
+        write_png(tmp_path / f"i{i}.png", np.full((8, 8) if i % 2 else (10, 7), 100 + i, np.uint8))
         lines.append(f"i{i}.png,{i % 2}")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     ops = {"ops": [{"name": "affine", "prob": 1.0}]}
@@ -263,18 +263,35 @@ def test_a_first_case_with_other_channels_names_both_files(tmp_path):
         load_data(_config(path=path), imagenet_norm=False)
 
 
-def test_uncached_data_refuses_the_case_when_it_is_read(tmp_path):
+def test_uncached_data_refuses_the_case_before_training_too(tmp_path):
+    """The checks before training read every case's header whatever the cache (before: an
+    uncached run refused the case only when it first read it, after training)."""
     two = np.stack([np.ones((8, 8, 8), np.float32)] * 2, axis=-1)
-    bundle = load_data(_config(path=_volumes_manifest(tmp_path, 5, two), cache="none"),
-                       imagenet_norm=False)
-    assert bundle.in_channels == 1 and bundle.test[0]["image"].shape[0] == 1
     with pytest.raises(DataError, match=r"v5\.nii\.gz.* has 2 channels"):
-        bundle.test[1]
+        load_data(_config(path=_volumes_manifest(tmp_path, 5, two), cache="none"),
+                  imagenet_norm=False)
 
 
-def test_channels_that_the_channel_setting_makes_equal_are_accepted(tmp_path):
-    """Grey and colour PNGs with ``channels: rgb`` all become 3 channels (items are adapted
-    before they are batched), but not in a batch-augmented run, which batches them first."""
+def test_the_reading_of_a_case_still_refuses_other_channels(tmp_path):
+    """The preprocessing chain checks each case it reads as well (a file changed after the
+    checks, or a chain used without them)."""
+    from medxfer.data.steps import ExpectedImages, LoadCased
+
+    two = np.stack([np.ones((8, 8, 8), np.float32)] * 2, axis=-1)
+    _volumes_manifest(tmp_path, 5, two)
+    chain = LoadCased("classification", expect=ExpectedImages(3, 1, str(tmp_path / "v0.nii.gz")))
+    assert chain({"image": str(tmp_path / "v1.nii.gz"), "id": "v1"})["image"].shape[0] == 1
+    with pytest.raises(DataError, match=r"v5\.nii\.gz.* has 2 channels"):
+        chain({"image": str(tmp_path / "v5.nii.gz"), "id": "v5"})
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "batch"])
+def test_channels_that_the_channel_setting_makes_equal_are_accepted(tmp_path, augment_on):
+    """Grey and colour PNGs with ``channels: rgb`` all become 3 channels, with ``grey`` 1;
+    a batch-augmented run adapts each item before it collates them (before: it ignored the
+    setting and refused the mixed images)."""
+    from torch.utils.data import default_collate
+
     lines = ["image,label"]
     for i in range(8):
         grey = np.full((8, 8), 20 * i, np.uint8)
@@ -282,13 +299,17 @@ def test_channels_that_the_channel_setting_makes_equal_are_accepted(tmp_path):
         lines.append(f"p{i}.png,{i % 2}")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     split = {"val_fraction": 0.25, "test_fraction": 0.25}
-    bundle = load_data(_config(path=str(tmp_path), split=split,
-                               preprocess={"channels": "rgb"}), imagenet_norm=False)
-    assert bundle.in_channels == 3
-    assert {bundle.train[i]["image"].shape[0] for i in range(len(bundle.train))} == {3}
+    for channels, count in (("rgb", 3), ("grey", 1)):
+        bundle = load_data(_config(path=str(tmp_path), split=split, augment_on=augment_on,
+                                   preprocess={"channels": channels}), imagenet_norm=True)
+        assert bundle.in_channels == count
+        train = bundle.train
+        assert {train[i]["image"].shape[0] for i in range(len(train))} == {count}
+        batch = train.finish_batch(default_collate([train.raw(i) for i in range(len(train))]))
+        assert batch["image"].shape[1] == count
     with pytest.raises(DataError, match=r"p\d\.png.* has \d channels? after preprocessing"):
-        load_data(_config(path=str(tmp_path), split=split, preprocess={"channels": "rgb"},
-                          augment_on="batch"), imagenet_norm=False)
+        load_data(_config(path=str(tmp_path), split=split, augment_on=augment_on),
+                  imagenet_norm=False)
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
@@ -306,8 +327,8 @@ def test_a_2d_image_among_3d_images_is_refused_naming_it(tmp_path, task):
 
 def test_a_3d_image_among_2d_images_is_refused_before_the_patch_size(tmp_path):
     """With the 2D image first the dataset is 2D: the volumes are the ones named (before:
-    "data.patch.size needs 2 values for 2D images"); reading one image, as
-    ``medxfer run --check`` does, names the 2D case with the patch size error."""
+    "data.patch.size needs 2 values for 2D images"), by ``medxfer run --check`` too, which
+    checks every case's header (before: it read one image and named the patch size)."""
     from medxfer.data.loading import network_inputs
 
     flat = np.random.default_rng(9).random((8, 8)).astype(np.float32)
@@ -316,8 +337,7 @@ def test_a_3d_image_among_2d_images_is_refused_before_the_patch_size(tmp_path):
     with pytest.raises(DataError, match=r"v1\.nii\.gz.* is 3D among 2D images \(.*v0\.nii\.gz'"
                        r" is 2D"):
         load_data(config, imagenet_norm=False)
-    with pytest.raises(ConfigError, match=r"needs 2 values for 2D images \(the first training "
-                       r"case .*v0\.nii\.gz' is 2D"):
+    with pytest.raises(DataError, match=r"v1\.nii\.gz.* is 3D among 2D images"):
         network_inputs(config, imagenet_norm=False)
 
 

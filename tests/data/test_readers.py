@@ -7,8 +7,9 @@ import gzip
 import numpy as np
 import pytest
 
+from medxfer.data.cases import read_case
 from medxfer.data.readers import (case_series_uid, check_same_geometry, list_dicom_series,
-                                  read_case, read_dicom_series, read_image)
+                                  read_dicom_series, read_image)
 from medxfer.errors import DataError
 from tests.data.datafiles import write_dicom_series, write_nifti, write_png
 

@@ -1,4 +1,4 @@
-"""The app folder `medxfer label init` writes, and which run a model serves."""
+"""The app folder `medxfer label init` writes (which run a model serves: test_served.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import os
 import pytest
 
 from medxfer.errors import ConfigError
-from medxfer.label.appdir import (APP_CONFIG, current_run, finetuned_dir, model_name, read_app,
-                                  write_app)
+from medxfer.label.appdir import APP_CONFIG, model_name, read_app, write_app
 from tests.workflows.export.helpers import SEG_3D, make_run
 
 
@@ -50,19 +49,6 @@ def test_read_app_errors_name_the_file(tmp_path):
     (tmp_path / APP_CONFIG).write_text("{\"runs\": 1}")
     with pytest.raises(ConfigError, match=APP_CONFIG):
         read_app(tmp_path)
-
-
-def test_current_run_is_the_newest_finished_finetuning(run_dir, tmp_path):
-    app = tmp_path / "app"
-    assert current_run(app, "m", run_dir) == run_dir
-    folder = finetuned_dir(app, "m")
-    for name, finished in (("20260101-000000", True), ("20260102-000000", True),
-                           ("20260103-000000", False)):
-        (folder / name).mkdir(parents=True)
-        (folder / name / "model.safetensors").write_bytes(b"x")
-        if finished:
-            (folder / name / "metrics.json").write_text("{}")
-    assert current_run(app, "m", run_dir) == folder / "20260102-000000"
 
 
 def test_model_name():

@@ -9,7 +9,7 @@ import pytest
 
 from medxfer.workflows.predict import load_run
 from medxfer.errors import ConfigError, DataError
-from medxfer.label.finetune import MANIFEST, finetune_run, split_cases
+from medxfer.label.finetune import MANIFEST, finetune_config, finetune_run, split_cases
 from tests.workflows.export.helpers import make_run
 
 SAMPLE_SEG = ["task=segmentation", "model.backbone.name=monai_unet",
@@ -53,3 +53,34 @@ def test_finetune_starts_from_the_run_with_its_strategy(repo_root, tmp_path):
     assert json.loads((run / "model.json").read_text(encoding="utf-8"))["num_classes"] == 2
     with pytest.raises(ConfigError, match="never overwrites"):
         finetune_run(source, _sample_cases(repo_root, 5), run, epochs=1)
+
+
+def test_finetuning_has_its_own_schedule(repo_root, tmp_path):
+    source = make_run(tmp_path / "source", [*SAMPLE_SEG, "train.optimizer.lr=0.02",
+                                            "train.scheduler.name=constant"],
+                      spatial_dims=3, num_classes=2).run_dir
+    manifest = tmp_path / MANIFEST
+    config = finetune_config(source, manifest, epochs=6)
+    assert config.train.optimizer.lr == pytest.approx(0.002)  # a tenth of the source's
+    assert config.train.scheduler.name == "cosine"
+    assert config.train.scheduler.warmup_epochs == 1.0
+    assert config.train.epochs == 6
+    short = finetune_config(source, manifest, epochs=1, lr=0.005, warmup_epochs=3)
+    assert short.train.optimizer.lr == 0.005 and short.train.scheduler.warmup_epochs == 0.5
+    with pytest.raises(ConfigError, match="must be positive"):
+        finetune_config(source, manifest, epochs=1, lr=0.0)
+
+
+def test_a_label_that_does_not_fit_stops_the_finetuning_before_it_starts(repo_root, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    source = make_run(tmp_path / "source", SAMPLE_SEG, spatial_dims=3, num_classes=2).run_dir
+    cases = _sample_cases(repo_root, 4)
+    like = nib.load(cases[2]["label"])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), like.affine),
+             str(tmp_path / "small.nii.gz"))
+    cases[2]["label"] = str(tmp_path / "small.nii.gz")
+    with pytest.raises(DataError, match="label of image 'sample_002'.*fix or delete"):
+        finetune_run(source, cases, tmp_path / "ft", epochs=1)
+    assert not (tmp_path / "ft").exists()

@@ -2,22 +2,20 @@
 
 A small segmentation run is trained first: MSD Hippocampus (../shared/data) when it is
 there, else the embedded 3D sample data. `medxfer label serve` starts MONAI Label on a
-free loopback port with images the run never saw; the tests call `GET /info/`,
-`POST /infer/<model>` and `POST /train/<model>` (MONAI Label's train button), and check the
-returned masks against the ground truth.
+free loopback port with images the run never saw: two of the run's test cases (their
+masks are checked) and, with Hippocampus, 12 more to label. The tests call the endpoints
+3D Slicer uses: `GET /info/`, `POST /infer/<model>`, `PUT /datastore/label`,
+`POST /activelearning/<strategy>`, `POST /scoring/<method>` and `POST /train/<model>`
+(the train button), as a browser page from another site would, and check what the
+guard does with harmful and with good labels.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -27,194 +25,269 @@ import pytest
 pytest.importorskip("monailabel", reason='MONAI Label is not installed: pip install '
                     '"medxfer[label]" (CI installs it)')
 
+import requests  # noqa: E402  (a MONAI Label dependency)
+
+from tests.label.live_server import (copy_images, dice, free_port, hippocampus,  # noqa: E402
+                                     hippocampus_case, image_id, infer_json, infer_mask, info,
+                                     live_server, put_label, run_test_cases, split_rows,
+                                     swapped, train, train_run, write_mask)
+
 #: Training the run (about 3 minutes on 2 free cores) happens in the first test's set-up.
 pytestmark = pytest.mark.timeout(1800)
-
-REPO = Path(__file__).resolve().parents[2]
-#: Hippocampus cases per split (of configs/hippocampus_split.csv) and a recipe that reaches a
-#: test Dice of about 0.8 in a few minutes on 2 CPU cores.
-CASES = {"train": 40, "val": 6, "test": 4}
-HIPPOCAMPUS = ["data.preprocess.intensity=zscore", "data.format=manifest",
-               "data.patch.size=[32,48,32]", "data.patch.samples_per_case=2",
-               "data.patch.pos_fraction=0.7", "data.augment.preset=none",
-               "model.backbone.name=monai_unet", "model.backbone.channels=[8,16,32,64]",
-               "model.backbone.strides=[2,2,2]", "model.backbone.num_res_units=1",
-               "model.backbone.pretrained=none", "strategy.name=full_finetune",
-               "train.epochs=8", "train.batch_size=4", "train.optimizer.lr=0.01",
-               "train.scheduler.warmup_epochs=0", "loss.name=dice_ce",
-               "loss.include_background=false", "eval.bootstrap=0",
-               "eval.sliding_window.roi_size=[32,48,32]", "eval.sliding_window.overlap=0.25",
-               "data.classes=[background,Anterior,Posterior]"]
-SERVE_TIMEOUT = 300
-
-
-def _shared_data() -> Path:
-    env = os.environ.get("MEDXFER_SHARED_DATA")
-    return Path(env) if env else (REPO.parent / "shared" / "data").resolve()
-
-
-def _hippocampus_manifest(root: Path, path: Path) -> Path:
-    """A manifest of the first cases of each split of the project's fixed split."""
-    rows = list(csv.DictReader((REPO / "configs" / "hippocampus_split.csv").open()))
-    lines = ["id,image,label,split"]
-    for split, count in CASES.items():
-        for row in [r for r in rows if r["split"] == split][:count]:
-            name = f"{row['id']}.nii.gz"
-            lines.append(f"{row['id']},{root / 'imagesTr' / name},{root / 'labelsTr' / name},"
-                         f"{split}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _train(run_dir: Path) -> tuple[str, list[str]]:
-    """Train the run; returns (source name, the class names)."""
-    from medxfer.config import load_config
-    from medxfer.workflows.run import run_pipeline
-
-    hippocampus = _shared_data() / "msd_hippocampus"
-    if hippocampus.is_dir():
-        manifest = _hippocampus_manifest(hippocampus, run_dir.parent / "hippocampus.csv")
-        config = load_config(None, ["task=segmentation", f"data.path={manifest}",
-                                    *HIPPOCAMPUS])
-        source = "hippocampus"
-    else:
-        config = load_config(REPO / "configs" / "sample_segmentation_3d.yaml",
-                             ["eval.bootstrap=0"])
-        source = "sample"
-    run_pipeline(config, run_dir, progress=False)
-    names = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["class_names"]
-    return source, names
-
-
-def _test_cases(run_dir: Path, count: int) -> list[dict[str, str]]:
-    """Cases of the run's test split (images it never trained on) with their masks."""
-    from medxfer.config import load_config
-    from medxfer.data.datalist import build_datalist
-    from medxfer.data.sample import ensure_sample_data
-
-    rows = list(csv.DictReader((run_dir / "splits.csv").open()))
-    test_ids = [r["id"] for r in rows if r["split"] == "test"][:count]
-    data_path = load_config(run_dir / "config.yaml").data.path or ensure_sample_data("segmentation")
-    cases = {c["id"]: c for c in build_datalist(data_path).cases}
-    return [cases[i] for i in test_ids]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _request(url: str, method: str = "GET", body: bytes | None = None,
-             timeout: float = 300) -> tuple[bytes, str]:
-    request = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read(), response.headers.get("content-type", "")
+#: Hippocampus cases to label (unseen by the run): rows 4.. of the fixed split's test cases.
+TO_LABEL = 12
+VIEWER = "http://viewer.example:3000"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """(base URL, model name, test cases, class names, source, app folder) of a live server."""
+    """A live server on a trained run: base URL, model, cases, class names, folders."""
     root = tmp_path_factory.mktemp("label")
     run_dir = root / "tiny_seg"
-    source, names = _train(run_dir)
-    cases = _test_cases(run_dir, 2)
+    source, names = train_run(run_dir)
+    cases = run_test_cases(run_dir, 2)
+    extra = [hippocampus_case(hippocampus(), i) for i in split_rows("test")[4:4 + TO_LABEL]] \
+        if source == "hippocampus" else []
     studies = root / "studies"
-    studies.mkdir()
-    for case in cases:
-        shutil.copy(case["image"], studies / Path(case["image"]).name)
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medxfer", "label", "serve", "--run", str(run_dir),
-         "--studies", str(studies), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n"
-                            + (root / "server.log").read_text(encoding="utf-8")[-4000:])
-            try:
-                _request(f"{base}/info/", timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the server did not answer within "
-                                f"{SERVE_TIMEOUT} s:\n" + (root / "server.log").read_text(encoding="utf-8")[-4000:])
-                time.sleep(1)
-        yield {"base": base, "model": run_dir.name, "cases": cases, "names": names,
-               "source": source, "app": run_dir / "label_app", "log": root / "server.log",
-               "studies": studies}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    copy_images(cases + extra, studies)
+    port = free_port()
+    with live_server(["--run", str(run_dir), "--studies", str(studies), "--allow-origin",
+                      VIEWER], root / "server.log", port) as base:
+        yield {"base": base, "port": port, "model": run_dir.name, "cases": cases,
+               "extra": extra, "names": names, "source": source, "root": root,
+               "app": run_dir / "label_app", "log": root / "server.log", "studies": studies}
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray, classes: int) -> float:
-    scores = []
-    for c in range(1, classes):
-        p, t = pred == c, truth == c
-        if p.sum() + t.sum():
-            scores.append(2.0 * float((p & t).sum()) / float(p.sum() + t.sum()))
-    return float(np.mean(scores))
+def _needs_hippocampus(server):
+    if server["source"] != "hippocampus":
+        pytest.skip("needs ../shared/data/msd_hippocampus (images to label beside the run's)")
 
 
 def test_info_lists_the_run_as_a_model_and_its_trainer(server):
-    body, _ = _request(f"{server['base']}/info/")
-    info = json.loads(body)
-    model = info["models"][server["model"]]
+    meta = info(server["base"])
+    model = meta["models"][server["model"]]
     assert model["type"] == "segmentation" and model["dimension"] == 3
     assert model["labels"] == {n: i for i, n in enumerate(server["names"]) if i}
-    assert server["model"] in info["trainers"]
-    assert info["datastore"]["total"] == len(server["cases"])
+    assert server["model"] in meta["trainers"]
+    assert meta["datastore"]["total"] == len(server["cases"]) + len(server["extra"])
+    stats = meta["train_stats"][server["model"]]
+    assert stats["served_run"] == "original" and stats["metric"] == "mean foreground Dice"
+    assert {"random", "first", "uncertainty"} <= set(meta["strategies"])
+    assert "medxfer_uncertainty" in meta["scoring"]
     assert "Uvicorn running on http://127.0.0.1:" in server["log"].read_text(encoding="utf-8")
 
 
 def test_infer_returns_masks_that_match_the_ground_truth(server):
     classes = len(server["names"])
     for case in server["cases"]:
-        image_id = Path(case["image"]).name.split(".")[0]
-        body, _ = _request(f"{server['base']}/infer/{server['model']}?image={image_id}"
-                           "&output=image", method="POST", body=b"")
-        mask_path = server["studies"].parent / f"{image_id}_served.nii.gz"
-        mask_path.write_bytes(body)
-        mask = np.asarray(nib.load(str(mask_path)).dataobj)
+        mask = infer_mask(server["base"], server["model"], case["id"],
+                          server["root"] / f"{case['id']}_served.nii.gz")
         truth = np.asarray(nib.load(case["label"]).dataobj)
         assert mask.shape == nib.load(case["image"]).shape == truth.shape
         assert set(np.unique(mask).tolist()) <= set(range(classes))
-        dice = _dice(mask, truth, classes)
-        print(f"{server['source']} {image_id}: Dice {dice:.3f}")
-        assert dice > 0.7, (image_id, dice)
+        score = dice(mask, truth, classes)
+        print(f"{server['source']} {case['id']}: Dice {score:.3f}")
+        assert score > 0.7, (case["id"], score)
+
+
+def test_no_host_paths_in_info_inference_or_samples(server):
+    base, root = server["base"], str(server["root"])
+    texts = [requests.get(f"{base}/info/", timeout=60).text,
+             json.dumps(infer_json(base, server["model"], server["cases"][0]["id"])),
+             requests.post(f"{base}/activelearning/random", json={}, timeout=60).text,
+             requests.get(f"{base}/datastore/", params={"output": "all"}, timeout=60).text,
+             requests.get(f"{base}/datastore/image/info",
+                          params={"image": server["cases"][0]["id"]}, timeout=60).text]
+    for text in texts:
+        assert root not in text and str(Path(root).resolve()) not in text, text[:2000]
+    assert infer_json(base, server["model"], server["cases"][0]["id"])["run"] == "original"
+
+
+def test_unknown_image_id_or_host_path_is_400_naming_it(server):
+    for image in ("no_such_image", str(server["cases"][0]["image"])):
+        response = requests.post(f"{server['base']}/infer/{server['model']}",
+                                 params={"image": image, "output": "json"}, timeout=60)
+        assert response.status_code == 400, response.text
+        assert repr(image) in response.json()["detail"]
+
+
+def test_other_web_pages_are_refused_and_get_no_cors_allowance(server):
+    base = server["base"]
+    for method, url, headers in (
+            ("GET", f"{base}/info/", {}),
+            ("POST", f"{base}/train/{server['model']}", {}),
+            ("OPTIONS", f"{base}/datastore/label",
+             {"Access-Control-Request-Method": "PUT"})):
+        response = requests.request(method, url, timeout=60,
+                                    headers={"Origin": "https://evil.example", **headers})
+        assert response.status_code == 403, (method, url, response.text)
+        assert "access-control-allow-origin" not in response.headers
+        assert "access-control-allow-credentials" not in response.headers
+        assert "--allow-origin" in response.json()["detail"]
+    rebound = requests.get(f"{base}/info/", headers={"Host": f"evil.example:{server['port']}"},
+                           timeout=60)
+    assert rebound.status_code == 403
+    for origin in (VIEWER, f"http://127.0.0.1:{server['port']}"):  # allowed, and its own page
+        response = requests.get(f"{base}/info/", headers={"Origin": origin}, timeout=60)
+        assert response.status_code == 200
+        assert response.headers.get("access-control-allow-origin") in (origin, "*")
+    assert requests.get(f"{base}/info/", timeout=60).status_code == 200  # Slicer: no Origin
+
+
+def test_bad_labels_are_refused_with_400_and_the_reason_and_not_saved(server):
+    base, case = server["base"], server["cases"][0]
+    tmp = server["root"]
+    shape = nib.load(case["image"]).shape
+    classes = len(server["names"])
+    affine = nib.load(case["image"]).affine.copy()
+    affine[:3, :3] *= 2.0
+    bad = {
+        "shape": write_mask(tmp / "small.nii.gz", case["label"], np.zeros((32, 32, 32), np.uint8)),
+        "geometry": write_mask(tmp / "moved.nii.gz", case["label"], affine=affine),
+        f"class {classes}": write_mask(tmp / "extra.nii.gz", case["label"],
+                                       np.full(shape, classes, np.uint8)),
+        "not class indices": write_mask(tmp / "float.nii.gz", case["label"],
+                                        np.full(shape, 0.5, np.float32)),
+    }
+    for reason, path in bad.items():
+        response = put_label(base, case["id"], path)
+        assert response.status_code == 400, (reason, response.text)
+        detail = response.json()["detail"]
+        assert reason in detail and case["id"] in detail and str(tmp) not in detail, detail
+    final = server["studies"] / "labels" / "final"
+    assert not list(final.glob(f"{case['id']}*"))
+    assert info(base)["datastore"]["completed"] == 0
+    good = put_label(base, case["id"], Path(case["label"]))
+    assert good.status_code == 200, good.text
+    assert len(list(final.glob(f"{case['id']}*"))) == 1
+    requests.delete(f"{base}/datastore/label", params={"id": case["id"], "tag": "final"},
+                    timeout=60).raise_for_status()
+    deadline = time.monotonic() + 60  # the datastore notices the removal when it reloads
+    while info(base)["datastore"]["completed"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert info(base)["datastore"]["completed"] == 0
+
+
+def test_active_learning_first_random_and_uncertainty(server):
+    base = server["base"]
+    unlabelled = sorted([c["id"] for c in server["cases"]]
+                        + [image_id(c["image"]) for c in server["extra"]])
+    first = requests.post(f"{base}/activelearning/first", json={}, timeout=60)
+    assert first.status_code == 200, first.text
+    assert first.json()["id"] == unlabelled[0] and "path" not in first.json()
+    assert requests.post(f"{base}/activelearning/random", json={},
+                         timeout=60).json()["id"] in unlabelled
+    scores = requests.post(f"{base}/scoring/medxfer_uncertainty", params={"run_sync": "true"},
+                           json={}, timeout=600)
+    assert scores.status_code == 200, scores.text
+    scored = scores.json()["scores"]
+    assert sorted(scored) == unlabelled and all(0.0 <= s <= 1.0 for s in scored.values())
+    pick = requests.post(f"{base}/activelearning/uncertainty", json={}, timeout=600)
+    assert pick.status_code == 200, pick.text
+    assert pick.json()["id"] == max(scored, key=scored.get)
+    assert pick.json()["run"] == "original"
+    print("uncertainty:", {k: round(v, 4) for k, v in sorted(scored.items())})
+
+
+def test_a_failed_finetuning_reaches_the_client_and_leaves_no_folder(server):
+    _needs_hippocampus(server)
+    base, model = server["base"], server["model"]
+    for case in server["extra"][:4]:  # empty masks: medxfer refuses to train on them
+        empty = write_mask(server["root"] / f"{case['id']}_empty.nii.gz", case["label"],
+                           np.zeros(nib.load(case["label"]).shape, np.uint8))
+        assert put_label(base, image_id(case["image"]), empty).status_code == 200
+    response = train(base, model, {"max_epochs": 1})
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert "every training mask is empty" in detail and str(server["root"]) not in detail
+    folder = server["app"] / "finetuned" / model
+    assert [p.name for p in folder.iterdir()] == ["served.json"]
+    stats = info(base)["train_stats"][model]
+    assert stats["served_run"] == "original" and "mask is empty" in stats["last_failure"]["error"]
 
 
 @pytest.mark.slow
-def test_train_button_fine_tunes_with_medxfer_and_the_model_serves_it(server):
-    final = server["studies"] / "labels" / "final"
-    final.mkdir(parents=True, exist_ok=True)
-    for case in server["cases"]:
-        shutil.copy(case["label"], final / Path(case["image"]).name)
-    # a third labelled image: the first one again under another name
-    extra = server["cases"][0]
-    shutil.copy(extra["image"], server["studies"] / "extra_copy.nii.gz")
-    shutil.copy(extra["label"], final / "extra_copy.nii.gz")
-    time.sleep(2)  # the datastore picks up new files when it reloads
-    params = json.dumps({"max_epochs": 1, "val_split": 0.34, "test_split": 0.34}).encode()
-    body, _ = _request(f"{server['base']}/train/{server['model']}?run_sync=true",
-                       method="POST", body=params, timeout=600)
-    runs = list((server["app"] / "finetuned" / server["model"]).iterdir())
-    assert len(runs) == 1 and (runs[0] / "metrics.json").is_file(), body[-2000:]
-    image_id = Path(server["cases"][0]["image"]).name.split(".")[0]
-    body, _ = _request(f"{server['base']}/infer/{server['model']}?image={image_id}"
-                       "&output=json", method="POST", body=b"")
-    assert json.loads(body)["run"] == str(runs[0])
-    info = json.loads(_request(f"{server['base']}/info/")[0])
-    assert info["train_stats"][server["model"]]["run"] == str(runs[0])
+def test_harmful_labels_are_refused_and_the_served_model_is_unchanged(server):
+    """Labels of the wrong structure (anterior and posterior swapped) on every case the
+    candidate learns from; the held-out cases the guard compares on keep true labels."""
+    from medxfer.label.finetune import split_cases
+
+    _needs_hippocampus(server)
+    base, model, classes = server["base"], server["model"], len(server["names"])
+    cases = [{**c, "id": image_id(c["image"])} for c in server["extra"]]
+    held_out = [c for c in split_cases(cases, val_split=0.2, test_split=0.2)
+                if c["split"] == "test"]
+    before = {c["id"]: infer_mask(base, model, c["id"], server["root"] / f"{c['id']}_b.nii.gz")
+              for c in held_out}
+    for case in cases:
+        label = Path(case["label"])
+        if case["id"] not in before:
+            label = write_mask(server["root"] / f"{case['id']}_swapped.nii.gz", label,
+                               swapped(label))
+        assert put_label(base, case["id"], label).status_code == 200
+    response = train(base, model, {"max_epochs": 2})
+    assert response.status_code == 200, response.text
+    decision = info(base)["train_stats"][model]
+    last = decision["last_decision"]
+    print("harmful labels:", json.dumps(last))
+    assert last["event"] == "refused" and decision["served_run"] == "original"
+    assert last["candidate_score"] < last["current_score"]
+    assert sorted(last["held_out"]) == sorted(before)
+    for case in held_out:
+        after = infer_mask(base, model, case["id"], server["root"] / f"{case['id']}_a.nii.gz")
+        truth = np.asarray(nib.load(case["label"]).dataobj)
+        print(f"served model on {case['id']}: Dice {dice(before[case['id']], truth, classes):.4f}"
+              f" before, {dice(after, truth, classes):.4f} after")
+        assert np.array_equal(after, before[case["id"]])
+    assert infer_json(base, model, held_out[0]["id"])["run"] == "original"
+    candidate = server["app"] / "finetuned" / model / last["candidate"]
+    assert json.loads((candidate / "guard.json").read_text())["event"] == "refused"
+    restore = subprocess.run([sys.executable, "-m", "medxfer", "label", "restore", "--app",
+                              str(server["app"]), "--model", model, "--run", last["candidate"]],
+                             capture_output=True, text=True)
+    assert restore.returncode == 2 and "never promoted" in restore.stderr
+
+
+@pytest.fixture(scope="module")
+def early_server(tmp_path_factory):
+    """A server on a run trained for 2 epochs only (a model early in a labelling project,
+    test Dice about 0.35), with 16 unseen Hippocampus images to label."""
+    root_data = hippocampus()
+    if root_data is None:
+        pytest.skip("needs ../shared/data/msd_hippocampus")
+    root = tmp_path_factory.mktemp("early")
+    run_dir = root / "early_seg"
+    train_run(run_dir, ("train.epochs=2",))
+    cases = [hippocampus_case(root_data, i) for i in split_rows("test")[4:20]]
+    copy_images(cases, root / "studies")
+    with live_server(["--run", str(run_dir), "--studies", str(root / "studies")],
+                     root / "server.log", free_port()) as base:
+        yield {"base": base, "model": run_dir.name, "cases": cases, "root": root,
+               "app": run_dir / "label_app"}
+
+
+@pytest.mark.slow
+def test_good_labels_are_promoted_with_both_scores_and_can_be_restored(early_server):
+    base, model = early_server["base"], early_server["model"]
+    for case in early_server["cases"]:
+        assert put_label(base, image_id(case["image"]), Path(case["label"])).status_code == 200
+    # The early model is far from converged: a full step (the original run's learning rate)
+    # rather than the default tenth.
+    response = train(base, model, {"max_epochs": 4, "lr_factor": 1.0})
+    assert response.status_code == 200, response.text
+    stats = info(base)["train_stats"][model]
+    last = stats["last_decision"]
+    print("good labels:", json.dumps(last))
+    assert last["event"] == "promoted" and stats["served_run"] == last["candidate"]
+    assert last["candidate_score"] >= last["current_score"]
+    assert len(last["held_out"]) == 3
+    image = image_id(early_server["cases"][0]["image"])
+    assert infer_json(base, model, image)["run"] == last["candidate"]
+    restore = subprocess.run([sys.executable, "-m", "medxfer", "label", "restore", "--app",
+                              str(early_server["app"]), "--model", model],
+                             capture_output=True, text=True)
+    assert restore.returncode == 0, restore.stderr
+    assert infer_json(base, model, image)["run"] == "original"
+    stats = info(base)["train_stats"][model]
+    assert stats["served_run"] == "original"
+    assert stats["last_restore"]["previous"] == last["candidate"]

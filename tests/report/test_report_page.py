@@ -56,9 +56,9 @@ def summary():
         "confusion_matrix": [[180, 54], [33, 357]],
         "class_names": ["normal", "pneumonia"],
         "figures": ["figures/training_curves.png", "figures/roc_curve.png"],
-        "history": [{"epoch": 0, "train_loss": 0.7}, {"epoch": 1, "train_loss": 0.5}],
+        "history": [{"epoch": 1, "train_loss": 0.7}, {"epoch": 2, "train_loss": 0.5}],
         "loss": {"alpha": 0.01, "beta": 1.0},
-        "best_epoch": 1,  # 0-based, as the trainer stores it: shown as epoch 2
+        "best_epoch": 2,  # counted from 1, as metrics.json, the console and the report do
         "device": "cuda:0",
         "config_path": "configs/run.yaml",
         "bootstrap": 1000,
@@ -95,7 +95,7 @@ def test_metric_rows_follow_the_metric_table(summary):
 
 
 def test_report_names_the_kept_epoch_of_select_last(tmp_path, summary):
-    summary.update(select="last", monitor=["auc", "max"], best_epoch=19)
+    summary.update(select="last", monitor=["auc", "max"], best_epoch=20)
     md = write_report(tmp_path, summary)[0].read_text(encoding="utf-8")
     assert "Kept epoch | 20 (the last)" in md and "Best epoch" not in md
 
@@ -146,7 +146,7 @@ def test_summary_as_the_pipeline_writes_it(tmp_path):
         "task": "classification", "val": {"auc": 0.8, "loss": 0.41}, "test": {"auc": 0.7},
         "ci95": {"auc": [0.6, 0.79], "loss": [None, None]},
         "threshold": 0.37, "threshold_source": "val_f1 on validation",
-        "monitor": ["auc", "max"], "best_epoch": 3, "epochs_run": 5, "stopped_early": True,
+        "monitor": ["auc", "max"], "best_epoch": 4, "epochs_run": 5, "stopped_early": True,
         "splits": {"train": 80, "val": 10, "test": 10}, "backbone": "basic_cnn",
         "strategy": {"name": "partial", "freeze": 2}, "pretrained": "none",
         "load_report": {"source": "imagenet", "loaded": 10, "expected": 12,

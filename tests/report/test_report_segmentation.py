@@ -13,9 +13,11 @@ from medxfer.report import (
     build_report_content,
     plot_dice_boxplot,
     plot_segmentation_overlays,
+    slice_view,
     write_per_case_csv,
     write_report,
 )
+from medxfer.report.seg_figures import ERROR_COLOURS, segmentation_overlays_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -122,6 +124,52 @@ def test_overlays(tmp_path):
     assert path.read_bytes()[:8] == PNG_MAGIC and len(path.read_bytes()) > 5000
     plot_segmentation_overlays([], ["lesion"], tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_overlays_show_missed_extra_and_wrong_class_voxels_in_their_own_colours():
+    truth = np.zeros((6, 6), dtype=np.int64)
+    truth[1:3, 1:3] = 1  # class 1: the top-left 2x2
+    truth[4, 4] = 2
+    pred = truth.copy()
+    pred[1, 1] = 0  # missed
+    pred[0, 5] = 1  # extra
+    pred[4, 4] = 1  # wrong class
+    fig = segmentation_overlays_figure(
+        [{"image": np.zeros((6, 6)), "truth": truth, "prediction": pred, "title": "case"}],
+        ["anterior", "posterior"])
+    errors = fig.axes[3]
+    assert errors.get_title() == "errors (vs ground truth)"
+    layer = errors.images[-1].get_array()  # RGBA over the image
+    colour = {name: np.array(rgb) for name, rgb in ERROR_COLOURS.items()}
+    assert np.allclose(layer[1, 1, :3], colour["missed (false negative)"])
+    assert np.allclose(layer[0, 5, :3], colour["extra (false positive)"])
+    assert np.allclose(layer[4, 4, :3], colour["wrong class"])
+    assert layer[2, 2, 3] == 0 and layer[3, 3, 3] == 0  # right or background: clear
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["anterior", "posterior", "missed (false negative)",
+                      "extra (false positive)", "wrong class"]
+
+
+@pytest.mark.parametrize("axcodes, axis, plane, edges", [
+    ("RAS", 2, "axial", {"right": "R", "left": "L", "top": "A", "bottom": "P"}),
+    ("RAS", 1, "coronal", {"right": "R", "left": "L", "top": "S", "bottom": "I"}),
+    ("RAS", 0, "sagittal", {"right": "A", "left": "P", "top": "S", "bottom": "I"}),
+    ("LPS", 2, "axial", {"right": "L", "left": "R", "top": "P", "bottom": "A"}),
+    ("PIR", 1, "axial", {"right": "P", "left": "A", "top": "R", "bottom": "L"}),
+    (None, 2, "axis 2", {}), ("RRS", 2, "axis 2", {}),
+])
+def test_slices_are_named_by_their_plane_and_edges(axcodes, axis, plane, edges):
+    assert slice_view(axcodes, axis) == {"plane": plane, "edges": edges}
+
+
+def test_overlays_name_the_edges_of_a_volume_slice():
+    truth = np.zeros((6, 6), dtype=np.int64)
+    view = slice_view("RAS", 2)
+    fig = segmentation_overlays_figure(
+        [{"image": np.zeros((6, 6)), "truth": truth, "prediction": truth, "origin": "lower",
+          "edges": view["edges"], "title": "best: a\naxial slice 3 of 6"}], ["lesion"])
+    letters = {t.get_text() for t in fig.axes[0].texts}
+    assert {"R", "L", "A", "P"} <= letters
 
 
 def test_per_case_csv(tmp_path):

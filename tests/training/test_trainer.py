@@ -119,7 +119,7 @@ def test_resume_continues_to_the_same_result(tmp_path):
     resumed_trainer = make_trainer(tmp_path / "part", epochs=3, model=tiny_network(seed=5))
     resumed = resumed_trainer.fit(resume=True)
     assert len(resumed.history) == 3
-    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]  # counted from 1
     for a, b in zip(full.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
@@ -138,16 +138,16 @@ def test_resume_without_checkpoint_and_corrupt_checkpoint(tmp_path):
 def test_early_stopping(tmp_path):
     trainer = make_trainer(tmp_path, epochs=20, early_stopping={"patience": 1},
                            optimizer={"lr": 10.0, "name": "sgd"})
-    trainer.validate = lambda net: {"val_loss": 1.0}  # never improves after epoch 0
+    trainer.validate = lambda net: {"val_loss": 1.0}  # never improves after epoch 1
     result = trainer.fit()
-    assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 0
+    assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
 
 
 def test_select_last_keeps_and_delivers_the_final_epoch(tmp_path):
     from medxfer.training.checkpoints import load_model_weights
 
     trainer = make_trainer(tmp_path, epochs=3, early_stopping={"select": "last"})
-    losses = iter([1.0, 3.0, 2.0])  # epoch 0 scores best: select: best would keep it
+    losses = iter([1.0, 3.0, 2.0])  # epoch 1 scores best: select: best would keep it
     weights = tmp_path / "model.safetensors"
 
     def validate(net):  # the weights are written once, after the final epoch
@@ -156,7 +156,7 @@ def test_select_last_keeps_and_delivers_the_final_epoch(tmp_path):
 
     trainer.validate = validate
     result = trainer.fit()
-    assert result.best_epoch == 2 and result.best_score == pytest.approx(-2.0)
+    assert result.best_epoch == 3 and result.best_score == pytest.approx(-2.0)
     assert not result.stopped_early and len(result.history) == 3
     saved = load_model_weights(tmp_path / "model.safetensors")
     final = trainer.ctx.model.state_dict()
@@ -175,14 +175,14 @@ def test_select_last_killed_run_resumes_and_writes_the_final_weights(tmp_path):
         make_trainer(tmp_path, epochs=3, plugin=Killer(), early_stopping=last).fit()
     assert not (tmp_path / "model.safetensors").exists()
     result = make_trainer(tmp_path, epochs=3, early_stopping=last).fit(resume=True)
-    assert result.best_epoch == 2 and (tmp_path / "model.safetensors").is_file()
+    assert result.best_epoch == 3 and (tmp_path / "model.safetensors").is_file()
 
 
 def test_select_best_keeps_the_best_epoch_not_the_last(tmp_path):
     trainer = make_trainer(tmp_path, epochs=3)
     losses = iter([1.0, 3.0, 2.0])
     trainer.validate = lambda net: {"val_loss": next(losses)}
-    assert trainer.fit().best_epoch == 0
+    assert trainer.fit().best_epoch == 1
 
 
 def test_select_last_with_patience_is_refused():
@@ -307,7 +307,7 @@ def test_ema_scores_saves_and_delivers_the_weight_average(tmp_path):
     result = trainer.fit()
     assert len(scored) == 3
     saved = load_model_weights(tmp_path / "model.safetensors")
-    best = scored[result.best_epoch]
+    best = scored[result.best_epoch - 1]  # best_epoch counts from 1
     assert all(torch.equal(saved[k], best[k]) for k in saved)
     delivered = trainer.ctx.model.state_dict()
     assert all(torch.equal(delivered[k], best[k]) for k in saved)
@@ -334,3 +334,91 @@ def test_ema_resume_of_a_run_without_an_average_is_refused(tmp_path):
     make_trainer(tmp_path, epochs=1).fit()
     with pytest.raises(CheckpointError, match="train.ema"):
         make_trainer(tmp_path, epochs=2, ema=0.8).fit(resume=True)
+
+
+def test_a_checkpoint_of_zero_based_epochs_resumes_counted_from_one(tmp_path):
+    """Checkpoints written before epochs were counted from 1 hold 0-based history rows."""
+    class Killer:
+        @medxfer.hookimpl
+        def medxfer_epoch_start(self, ctx, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path, epochs=3, plugin=Killer()).fit()
+    state = load_training_state(tmp_path)
+    state["history"] = [{**row, "epoch": row["epoch"] - 1} for row in state["history"]]
+    torch.save(state, tmp_path / LAST_STATE)
+    resumed = make_trainer(tmp_path, epochs=3).fit(resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert 1 <= resumed.best_epoch <= 3
+
+
+class MetricLogger:
+    """A logger: records what ``medxfer_log_metrics`` and ``medxfer_log_summary`` get."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, dict]] = []
+
+    @medxfer.hookimpl
+    def medxfer_log_metrics(self, ctx, epoch, metrics):
+        self.logged.append((epoch, dict(metrics)))
+
+
+class AddsAMetric:
+    """A plugin that adds a metric at the end of each epoch."""
+
+    @medxfer.hookimpl
+    def medxfer_epoch_end(self, ctx, epoch, metrics):
+        metrics["plugin_metric"] = 10.0 + epoch
+
+
+class AddsAMetricFirst:
+    @medxfer.hookimpl(tryfirst=True)
+    def medxfer_epoch_end(self, ctx, epoch, metrics):
+        metrics["plugin_metric"] = 10.0 + epoch
+
+
+class AddsAMetricLast:
+    @medxfer.hookimpl(trylast=True)
+    def medxfer_epoch_end(self, ctx, epoch, metrics):
+        metrics["plugin_metric"] = 10.0 + epoch
+
+
+@pytest.mark.parametrize("plugin_class", [AddsAMetric, AddsAMetricFirst, AddsAMetricLast])
+@pytest.mark.parametrize("logger_first", [True, False])
+def test_plugin_metrics_reach_every_logger_whatever_the_hook_order(tmp_path, plugin_class,
+                                                                   logger_first):
+    loggers = [MetricLogger(), MetricLogger()]
+    trainer = make_trainer(tmp_path, epochs=2)
+    manager = create_plugin_manager(load_entry_points=False)
+    plugins = [(f"logger{i}", logger) for i, logger in enumerate(loggers)]
+    plugins.insert(len(plugins) if logger_first else 0, ("adds", plugin_class()))
+    for name, plugin in plugins:
+        manager.register(plugin, name=name)
+    trainer.hooks = manager.hook
+    result = trainer.fit()
+    for logger in loggers:
+        assert [epoch for epoch, _ in logger.logged] == [1, 2]  # counted from 1
+        assert [m["plugin_metric"] for _, m in logger.logged] == [10.0, 11.0]
+        assert [m["epoch"] for _, m in logger.logged] == [1, 2]
+    assert [h["plugin_metric"] for h in result.history] == [10.0, 11.0]
+
+
+def test_without_a_terminal_progress_lines_and_an_eta_per_epoch_are_printed(
+        tmp_path, monkeypatch, capsys):
+    """A log file sees a line at least every 30 s and, per epoch, the time and the ETA."""
+    from medxfer import progress
+
+    clock = iter(range(0, 10**6, 31))  # every reading is 31 s after the one before
+    monkeypatch.setattr(progress, "monotonic", lambda: float(next(clock)))
+    trainer = make_trainer(tmp_path, epochs=2)
+    trainer.progress = True
+    trainer.fit()
+    err = capsys.readouterr().err.splitlines()
+    steps = [line for line in err if line.startswith("epoch 1/2: ")]
+    assert steps[0].startswith("epoch 1/2: 1/4 steps (25%), loss ") and "ETA" in steps[0]
+    assert steps[-1].startswith("epoch 1/2: 4/4 steps done in")
+    assert steps[-1].endswith("validating")
+    ends = [line for line in err if line.startswith(("epoch 1/2  loss", "epoch 2/2  loss"))]
+    assert len(ends) == 2 and "/epoch, ETA " in ends[0] and "ETA" not in ends[1]

@@ -1,4 +1,5 @@
-"""run_pipeline on small real and sample data: 3D, regression, scratch, L2-SP logging."""
+"""run_pipeline on small real and sample data: 3D, regression, scratch, L2-SP logging, and
+what the run's loggers are told."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 
 import pytest
 
+import medxfer
 from medxfer.config import load_config
 from medxfer.workflows.run import run_pipeline
 from medxfer.errors import ConfigError
+from medxfer.plugins import build_registries, create_plugin_manager
 
 QUICK = ["train.epochs=1", "eval.bootstrap=20", "train.batch_size=8"]
 
@@ -113,3 +116,76 @@ def test_resume_with_another_config_names_the_keys_that_differ(tmp_path):
                                           r"5 given\), train\.seed \(0 in the run, 2 given\); "):
         resolve_run_config(given, tmp_path, resume=True)
     assert resolve_run_config(saved, tmp_path, resume=True) == saved
+
+
+class RecordingLogger:
+    """A logger plugin that records the calls it gets."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    @medxfer.hookimpl
+    def medxfer_log_metrics(self, ctx, epoch, metrics):
+        self.calls.append(("metrics", epoch))
+
+    @medxfer.hookimpl
+    def medxfer_log_summary(self, ctx, summary):
+        self.calls.append(("summary", summary["best_epoch"], "auc" in summary["test"]))
+
+    @medxfer.hookimpl
+    def medxfer_on_exception(self, ctx, exception):
+        self.calls.append(("exception", str(exception)))
+
+
+def recording_registries(calls: list):
+    class Plugin:
+        @medxfer.hookimpl
+        def medxfer_register_loggers(self, register):
+            register("recording", lambda: RecordingLogger(calls))
+
+    manager = create_plugin_manager()
+    manager.register(Plugin(), name="recording_plugin")
+    return build_registries(manager)
+
+
+TRACKED = [*QUICK, "train.epochs=2", "data.limit=16", "model.backbone.name=basic_cnn",
+           "model.backbone.pretrained=none", "tracking=[{name: recording}]"]
+
+
+@pytest.mark.slow
+def test_loggers_get_every_epoch_then_the_summary(tmp_path):
+    calls: list = []
+    summary = run_pipeline(load_config(None, TRACKED), tmp_path / "run",
+                           registries=recording_registries(calls), progress=False)
+    assert calls == [("metrics", 1), ("metrics", 2), ("summary", summary["best_epoch"], True)]
+    assert summary["best_epoch"] in (1, 2)  # counted from 1, as the history
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert not (tmp_path / "run" / "tensorboard").exists()  # tracking: only the recorder
+
+
+@pytest.mark.slow
+def test_loggers_are_told_when_the_final_evaluation_fails(tmp_path, monkeypatch):
+    from medxfer.tasks.classification import ClassificationTask
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(ClassificationTask, "evaluate_and_report", broken)
+    calls: list = []
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        run_pipeline(load_config(None, TRACKED), tmp_path / "run",
+                     registries=recording_registries(calls), progress=False)
+    assert calls == [("metrics", 1), ("metrics", 2), ("exception", "evaluation failed")]
+
+
+def test_a_logger_that_cannot_be_built_stops_the_run_before_the_data_is_read(tmp_path,
+                                                                            monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    config = load_config(None, [*QUICK, "data.path=/nonexistent/data.npz",
+                                "tracking=[{name: mlflow}]"])
+    with pytest.raises(ConfigError, match=r'needs MLflow.*pip install "medxfer\[mlflow\]"'):
+        run_pipeline(config, tmp_path / "run", progress=False)

@@ -9,10 +9,11 @@ overlay figure, so memory does not grow with the size of the volumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel
 import numpy as np
 import torch
 
@@ -30,7 +31,8 @@ from medxfer.training.amp import Precision
 from medxfer.training.trainer import FitResult
 
 PER_CASE_CSV = "per_case.csv"
-# 3D volumes are shown along this axis unless data.slice_axis names another (RAS: axial).
+# 3D volumes are shown along data.slice_axis, else the axial axis when the orientation is
+# known, else this one (axial for RAS).
 DEFAULT_SLICE_AXIS = 2
 
 
@@ -41,7 +43,8 @@ class _Slice:
     image: np.ndarray
     truth: np.ndarray
     prediction: np.ndarray
-    where: str  # "" for 2D images, e.g. "axis 2, slice 14" for volumes
+    where: str  # "" for 2D images, e.g. "axial slice 14 of 36" for volumes
+    edges: dict[str, str] = field(default_factory=dict)  # e.g. {"right": "R", ...}
 
 
 def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: torch.nn.Module,
@@ -81,7 +84,6 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     names = list(bundle.class_names)
     foreground = S.foreground_names(bundle.num_classes, names)
     spacing_cfg = config.data.preprocess.spacing
-    axis = config.data.slice_axis if config.data.slice_axis is not None else DEFAULT_SLICE_AXIS
     score = _Scorer(bundle.num_classes, names, spacing_cfg)
 
     # Collective in a distributed run: each rank scores its shard, every rank gets all cases.
@@ -91,7 +93,9 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
     for item, probs in iter_case_predictions(model, shards.shard_dataset(bundle.test), config,
                                              device=device, precision=precision):
         pred = probs.argmax(dim=0)
-        scored.append((score(item, probs, pred), _representative_slice(item, pred, axis)))
+        axcodes = volume_axcodes(config, bundle, str(item.get("id", "")))
+        scored.append((score(item, probs, pred), _representative_slice(
+            item, pred, _overlay_axis(config, axcodes), axcodes)))
     scored = shards.gather_in_order(scored)
     test_cases, slices = [c for c, _ in scored], [v for _, v in scored]
     summary: dict[str, Any] = {"task": config.task, "class_names": names}
@@ -112,7 +116,9 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
                              [{"split": "val", **c.as_row()} for c in val_cases]
                              + [{"split": "test", **c.as_row()} for c in test_cases],
                              first=["id", "split"])
-        R.plot_training_curves(result.history, figures_dir / "training_curves.png")
+        R.plot_training_curves(result.history, figures_dir / "training_curves.png",
+                               selected_epoch=result.best_epoch, monitor=result.monitor,
+                               select=config.train.early_stopping.select)
         R.plot_dice_boxplot(np.array([c.dice for c in test_cases]).reshape(-1, len(foreground)),
                             foreground, figures_dir / "dice_per_class.png")
         panels = []
@@ -121,7 +127,7 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
             case, view = test_cases[index], slices[index]
             where = f", {view.where}" if view.where else ""
             panels.append({"image": view.image, "truth": view.truth,
-                           "prediction": view.prediction,
+                           "prediction": view.prediction, "edges": view.edges,
                            "origin": "lower" if view.where else "upper",
                            "title": f"{roles}: {case.id}\nmean Dice {case.mean_dice:.3f}{where}"})
         R.plot_segmentation_overlays(panels, foreground,
@@ -173,10 +179,39 @@ class _Scorer:
         return values * self.ndim if len(values) == 1 else values
 
 
-def _representative_slice(item: dict[str, Any], pred: torch.Tensor, axis: int) -> _Slice:
+def volume_axcodes(config: RunConfig, bundle: Any, case_id: str) -> str | None:
+    """The direction each axis of a preprocessed volume points to (``"RAS"``): the
+    configured reorientation (``data.preprocess.orientation``), else the case's NIfTI
+    header; None when neither tells (DICOM series, 2D images)."""
+    if config.data.preprocess.orientation:
+        return config.data.preprocess.orientation
+    case = next((c for c in getattr(bundle, "cases", None) or [] if c.get("id") == case_id),
+                None)
+    path = str(case.get("image", "")) if case else ""
+    if not path.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        return "".join(nibabel.orientations.aff2axcodes(nibabel.load(path).affine))
+    except (OSError, ValueError, nibabel.filebasedimages.ImageFileError):
+        return None
+
+
+def _overlay_axis(config: RunConfig, axcodes: str | None) -> int:
+    """The axis a volume is sliced along for the overlays: ``data.slice_axis`` when set,
+    else the axial one (the axis pointing superior or inferior), else
+    :data:`DEFAULT_SLICE_AXIS`."""
+    if config.data.slice_axis is not None:
+        return config.data.slice_axis
+    codes = (axcodes or "").upper()
+    return next((i for i, c in enumerate(codes) if c in ("S", "I")), DEFAULT_SLICE_AXIS)
+
+
+def _representative_slice(item: dict[str, Any], pred: torch.Tensor, axis: int,
+                          axcodes: str | None = None) -> _Slice:
     """2D images whole; 3D volumes at the slice along ``axis`` with the most true foreground
     (the most predicted foreground when the truth is empty, the middle slice when both
-    are). Slices are transposed so that ``origin="lower"`` shows them the usual way."""
+    are), named by its plane when ``axcodes`` (see :func:`volume_axcodes`) are known.
+    Slices are transposed so that ``origin="lower"`` shows them the usual way."""
     image = item["image"][0].float().numpy()
     truth = item["label"][0].numpy()
     prediction = pred.numpy()
@@ -191,5 +226,6 @@ def _representative_slice(item: dict[str, Any], pred: torch.Tensor, axis: int) -
     def take(volume: np.ndarray) -> np.ndarray:
         return np.take(volume, index, axis=axis).T
 
+    view = R.slice_view(axcodes, axis)
     return _Slice(take(image), take(truth).astype(np.int16), take(prediction).astype(np.int16),
-                  f"axis {axis}, slice {index}")
+                  f"{view['plane']} slice {index + 1} of {truth.shape[axis]}", view["edges"])

@@ -14,6 +14,7 @@ from torch import nn
 
 from medxfer.config import RunConfig
 from medxfer.errors import ConfigError, InputSizeError
+from medxfer.progress import announced
 from medxfer.training.amp import Precision
 
 
@@ -134,16 +135,21 @@ def iter_case_predictions(model: nn.Module, dataset: Any, config: RunConfig, *,
 
     Items are ``{"image": [C_in, *spatial], "label": [1, *spatial], "id": ...}``; images
     are processed one at a time because their sizes may differ. The model is put in
-    evaluation mode and restored afterwards.
+    evaluation mode and restored afterwards. Inside a run a slow pass reports its progress
+    (:func:`medxfer.progress.announced`).
     """
     was_training = model.training
     model.eval()
     inferer = make_inferer(config)
     try:
-        for index in range(len(dataset)):
-            item = dataset[index]
-            probs = predict_probabilities(model, item["image"][None], config, device=device,
-                                          precision=precision, inferer=inferer)
-            yield item, probs[0].cpu()
+        # Sliding windows over volumes can take minutes: a run's log says how far it is.
+        with announced(f"predicting {len(dataset)} cases", len(dataset)) as advance:
+            for index in range(len(dataset)):
+                item = dataset[index]
+                probs = predict_probabilities(model, item["image"][None], config,
+                                              device=device, precision=precision,
+                                              inferer=inferer)
+                yield item, probs[0].cpu()
+                advance()
     finally:
         model.train(was_training)

@@ -5,9 +5,11 @@ Formats:
 * ``torchscript``: ``model.ts`` (``torch.jit.load``), logits from preprocessed images;
 * ``onnx``: ``model.onnx`` with dynamic batch and spatial sizes (needs
   ``pip install "medxfer[export]"``);
-* ``monai-bundle``: a MONAI bundle (configs, TorchScript model) that reads image files,
-  preprocesses them as medxfer does, runs the network and writes masks, class
-  probabilities or regression values.
+* ``monai-bundle``: a MONAI bundle (inference and fine-tuning configs with MONAI's standard
+  properties, the weights as a state dict of a ``_target_`` network where the run's
+  network is a library class, else TorchScript) that reads image files, preprocesses them
+  as medxfer does, runs the network and writes masks, class probabilities or regression
+  values.
 
 Every export is checked before it is kept: the exported model must reproduce medxfer's
 logits on two reproducible inputs of different sizes within
@@ -153,7 +155,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path, *,
             files = [path]
             extra["onnx_exporter"] = exporter
         else:
-            files, check = export_bundle(loaded, tmp)
+            files, check = export_bundle(loaded, tmp, registries=registries)
         relative = [str(f.relative_to(tmp)) for f in files]
         atomic_write_text(tmp / "export.json", json.dumps(
             _describe(loaded, fmt, relative, check, extra), indent=2) + "\n")

@@ -3,136 +3,86 @@
 Layout (MONAI's bundle specification)::
 
     configs/metadata.json    versions, task, input/output description, class names (or
-                             a regression run's target)
-    configs/inference.json   preprocessing, network, inferer, postprocessing, ``run``
+                             a regression run's target), how the network is defined
+    configs/inference.json   MONAI's standard inference properties (ConfigWorkflow "infer")
+    configs/train.json       fine-tuning inside MONAI (ConfigWorkflow "train")
+    configs/logging.conf     Python logging, as MONAI's bundles have it
+    models/model.pt          the weights: a state dict of ``network_def``
     models/model.ts          the network as TorchScript
-    docs/README.md           how to run it
+    docs/README.md           how to run and fine-tune it
+    LICENSE                  Apache-2.0 for the code parts; the weights' terms
 
 ``python -m monai.bundle run --bundle_root B --config_file B/configs/inference.json
 --meta_file B/configs/metadata.json --dataset_dir IMAGES --output_dir OUT`` writes one
 mask per NIfTI file (segmentation) or a ``predictions.csv`` (classification: class
-probabilities; regression: the network's output, as ``medxfer predict`` writes it). The
-``$``-expressions in the config are MONAI's bundle syntax, evaluated by MONAI when the
-bundle runs; medxfer itself never evaluates a config.
+probabilities; regression: the network's output, as ``medxfer predict`` writes it).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import monai
+import numpy
+import torch
+
 from medxfer import __version__
-from medxfer.io import atomic_write_text
+from medxfer.io import atomic_write_text, read_json_object
 from medxfer.tasks import task_of
-from medxfer.tasks.segmentation.inference import window_size
-from medxfer.workflows.export.bundle_transforms import preprocessing
+from medxfer.workflows.export.bundle_configs import LOGGING_CONF, inference_config, train_config
+from medxfer.workflows.export.bundle_docs import licence, readme
+from medxfer.workflows.export.bundle_network import (NetworkDefinition, library_definition,
+                                                     torchscript_definition)
+from medxfer.workflows.export.bundle_transforms import refuse_slice_wise
 from medxfer.workflows.export.common import OutputCheck, size_divisor
 from medxfer.workflows.export.torchscript import export_torchscript
 
 INFERENCE_CONFIG = "configs/inference.json"
+TRAIN_CONFIG = "configs/train.json"
+LOGGING = "configs/logging.conf"
 METADATA = "configs/metadata.json"
+WEIGHTS = "models/model.pt"
+README_PATH = "docs/README.md"
+LICENSE_PATH = "LICENSE"
+SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+              "meta_schema_20240725.json")
 
 
-def _inferer(loaded: Any) -> tuple[dict[str, Any], bool]:
-    """The inferer config and whether it slides windows (as medxfer's inference does)."""
-    config = loaded.config
-    if not task_of(config).labels_are_masks:  # one output per image
-        return {"_target_": "SimpleInferer"}, False
-    dims = int(loaded.sidecar["spatial_dims"])
-    roi = window_size(config, [1] * dims, size_divisor(loaded))
-    if roi is None:
-        return {"_target_": "SimpleInferer"}, False
-    sw = config.eval.sliding_window
-    return {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": sw.batch_size,
-            "overlap": sw.overlap, "mode": sw.mode, "progress": False}, True
-
-
-def _image_postprocessing(loaded: Any) -> list[dict[str, Any]]:
-    """The postprocessing transforms of a classification or regression bundle.
-
-    Classification turns logits into class probabilities; a regression network's output is
-    the prediction itself (``medxfer predict`` writes it unchanged), so nothing is applied.
-    """
-    if task_of(loaded.config).labels_are_values:
-        return []
-    return [{"_target_": "Activationsd", "keys": "pred", "softmax": True}]
-
-
-def inference_config(loaded: Any) -> dict[str, Any]:
-    """The ``configs/inference.json`` of the run's bundle."""
-    segmentation = task_of(loaded.config).labels_are_masks  # masks, else a CSV row per image
-    inferer, windows = _inferer(loaded)
-    pad = size_divisor(loaded) if segmentation and not windows else None
-    dims = int(loaded.sidecar["spatial_dims"])
-    pattern = "*.nii*" if dims == 3 else "*.png"
-    cfg: dict[str, Any] = {
-        "imports": ["$import glob", "$import os", "$import numpy", "$import torch"],
-        "bundle_root": ".",
-        "output_dir": "$@bundle_root + '/eval'",
-        "dataset_dir": "$@bundle_root + '/images'",
-        "image_pattern": pattern,
-        "datalist": "$list(sorted(glob.glob(os.path.join(@dataset_dir, @image_pattern))))",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "network_def": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), "
-                       "map_location='cpu')",
-        "network": "$@network_def.to(@device).eval()",
-        "preprocessing": {"_target_": "Compose",
-                          "transforms": preprocessing(loaded, pad_to=pad)},
-        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]",
-                    "transform": "@preprocessing"},
-        "inferer": inferer,
-    }
-    if segmentation:
-        cfg["postprocessing"] = {"_target_": "Compose", "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing",
-             "orig_keys": "image", "nearest_interp": True, "to_tensor": True},
-            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
-             "output_postfix": "seg", "output_dtype": "$numpy.uint8", "resample": False,
-             "separate_folder": False, "print_log": False},
-        ]}
-        cfg["predict"] = ("$torch.no_grad()(lambda d: @postprocessing({**d, 'pred': "
-                          "@inferer(d['image'][None].to(@device), @network)[0].cpu()}))")
-        cfg["run"] = ["$[@predict(d) for d in @dataset]"]
-    else:
-        cfg["postprocessing"] = {"_target_": "Compose",
-                                 "transforms": _image_postprocessing(loaded)}
-        cfg["saver"] = {"_target_": "CSVSaver", "output_dir": "@output_dir",
-                        "filename": "predictions.csv", "overwrite": False}
-        cfg["predict"] = ("$torch.no_grad()(lambda d: @postprocessing({**d, 'pred': "
-                          "@network(d['image'][None].to(@device))[0].cpu()}))")
-        cfg["run"] = ["$[@saver.save(@predict(d)['pred'], d['image'].meta) for d in @dataset]",
-                      "$@saver.finalize()"]
-    return cfg
-
-
-def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
+def metadata(loaded: Any, network: NetworkDefinition, check: OutputCheck,
+             torchscript_check: OutputCheck) -> dict[str, Any]:
     """The ``configs/metadata.json`` of the run's bundle."""
-    import monai
-    import numpy
-    import torch
-
     sidecar, config = loaded.sidecar, loaded.config
     dims = int(sidecar["spatial_dims"])
     spatial = ["*"] * dims
+    name = config.model.backbone.name
+    how = (f"network_def is {network.target}" if network.target is not None else
+           f"network_def is the TorchScript model models/model.ts ({network.fallback_reason})")
     return {
-        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
-                  "0.8.1/meta_schema_20220324.json",
+        "schema": SCHEMA_URL,
         "version": "0.1.0",
         "changelog": {"0.1.0": f"exported by medxfer {__version__} from a medxfer run"},
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": numpy.__version__,
         "required_packages_version": {"nibabel": _version("nibabel")},
-        "name": f"medxfer {config.task} ({config.model.backbone.name})",
-        "task": f"{config.task} with a {config.model.backbone.name} network fine-tuned by medxfer",
+        "name": f"medxfer {config.task} ({name})",
+        "task": f"{config.task} with a {name} network fine-tuned by medxfer",
         "description": "Exported from a medxfer run; preprocessing, inferer and network "
-                       "reproduce `medxfer predict`.",
-        "authors": "medxfer",
-        "copyright": "see the data and weights the run was trained on",
+                       f"reproduce `medxfer predict`; {how}.",
+        "authors": "medxfer (the run's author trained the weights)",
+        "copyright": "see LICENSE: the weights follow the data and weights the run was "
+                     "trained on",
+        "data_source": _data_source(loaded),
+        "data_type": "nibabel" if dims == 3 else "png",
+        "image_classes": f"{int(sidecar['in_channels'])} channel(s), preprocessed as "
+                         "configs/inference.json's preprocessing says",
+        "pred_classes": _pred_classes(loaded),
+        "eval_metrics": _test_metrics(loaded),
+        "intended_use": "research; not validated for clinical use",
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "magnitude",
                                  "num_channels": int(sidecar["in_channels"]),
@@ -145,8 +95,40 @@ def metadata(loaded: Any, check: OutputCheck) -> dict[str, Any]:
                     **({"predictions_csv_columns": csv_columns(loaded),
                         "predictions_csv_header": False}
                        if not task_of(config).labels_are_masks else {}),
-                    "size_divisor": size_divisor(loaded), "check": check.as_dict()},
+                    "network": network.describe(),
+                    "size_divisor": size_divisor(loaded), "check": check.as_dict(),
+                    "torchscript_check": torchscript_check.as_dict()},
     }
+
+
+def _summary(loaded: Any) -> dict[str, Any]:
+    path = loaded.run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    return read_json_object(path, what_to_do="it holds the run's results")
+
+
+def _data_source(loaded: Any) -> str:
+    return str(_summary(loaded).get("data_source") or loaded.config.data.path
+               or "not recorded in the run")
+
+
+def _test_metrics(loaded: Any) -> dict[str, float]:
+    """The run's test-split metrics (empty for a run that has not finished)."""
+    test = _summary(loaded).get("test") or {}
+    return {f"test_{k}": float(v) for k, v in test.items() if k != "n"
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _pred_classes(loaded: Any) -> str:
+    task = task_of(loaded.config)
+    if task.labels_are_values:
+        return f"one value: the predicted {loaded.target_name!r}"
+    names = ", ".join(f"{i} {n}" for i, n in enumerate(loaded.output_names))
+    if task.labels_are_masks:
+        return f"{len(loaded.output_names)} channels of class logits ({names}); the saved " \
+               "mask holds the class index of each voxel"
+    return f"{len(loaded.output_names)} class probabilities ({names})"
 
 
 def _output_format(loaded: Any) -> dict[str, Any]:
@@ -194,57 +176,41 @@ def _version(name: str) -> str:
         return ""
 
 
-README = """# medxfer {task} bundle
-
-Exported by `medxfer export --format monai-bundle`; needs MONAI, PyTorch and nibabel only.
-
-```bash
-python -m monai.bundle run --bundle_root BUNDLE \\
-    --config_file BUNDLE/configs/inference.json --meta_file BUNDLE/configs/metadata.json \\
-    --dataset_dir IMAGES --output_dir OUT
-```
-
-where `BUNDLE` is this folder (wherever it now is), `IMAGES` a folder of the images to
-predict and `OUT` a new folder for the results.
-
-{what}
-"""
-
-
-def export_bundle(loaded: Any, folder: Path) -> tuple[list[Path], OutputCheck]:
+def export_bundle(loaded: Any, folder: Path, *, registries: Any | None = None
+                  ) -> tuple[list[Path], OutputCheck]:
     """Write the bundle of ``loaded`` into ``folder`` (exists, empty).
 
+    Args:
+        loaded: A run from :func:`medxfer.workflows.predict.load_run`.
+        folder: Where to write.
+        registries: Plugin registries, to rebuild the network when looking for its library
+            class (installed plugins when omitted).
+
     Returns:
-        The files written and the output check of ``models/model.ts``.
+        The files written and the output check of the network ``inference.json`` runs.
 
     Raises:
-        ExportError: when the run cannot be expressed as a bundle or the TorchScript model
+        ExportError: when the run cannot be expressed as a bundle or the exported network
             does not reproduce medxfer's logits.
     """
+    refuse_slice_wise(loaded)  # before any file is written
     folder = Path(folder)
-    cfg = inference_config(loaded)  # raises before any file is written
     (folder / "models").mkdir(parents=True, exist_ok=True)
-    model_path, check = export_torchscript(loaded, folder / "models", fmt="monai-bundle")
-    atomic_write_text(folder / INFERENCE_CONFIG, json.dumps(cfg, indent=2) + "\n")
-    atomic_write_text(folder / METADATA, json.dumps(metadata(loaded, check), indent=2) + "\n")
-    task = task_of(loaded.config)
-    if task.labels_are_masks:
-        what = ("Writes `<name>_seg.nii.gz` (class indices, on the input's grid) per image "
-                "matching `image_pattern` in `dataset_dir`.")
-    elif task.labels_are_values:
-        what = ("Writes `predictions.csv` (one predicted value of "
-                f"`{loaded.target_name}` per image) for the images in `dataset_dir`.")
-    else:
-        what = ("Writes `predictions.csv` (class probabilities) for the images in `dataset_dir`. "
-                "A binary run's decision, as `medxfer predict` makes it, is class 1 when its "
-                "probability is at least `decision.threshold` in `export.json`.")
-    if not task.labels_are_masks:
-        columns = csv_columns(loaded)
-        what += ("\n\n`predictions.csv` has no header row (MONAI's `CSVSaver` writes none); "
-                 f"its {len(columns)} columns are, in order: "
-                 f"{', '.join(f'`{c}`' for c in columns)} "
-                 "(also in `configs/metadata.json`, `medxfer.predictions_csv_columns`).")
-    atomic_write_text(folder / "docs" / "README.md", README.format(task=loaded.config.task,
-                                                                   what=what))
-    return [model_path, folder / INFERENCE_CONFIG, folder / METADATA,
-            folder / "docs" / "README.md"], check
+    ts_path, ts_check = export_torchscript(loaded, folder / "models", fmt="monai-bundle")
+    network = library_definition(loaded, registries)
+    if isinstance(network, str):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, works
+            traced = torch.jit.load(str(ts_path), map_location="cpu")
+        network = torchscript_definition(traced, network)
+    check = network.check or ts_check
+    files = {INFERENCE_CONFIG: json.dumps(inference_config(loaded, network), indent=2) + "\n",
+             TRAIN_CONFIG: json.dumps(train_config(loaded, network), indent=2) + "\n",
+             LOGGING: LOGGING_CONF,
+             METADATA: json.dumps(metadata(loaded, network, check, ts_check), indent=2) + "\n",
+             README_PATH: readme(loaded, network, csv_columns(loaded)),
+             LICENSE_PATH: licence(loaded, _data_source(loaded))}
+    torch.save(network.state_dict, folder / WEIGHTS)
+    for relative, text in files.items():
+        atomic_write_text(folder / relative, text)
+    return [folder / WEIGHTS, ts_path, *[folder / relative for relative in files]], check

@@ -3,6 +3,7 @@ and small test images."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -68,3 +69,19 @@ def write_volume(path: Path, shape=(27, 35, 19), seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(image.astype(np.float32), affine), str(path))
     return path
+
+
+def write_labelled_cases(folder: Path, shapes=((27, 35, 19), (30, 24, 26))) -> Path:
+    """NIfTI volumes with masks (0, 1, 2 by intensity) listed in ``folder/dataset.json``
+    (MONAI's Decathlon datalist, what a bundle's ``train.json`` reads); returns ``folder``."""
+    items = []
+    for i, shape in enumerate(shapes):
+        image = write_volume(folder / "imagesTr" / f"case{i}.nii.gz", shape, seed=i)
+        loaded = nib.load(str(image))
+        values = np.asarray(loaded.dataobj)
+        mask = (values > 100).astype(np.uint8) + (values > 150).astype(np.uint8)
+        (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(mask, loaded.affine), str(folder / "labelsTr" / image.name))
+        items.append({"image": f"./imagesTr/{image.name}", "label": f"./labelsTr/{image.name}"})
+    (folder / "dataset.json").write_text(json.dumps({"training": items}), encoding="utf-8")
+    return folder

@@ -51,7 +51,7 @@ def _run_bundle(bundle, images, out):
         warnings.simplefilter("ignore")
         run(bundle_root=str(bundle), config_file=str(bundle / "configs" / "inference.json"),
             meta_file=str(bundle / "configs" / "metadata.json"), dataset_dir=str(images),
-            output_dir=str(out))
+            output_dir=str(out), logging_file=False)  # leave this process's logging alone
     assert torch.is_grad_enabled()  # the bundle leaves the process as it found it
 
 

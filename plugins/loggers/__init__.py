@@ -1,0 +1,1 @@
+"""Run-tracking logger plugins: one logger per module."""
