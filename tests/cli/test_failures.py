@@ -43,6 +43,30 @@ def test_a_file_read_as_a_manifest_is_not_quoted(tmp_path, capsys):
     assert "s3cr3t" not in err and "/bin/bash" not in err
 
 
+# --- config files past their bounds -----------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["run", "config show"])
+def test_a_config_bomb_is_refused_before_torch_is_imported(tmp_path, command):
+    """The refusal takes milliseconds; importing torch and MONAI first took seconds and a
+    gigabyte."""
+    import subprocess
+    import sys
+
+    from tests.test_bounded_yaml import ALIAS_BOMB
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    args = [*command.split(), str(bomb), "--set", "train.epochs=1"]
+    code = ("import sys\nfrom medxfer.cli import main\ncode = main(%r)\n"
+            "print('loaded', sorted(m for m in ('torch', 'monai') if m in sys.modules), code)"
+            % (args,))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.stdout.strip().splitlines()[-1] == "loaded [] 2", result.stderr
+    assert f"error: config file '{bomb}' expands to more than 100000 values" in one_line(
+        result.stderr)
+
+
 # --- flags ------------------------------------------------------------------------------------
 
 def test_flags_show_no_type_in_help(capsys):
