@@ -33,8 +33,26 @@ IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES + DICOM_SUFFI
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+class AffineGeometry:
+    """Spacing and origin read from an ``affine`` and ``spatial_dims`` (images and headers)."""
+
+    affine: np.ndarray
+    spatial_dims: int
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each array axis."""
+        lin = self.affine[: self.spatial_dims, : self.spatial_dims]
+        return tuple(float(v) for v in np.sqrt((lin ** 2).sum(axis=0)))
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """World position (RAS mm) of the first voxel."""
+        return tuple(float(v) for v in self.affine[: self.spatial_dims, -1])
+
+
 @dataclass
-class ImageData:
+class ImageData(AffineGeometry):
     """An image read from disk.
 
     Attributes:
@@ -60,17 +78,6 @@ class ImageData:
     def spatial_shape(self) -> tuple[int, ...]:
         """Shape without the channel axis."""
         return tuple(self.array.shape[1:])
-
-    @property
-    def spacing(self) -> tuple[float, ...]:
-        """Voxel size in mm along each array axis."""
-        lin = self.affine[: self.spatial_dims, : self.spatial_dims]
-        return tuple(float(v) for v in np.sqrt((lin ** 2).sum(axis=0)))
-
-    @property
-    def origin(self) -> tuple[float, ...]:
-        """World position (RAS mm) of the first voxel."""
-        return tuple(float(v) for v in self.affine[: self.spatial_dims, -1])
 
     @property
     def direction(self) -> np.ndarray:
