@@ -47,10 +47,6 @@ def register(app: typer.Typer) -> None:
         process trains on its share of the data, rank 0 writes the outputs.
         """
         from medxfer.config import load_config
-        from medxfer.training import distributed as D
-        from medxfer.workflows.preflight import check_config, random_start_warning
-        from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
-                                                  train_in_folder)
 
         if config is not None and is_dataset(config):
             _run_dataset(ctx, config, output, overrides, budget, resume=resume, check=check,
@@ -61,9 +57,15 @@ def register(app: typer.Typer) -> None:
         saved = output / "config.yaml" if output is not None else None
         if resume and config is None and saved is not None and saved.is_file():
             config = saved  # the run's own config, with any --set on top
+        # before the heavy imports below: a bad config file is refused at once
+        cfg = load_config(config, overrides)
+        from medxfer.training import distributed as D
+        from medxfer.workflows.preflight import check_config, random_start_warning
+        from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
+                                                  train_in_folder)
+
         if nproc is not None and D.launched_by_torchrun():
             raise ConfigError("--nproc starts torchrun itself; under torchrun omit --nproc")
-        cfg = load_config(config, overrides)
         registries = state_of(ctx).registries
         # the batch split too, before torchrun starts any worker for --nproc
         strategy = check_config(cfg, registries, processes=nproc or 1)
