@@ -26,6 +26,7 @@ from medxfer.data.readers import (
     image_kind,
     read_image,
     series_choice_hint,
+    simpleitk,
     sitk_affine,
 )
 from medxfer.errors import DataError, SeriesChoiceError
@@ -130,8 +131,7 @@ def _nifti_header(path: Path, content: bytes | None = None) -> Header:
 
 
 def _itk_header(path: Path) -> Header:
-    import SimpleITK as sitk
-
+    sitk = simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

@@ -277,7 +277,7 @@ def _refuse_missing_pixels(path: str, ds: Any) -> None:
                         f"data holds {held}; the file is damaged")
 
 
-def _simpleitk() -> Any:
+def simpleitk() -> Any:
     """SimpleITK, with ITK's and GDCM's warnings off: they go straight to stderr as
     ``WARNING: In .../SimpleITK-build/...`` lines; what matters reaches the user as a
     :class:`DataError`."""
@@ -301,7 +301,7 @@ def sitk_affine(direction: Any, spacing: Any, origin: Any, dims: int) -> np.ndar
 
 def _sitk_to_image_data(image: Any, source: str, modality: str | None = None,
                         meta: dict[str, Any] | None = None) -> ImageData:
-    sitk = _simpleitk()
+    sitk = simpleitk()
 
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
     dims = image.GetDimension()
@@ -325,7 +325,7 @@ def read_itk(path: str | os.PathLike[str]) -> ImageData:
     Raises:
         DataError: when SimpleITK cannot read the file.
     """
-    sitk = _simpleitk()
+    sitk = simpleitk()
 
     path = Path(path)
     try:
@@ -383,7 +383,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
     Raises:
         DataError: when the folder does not exist or holds no DICOM file.
     """
-    sitk = _simpleitk()
+    sitk = simpleitk()
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -450,7 +450,7 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
         DataError: for a folder without DICOM files, an unknown series UID,
             a file without pixel data, or a series SimpleITK cannot assemble.
     """
-    sitk = _simpleitk()
+    sitk = simpleitk()
 
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
