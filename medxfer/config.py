@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from medxfer.bounded_yaml import MAX_BYTES, MAX_DEPTH, describe_yaml_error, load_yaml
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_text
 
@@ -468,14 +470,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=c`` into ``(["a", "b"], value)``; the value is read as YAML (no code).
 
     Raises:
-        ConfigError: when ``text`` has no ``=`` or an empty key.
+        ConfigError: when ``text`` has no ``=``, an empty or overlong key, or a value past
+            the bounds of :mod:`medxfer.bounded_yaml`.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
+    if key.count(".") >= MAX_DEPTH:
+        raise ConfigError(f"--set: the key {_SHORT.repr(key)} has more than {MAX_DEPTH} parts; "
+                          "config keys have a few (train.optimizer.lr)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw, f"the value of --set {key}") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -523,6 +529,15 @@ def _mark_seeded(section: dict[str, Any], seeded: dict[int, set[str]]) -> None:
             _mark_seeded(value, seeded)
 
 
+#: Problems a validation message lists (the rest are counted).
+_MAX_PROBLEMS = 20
+#: Quotes a bad value in a few dozen characters, however large it is.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxlevel = 2
+
+
 def format_validation_error(exc: ValidationError, source: str,
                             overrides: Sequence[str] = ()) -> str:
     """One line per problem, each naming the dotted key and what is allowed.
@@ -531,7 +546,8 @@ def format_validation_error(exc: ValidationError, source: str,
     names that override, so that it is not taken for a line of the file in ``source``.
     """
     lines = [f"invalid config ({source}):"]
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:_MAX_PROBLEMS]:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         origin = _override_for(tuple(str(p) for p in err["loc"]), overrides)
         if err["type"] == "extra_forbidden":
@@ -543,10 +559,13 @@ def format_validation_error(exc: ValidationError, source: str,
             # a value is worth quoting; a whole section (a cross-key check) is not
             if "input" in err and err["type"] not in ("missing",) \
                     and not isinstance(err["input"], dict):
-                msg += f" (got {err['input']!r})"
+                msg += f" (got {_SHORT.repr(err['input'])})"
         where = f" [from --set {origin}]" if origin else ""
         lines.append(f"  {key}: {msg.removeprefix('Value error, ')}{where}")
+    if len(errors) > _MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - _MAX_PROBLEMS} more")
     return "\n".join(lines)
+
 
 
 def _override_for(loc: tuple[str, ...], overrides: Sequence[str]) -> str | None:
@@ -595,17 +614,30 @@ def validate_config(raw: dict[str, Any], source: str = "config",
 
 
 def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load`` (no tags, no code); ``what`` names the
-    file in messages."""
+    """Read a YAML mapping safely (no tags, no code) within the bounds of
+    :mod:`medxfer.bounded_yaml` (size, nesting, alias expansion); ``what`` names the file in
+    messages, which never quote its contents."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is a folder; give the YAML file")
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist")
+    source = f"{what} {str(path)!r}"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{source} cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"{source} is larger than {MAX_BYTES // 1024} KiB; a run config "
+                          "is a few KiB: is it the right file?")
+    try:
+        raw = load_yaml(data.decode("utf-8"), source)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source} is not valid YAML: it is not UTF-8 text (byte "
+                          f"{exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {describe_yaml_error(exc)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -76,6 +76,13 @@ class WeightsError(MedxferError):
     exit_code = 2
 
 
+class OutputError(MedxferError):
+    """An output cannot be written: its disk is full or read-only, or permission is
+    denied; exit code 2. The message names the file or folder and what to do."""
+
+    exit_code = 2
+
+
 class TrainingError(MedxferError):
     """Training cannot go on: the loss is no longer finite (it diverged); exit code 2."""
 

@@ -1,21 +1,25 @@
 """Atomic file writes (a reader never sees a half-written file, a crash leaves the old one),
-and reading back the JSON records a run writes."""
+writes that fail for want of space or permission reported as one
+:class:`~medxfer.errors.OutputError`, and reading back the JSON records a run writes."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import socket
 import tempfile
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from medxfer.errors import CheckpointError
+from medxfer.errors import CheckpointError, OutputError
 
 
 def current_umask() -> int:
@@ -107,27 +111,32 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w",
 
     The file gets the permissions of a plainly created one (0644 under umask 022). The
     temporary file is made by :func:`new_temporary` (which removes those of killed writers).
+    On failure it is removed and ``path`` is left as it was.
 
     Args:
         path: The final file.
         mode: ``"w"`` or ``"wb"``.
         encoding: Text encoding (ignored for binary mode).
+
+    Raises:
+        OutputError: when the disk is full or read-only, or permission is denied.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_temporary(path)
-    try:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    with reported_as_output_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = new_temporary(path)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -144,7 +153,93 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON text the run's records are written in."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+
+
+#: errno -> what is wrong and what to do, for a write that cannot succeed as things are
+_CANNOT_WRITE = {
+    errno.ENOSPC: ("no space is left on its disk",
+                   "free some space there, or choose a folder on another disk"),
+    errno.EDQUOT: ("your disk quota is used up",
+                   "free some space within it, or choose a folder elsewhere"),
+    errno.EFBIG: ("the file would be larger than its file system allows",
+                  "choose a folder on another disk"),
+    errno.EROFS: ("its file system is read-only", "choose a folder on a writable disk"),
+    errno.EACCES: ("permission denied", "make it writable for you, or choose another folder"),
+    errno.EPERM: ("operation not permitted",
+                  "make it writable for you, or choose another folder"),
+}
+#: The errors above that only a write gives (permission is also refused to readers)
+_ONLY_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def output_error(exc: BaseException, path: str | os.PathLike[str] | None = None, *,
+                 writing: bool = True,
+                 near: str | os.PathLike[str] | None = None) -> OutputError | None:
+    """The :class:`OutputError` for ``exc`` when it, or what caused it, is a write refused
+    for want of space or permission; else ``None``.
+
+    Libraries wrap the ``OSError`` (``torch.save`` raises a ``RuntimeError`` in whose
+    context it is, safetensors names it as ``(os error 28)``), so the chain of causes is
+    searched.
+
+    Args:
+        exc: What was raised.
+        path: The file or folder written (default: the one the ``OSError`` names).
+        writing: Whether ``exc`` certainly comes from a write. If not, a refused
+            permission (which reads get too) is reported as such for the file the
+            ``OSError`` names, not as a write.
+        near: The folder named when neither ``path`` nor the ``OSError`` names a file.
+    """
+    cause = _refused_write(exc, _CANNOT_WRITE)
+    if cause is None:
+        return None
+    what, todo = _CANNOT_WRITE[cause.errno]
+    if not writing and cause.errno not in _ONLY_WRITES:
+        if not cause.filename:
+            return None
+        return OutputError(f"{str(cause.filename)!r}: {what}; make it accessible to you, or "
+                           "choose another file or folder")
+    target = next((p for p in (path, cause.filename, near) if p is not None), None)
+    where = f" {str(target)!r}" if target else ""
+    return OutputError(f"cannot write{where}: {what}; {todo}")
+
+
+def _refused_write(exc: BaseException | None, errnos: Any) -> OSError | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OutputError):
+            return None  # reported already
+        if isinstance(exc, OSError):
+            if exc.errno in errnos:
+                return exc
+        else:
+            named = re.search(r"\(os error (\d+)\)", str(exc))
+            if named and int(named.group(1)) in errnos:
+                code = int(named.group(1))
+                return OSError(code, os.strerror(code))
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ \
+            else exc.__context__
+    return None
+
+
+@contextmanager
+def reported_as_output_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Run the body, which writes ``path``; a failure for want of space or permission
+    becomes an :class:`OutputError` naming ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        problem = output_error(exc, path)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def read_json_object(path: str | os.PathLike[str], *, what_to_do: str) -> dict[str, Any]:
@@ -179,7 +274,41 @@ def why_unloadable(path: str | os.PathLike[str], exc: BaseException, *,
         return f"cannot be read ({error.strerror or error})"
     if empty:
         return "is empty (0 bytes)"
-    if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
-        return (f"holds objects that a safe (weights-only) load refuses, so {refused} and is "
-                "not loaded")
+    if isinstance(exc, pickle.UnpicklingError) and _intact_pickle(path):
+        return (f"is intact but holds objects that a safe (weights-only) load refuses (a "
+                f"pickle of Python objects, which could run code), so {refused} and is not "
+                "loaded")
     return f"is truncated or damaged, or not a {what}"
+
+
+def _intact_pickle(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is whole: a zip archive (PyTorch's format) whose every member
+    passes its CRC check, or complete pickles (a plain ``pickle.dump``, or the five of
+    PyTorch's legacy format, which its tensors' bytes follow). Nothing in it is
+    unpickled."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return archive.testzip() is None
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            for _ in range(5):
+                for _ in pickletools.genops(handle):  # reads opcodes up to STOP, runs none
+                    pass
+                if handle.tell() >= size:
+                    break
+        return True
+    except Exception:  # noqa: BLE001 - whatever stops the walk means it is damaged
+        return False
+
+
+@contextmanager
+def quiet_weights_only_load() -> Iterator[None]:
+    """Silence PyTorch's warning about a pickle protocol it did not write, which a
+    weights-only load of a foreign file gives before refusing it (it asks the user to
+    file an issue with PyTorch; the refusal itself is reported as :func:`why_unloadable`
+    says)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                category=UserWarning)
+        yield

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medxfer.errors import ConfigError
+from medxfer.io import reported_as_output_error
 
 LOCK_NAME = ".medxfer.lock"
 
@@ -32,6 +33,8 @@ def locked_folder(folder: Path, *, option: str = "--output") -> Iterator[None]:
 
     Raises:
         ConfigError: when another process holds it, naming that process.
+        OutputError: when the folder cannot be made or written (a read-only or full disk,
+            no permission).
     """
     try:
         import fcntl
@@ -39,10 +42,11 @@ def locked_folder(folder: Path, *, option: str = "--output") -> Iterator[None]:
         yield
         return
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    made = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with reported_as_output_error(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        made = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,8 +55,9 @@ def locked_folder(folder: Path, *, option: str = "--output") -> Iterator[None]:
             raise ConfigError(
                 f"{option} {str(folder)!r} is in use by another medxfer process (PID "
                 f"{holder}); wait for it to end, or choose another folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with reported_as_output_error(folder):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         held = made and _holds(fd)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from medxfer.errors import CheckpointError, ConfigError, WeightsError
-from medxfer.io import read_json_object
+from medxfer.io import quiet_weights_only_load, read_json_object
 from medxfer.models.backbone import LoadReport
 from medxfer.models.input_conv import adapt_input_conv_weight
 from medxfer.weights_lookup import (  # noqa: F401 - part of this module's interface
@@ -261,7 +261,8 @@ def load_state_dict_file(path: str | os.PathLike[str],
 
             raw: Any = load_file(str(path), device="cpu")
         else:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            with quiet_weights_only_load():
+                raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every reader error means the same to the user
         from medxfer.io import why_unloadable
 

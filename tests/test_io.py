@@ -159,3 +159,135 @@ def test_an_export_or_ensemble_removes_the_folders_of_killed_ones(tmp_path, dead
     running = leftover(tmp_path, "ensemble", live_pid, suffix=".partial", directory=True)
     staging = _staging_dir(tmp_path / "ensemble")
     assert not dead.exists() and running.exists() and (staging / "figures").is_dir()
+
+
+# --- writes refused for want of space or permission ------------------------------------------
+
+def test_a_full_disk_is_one_output_error_naming_the_file_and_the_old_file_stays(tmp_path):
+    import errno
+
+    from medxfer.errors import OutputError
+
+    target = tmp_path / "m.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(OutputError) as info:
+        with atomic_open(target) as handle:
+            handle.write("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(info.value) == (f"cannot write '{target}': no space is left on its disk; free "
+                               "some space there, or choose a folder on another disk")
+    assert info.value.exit_code == 2
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_read_only_folder_is_one_output_error(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from medxfer.errors import OutputError
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OutputError, match=rf"cannot write '{tmp_path / 'x.txt'}': its file "
+                                          "system is read-only; choose a folder on a writable"):
+        atomic_write_text(tmp_path / "x.txt", "x")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_library_errors_over_a_full_disk_are_recognised():
+    """torch.save raises a RuntimeError with the OSError in its context; safetensors names
+    the errno in its message."""
+    import torch
+    from safetensors import SafetensorError
+
+    from medxfer.io import output_error
+
+    with open("/dev/full", "wb", buffering=0) as full:
+        try:
+            torch.save({"w": torch.zeros(100_000)}, full)
+        except Exception as exc:  # noqa: BLE001 - whatever torch raises
+            saved = exc
+    assert "no space is left" in str(output_error(saved, "/x/last.pt"))
+    written = SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+    assert str(output_error(written, "/x/model.safetensors")).startswith(
+        "cannot write '/x/model.safetensors': no space is left")
+    assert output_error(RuntimeError("shape mismatch")) is None
+
+
+def test_a_refused_permission_counts_as_a_write_only_where_it_is_one():
+    import errno
+
+    from medxfer.io import output_error
+
+    denied = PermissionError(errno.EACCES, "Permission denied", "/data/scan.png")
+    assert str(output_error(denied, writing=False)) == (  # could be a read
+        "'/data/scan.png': permission denied; make it accessible to you, or choose another "
+        "file or folder")
+    assert str(output_error(denied)).startswith("cannot write '/data/scan.png': permission")
+    assert output_error(PermissionError(errno.EACCES, "Permission denied"), writing=False) \
+        is None  # nothing to name
+    read_only = OSError(errno.EROFS, "Read-only file system")
+    assert str(output_error(read_only, writing=False, near="/runs/a")) == (
+        "cannot write '/runs/a': its file system is read-only; choose a folder on a "
+        "writable disk")
+
+
+def test_a_failed_model_write_keeps_the_old_weights_and_sidecar_together(tmp_path,
+                                                                         monkeypatch):
+    import errno
+
+    import torch
+
+    from medxfer.errors import OutputError
+    from medxfer.training import checkpoints
+
+    run = tmp_path / "run"
+    checkpoints.save_model(run, torch.nn.Linear(2, 1), {"epoch": 1})
+    weights = (run / "model.safetensors").read_bytes()
+
+    def full(handle_text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoints, "json_text", full)
+    with pytest.raises(OutputError, match="no space is left"):
+        checkpoints.save_model(run, torch.nn.Linear(2, 1), {"epoch": 2})
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert (run / "model.json").read_text() == '{\n  "epoch": 1\n}\n'
+    assert sorted(p.name for p in run.iterdir()) == ["model.json", "model.safetensors"]
+
+
+# --- files a weights-only load refuses -------------------------------------------------------
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("write", ["zip", "legacy", "pickle"])
+def test_an_intact_pickle_of_objects_is_called_so_without_torch_s_warning(tmp_path, write):
+    import pickle
+    import warnings
+
+    import torch
+
+    from medxfer.io import quiet_weights_only_load, why_unloadable
+
+    path = tmp_path / "evil.pt"
+    state = {"model": _RunsCode(), "epoch": 0}
+    if write == "pickle":
+        path.write_bytes(pickle.dumps(state, protocol=4))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=write == "zip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(pickle.UnpicklingError) as info, quiet_weights_only_load():
+            torch.load(path, weights_only=True)
+    assert not caught, [str(w.message) for w in caught]
+    assert why_unloadable(path, info.value).startswith(
+        "is intact but holds objects that a safe (weights-only) load refuses")
+    path.write_bytes(path.read_bytes()[:-20])  # damaged: not intact any more
+    assert why_unloadable(path, info.value).startswith("is truncated or damaged")

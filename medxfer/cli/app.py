@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import warnings
 from typing import Any
 
@@ -20,8 +22,9 @@ from medxfer.cli import (
     run_cmd,
 )
 from medxfer.cli.console import error, warn
+from medxfer.cli.flags import tidy_flags
 from medxfer.cli.state import CliState
-from medxfer.errors import MedxferError, MedxferWarning
+from medxfer.errors import MedxferError, MedxferWarning, OutputError
 from medxfer.plugins import PluginLoadWarning, create_plugin_manager
 
 
@@ -106,52 +109,109 @@ _USAGE_TYPES = _exception_types("click.exceptions:ClickException",
                                 "typer._click.exceptions:ClickException")
 
 
-class _Interrupted(Exception):
-    """Ctrl-C (KeyboardInterrupt) in the command ``name`` called with ``params``.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler), raised where the program is, so
+    that a command stops as it does for Ctrl-C: it cleans up, says so and how to go on,
+    and exits with 143 (128 + SIGTERM, as a process killed by it would)."""
 
-    typer turns a KeyboardInterrupt into a silent exit 130, so :func:`_report_interrupts`
+
+class _Interrupted(Exception):
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) in the command ``name``
+    called with ``params``.
+
+    typer turns a KeyboardInterrupt into a silent exit 130, so :func:`_report_failures`
     raises this instead before typer sees it.
     """
 
-    def __init__(self, name: str | None, params: dict[str, Any]) -> None:
+    def __init__(self, name: str | None, params: dict[str, Any], terminated: bool) -> None:
         super().__init__(name)
         self.name = name
         self.params = params
+        self.terminated = terminated
 
 
-def _report_interrupts(command: Any) -> None:
-    """Make ``command`` and each of its subcommands raise :class:`_Interrupted` for Ctrl-C.
+def _report_failures(command: Any) -> None:
+    """Make ``command`` and each of its subcommands raise :class:`_Interrupted` for Ctrl-C
+    and SIGTERM, and an :class:`~medxfer.errors.OutputError` for an output that cannot be
+    written (a full or read-only disk), with how to go on.
 
     The command's own handling of the interrupt (a new run removing its folder when it
     saved no checkpoint) has happened when this is raised.
     """
     invoke = command.invoke
+    leaf = getattr(command, "commands", None) is None
 
-    def invoke_interruptible(ctx: Any) -> Any:
+    def invoke_reporting(ctx: Any) -> Any:
         try:
             return invoke(ctx)
-        except KeyboardInterrupt:
-            raise _Interrupted(ctx.info_name, dict(ctx.params)) from None
+        except KeyboardInterrupt as exc:
+            raise _Interrupted(ctx.info_name, dict(ctx.params),
+                               isinstance(exc, Terminated)) from None
+        except Exception as exc:
+            if not leaf or (isinstance(exc, MedxferError) and not isinstance(exc, OutputError)):
+                raise
+            problem = _output_problem(exc, ctx.params)
+            if problem is None:
+                raise
+            raise OutputError(problem + _how_to_go_on(ctx.info_name, ctx.params)) from None
 
-    command.invoke = invoke_interruptible
+    command.invoke = invoke_reporting
     for subcommand in (getattr(command, "commands", None) or {}).values():
-        _report_interrupts(subcommand)
+        _report_failures(subcommand)
+
+
+def _output_problem(exc: Exception, params: dict[str, Any]) -> str | None:
+    """The message of an output that cannot be written, naming it (else the command's
+    ``--output``); ``None`` for other errors."""
+    if isinstance(exc, OutputError):
+        return str(exc)
+    from medxfer.io import output_error
+
+    # raised outside medxfer's own writes (TensorBoard's, a library's): a full or read-only
+    # disk is surely a write, a refused permission may be a read
+    problem = output_error(exc, writing=False, near=params.get("output"))
+    return None if problem is None else str(problem)
+
+
+def _how_to_go_on(name: str | None, params: dict[str, Any]) -> str:
+    """For a run that stopped on an output error after its first checkpoint: that the
+    checkpoint is intact and how to continue from it."""
+    output = params.get("output")
+    if name not in ("run", "pretrain") or output is None:
+        return ""
+    from pathlib import Path
+
+    from medxfer.training.checkpoints import has_checkpoint
+
+    if not (Path(output).is_dir() and has_checkpoint(output)):
+        return ""
+    again = f"`medxfer run --resume --output {output}`" if name == "run" else \
+        "the same command with --resume"
+    return f". The run's last checkpoint is intact: once it can be written, continue it " \
+        f"with {again}"
+
+
+def _terminated(exc: BaseException) -> bool:
+    """Whether ``exc`` (a KeyboardInterrupt or :class:`_Interrupted`) came from SIGTERM."""
+    return isinstance(exc, Terminated) or getattr(exc, "terminated", False)
 
 
 def _interrupted_message(exc: BaseException) -> str:
-    """Says "interrupted" and, for a training command, how to go on from where it stopped."""
+    """Says "interrupted" (or "terminated" for SIGTERM) and, for a training command, how to
+    go on from where it stopped."""
     name = getattr(exc, "name", None)
     params = getattr(exc, "params", {})
+    stopped = "terminated (SIGTERM)" if _terminated(exc) else "interrupted"
     if os.environ.get("RANK", "0") != "0" and os.environ.get("TORCHELASTIC_ERROR_FILE"):
-        return "interrupted"  # rank 0 says how to go on
+        return stopped  # rank 0 says how to go on
     if name == "compare":
-        return "interrupted; run the same command again to continue the study (finished " \
+        return f"{stopped}; run the same command again to continue the study (finished " \
             "cells are kept)"
     if name not in ("run", "pretrain") or params.get("check"):
-        return "interrupted"
+        return stopped
     output = params.get("output")
     if output is None:  # run's default folder, runs/run-<timestamp>
-        return "interrupted; a run that saved a checkpoint continues with `medxfer run " \
+        return f"{stopped}; a run that saved a checkpoint continues with `medxfer run " \
             "--resume --output DIR` (DIR: its folder under runs/)"
     from pathlib import Path
 
@@ -160,9 +220,9 @@ def _interrupted_message(exc: BaseException) -> str:
     output = Path(output)
     if output.is_dir() and has_checkpoint(output):
         if name == "run":
-            return f"interrupted; continue the run with `medxfer run --resume --output {output}`"
-        return "interrupted; run the same command with --resume to continue it"
-    return "interrupted before the run saved a checkpoint, so there is nothing to resume; " \
+            return f"{stopped}; continue the run with `medxfer run --resume --output {output}`"
+        return f"{stopped}; run the same command with --resume to continue it"
+    return f"{stopped} before the run saved a checkpoint, so there is nothing to resume; " \
         "run the same command again to start it afresh"
 
 
@@ -170,15 +230,46 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it).
 
     User errors (:class:`medxfer.MedxferError`) are printed as one message without a
-    traceback and exit with their code (2 for bad config, data or plugins). Ctrl-C prints
-    "interrupted" (with how to continue an interrupted run) and exits with 130. In a torchrun
-    worker every error is also written to torchrun's error file, messages name the rank,
-    and a rank that only lost its connection to a failed peer says so in one line.
+    traceback and exit with their code (2 for bad config, data or plugins, and for an
+    output that cannot be written). Ctrl-C prints "interrupted" (with how to continue an
+    interrupted run) and exits with 130; SIGTERM does the same, says "terminated" and
+    exits with 143. In a torchrun worker every error is also written to torchrun's error
+    file, messages name the rank, and a rank that only lost its connection to a failed
+    peer says so in one line.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", MedxferWarning)
-        warnings.showwarning = _shown_as_lines(warnings.showwarning)
-        return _main(argv)
+    previous = _stop_on_sigterm()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", MedxferWarning)
+            # pydicom warns of every odd value in a damaged file, quoting it; what matters
+            # reaches the user as an error naming the file
+            warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
+            warnings.showwarning = _shown_as_lines(warnings.showwarning)
+            return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; returns the handler it
+    replaced (``None`` where it installs none).
+
+    A torchrun worker keeps the default: its agent stops the other workers with SIGTERM
+    once one has failed, and tells the cause from a worker killed by the signal.
+    """
+    if threading.current_thread() is not threading.main_thread() or _in_torchrun_worker():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _in_torchrun_worker() -> bool:
+    return bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))
 
 
 def _shown_as_lines(show: Any) -> Any:
@@ -203,11 +294,12 @@ def _main(argv: list[str] | None) -> int:
             warn(broken.describe() + " (skipped)")
         state = CliState(manager)
         command = typer.main.get_command(build_app(state))
-        _report_interrupts(command)
+        _report_failures(command)
+        tidy_flags(command)
         result = command.main(args=argv, prog_name="medxfer", standalone_mode=False)
     except (_Interrupted, KeyboardInterrupt) as exc:
         error(_worker_prefix() + _interrupted_message(exc))
-        return 130
+        return 128 + signal.SIGTERM if _terminated(exc) else 130
     except MedxferError as exc:
         _record_for_torchrun(exc)
         error(_worker_prefix() + str(exc))

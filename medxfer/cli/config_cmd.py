@@ -26,10 +26,10 @@ def register(app: typer.Typer) -> None:
         if config is None and not overrides:
             typer.echo(commented_default_config(), nl=False)
             return
+        resolved = load_config(config, overrides)  # before the heavy imports below
         from medxfer.cli.state import state_of
         from medxfer.workflows.preflight import check_config
 
-        resolved = load_config(config, overrides)
         check_config(resolved, state_of(ctx).registries, machine=False)  # maybe for a GPU
         typer.echo(config_to_yaml(resolved), nl=False)
 

@@ -19,6 +19,8 @@ def parse_options(texts: list[str]) -> dict[str, Any]:
     """
     import yaml
 
+    from medxfer.bounded_yaml import load_yaml
+
     options: dict[str, Any] = {}
     for text in texts:
         key, sep, raw = text.partition("=")
@@ -28,7 +30,8 @@ def parse_options(texts: list[str]) -> dict[str, Any]:
         if key in options:
             raise ConfigError(f"--option {key!r} is given twice")
         try:
-            options[key] = yaml.safe_load(raw) if raw.strip() else None
+            options[key] = load_yaml(raw, f"the value of --option {key}") if raw.strip() \
+                else None
         except yaml.YAMLError:
             options[key] = raw
     return options

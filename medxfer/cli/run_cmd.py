@@ -33,10 +33,17 @@ def register(app: typer.Typer) -> None:
         nproc: int | None = typer.Option(
             None, "--nproc", min=1,
             help="Train with DistributedDataParallel in N processes on this machine (one GPU "
-            "each with CUDA, else CPU/gloo): starts torchrun --standalone itself. "
-            "train.batch_size is the global batch, split between the processes. For several "
-            "machines run torchrun with its rendezvous options (--nnodes, --rdzv-endpoint, "
-            "...) and -m medxfer run CONFIG instead."),
+            "each with CUDA, else CPU/gloo): starts torchrun itself, listening on 127.0.0.1 "
+            "only. train.batch_size is the global batch, split between the processes."),
+        nnodes: int = typer.Option(
+            1, "--nnodes", min=1, help="With --nproc: the number of machines, each running "
+            "this command with its own --node-rank (see docs/distributed.md)."),
+        node_rank: int = typer.Option(
+            0, "--node-rank", min=0, help="With --nnodes: this machine's rank, 0 on the "
+            "machine --rdzv-endpoint names (it writes the run folder)."),
+        rdzv_endpoint: str | None = typer.Option(
+            None, "--rdzv-endpoint", help="With --nnodes: HOST:PORT of node rank 0, the same "
+            "on every node; its store listens there on every interface."),
         budget: str = typer.Option(
             "15m", "--budget", help="With a dataset: the time the whole run may take (90s, "
             "15m, 1h30m); the plan fits epochs, input size and ensemble into it."),
@@ -47,26 +54,34 @@ def register(app: typer.Typer) -> None:
         process trains on its share of the data, rank 0 writes the outputs.
         """
         from medxfer.config import load_config
-        from medxfer.training import distributed as D
-        from medxfer.workflows.preflight import check_config, random_start_warning
-        from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
-                                                  train_in_folder)
 
         if config is not None and is_dataset(config):
             _run_dataset(ctx, config, output, overrides, budget, resume=resume, check=check,
-                         nproc=nproc)
+                         nproc=nproc if nnodes == 1 else nproc or 1)
             return
         if resume and output is None:
             raise ConfigError("--resume needs --output DIR naming the run to continue")
         saved = output / "config.yaml" if output is not None else None
         if resume and config is None and saved is not None and saved.is_file():
             config = saved  # the run's own config, with any --set on top
+        # before the heavy imports below: a bad config file is refused at once
+        cfg = load_config(config, overrides)
+        from medxfer.training import distributed as D
+        from medxfer.workflows.preflight import check_config, random_start_warning
+        from medxfer.workflows.run_folder import (claim_for_launch, finished, run_arguments,
+                                                  train_in_folder)
+
         if nproc is not None and D.launched_by_torchrun():
             raise ConfigError("--nproc starts torchrun itself; under torchrun omit --nproc")
-        cfg = load_config(config, overrides)
+        from medxfer.cli.launch import parse_nodes
+
+        nodes = parse_nodes(nnodes, node_rank, rdzv_endpoint)
+        if not nodes.single and nproc is None:
+            raise ConfigError(f"--nnodes {nnodes}: give --nproc N too, the processes to start "
+                              "on this machine (one per GPU)")
         registries = state_of(ctx).registries
         # the batch split too, before torchrun starts any worker for --nproc
-        strategy = check_config(cfg, registries, processes=nproc or 1)
+        strategy = check_config(cfg, registries, processes=(nproc or 1) * nodes.count)
         random_start = random_start_warning(cfg, registries, strategy)
         if check:
             from medxfer.workflows.preflight import check_network
@@ -84,10 +99,14 @@ def register(app: typer.Typer) -> None:
                         "choose a new --output folder", highlight=False)
             return
         if nproc is not None:
-            output, resume = claim_for_launch(output, resume)
+            if nodes.rank == 0:  # the node of global rank 0, which writes the folder
+                output, resume = claim_for_launch(output, resume)
+            elif output is None:
+                raise ConfigError("--node-rank > 0 needs --output: the run folder node rank "
+                                  "0 writes (give every node the same command)")
             from medxfer.cli.launch import launch_run
 
-            launch_run(nproc, run_arguments(config, output, overrides, resume))
+            launch_run(nproc, run_arguments(config, output, overrides, resume), nodes)
             return
         done = train_in_folder(cfg, output, registries=registries, resume=resume,
                                random_start=random_start)

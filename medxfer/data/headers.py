@@ -21,10 +21,12 @@ import numpy as np
 
 from medxfer.data.masks import case_files
 from medxfer.data.readers import (
+    AffineGeometry,
     case_series_uid,
     image_kind,
     read_image,
     series_choice_hint,
+    simpleitk,
     sitk_affine,
 )
 from medxfer.errors import DataError, SeriesChoiceError
@@ -34,7 +36,7 @@ _GREY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 @dataclass
-class Header:
+class Header(AffineGeometry):
     """What a file's header says about its image.
 
     Attributes:
@@ -59,17 +61,6 @@ class Header:
     def spatial_dims(self) -> int:
         """2 or 3."""
         return len(self.spatial_shape)
-
-    @property
-    def spacing(self) -> tuple[float, ...]:
-        """Voxel size in mm along each array axis."""
-        lin = self.affine[: self.spatial_dims, : self.spatial_dims]
-        return tuple(float(v) for v in np.sqrt((lin ** 2).sum(axis=0)))
-
-    @property
-    def origin(self) -> tuple[float, ...]:
-        """World position of the first voxel."""
-        return tuple(float(v) for v in self.affine[: self.spatial_dims, -1])
 
 
 def read_header(path: str | os.PathLike[str], *, series_uid: str | None = None,
@@ -140,8 +131,7 @@ def _nifti_header(path: Path, content: bytes | None = None) -> Header:
 
 
 def _itk_header(path: Path) -> Header:
-    import SimpleITK as sitk
-
+    sitk = simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

@@ -61,8 +61,11 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             return {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise DataError(f"{str(path)!r} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable .npz file ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile, zlib and numpy raise many types
+        raise DataError(f"{str(path)!r} is not a readable .npz file ({type(exc).__name__}: "
+                        f"{exc})") from None
 
 
 def load_medmnist(path: str | os.PathLike[str]) -> MedMNISTData:

@@ -33,8 +33,26 @@ IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES + DICOM_SUFFI
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+class AffineGeometry:
+    """Spacing and origin read from an ``affine`` and ``spatial_dims`` (images and headers)."""
+
+    affine: np.ndarray
+    spatial_dims: int
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each array axis."""
+        lin = self.affine[: self.spatial_dims, : self.spatial_dims]
+        return tuple(float(v) for v in np.sqrt((lin ** 2).sum(axis=0)))
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """World position (RAS mm) of the first voxel."""
+        return tuple(float(v) for v in self.affine[: self.spatial_dims, -1])
+
+
 @dataclass
-class ImageData:
+class ImageData(AffineGeometry):
     """An image read from disk.
 
     Attributes:
@@ -60,17 +78,6 @@ class ImageData:
     def spatial_shape(self) -> tuple[int, ...]:
         """Shape without the channel axis."""
         return tuple(self.array.shape[1:])
-
-    @property
-    def spacing(self) -> tuple[float, ...]:
-        """Voxel size in mm along each array axis."""
-        lin = self.affine[: self.spatial_dims, : self.spatial_dims]
-        return tuple(float(v) for v in np.sqrt((lin ** 2).sum(axis=0)))
-
-    @property
-    def origin(self) -> tuple[float, ...]:
-        """World position (RAS mm) of the first voxel."""
-        return tuple(float(v) for v in self.affine[: self.spatial_dims, -1])
 
     @property
     def direction(self) -> np.ndarray:
@@ -111,18 +118,25 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None,
     if not path.exists():
         raise DataError(f"{str(path)!r} does not exist")
     kind = image_kind(path)
-    if kind == "nifti":
-        image = read_nifti(path)
-    elif kind == "itk":
-        image = read_itk(path)
-    elif kind == "2d":
-        image = read_image_2d(path)
-    elif kind == "dicom":
-        image = read_dicom_series(path, series_uid=series_uid) if path.is_dir() \
-            else single_frame_as_2d(read_dicom_series([path]))
-    else:
+    if kind is None:
         raise DataError(f"{str(path)!r}: unknown image type; expected one of "
                         f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
+    try:
+        if kind == "nifti":
+            image = read_nifti(path)
+        elif kind == "itk":
+            image = read_itk(path)
+        elif kind == "2d":
+            image = read_image_2d(path)
+        else:
+            image = read_dicom_series(path, series_uid=series_uid) if path.is_dir() \
+                else single_frame_as_2d(read_dicom_series([path]))
+    except (DataError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file trips its parser anywhere
+        # not the parser's text: it may quote the file's bytes
+        raise DataError(f"{str(path)!r} is damaged or not a {kind} image "
+                        f"({type(exc).__name__}); is it truncated or mislabelled?") from None
     if check_finite:
         ensure_finite(image.array, image.path)
     return image
@@ -203,8 +217,11 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageData:
     reader = NibabelReader(squeeze_non_spatial_dims=True)
     try:
         img = reader.read(str(path))
+        _refuse_impossible_size(path, int(np.prod(img.shape)))
         stored_dtype = str(img.get_data_dtype())
         data, meta = reader.get_data(img)
+    except DataError:
+        raise
     except Exception as exc:  # nibabel raises many types (EOFError, zlib.error, ...)
         raise DataError(f"{str(path)!r} is not a readable NIfTI file "
                         f"({type(exc).__name__}: {exc}); is it truncated or mislabelled?") from None
@@ -218,6 +235,56 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageData:
     if n_spatial == 2:
         affine = np.delete(np.delete(affine, 2, axis=0), 2, axis=1)
     return ImageData(data, affine, str(path), meta={"dtype": stored_dtype})
+
+
+#: The most a DEFLATE stream (gzip, zlib: .nii.gz, compressed MetaImage and NRRD) expands.
+_MOST_EXPANSION = 1032
+
+
+def _refuse_impossible_size(path: Path, voxels: int) -> None:
+    """Refuse a header that claims more voxels than its file can hold (a voxel takes at
+    least a byte, compressed at most 1032-fold): a damaged or hostile header, a few bytes
+    claiming gigabytes, would otherwise make the reader allocate them. Files whose voxels
+    are elsewhere (.mhd, .nhdr) or may be bzip2-compressed (NRRD) are not checked."""
+    name = path.name.lower()
+    if name.endswith((".mhd", ".nhdr")):
+        return
+    if name.endswith(".nrrd"):
+        with path.open("rb") as handle:
+            if b"bz" in handle.read(4096).lower():
+                return
+    size = path.stat().st_size
+    if voxels > _MOST_EXPANSION * size:
+        raise DataError(f"{str(path)!r}: its header claims {voxels} voxels, more than its "
+                        f"{size} bytes can hold; the file is damaged")
+
+
+def _refuse_missing_pixels(path: str, ds: Any) -> None:
+    """Refuse an uncompressed DICOM file whose header claims more pixels (rows, columns,
+    frames) than its pixel data holds: the reader would allocate what the header says."""
+    try:
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            return
+        claimed = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+                   * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) // 8)
+        element = ds.get_item("PixelData")  # deferred: its bytes run to the file's end
+        held = os.path.getsize(path) - element.file_tell if element.file_tell \
+            else len(element.value)
+    except Exception:  # noqa: BLE001 - what cannot be told here, the reader tells
+        return
+    if claimed > held:
+        raise DataError(f"{path!r}: its header claims {claimed} bytes of pixels, its pixel "
+                        f"data holds {held}; the file is damaged")
+
+
+def simpleitk() -> Any:
+    """SimpleITK, with ITK's and GDCM's warnings off: they go straight to stderr as
+    ``WARNING: In .../SimpleITK-build/...`` lines; what matters reaches the user as a
+    :class:`DataError`."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
 
 
 def sitk_affine(direction: Any, spacing: Any, origin: Any, dims: int) -> np.ndarray:
@@ -234,7 +301,7 @@ def sitk_affine(direction: Any, spacing: Any, origin: Any, dims: int) -> np.ndar
 
 def _sitk_to_image_data(image: Any, source: str, modality: str | None = None,
                         meta: dict[str, Any] | None = None) -> ImageData:
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
     dims = image.GetDimension()
@@ -258,10 +325,15 @@ def read_itk(path: str | os.PathLike[str]) -> ImageData:
     Raises:
         DataError: when SimpleITK cannot read the file.
     """
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     path = Path(path)
     try:
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        header.ReadImageInformation()
+        _refuse_impossible_size(path, int(np.prod(header.GetSize()))
+                                * header.GetNumberOfComponents())
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
@@ -311,7 +383,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
     Raises:
         DataError: when the folder does not exist or holds no DICOM file.
     """
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -378,7 +450,7 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
         DataError: for a folder without DICOM files, an unknown series UID,
             a file without pixel data, or a series SimpleITK cannot assemble.
     """
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
@@ -401,6 +473,7 @@ def read_dicom_series(source: str | os.PathLike[str] | list[str | os.PathLike[st
     headers = [_header(f) for f in files]
     for f, ds in zip(files, headers):
         _require_pixel_data(f, ds)
+        _refuse_missing_pixels(f, ds)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:

@@ -175,9 +175,9 @@ class ImageLevelTask(Task):
         summary.update(val=clean(val_m), test=clean(test_m),
                        **{**run_summary_fields(config, run_dir, bundle, result, ci,
                                                figures_dir), **run_info})
-        if writes:
-            atomic_write_json(run_dir / "metrics.json", summary)
+        if writes:  # metrics.json last: it marks the run finished
             R.write_report(run_dir, summary)
+            atomic_write_json(run_dir / "metrics.json", summary)
         return summary
 
     def bootstrap(self, config: RunConfig, test: Predictions, threshold: float | None,

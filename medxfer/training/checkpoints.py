@@ -25,10 +25,12 @@ from safetensors.torch import load_file, save_file
 from medxfer.errors import CheckpointError
 from medxfer.io import (
     atomic_open,
-    atomic_write_json,
     default_mode,
+    json_text,
     new_temporary,
+    quiet_weights_only_load,
     read_json_object,
+    reported_as_output_error,
     why_unloadable,
 )
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
@@ -48,7 +50,12 @@ def has_checkpoint(folder: str | os.PathLike[str]) -> bool:
 
 
 def save_training_state(run_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write the resumable training state to ``run_dir/checkpoints/last.pt`` atomically."""
+    """Write the resumable training state to ``run_dir/checkpoints/last.pt`` atomically
+    (a failed write leaves the previous one as it was).
+
+    Raises:
+        OutputError: when the disk is full or read-only, or permission is denied.
+    """
     path = Path(run_dir) / LAST_STATE
     with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
@@ -69,7 +76,8 @@ def load_training_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"cannot resume: {str(path)!r} does not exist (the run finished no epoch yet); "
             "start it again without --resume in a new --output folder")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with quiet_weights_only_load():
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             pickle.UnpicklingError) as exc:
         # PyTorch's own text is left out: for a refused object it advises loading the file
@@ -97,9 +105,11 @@ def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
 
     Tensors a network registers under two names (shared blocks) are written once per
     name: safetensors refuses shared storage, so such duplicates are copied.
+
+    Raises:
+        OutputError: when the disk is full or read-only, or permission is denied.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for key, value in model.state_dict().items():
@@ -110,15 +120,22 @@ def save_model(run_dir: str | os.PathLike[str], model: torch.nn.Module,
         seen.add(storage)
         tensors[key] = tensor
     path = run_dir / BEST_WEIGHTS
-    tmp = new_temporary(path)
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})
-        tmp.chmod(default_mode())  # in case safetensors made a new file (0600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    atomic_write_json(run_dir / BEST_SIDECAR, sidecar)
+    with reported_as_output_error(path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = new_temporary(path)
+        try:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "medxfer"})
+            tmp.chmod(default_mode())  # in case safetensors made a new file (0600)
+            # both files are whole before either replaces its old self: a write that
+            # fails (a full disk) leaves the old pair, never new weights with an old sidecar
+            with atomic_open(run_dir / BEST_SIDECAR, "w") as handle:
+                handle.write(json_text(sidecar))
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 

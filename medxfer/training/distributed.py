@@ -20,7 +20,9 @@ Everything here is a no-op outside a session, so the single-process path is unch
 from __future__ import annotations
 
 import gc
+import ipaddress
 import os
+import socket
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence
@@ -111,8 +113,11 @@ def session(device_name: str) -> Iterator[torch.device | None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         backend = "nccl"
-    torch.distributed.init_process_group(backend=backend, timeout=timeout(),
-                                         device_id=device if backend == "nccl" else None)
+    store = _loopback_store()
+    torch.distributed.init_process_group(
+        backend=backend, timeout=timeout(), device_id=device if backend == "nccl" else None,
+        **({} if store is None else {"store": store, "rank": int(os.environ["RANK"]),
+                                     "world_size": int(os.environ["WORLD_SIZE"])}))
     try:
         yield device
     finally:
@@ -122,6 +127,29 @@ def session(device_name: str) -> Iterator[torch.device | None]:
         # without an active exception", seen on CPU/gloo). Free them while all is alive.
         gc.collect()
         torch.distributed.destroy_process_group()
+
+
+def _loopback_store() -> torch.distributed.Store | None:
+    """The process group's store, listening on ``MASTER_ADDR`` only, when that is a loopback
+    address and this job's rank 0 hosts it (``medxfer run --nproc``; torchrun's agent
+    hosts it by default). ``None``: torch's own, which listens on every interface.
+    """
+    host = os.environ.get("MASTER_ADDR", "")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" or not _is_loopback(host):
+        return None
+    port, world = int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"])
+    if int(os.environ["RANK"]) != 0:
+        return torch.distributed.TCPStore(host, port, world, is_master=False, timeout=timeout())
+    listener = socket.create_server((host, port))
+    return torch.distributed.TCPStore(host, port, world, is_master=True, timeout=timeout(),
+                                      master_listen_fd=listener.detach())
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def barrier() -> None:

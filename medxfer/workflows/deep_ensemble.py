@@ -96,7 +96,7 @@ def run_deep_ensemble(config: RunConfig, run_dir: Path, *, registries: Registrie
         if progress and main:
             from rich.console import Console
 
-            Console(stderr=True).print(
+            Console(stderr=True, markup=False, emoji=False).print(  # a path, read as is
                 f"ensemble member {k + 1}/{len(dirs)} (seed {member_seed(config, k)}): {path}",
                 highlight=False)
         resume_member = state == "resume"

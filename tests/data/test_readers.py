@@ -223,3 +223,17 @@ def test_a_case_folder_of_two_series_names_the_case_and_its_manifest_column(tmp_
     assert f"the {what} series to read in the manifest's {column} column for case 'PGBM-003'" \
         in text
     assert "give a folder" not in text
+
+
+def test_an_itk_header_read_turns_itk_warnings_off(tmp_path, tiny_volume):
+    """ITK's and GDCM's warnings go straight to stderr; reading only a header (as
+    ``data inspect`` does) must turn them off as reading the image does."""
+    import SimpleITK as sitk
+
+    from medxfer.data.headers import read_header
+
+    sitk.WriteImage(sitk.GetImageFromArray(tiny_volume), str(tmp_path / "v.mha"))
+    sitk.ProcessObject.SetGlobalWarningDisplay(True)
+    header = read_header(tmp_path / "v.mha")
+    assert header.spatial_shape == (5, 6, 4)
+    assert not sitk.ProcessObject.GetGlobalWarningDisplay()

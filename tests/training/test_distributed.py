@@ -103,8 +103,8 @@ def test_weighted_sampler_splits_one_draw_between_ranks():
 def test_launcher_command_line_and_failure_message():
     args = run_arguments(Path("cfg.yaml"), Path("out"), ["train.epochs=1"], True)
     assert args == ["cfg.yaml", "--output", "out", "--set", "train.epochs=1", "--resume"]
-    assert torchrun_args(2, args)[-9:] == ["-m", "medxfer", "run", *args]
-    assert "--nproc_per_node=2" in torchrun_args(2, args)
+    assert torchrun_args(2, args, 29400)[-9:] == ["-m", "medxfer", "run", *args]
+    assert "--nproc_per_node=2" in torchrun_args(2, args, 29400)
     failure = SimpleNamespace(message={"message": "ConfigError: bad key"}, exitcode=2,
                               local_rank=1, signal_name=lambda: "<N/A>")
     error = SimpleNamespace(get_first_failure=lambda: (1, failure))

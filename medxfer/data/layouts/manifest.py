@@ -67,8 +67,11 @@ def cases_from_rows(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path
     if not rows:
         raise DataError(f"manifest {str(path)!r} has no rows")
     if image_key not in rows[0]:
-        raise DataError(f"manifest {str(path)!r} has no {image_key!r} column (data.image_key); "
-                        f"columns: {', '.join(rows[0])}")
+        # the header is not quoted: the file may be any file, not a manifest
+        count = f"{len(rows[0])} column" + ("s" if len(rows[0]) != 1 else "")
+        raise DataError(f"manifest {str(path)!r} has no {image_key!r} column (data.image_key) "
+                        f"among its {count}; set data.image_key and data.label_key to the "
+                        "names of its image and label columns")
     if label_key not in rows[0] and label_key == "label" and "mask" in rows[0]:
         label_key = "mask"
     has_labels = label_key in rows[0]

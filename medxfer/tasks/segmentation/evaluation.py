@@ -146,9 +146,9 @@ def evaluate_segmentation_and_report(config: RunConfig, run_dir: Path, model: to
         **run_summary_fields(config, run_dir, bundle, result, ci, figures_dir),
         **run_info,
     )
-    if writes:
-        R.write_metrics_json(run_dir / "metrics.json", summary)
+    if writes:  # metrics.json last: it marks the run finished
         R.write_report(run_dir, summary)
+        R.write_metrics_json(run_dir / "metrics.json", summary)
     return summary
 
 
