@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from medxfer.bounded_yaml import MAX_BYTES, MAX_DEPTH, describe_yaml_error, load_yaml
 from medxfer.errors import ConfigError
@@ -201,13 +209,43 @@ class HeadConfig(StrictModel):
         "(each a linear layer and a ReLU)")
 
 
+class BackboneSpec(PluginSpec):
+    """The backbone plugin and its options, plus ``to_3d``, which the core itself reads."""
+
+    to_3d: Literal["acs", "i3d", "2.5d"] | None = Field(
+        None, description="3D data only: build the backbone's 2D network (with its weights) "
+        "and convert it: acs (ACS convolutions), i3d (inflated kernels) or 2.5d (2D network "
+        "on every slice); see docs/transfer-3d.md")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_to_3d(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("to_3d") is None:  # most configs: keep their resolved YAML as it was
+            data.pop("to_3d", None)
+        return data
+
+
+class BatchRenormConfig(StrictModel):
+    """Batch renormalisation (Ioffe 2017) in place of the backbone's batch norms."""
+
+    r_max: float = Field(3.0, ge=1.0, description="largest correction r of the batch's "
+                         "standard deviation towards the running one (1: batch norm)")
+    d_max: float = Field(5.0, ge=0.0, description="largest correction d of the batch's mean "
+                         "towards the running one, in running standard deviations (0: none)")
+
+
 class ModelConfig(StrictModel):
     """The network: a registered backbone plus a task head."""
 
-    backbone: PluginSpec = Field(
-        default_factory=lambda: PluginSpec(name="mobilenet_v2", pretrained="imagenet"),
-        description="backbone plugin and its options (e.g. pretrained: imagenet | none | PATH)")
+    backbone: BackboneSpec = Field(
+        default_factory=lambda: BackboneSpec(name="mobilenet_v2", pretrained="imagenet"),
+        description="backbone plugin and its options (e.g. pretrained: imagenet | none | PATH; "
+        "to_3d: acs | i3d | 2.5d to turn a 2D backbone into a 3D one)")
     head: HeadConfig = Field(default_factory=HeadConfig)
+    batch_renorm: bool | BatchRenormConfig = Field(
+        False, description="fine-tune with batch renormalisation: the backbone's batch norms "
+        "become BatchRenorm layers keeping their pretrained statistics (true, or {r_max, "
+        "d_max})")
 
 
 class OptimizerConfig(StrictModel):

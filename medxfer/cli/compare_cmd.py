@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         config: Path = typer.Argument(..., help="Run config (YAML) every cell starts from."),
         backbones: str = typer.Option(..., "--backbones", help="Comma-separated backbone "
-                                      "plugins, e.g. basic_cnn,lenet,alexnet."),
+                                      "plugins, e.g. basic_cnn,lenet,alexnet; LABEL=BACKBONE "
+                                      "runs one backbone under its own label (with its own "
+                                      "--backbone-set), e.g. acs=mobilenet_v2."),
         strategies: str = typer.Option(..., "--strategies", help="Comma-separated strategy "
                                        "plugins, e.g. feature_extraction,full_finetune,scratch."),
         seeds: int = typer.Option(3, "--seeds", help="Seeds per cell: train.seed, +1, ..."),

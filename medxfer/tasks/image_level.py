@@ -25,13 +25,14 @@ from medxfer.config import RunConfig
 from medxfer.data import inference_transform
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_json, atomic_write_text
-from medxfer.models import Backbone, build_network
+from medxfer.models import build_network
 from medxfer.models.segmentation import builds_segmentation
 from medxfer.plugins import Registries
 from medxfer.report.tables import PREDICTIONS_CSV
+from medxfer.tasks.backbone_build import create_backbone
 from medxfer.tasks.base import PredictionOutput, Task
 from medxfer.tasks.domain_evaluation import feature_outputs, target_test_predictions
-from medxfer.tasks.networks import backbone_entry, require_type
+from medxfer.tasks.networks import backbone_entry
 from medxfer.tasks.summary import clean, run_summary_fields
 from medxfer.training import distributed as D
 from medxfer.training.amp import Precision
@@ -100,8 +101,7 @@ class ImageLevelTask(Task):
                               f"network; use it with task: segmentation")
         kwargs = {"in_channels": bundle.in_channels, "spatial_dims": bundle.spatial_dims,
                   **backbone_kwargs}
-        backbone = registries.backbone.create(entry.name, key="model.backbone", **kwargs)
-        require_type(backbone, Backbone, entry)
+        backbone = create_backbone(config, registries, entry, kwargs)
         outputs = bundle.num_classes if self.labels_are_classes else 1
         head = config.model.head
         return build_network(backbone, outputs, dropout=head.dropout,

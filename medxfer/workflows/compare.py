@@ -11,12 +11,18 @@ source dataset into ``OUTPUT/pretrain/<backbone>`` (:mod:`medxfer.workflows.pret
 transfer strategies start from it, so that backbones with no ImageNet weights offline can
 still be compared under transfer. ``scratch`` cells always start from random weights.
 
+A backbone of the grid may be given as ``LABEL=NAME`` (an *arm*): the registered backbone
+``NAME`` under its own label, so that one backbone can be run several ways side by side,
+each arm with its own ``--backbone-set`` values (a transfer-source study: ImageNet through
+each ``to_3d`` conversion, self-supervised sources, scratch).
+
 The tables and figures are made by :mod:`medxfer.workflows.compare_summary`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +78,11 @@ class Grid:
     overrides: list[str]
     pretrain_config: RunConfig | None = None
     backbone_sets: dict[str, list[str]] = field(default_factory=dict)
+    arms: dict[str, str] = field(default_factory=dict)
+
+    def backbone_name(self, label: str) -> str:
+        """The registered backbone of ``label`` (an arm's, or the label itself)."""
+        return self.arms.get(label, label)
 
     @property
     def cells(self) -> list[Cell]:
@@ -94,12 +105,13 @@ class Grid:
             "pretrain_config": (self.pretrain_config.model_dump(mode="json")
                                 if self.pretrain_config else None),
             "backbone_sets": self.backbone_sets,
+            **({"arms": self.arms} if self.arms else {}),
         }
 
     def pretrain_cell_config(self, backbone: str) -> RunConfig:
         """The pretraining config of ``backbone`` (its ``--backbone-set`` values applied)."""
         assert self.pretrain_config is not None
-        config = with_backbone(self.pretrain_config, backbone)
+        config = with_backbone(self.pretrain_config, self.backbone_name(backbone))
         return apply_sets(config, self.backbone_sets.get(backbone, []), f"pretrain {backbone}")
 
 
@@ -114,12 +126,38 @@ def parse_names(text: str, option: str) -> list[str]:
     return names
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def split_arms(backbones: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``["lenet", "acs=mobilenet_v2"]`` to the labels ``["lenet", "acs"]`` and the arms
+    ``{"acs": "mobilenet_v2"}``.
+
+    Raises:
+        ConfigError: for a label that is not a plain folder name, or one given twice.
+    """
+    labels: list[str] = []
+    arms: dict[str, str] = {}
+    for text in backbones:
+        label, sep, name = (part.strip() for part in text.partition("="))
+        if sep and (not name or not _LABEL.match(label) or "__" in label):
+            raise ConfigError(f"--backbones {text!r}: expected LABEL=BACKBONE with a label "
+                              "of letters, digits, '.', '-' or '_' (e.g. acs=mobilenet_v2)")
+        if label in labels:
+            raise ConfigError(f"--backbones: {label!r} given twice")
+        labels.append(label)
+        if sep:
+            arms[label] = name
+    return labels, arms
+
+
 def parse_backbone_sets(texts: Sequence[str], backbones: Sequence[str]) -> dict[str, list[str]]:
     """``["alexnet:data.preprocess.image_size=[64,64]", ...]`` to ``{backbone: [KEY=VALUE]}``.
 
     Raises:
         ConfigError: for an entry without ``NAME:`` or a backbone not in the grid.
     """
+    backbones = split_arms(backbones)[0]
     sets: dict[str, list[str]] = {}
     for text in texts:
         name, sep, rest = text.partition(":")
@@ -164,6 +202,8 @@ def with_backbone(config: RunConfig, name: str, overrides: Sequence[str] = (), *
     """
     own = config.model.backbone
     options = dict(own.kwargs) if own.name == name else {}
+    if own.name == name and getattr(own, "to_3d", None):
+        options["to_3d"] = own.to_3d
     carried = own.kwargs.get("pretrained")
     if own.name != name and "pretrained" in own.kwargs and not wants_imagenet(carried):
         options["pretrained"] = carried
@@ -179,7 +219,8 @@ def cell_config(grid: Grid, cell: Cell, registries: Registries) -> RunConfig:
     """The run config of one cell: backbone, strategy and seed set; pretraining applied."""
     pretrained = (str(grid.pretrain_dir(cell.backbone).resolve())
                   if grid.pretrain_config is not None else None)
-    config = with_backbone(grid.config, cell.backbone, grid.overrides, pretrained=pretrained)
+    config = with_backbone(grid.config, grid.backbone_name(cell.backbone), grid.overrides,
+                           pretrained=pretrained)
     data = config.model_dump(mode="json")
     if cell.strategy != grid.config.strategy.name:
         data["strategy"] = {"name": cell.strategy}
@@ -211,9 +252,10 @@ def plan_grid(config: RunConfig, output: str | Path, backbones: Sequence[str],
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: give at least 1")
     base_seed = config.train.seed
-    grid = Grid(config, list(backbones), list(strategies),
+    labels, arms = split_arms(backbones)
+    grid = Grid(config, labels, list(strategies),
                 [base_seed + k for k in range(seeds)], Path(output), list(overrides),
-                pretrain_config, dict(backbone_sets or {}))
+                pretrain_config, dict(backbone_sets or {}), arms)
     for cell in grid.cells:
         cell_config(grid, cell, registries)
     if pretrain_config is not None:

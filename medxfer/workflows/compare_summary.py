@@ -91,7 +91,8 @@ def aggregate(grid: Grid, results: Sequence[tuple[Cell, Path]]) -> dict[str, Any
             names = _metric_names(tests)
             monitor = (mine[0][2].get("monitor") or "") if mine else ""
             rows.append({
-                "model": f"{backbone} / {strategy}", "backbone": backbone, "strategy": strategy,
+                "model": f"{backbone} / {_strategy_run(mine, strategy)}", "backbone": backbone,
+                "strategy": strategy,
                 "seeds": [c.seed for c, _, _ in mine],
                 "runs": [str(f) for _, f, _ in mine],
                 "metrics": {k: {**mean_std_ci([t.get(k) for t in tests], metric_bounds(k)),
@@ -107,6 +108,14 @@ def aggregate(grid: Grid, results: Sequence[tuple[Cell, Path]]) -> dict[str, Any
             "pretrain": ({b: str(grid.pretrain_dir(b)) for b in grid.backbones}
                          if grid.pretrain_config is not None else None),
             "rows": rows}
+
+
+def _strategy_run(cells: Sequence[tuple[Cell, Path, dict[str, Any]]], column: str) -> str:
+    """The strategy a row's runs used: the grid's column, unless an arm's ``--backbone-set``
+    gave its cells another (e.g. the ``scratch`` arm of a transfer-source study)."""
+    names = {(m.get("strategy") or {}).get("name") for _, _, m in cells
+             if isinstance(m.get("strategy"), dict)}
+    return names.pop() if len(names) == 1 and None not in names else column
 
 
 def _metric_names(tests: Sequence[dict[str, Any]]) -> list[str]:

@@ -73,10 +73,23 @@ def pretrain_in_folder(config: RunConfig, output: Path, *, registries: Registrie
 def write_transfer_source(config: RunConfig, run_dir: Path,
                           summary: dict[str, Any]) -> dict[str, Any]:
     """Write ``run_dir/transfer_source.json`` for a finished run and return it."""
+    record = transfer_source_record(config, run_dir, summary)
+    atomic_write_json(run_dir / TRANSFER_SOURCE_JSON, record)
+    return record
+
+
+def transfer_source_record(config: RunConfig, run_dir: Path,
+                           summary: dict[str, Any]) -> dict[str, Any]:
+    """The ``transfer_source.json`` record of a finished run in ``run_dir``: what it
+    trained on which data, and the SHA-256 of its checkpoint.
+
+    Raises:
+        ConfigError: when the folder holds no checkpoint.
+    """
     ckpt = find_run_checkpoint(run_dir)
     if ckpt is None:  # run_pipeline always writes one; a clear error if that ever breaks
         raise ConfigError(f"{run_dir}: the pretraining run wrote no checkpoint")
-    record = {
+    return {
         "backbone": config.model.backbone.model_dump(mode="json"),
         "task": config.task,
         "data": config.data.path,
@@ -88,5 +101,3 @@ def write_transfer_source(config: RunConfig, run_dir: Path,
         "sha256": sha256_of(ckpt),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_json(run_dir / TRANSFER_SOURCE_JSON, record)
-    return record

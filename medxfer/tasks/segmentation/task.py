@@ -18,10 +18,11 @@ from monai.data import list_data_collate
 
 from medxfer.config import RunConfig
 from medxfer.errors import ConfigError, InputSizeError
-from medxfer.models import SegmentationModel, build_segmentation_network, builds_segmentation
+from medxfer.models import build_segmentation_network, builds_segmentation
 from medxfer.plugins import Registries
+from medxfer.tasks.backbone_build import create_segmentation_model
 from medxfer.tasks.base import PredictionOutput, Task
-from medxfer.tasks.networks import backbone_entry, require_type
+from medxfer.tasks.networks import backbone_entry
 from medxfer.tasks.segmentation.ensemble import evaluate_segmentation_ensemble
 from medxfer.tasks.segmentation.evaluation import evaluate_segmentation_and_report
 from medxfer.tasks.segmentation.inference import iter_case_predictions, window_hint, window_size
@@ -54,8 +55,7 @@ class SegmentationTask(Task):
                 f"{', '.join(choices) or '(none)'}")
         kwargs = {"in_channels": bundle.in_channels, "spatial_dims": bundle.spatial_dims,
                   **backbone_kwargs, "num_classes": bundle.num_classes}
-        model = registries.backbone.create(entry.name, key="model.backbone", **kwargs)
-        require_type(model, SegmentationModel, entry)
+        model = create_segmentation_model(config, registries, entry, kwargs)
         network = build_segmentation_network(model)
         return network, network.backbone
 
