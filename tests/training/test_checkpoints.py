@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import random
 
 import pytest
 import torch
 
-from medxfer.training.checkpoints import LAST_STATE, load_training_state, save_training_state
 from medxfer.errors import CheckpointError
+from medxfer.training.checkpoints import (
+    LAST_STATE,
+    load_training_state,
+    save_training_state,
+)
 
 
 @pytest.fixture
@@ -49,7 +54,10 @@ def test_a_truncated_checkpoint_is_named_truncated(run_dir):
     assert "is truncated or damaged, or not a PyTorch checkpoint" in refused(run_dir)
 
 
-@pytest.mark.parametrize("data", [os.urandom(4096), b"not a checkpoint\n" * 10])
+@pytest.mark.parametrize("data", [
+    random.Random(0).randbytes(4096), b"not a checkpoint\n" * 10,
+    b"R3\xf7\xcb" * 100,  # a pickle REDUCE on an empty stack: IndexError in torch's unpickler
+    b"\x80\x02}q\x00(X\x01\x00\x00\x00a" + b"\xff" * 50])  # a cut-off pickle of a dict
 def test_random_bytes_are_not_a_checkpoint(run_dir, data):
     (run_dir / LAST_STATE).write_bytes(data)
     assert "is truncated or damaged, or not a PyTorch checkpoint" in refused(run_dir)
