@@ -152,7 +152,10 @@ def _counts_table(summary: Any) -> Any:
     splits = [s for s in ("train", "val", "test", "all") if s in summary.counts]
     names = sorted({n for c in summary.counts.values() for n in c},
                    key=lambda n: dl.class_names.index(n) if n in dl.class_names else 1e9)
-    what = "masks holding each class" if dl.label_kind == "mask" else "cases per class"
+    if dl.label_kind not in ("class", "mask"):  # no classes to count (values, no labels)
+        names, what = [], "cases"
+    else:
+        what = "masks holding each class" if dl.label_kind == "mask" else "cases per class"
     counts = Table(title=f"{what}, per split")
     counts.add_column("class")
     for s in splits:
