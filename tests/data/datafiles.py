@@ -30,7 +30,24 @@ def write_dicom_series(folder: Path, volume: np.ndarray, *, spacing=(0.5, 0.5, 2
                        series_uid: str = "1.2.826.0.1.3680043.2.1125.1.1",
                        description: str = "test", modality: str = "CT", slope: float | None = None,
                        intercept: float | None = None) -> list[Path]:
-    """Write ``volume`` (z, y, x int16) as one DICOM file per slice with SimpleITK."""
+    """Write ``volume`` (z, y, x int16) as one DICOM file per slice with SimpleITK.
+
+    GDCM's writer sets the process's locale to "C" and leaves it so (text decoding then
+    falls back to ASCII, e.g. for a later test's ``subprocess.run(text=True)``): the
+    locale is restored afterwards."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_slices(folder, volume, spacing=spacing, series_uid=series_uid,
+                                   description=description, modality=modality, slope=slope,
+                                   intercept=intercept)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_slices(folder: Path, volume: np.ndarray, *, spacing, series_uid, description,
+                        modality, slope, intercept) -> list[Path]:
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
