@@ -99,6 +99,21 @@ def image_kind(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def readable_kind(path: Path) -> str:
+    """:func:`image_kind` of an existing image file or DICOM folder.
+
+    Raises:
+        DataError: naming the path, when it does not exist or is of an unknown type.
+    """
+    if not path.exists():
+        raise DataError(f"{str(path)!r} does not exist")
+    kind = image_kind(path)
+    if kind is None:
+        raise DataError(f"{str(path)!r}: unknown image type; expected one of "
+                        f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
+    return kind
+
+
 def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None,
                check_finite: bool = True) -> ImageData:
     """Read any supported image: the reader is chosen by suffix (a folder is DICOM).
@@ -115,12 +130,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None,
         DataError: the file is missing, unreadable, of an unknown type or not finite.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{str(path)!r} does not exist")
-    kind = image_kind(path)
-    if kind is None:
-        raise DataError(f"{str(path)!r}: unknown image type; expected one of "
-                        f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
+    kind = readable_kind(path)
     try:
         if kind == "nifti":
             image = read_nifti(path)

@@ -38,12 +38,7 @@ def create_backbone(config: RunConfig, registries: Registries, entry: Any,
             a conversion the network does not take, or ``batch_renorm`` without batch norms.
         PluginError: when the factory returns something else than a backbone.
     """
-    method = config.model.backbone.to_3d
-    run_3d = None
-    if method is not None:
-        kwargs, run_3d = _kwargs_for_2d(config, entry, kwargs)
-    backbone = registries.backbone.create(entry.name, key="model.backbone", **kwargs)
-    require_type(backbone, Backbone, entry)
+    backbone, method, run_3d = _create_2d_first(config, registries, entry, kwargs, Backbone)
     if method is not None:
         backbone = backbone_to_3d(backbone, method, name=entry.name,
                                   check_size=_min_size(entry))
@@ -58,12 +53,8 @@ def create_segmentation_model(config: RunConfig, registries: Registries, entry: 
                               kwargs: dict[str, Any]) -> SegmentationModel:
     """The segmentation plugin's network, as :func:`create_backbone` does for classifiers
     (``to_3d`` converts the whole network; a 3D run folder seeds its encoder)."""
-    method = config.model.backbone.to_3d
-    run_3d = None
-    if method is not None:
-        kwargs, run_3d = _kwargs_for_2d(config, entry, kwargs)
-    model = registries.backbone.create(entry.name, key="model.backbone", **kwargs)
-    require_type(model, SegmentationModel, entry)
+    model, method, run_3d = _create_2d_first(config, registries, entry, kwargs,
+                                             SegmentationModel)
     if method is not None:
         model = segmentation_to_3d(model, method, name=entry.name,
                                    check_size=max(_min_size(entry), model.size_divisor))
@@ -74,6 +65,19 @@ def create_segmentation_model(config: RunConfig, registries: Registries, entry: 
     encoder = {id(m) for group in model.encoder_groups for m in group.modules()}
     _renormalise(config, model.net, model.encoder_groups, entry.name, only=encoder)
     return model
+
+
+def _create_2d_first(config: RunConfig, registries: Registries, entry: Any,
+                     kwargs: dict[str, Any], kind: type) -> tuple[Any, str | None, Path | None]:
+    """The plugin's network (of type ``kind``), built 2D when ``to_3d`` will convert it;
+    with the conversion method and the 3D run folder to load after it (or ``None``)."""
+    method = config.model.backbone.to_3d
+    run_3d = None
+    if method is not None:
+        kwargs, run_3d = _kwargs_for_2d(config, entry, kwargs)
+    built = registries.backbone.create(entry.name, key="model.backbone", **kwargs)
+    require_type(built, kind, entry)
+    return built, method, run_3d
 
 
 def _kwargs_for_2d(config: RunConfig, entry: Any,

@@ -47,9 +47,9 @@ from medxfer.data.preprocess import preprocess_transform
 from medxfer.data.readers import (
     IMAGE_SUFFIXES,
     ONE_SERIES_HINT,
-    image_kind,
     list_dicom_series,
     read_dicom_series,
+    readable_kind,
 )
 from medxfer.data.steps import LoadCased, ToPlainTensorsd
 from medxfer.data.transforms import AdaptChannels
@@ -227,12 +227,7 @@ def _plan_outputs(inputs: list[Path], output_dir: Path, *, dicom_seg: bool) -> l
         raise ConfigError(f"{str(summary)!r} exists; results are never overwritten: choose a "
                           "new --output folder or move the old results away")
     for source in map(Path, inputs):
-        if not source.exists():
-            raise DataError(f"{str(source)!r} does not exist")
-        kind = image_kind(source)
-        if kind is None:
-            raise DataError(f"{str(source)!r}: unknown image type; expected one of "
-                            f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
+        kind = readable_kind(source)
         stem = _stem(source)
         if kind == "itk":
             suffix = _ITK_OUT[next(s for s in _ITK_OUT if source.name.lower().endswith(s))]
