@@ -44,9 +44,9 @@ def register(app: typer.Typer) -> None:
         rdzv_endpoint: str | None = typer.Option(
             None, "--rdzv-endpoint", help="With --nnodes: HOST:PORT of node rank 0, the same "
             "on every node; its store listens there on every interface."),
-        budget: str = typer.Option(
-            "15m", "--budget", help="With a dataset: the time the whole run may take (90s, "
-            "15m, 1h30m); the plan fits epochs, input size and ensemble into it."),
+        budget: str | None = typer.Option(
+            None, "--budget", help="With a dataset: the time the whole run may take (90s, "
+            "15m, 1h30m; default 15m); the plan fits epochs, input size and ensemble into it."),
     ) -> None:
         """Fine-tune a pretrained CNN on a dataset and write metrics, figures and a report.
 
@@ -56,9 +56,14 @@ def register(app: typer.Typer) -> None:
         from medxfer.config import load_config
 
         if config is not None and is_dataset(config):
-            _run_dataset(ctx, config, output, overrides, budget, resume=resume, check=check,
+            _run_dataset(ctx, config, output, overrides, budget or DEFAULT_BUDGET,
+                         resume=resume, check=check,
                          nproc=nproc if nnodes == 1 else nproc or 1)
             return
+        if budget is not None:
+            raise ConfigError(f"--budget plans a run for a dataset (`medxfer run DATA --budget "
+                              f"{budget}`); a config's run is limited by train.time_limit "
+                              "(seconds): --set train.time_limit=900")
         if resume and output is None:
             raise ConfigError("--resume needs --output DIR naming the run to continue")
         saved = output / "config.yaml" if output is not None else None
@@ -113,6 +118,9 @@ def register(app: typer.Typer) -> None:
         if done.writer:
             print_summary(done.summary, done.output)
 
+
+#: The time ``medxfer run DATA`` plans for when no ``--budget`` is given.
+DEFAULT_BUDGET = "15m"
 
 #: What a run config file is called; anything else given to `run` is taken as a dataset.
 CONFIG_SUFFIXES = (".yaml", ".yml")

@@ -29,6 +29,15 @@ def test_plan_refuses_a_bad_budget_and_a_missing_dataset(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_budget_with_a_config_is_refused_not_ignored(repo_root, tmp_path, capsys):
+    config = repo_root / "configs" / "breastmnist.yaml"
+    for args in (["run", str(config)], ["run"]):
+        assert main([*args, "--budget", "5m", "--output", str(tmp_path / "r")]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "--budget plans a run for a dataset" in err and "train.time_limit" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_run_data_plans_and_runs_within_its_budget(repo_root, tmp_path, capsys):
     import time
 
