@@ -40,3 +40,19 @@ def fake_medmnist(path: Path, *, n: int = 24, size: int = 16, seed: int = 0) -> 
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
     np.savez(path, **arrays)
     return path
+
+
+def stop_run_pipeline(monkeypatch, *, write_checkpoint: bool, stop) -> None:
+    """Make ``run``'s pipeline write a run's first files (and a checkpoint, if asked), then
+    call ``stop()`` (which raises KeyboardInterrupt, sends a signal ...)."""
+    import medxfer.workflows.run_folder as run_folder  # where `run` calls the pipeline
+
+    def stopped(config, output, **kwargs):
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text("{}\n")
+        if write_checkpoint:
+            (output / "checkpoints").mkdir()
+            (output / "checkpoints" / "last.pt").write_bytes(b"x")
+        stop()
+
+    monkeypatch.setattr(run_folder, "run_pipeline", stopped)

@@ -12,7 +12,7 @@ import pytest
 
 import medxfer
 from medxfer.cli import main
-from tests.helpers import fake_medmnist, make_distribution
+from tests.helpers import fake_medmnist, make_distribution, stop_run_pipeline
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin-package"
 
@@ -353,17 +353,11 @@ TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "train.epochs=1"]
 
 def _interrupted_pipeline(monkeypatch, write_checkpoint: bool) -> None:
     """``run``'s pipeline writes the run's first files (and a checkpoint) and gets Ctrl-C."""
-    import medxfer.workflows.run_folder as pipeline  # where `run` calls it
 
-    def interrupted(cfg, output, **kwargs):
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.yaml").write_text("{}\n")
-        if write_checkpoint:
-            (output / "checkpoints").mkdir()
-            (output / "checkpoints" / "last.pt").write_bytes(b"x")
+    def ctrl_c():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+    stop_run_pipeline(monkeypatch, write_checkpoint=write_checkpoint, stop=ctrl_c)
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_so_and_removes_the_run(tmp_path, capsys,

@@ -14,6 +14,7 @@ import pytest
 
 from medxfer.cli import main
 from medxfer.config import load_config, write_resolved_config
+from tests.helpers import stop_run_pipeline
 
 TINY = ["--set", "model.backbone.name=basic_cnn", "--set", "model.backbone.channels=[4,8]",
         "--set", "data.augment.preset=none", "--set", "train.epochs=2",
@@ -227,19 +228,13 @@ def test_a_real_full_disk(tmp_path, size):
 
 def _terminated_pipeline(monkeypatch, write_checkpoint: bool) -> None:
     """``run``'s pipeline writes its first files (and a checkpoint) and gets SIGTERM."""
-    import medxfer.workflows.run_folder as run_folder
 
-    def terminated(config, output, **kwargs):
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.yaml").write_text("{}\n")
-        if write_checkpoint:
-            (output / "checkpoints").mkdir()
-            (output / "checkpoints" / "last.pt").write_bytes(b"x")
+    def sigterm():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # the signal arrives first
         raise AssertionError("SIGTERM did not stop the run")
 
-    monkeypatch.setattr(run_folder, "run_pipeline", terminated)
+    stop_run_pipeline(monkeypatch, write_checkpoint=write_checkpoint, stop=sigterm)
 
 
 def test_sigterm_after_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, capsys,
