@@ -90,6 +90,15 @@ def make_trainer(tmp_path, epochs=2, plugin=None, model=None, **train):
                    data, validate, loss_fn, ("val_loss", "min"), progress=False)
 
 
+
+class KillAtEpoch2:
+    """A plugin that interrupts training as epoch 2 starts, as Ctrl-C would."""
+
+    @medxfer.hookimpl
+    def medxfer_epoch_start(self, ctx, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
 def test_hooks_are_called_in_order_and_terms_are_combined(tmp_path):
     rec = Recorder()
     result = make_trainer(tmp_path, plugin=rec).fit()
@@ -108,14 +117,8 @@ def test_hooks_are_called_in_order_and_terms_are_combined(tmp_path):
 
 def test_resume_continues_to_the_same_result(tmp_path):
     full = make_trainer(tmp_path / "full", epochs=3).fit()
-    class Killer:
-        @medxfer.hookimpl
-        def medxfer_epoch_start(self, ctx, epoch):
-            if epoch == 2:
-                raise KeyboardInterrupt  # killed after two of three epochs
-
-    with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path / "part", epochs=3, plugin=Killer()).fit()
+    with pytest.raises(KeyboardInterrupt):  # killed after two of three epochs
+        make_trainer(tmp_path / "part", epochs=3, plugin=KillAtEpoch2()).fit()
     resumed_trainer = make_trainer(tmp_path / "part", epochs=3, model=tiny_network(seed=5))
     resumed = resumed_trainer.fit(resume=True)
     assert len(resumed.history) == 3
@@ -164,15 +167,9 @@ def test_select_last_keeps_and_delivers_the_final_epoch(tmp_path):
 
 
 def test_select_last_killed_run_resumes_and_writes_the_final_weights(tmp_path):
-    class Killer:
-        @medxfer.hookimpl
-        def medxfer_epoch_start(self, ctx, epoch):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     last = {"select": "last"}
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path, epochs=3, plugin=Killer(), early_stopping=last).fit()
+        make_trainer(tmp_path, epochs=3, plugin=KillAtEpoch2(), early_stopping=last).fit()
     assert not (tmp_path / "model.safetensors").exists()
     result = make_trainer(tmp_path, epochs=3, early_stopping=last).fit(resume=True)
     assert result.best_epoch == 3 and (tmp_path / "model.safetensors").is_file()
@@ -316,14 +313,8 @@ def test_ema_scores_saves_and_delivers_the_weight_average(tmp_path):
 def test_ema_resume_continues_the_average(tmp_path):
     full = make_trainer(tmp_path / "full", epochs=3, ema=0.8).fit()
 
-    class Killer:
-        @medxfer.hookimpl
-        def medxfer_epoch_start(self, ctx, epoch):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path / "part", epochs=3, plugin=Killer(), ema=0.8).fit()
+        make_trainer(tmp_path / "part", epochs=3, plugin=KillAtEpoch2(), ema=0.8).fit()
     resumed = make_trainer(tmp_path / "part", epochs=3, model=tiny_network(seed=5),
                            ema=0.8).fit(resume=True)
     for a, b in zip(full.history, resumed.history):
@@ -338,14 +329,8 @@ def test_ema_resume_of_a_run_without_an_average_is_refused(tmp_path):
 
 def test_a_checkpoint_of_zero_based_epochs_resumes_counted_from_one(tmp_path):
     """Checkpoints written before epochs were counted from 1 hold 0-based history rows."""
-    class Killer:
-        @medxfer.hookimpl
-        def medxfer_epoch_start(self, ctx, epoch):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path, epochs=3, plugin=Killer()).fit()
+        make_trainer(tmp_path, epochs=3, plugin=KillAtEpoch2()).fit()
     state = load_training_state(tmp_path)
     state["history"] = [{**row, "epoch": row["epoch"] - 1} for row in state["history"]]
     torch.save(state, tmp_path / LAST_STATE)
