@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -29,6 +30,7 @@ from pydantic import (
 from medxfer.bounded_yaml import MAX_BYTES, MAX_DEPTH, describe_yaml_error, load_yaml
 from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_text
+from medxfer.memory_size import parse_memory
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 
@@ -175,8 +177,17 @@ class DataConfig(StrictModel):
         None, ge=0, le=2, description="segmentation of 3D volumes with a 2D network: train on "
         "the slices along this axis (after orientation; 2 is axial for RAS); validation and "
         "test predict every slice and score the reassembled volume")
-    cache: Literal["none", "memory", "disk"] = Field(
-        "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
+    cache: Literal["auto", "none", "memory", "disk"] = Field(
+        "auto", description="where preprocessed cases are kept between epochs: auto: in "
+        "memory up to data.cache_memory (train, then validation, then test), the rest on "
+        "disk in the run folder's cache/ (or preprocessed again each time when its disk is "
+        "full), images stored as uint8/int16 where that loses nothing; memory: every case in "
+        "memory (MONAI CacheDataset); disk: every case on disk (PersistentDataset); none: "
+        "preprocess every case each time it is read")
+    cache_memory: str | float | None = Field(
+        None, description="data.cache: auto: memory the cache may hold, in bytes with a unit "
+        "(8GB, 512MiB) or as a share of the memory available when the run starts (0.3); "
+        "null: 0.5; a distributed run divides it between its processes on each machine")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     loader: Literal["torch", "thread"] = Field(
         "torch", description="training loader: torch's DataLoader, or MONAI's ThreadDataLoader "
@@ -193,6 +204,16 @@ class DataConfig(StrictModel):
     target: TargetConfig | None = Field(
         None, description="target-domain data for domain adaptation and evaluation "
         "(null: none)")
+
+    @field_validator("cache_memory")
+    @classmethod
+    def _memory_size(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            try:
+                parse_memory(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return value
 
 
 # ---------------------------------------------------------------------------------------

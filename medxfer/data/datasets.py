@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from medxfer.data.augment import CachedFgBgIndices
+from medxfer.data.cache import BudgetCache, CacheBudget, disk_spill
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
 from medxfer.errors import ConfigError, MedxferError
 from medxfer.progress import announced
@@ -74,16 +75,22 @@ def unwrap_errors(exc: BaseException) -> BaseException:
 
 
 def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
-                   cache_dir: Path | None, key: dict[str, Any]) -> Dataset:
-    """A MONAI dataset over ``cases`` with ``transform``: plain, cached in memory or on disk.
+                   cache_dir: Path | None, key: dict[str, Any],
+                   budget: CacheBudget | None = None, label: str = "cases") -> Dataset:
+    """A dataset over ``cases`` with ``transform``: plain, cached in memory or on disk, or
+    both within a memory budget.
 
     Args:
         cases: Case dicts.
         transform: Deterministic transform (its output is what gets cached).
-        cache: ``none``, ``memory`` (``CacheDataset``) or ``disk`` (``PersistentDataset``).
+        cache: ``auto`` (:class:`medxfer.data.cache.BudgetCache`), ``none``, ``memory``
+            (``CacheDataset``) or ``disk`` (``PersistentDataset``).
         cache_dir: Folder of the disk cache (under the run folder).
         key: Settings the cached output depends on; they name the cache sub-folder so that
             changed preprocessing never reuses stale files.
+        budget: ``auto``'s memory budget, shared by the splits of a run (default: the
+            default budget for this split alone).
+        label: The split's name, for progress lines.
 
     Raises:
         ConfigError: for ``disk`` without a cache folder.
@@ -91,6 +98,10 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
     from monai.data import Dataset as MonaiDataset
     from monai.data import PersistentDataset
 
+    if cache == "auto":
+        folder = None if cache_dir is None else _cache_folder(cache_dir, {**key, "compact": 1})
+        return BudgetCache(cases, transform, budget=budget or CacheBudget.from_setting(None),
+                           spill=disk_spill(transform, folder), label=label)
     if cache == "memory":
         try:
             with announced(f"caching {len(cases)} cases", len(cases)) as advance:
@@ -103,11 +114,16 @@ def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,
         if cache_dir is None:
             raise ConfigError("data.cache: disk needs a cache folder (the run folder's cache/); "
                               "use memory or none here")
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
-        folder = Path(cache_dir) / f"preprocessed-{digest.hexdigest()[:12]}"
+        folder = _cache_folder(cache_dir, key)
         folder.mkdir(parents=True, exist_ok=True)
         return PersistentDataset(cases, transform, cache_dir=folder)
     return MonaiDataset(cases, transform)
+
+
+def _cache_folder(cache_dir: Path, key: dict[str, Any]) -> Path:
+    """The disk cache's sub-folder for preprocessing settings ``key``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+    return Path(cache_dir) / f"preprocessed-{digest.hexdigest()[:12]}"
 
 
 @functools.cache

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from medxfer.data.cache_estimate import cache_estimate, describe_estimate
+
 #: The version of the JSON form (changes when a key changes meaning or goes).
 SCHEMA_VERSION = 1
 #: Files of one exclusion reason the tables name (the JSON form names every file).
@@ -50,6 +52,7 @@ def to_json(summary: Any) -> dict[str, Any]:
         "notices": list(dl.notices),
         "warnings": list(summary.warnings),
         "problems": list(summary.problems),
+        "cache": cache_estimate(summary),
     }
     return out
 
@@ -132,6 +135,8 @@ def summary_tables(summary: Any) -> list[Any]:
         i = summary.intensity
         rows.append(("intensity", f"min {i['min']:.4g}, max {i['max']:.4g}, mean {i['mean']:.4g}, "
                      f"p1-p99 {i['p01']:.4g} to {i['p99']:.4g} ({summary.intensity_source})"))
+    if data["cache"]:
+        rows.append(("run cache", describe_estimate(data["cache"])))
     if data["foreground"]:
         f = data["foreground"]
         rows.append(("foreground", f"{f['fraction_mean']:.3%} of voxels on average (min "

@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from medxfer.data.augment import build_augmentation, resolve_ops
+from medxfer.data.cache import CacheBudget, local_processes
+from medxfer.data.cache import report as report_cache
 from medxfer.data.batch_augment import BatchAugmentation
 from medxfer.data.cases import read_case
 from medxfer.data.datalist import Datalist
@@ -31,6 +33,10 @@ from medxfer.tasks import task_of
 if TYPE_CHECKING:
     from medxfer.config import RunConfig
     from medxfer.data.steps import ExpectedImages
+
+
+#: How the data cache's lines name the splits.
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
 
 @dataclass
@@ -120,8 +126,13 @@ def _bases(config: RunConfig, dl: Datalist, by_split: dict[str, list[dict[str, A
                                      expect=_expected_images(config, image, spatial_dims))
     key = {"preprocess": pre.model_dump(), "task": config.task, "imagenet": imagenet_norm,
            "classes": dl.class_names, "modality": dl.modality}
-    return spatial_dims, {s: cached_dataset(by_split[s], transform, cache=cache,
-                                            cache_dir=cache_dir, key=key) for s in SPLITS}
+    budget = CacheBudget.from_setting(config.data.cache_memory, processes=local_processes()) \
+        if cache == "auto" else None
+    bases = {s: cached_dataset(by_split[s], transform, cache=cache, cache_dir=cache_dir,
+                               key=key, budget=budget, label=SPLIT_NAMES[s]) for s in SPLITS}
+    if budget is not None:
+        report_cache(budget)
+    return spatial_dims, bases
 
 
 def _expected_images(config: RunConfig, first: Any, spatial_dims: int) -> ExpectedImages:

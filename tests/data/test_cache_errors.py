@@ -118,7 +118,7 @@ def test_the_process_exits_2_without_an_abort(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache", ["memory", "none"])
+@pytest.mark.parametrize("cache", ["auto", "memory", "none"])
 def test_medxfer_run_on_a_truncated_image_exits_2_whatever_the_cache(tmp_path, cache):
     """A truncated image passes the header checks and fails where it is first read (while
     the memory cache fills; uncached, in training or evaluation): the run ends with one
@@ -133,7 +133,7 @@ def test_medxfer_run_on_a_truncated_image_exits_2_whatever_the_cache(tmp_path, c
                                                    "training": [
         {"image": f"v{i}.nii.gz", "label": f"m{i}.nii.gz"} for i in range(10)]}))
     (data / "imagesTr").mkdir()  # an MSD folder (its dataset.json names the files)
-    for attempt in range(2 if cache == "memory" else 1):
+    for attempt in range(2 if cache in ("auto", "memory") else 1):
         done = _python(["-m", "medxfer", "run", "--output", str(tmp_path / f"run{attempt}"),
                         "--set", "task=segmentation", "--set", f"data.path={data}",
                         "--set", "model.backbone.name=monai_unet", "--set",

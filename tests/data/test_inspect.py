@@ -124,3 +124,32 @@ def test_inspect_a_mask_folder_of_two_series_names_the_case_and_label_series_uid
     assert "b_mask" in err and "holds 2 DICOM series" in err
     assert "the mask series to read in the manifest's 'label_series_uid' column for case 'b'" \
         in err
+
+
+def test_inspect_estimates_the_run_cache_against_the_default_budget(tmp_path, monkeypatch):
+    """8-bit 2D images count 1 byte a pixel (kept as uint8), volumes 4 bytes a voxel plus
+    1 for the mask; a budget too small says what share fits."""
+    from medxfer.data import cache_estimate as E
+    from tests.data.datafiles import write_nifti, write_png
+
+    for name in ("a", "b"):
+        for i in range(3):
+            write_png(tmp_path / "pngs" / name / f"{i}.png", np.zeros((20, 30), np.uint8))
+    monkeypatch.setattr(E, "available_memory", lambda: 10_000)
+    est = summary_json_of(tmp_path / "pngs")["cache"]
+    assert est["bytes"] == 6 * 600 and est["stored_as"] == "uint8"
+    assert est["budget"] == 5_000 and est["in_memory"] == 1.0
+    volumes = tmp_path / "vols"
+    for i in range(4):
+        write_nifti(volumes / "imagesTr" / f"c{i}.nii.gz", np.zeros((10, 10, 10), np.float32))
+        write_nifti(volumes / "labelsTr" / f"c{i}.nii.gz", np.zeros((10, 10, 10), np.uint8))
+    est = summary_json_of(volumes)["cache"]
+    assert est["bytes"] == 4 * (4000 + 1000) and est["stored_as"] == "float32"
+    assert est["in_memory"] == 0.25  # one 5000-byte case of four fits in 5000 bytes
+    assert "25% of the cases fit" in E.describe_estimate(est)
+
+
+def summary_json_of(path):
+    from medxfer.data.inspect import summary_json
+
+    return summary_json(summarize_dataset(path))
