@@ -98,3 +98,13 @@ def notify(message: str) -> None:
     """Tell the user ``message`` (a :class:`MedxferWarning`; the CLI prints it as a warning
     line, a notebook shows it as a Python warning)."""
     warnings.warn(message, MedxferWarning, stacklevel=2)
+
+
+def unwrap_errors(exc: BaseException) -> BaseException:
+    """The user error (:class:`MedxferError`) MONAI wrapped in its ``RuntimeError``, if any."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, MedxferError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc

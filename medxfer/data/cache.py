@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medxfer.errors import MedxferError
+from medxfer.errors import MedxferError, unwrap_errors
 from medxfer.memory_size import (
     DEFAULT_MEMORY_SHARE,
     available_memory,
@@ -200,8 +200,6 @@ class _Preprocessed(Dataset):
         try:
             return index, compact_item(dict(self.transform(dict(self.cases[index]))))
         except Exception as exc:  # noqa: BLE001 - re-raised by the filling process
-            from medxfer.data.datasets import unwrap_errors
-
             error = unwrap_errors(exc)
             if not isinstance(error, MedxferError):
                 error = RuntimeError(f"preprocessing {self.cases[index].get('image')!r} "

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, get_worker_info
 from medxfer.data.augment import CachedFgBgIndices
 from medxfer.data.cache import BudgetCache, CacheBudget, disk_spill
 from medxfer.data.transforms import AdaptChannels, normalise_intensity, resize_tensor
-from medxfer.errors import ConfigError, MedxferError
+from medxfer.errors import ConfigError, unwrap_errors
 from medxfer.progress import announced
 from medxfer.rng import pack_numpy_state, unpack_numpy_state
 from medxfer.tasks import label_kind
@@ -62,16 +62,6 @@ class ArrayCases(Dataset):
                                     ct_window=self.ct_window, percentiles=self.percentiles)
         return {"image": resize_tensor(image, self.image_size), "label": self.labels[index],
                 "id": self.ids[index]}
-
-
-def unwrap_errors(exc: BaseException) -> BaseException:
-    """The user error (:class:`MedxferError`) MONAI wrapped in its ``RuntimeError``, if any."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, MedxferError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return exc
 
 
 def cached_dataset(cases: list[dict[str, Any]], transform: Any, *, cache: str,

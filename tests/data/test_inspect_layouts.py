@@ -17,7 +17,7 @@ KEYS = ["schema_version", "path", "name", "layout", "layout_reason", "task", "ca
         "classes", "class_order", "image_classes", "splits", "split_source", "missing_splits",
         "folds", "spatial_dims", "spatial_dims_found", "channels", "size", "spacing", "dtypes",
         "intensity", "foreground", "target", "modality", "patients", "excluded", "notices",
-        "warnings", "problems"]
+        "warnings", "problems", "cache"]
 
 
 def inspect_json(path: Path, capsys, code: int = 0) -> dict:
@@ -48,6 +48,10 @@ def test_every_shared_dataset(shared_data, capsys, name, task, splits, classes):
     assert list(report) == KEYS and report["schema_version"] == 1
     assert (report["task"], _split_cases(report), report["classes"]) == (task, splits, classes)
     assert report["problems"] == [] and report["cases"] == sum(splits.values())
+    cache = report["cache"]  # MedMNIST arrays as stored; volumes as float32 plus masks
+    assert cache["bytes"] > 0 and cache["budget"] > 0 and 0 <= cache["in_memory"] <= 1
+    assert cache["stored_as"].startswith("uint8 arrays" if name.startswith("medmnist")
+                                         else "float32")
     assert report["size"]["source"] and report["intensity"]["source"]
     if task == "segmentation":  # every mask is read: every case holds both hippocampus parts
         assert report["splits"]["all"]["classes"] == {c: 208 for c in classes}
