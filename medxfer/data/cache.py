@@ -57,6 +57,8 @@ class CacheBudget:
     source: str
     used: int = 0
     lines: list[str] = field(default_factory=list)
+    #: ``(cases kept, cases, bytes kept, storage)`` of each split filled so far.
+    splits: list[tuple[int, int, int, str]] = field(default_factory=list)
 
     @classmethod
     def from_setting(cls, setting: str | float | None, processes: int = 1) -> CacheBudget:
@@ -284,6 +286,8 @@ class BudgetCache(Dataset):
             self.rest = spill(cases[len(self.memory):], per_case)
         self.summary = self._describe(label, kept, time.perf_counter() - tic)
         budget.lines.append(self.summary)
+        budget.splits.append((len(self.memory), len(cases), kept,
+                              storage_kinds(self.memory[:50])))
 
     def _describe(self, label: str, kept: int, seconds: float) -> str:
         n, k = len(self.cases), len(self.memory)
@@ -342,6 +346,13 @@ def disk_spill(transform: Any, folder: Path | None) -> Callable[[list[dict[str, 
 
 def report(budget: CacheBudget) -> None:
     """Say how the run's cache was filled (inside ``reporting``: ``medxfer run``)."""
-    if reporting_enabled() and budget.lines:
-        write_line(f"data cache (auto; budget {format_bytes(budget.total)}, {budget.source}): "
-                   + "; ".join(budget.lines))
+    if not (reporting_enabled() and budget.lines):
+        return
+    head = f"data cache (auto; budget {format_bytes(budget.total)}, {budget.source})"
+    if all(kept == n for kept, n, _, _ in budget.splits):
+        kinds = sorted({kind for _, n, _, kind in budget.splits if n})
+        write_line(f"{head}: every case in memory, "
+                   f"{format_bytes(sum(b for _, _, b, _ in budget.splits))} as "
+                   f"{' and '.join(kinds) or '-'}")
+    else:
+        write_line(f"{head}: " + "; ".join(budget.lines))

@@ -213,5 +213,15 @@ def test_the_run_reports_how_the_cache_was_filled(tmp_path, capsys):
     with reporting(True):
         C.report(budget)
     line = capsys.readouterr().err.strip()
+    assert line == ("data cache (auto; budget 1.1 GB, 50% of 2.1 GB available): every case "
+                    "in memory, 4.1 kB as uint8 (lossless)")
+    budget.splits.append((1, 3, 10, "float32"))
+    budget.lines.append("validation 1 of 3 cases in memory (10 B, float32, 0 s), the memory "
+                        "budget ran out: ...")
+    with reporting(True):
+        C.report(budget)
+    line = capsys.readouterr().err.strip()
     assert line.startswith("data cache (auto; budget 1.1 GB, 50% of 2.1 GB available): "
                            "training 4 of 4 cases in memory (4.1 kB, uint8 (lossless), ")
+    assert line.endswith("; validation 1 of 3 cases in memory (10 B, float32, 0 s), the "
+                         "memory budget ran out: ...")
