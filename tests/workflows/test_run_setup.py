@@ -97,3 +97,31 @@ def test_in_a_distributed_run_only_rank_zero_probes_and_all_take_its_choice(monk
     precision, _ = choose(load_config(None, []))
     assert probe.timed == ["fp32", "bf16", "fp16"]
     assert sent[-1].variant == "fp16" and precision.describe() == "fp16"  # what it broadcast
+
+
+@pytest.mark.slow
+def test_a_run_says_and_records_its_precision_choice(monkeypatch, tmp_path, capsys):
+    from medxfer.training.amp import Precision
+    from medxfer.errors import MedxferWarning
+    from medxfer.workflows import single_run
+    from medxfer.workflows.run import run_pipeline
+
+    choice = PrecisionChoice("bf16", {"fp32": 812.0, "bf16": 1190.0, "fp16": 1105.0},
+                             device_name="NVIDIA H200", cached=True)
+    seen = []
+
+    def probed(config, model, device, train_loader, loss_fn, *, compile_setting):
+        seen.append(compile_setting)
+        return Precision(None, device.type), choice  # the CPU trains in fp32 all the same
+
+    monkeypatch.setattr(single_run, "choose_run_precision", probed)
+    config = load_config(None, ["train.epochs=1", "eval.bootstrap=0", "train.batch_size=8",
+                                "data.limit=16", "model.backbone.name=basic_cnn",
+                                "model.backbone.pretrained=none", "train.compile=cudagraphs"])
+    with pytest.warns(MedxferWarning, match="cudagraphs needs a CUDA GPU"):
+        summary = run_pipeline(config, tmp_path / "run", progress=True)
+    assert seen == [False]  # device auto found the CPU: no compiling
+    assert ("precision: bf16 (probe on NVIDIA H200: fp32 812/s, bf16 1190/s, fp16 1105/s; "
+            "cached)") in capsys.readouterr().err
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["precision_choice"]
+    assert recorded == summary["precision_choice"] == choice.as_dict()
