@@ -21,7 +21,10 @@ copy of the same initial weights with a fresh AdamW, so that only the arithmetic
 
 A variant that fails (e.g. a compiler error) prints its error and the others still run.
 
-It prints samples per second, the peak GPU memory of each variant and the ratio to fp32.
+It prints samples per second, the peak GPU memory of each variant and the ratio to fp32,
+then the precision ``train.amp: auto`` (the default) would choose from those timings (the
+run's probe applies the same rule to its own shorter timing), and how that compares with the
+fastest variant.
 
 Usage::
 
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               f"after {args.warmup} warm-up")
         print(f"{'variant':<18} {'samples/s':>10} {'peak MiB':>9} {'vs fp32':>8}")
         base = None
+        results: dict[str, float] = {}
         for variant in args.variants.split(","):
             settings = variant_settings(variant.strip(), device, parts["spatial_dims"])
             if settings is None:
@@ -168,11 +172,31 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
                 print(f"{variant:<18} failed: {type(exc).__name__}: {exc}"[:400], flush=True)
                 continue
+            results[variant.strip()] = r["samples_per_s"]
             base = base or (r["samples_per_s"] if variant == "fp32" else None)
             ratio = f"{r['samples_per_s'] / base:.2f}x" if base else "-"
             print(f"{variant:<18} {r['samples_per_s']:>10.1f} {r['peak_mib']:>9.0f} {ratio:>8}",
                   flush=True)
+        print(auto_choice_line(results, device))
     return 0
+
+
+def auto_choice_line(results: dict[str, float], device: torch.device) -> str:
+    """What ``train.amp: auto`` would choose from the measured ``results`` (samples/s by
+    variant), by the run's own rule, and its share of the fastest variant's speed."""
+    from medxfer.training.precision_probe import VARIANTS, fastest_variant
+
+    if device.type == "cuda":
+        chosen = fastest_variant({v: results[v] for v in VARIANTS if v in results})
+        why = "fastest of fp32/bf16/fp16 above; fp16 only when 5% faster"
+    else:
+        chosen, why = "fp32", "no probe on the CPU"
+    line = f"train.amp: auto would choose {chosen} ({why})"
+    if results and chosen in results:
+        fastest = max(results, key=results.__getitem__)
+        line += (f": {results[chosen]:.1f} samples/s = "
+                 f"{results[chosen] / results[fastest]:.2f}x of the fastest variant, {fastest}")
+    return line
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@
 # writes into $OUT (or .gpu_kit/out):
 #   env.txt                 GPU, torch, CUDA and MONAI versions
 #   amp_hippocampus_3d.txt  benchmarks/amp_compile.py on the Hippocampus 3D config (fp32,
-#                           fp16, bf16, each eager and as CUDA graphs, and compile)
+#                           fp16, bf16, each eager and as CUDA graphs, and compile), ending
+#                           with what train.amp: auto would choose and its share of the
+#                           fastest variant (each amp_*.txt ends so)
 #   amp_hippocampus_3d_nondeterministic.txt  the same without train.deterministic (eager)
 #   amp_hippocampus_3d_batch128.txt  at batch 128, where the arithmetic, not the launch of
 #                           each kernel, takes the time (also fp32 without TF32)

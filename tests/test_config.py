@@ -202,3 +202,17 @@ def test_renaming_a_plugin_set_in_the_file_keeps_the_files_options(tmp_path):
     path = write(tmp_path, "model:\n  backbone: {name: resnet18, pretrained: none}\n")
     config = load_config(path, ["model.backbone.name=resnet50"])
     assert config.model.backbone.kwargs == {"pretrained": "none"}
+
+
+def test_a_bare_off_for_train_amp_means_off(tmp_path):
+    # YAML reads a bare ``off`` as false, in a file and in --set alike
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    assert load_config(write(tmp_path, "train:\n  amp: off\n")).train.amp == "off"
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(None, ["train.amp=true"])
+
+
+def test_train_compile_true_in_a_file_stays_torch_compile(tmp_path):
+    config = load_config(write(tmp_path, "train:\n  compile: true\n"))
+    assert config.train.compile is True
+    assert yaml.safe_load(config_to_yaml(config))["train"]["compile"] is True  # saved as given

@@ -42,11 +42,12 @@ class TransferNetwork(nn.Module):
         """Backbone layer groups (input to output) followed by the head."""
         return self.backbone.layer_groups() + [self.head]
 
-    def compile_submodules(self) -> None:
-        """``torch.compile`` the backbone and the head (``train.compile``): submodules,
-        because the trainer calls :meth:`forward_features`, not ``forward``."""
-        self.backbone.compile()
-        self.head.compile()
+    def compile_submodules(self, mode: str | None = None) -> None:
+        """``torch.compile`` the backbone and the head (``train.compile``) in ``mode``
+        (None: torch's default): submodules, because the trainer calls
+        :meth:`forward_features`, not ``forward``."""
+        self.backbone.compile(mode=mode)
+        self.head.compile(mode=mode)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(outputs, pooled_features)``."""

@@ -199,9 +199,10 @@ class SegmentationNetwork(nn.Module):
         """Encoder layer groups (input to output) followed by the decoder."""
         return self.backbone.layer_groups() + [self.head]
 
-    def compile_submodules(self) -> None:
-        """``torch.compile`` the plugin's network (``train.compile``)."""
-        self.net.compile()
+    def compile_submodules(self, mode: str | None = None) -> None:
+        """``torch.compile`` the plugin's network (``train.compile``) in ``mode`` (None:
+        torch's default)."""
+        self.net.compile(mode=mode)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, pooled deepest encoder features)``."""

@@ -70,10 +70,12 @@ class Precision:
 
 
 def resolve_precision(amp: str, device: torch.device) -> Precision:
-    """Map ``train.amp`` to a :class:`Precision`.
+    """Map ``train.amp`` to a :class:`Precision` without timing anything.
 
-    ``auto`` is fp16 on CUDA and fp32 on CPU; ``bf16`` autocasts on CUDA and CPU; ``fp16``
-    needs CUDA.
+    ``bf16`` autocasts on CUDA and CPU; ``fp16`` needs CUDA; ``auto`` is fp32 on CPU and, on
+    CUDA, fp16 here: what inference outside a run (``medxfer predict``, ensembles of
+    finished runs, the planner) uses. A run's training instead times the precisions
+    (:func:`medxfer.workflows.run_setup.choose_run_precision`).
 
     Raises:
         ConfigError: for fp16 on a CPU.

@@ -12,6 +12,7 @@ from torch import nn
 from medxfer.training import distributed as D
 from medxfer.training import shards as S
 from medxfer.training.amp import Precision
+from medxfer.training.compiling import begin_step
 from medxfer.training.shards import is_sharded
 
 
@@ -52,6 +53,7 @@ def predict(model: nn.Module, loader: Any, device: torch.device, precision: Prec
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
+        begin_step(model)  # train.compile: cudagraphs
         with precision.autocast():
             outputs = model(images)
         outputs = outputs.float()

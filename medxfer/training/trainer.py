@@ -25,6 +25,7 @@ from medxfer.training.checkpoints import (
     save_training_state,
     set_rng_state,
 )
+from medxfer.training.compiling import begin_step
 from medxfer.training.context import FitContext, LossTerm
 from medxfer.training.loaders import data_random_state, set_data_random_state
 from medxfer.training.ema import WeightAverage
@@ -354,6 +355,7 @@ class Trainer:
             for batch, target_batch in self._batches():
                 apply_lr(ctx.optimizer, lr_factor(cfg.train.scheduler.name, ctx.step,
                                                   total_steps, warmup))
+                begin_step(ctx.model)  # train.compile: cudagraphs
                 loss, l_new, terms = self._step(batch, target_batch)
                 ctx.optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

@@ -1,5 +1,6 @@
 """What a run settles before it trains: its config on resume, the backbone's weights and
-input normalisation, the test-time augmentation axes, and the ``splits.csv`` it writes."""
+input normalisation, the test-time augmentation axes, its precision (``train.amp: auto``'s
+probe), and the ``splits.csv`` it writes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import csv
 import inspect
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
+from torch import nn
 
 from medxfer.config import RunConfig, config_to_yaml, load_config
 from medxfer.data.augment import default_flip_axes
@@ -15,6 +19,14 @@ from medxfer.errors import ConfigError
 from medxfer.io import atomic_write_text
 from medxfer.plugins import Registries
 from medxfer.tasks import task_of
+from medxfer.training import distributed as D
+from medxfer.training.amp import Precision, resolve_precision
+from medxfer.training.precision_probe import PrecisionChoice, choose_precision
+from medxfer.training.precision_timing import (
+    first_training_batch,
+    preserved_random_state,
+    training_step_timer,
+)
 from medxfer.weights import find_run_checkpoint, run_expects_imagenet_norm
 
 
@@ -63,6 +75,45 @@ def resolve_tta_axes(config: RunConfig, spatial_dims: int) -> list[int]:
         raise ConfigError(f"eval.tta_axes {axes}: give distinct spatial axes of these "
                           f"{spatial_dims}D images (0..{spatial_dims - 1})")
     return axes
+
+
+def choose_run_precision(config: RunConfig, model: nn.Module, device: torch.device,
+                         train_loader: Any, loss_fn: Callable[..., torch.Tensor], *,
+                         compile_setting: bool | str) -> tuple[Precision, PrecisionChoice | None]:
+    """The precision a run trains and evaluates in, and (``train.amp: auto`` on CUDA) the
+    probe's choice behind it.
+
+    ``auto`` on CUDA times a few training steps of ``model`` on a batch of
+    ``train_loader`` in fp32, bf16 and fp16 (:func:`choose_precision`, cached between runs);
+    in a distributed run rank 0 probes and every rank takes its choice. ``model`` must not
+    be compiled or converted to SyncBatchNorm yet (the probe trains copies of it alone).
+    The run's random streams are left as they were.
+    """
+    if config.train.amp != "auto" or device.type != "cuda":
+        return resolve_precision(config.train.amp, device), None
+    choice = None
+    if D.is_main():
+        with preserved_random_state(train_loader):
+            images, labels = first_training_batch(train_loader, device)
+            measure = training_step_timer(model, loss_fn, images, labels, device,
+                                          channels_last=config.train.channels_last,
+                                          compile_setting=compile_setting)
+            choice = choose_precision(device, measure,
+                                      network=probe_identity(config, images, compile_setting))
+    choice = D.from_rank_zero(choice)
+    return choice.precision(device), choice
+
+
+def probe_identity(config: RunConfig, images: torch.Tensor,
+                   compile_setting: bool | str) -> dict[str, Any]:
+    """What about a run decides its training speed, beside the GPU (part of the probe's
+    cache key): the network and strategy, the batch's shape (batch size, channels,
+    spatial size), channels-last, compile and deterministic algorithms."""
+    model = config.model.model_dump(mode="json")
+    model.get("backbone", {}).pop("pretrained", None)  # the weights do not change the speed
+    return {"task": config.task, "model": model, "strategy": config.strategy.name,
+            "input": list(images.shape), "channels_last": config.train.channels_last,
+            "compile": compile_setting, "deterministic": config.train.deterministic}
 
 
 def wants_imagenet_norm(config: RunConfig, pretrained: Any) -> bool:

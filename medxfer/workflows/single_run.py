@@ -15,17 +15,23 @@ from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 from medxfer.planning.plan import read_plan
 from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import MedxferPluginManager, Registries, create_plugin_manager
-from medxfer.progress import reporting
+from medxfer.progress import reporting, write_line
 from medxfer.tasks import task_of
 from medxfer.training import distributed as D
-from medxfer.training.amp import channels_last_format, resolve_device, resolve_precision
+from medxfer.training.amp import channels_last_format, resolve_device
 from medxfer.training.checkpoints import BEST_WEIGHTS, load_model_weights
+from medxfer.training.compiling import compile_network, run_compile_setting
 from medxfer.training.loaders import make_loader
 from medxfer.training.seeding import seed_everything
 from medxfer.training.trainer import Trainer
 from medxfer.workflows import domain as DA
 from medxfer.workflows.preflight import random_start_warning
-from medxfer.workflows.run_setup import backbone_weights, resolve_tta_axes, write_splits
+from medxfer.workflows.run_setup import (
+    backbone_weights,
+    choose_run_precision,
+    resolve_tta_axes,
+    write_splits,
+)
 
 
 def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, resume: bool,
@@ -91,9 +97,8 @@ def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, r
         model.tta_axes = tta_axes
     device = D.worker_device(config.train.device) if D.is_active() \
         else resolve_device(config.train.device)
-    precision = resolve_precision(config.train.amp, device)
+    compile_setting = run_compile_setting(config.train.compile, device)
     model.to(device)
-    model = D.sync_batchnorm(model, device, config.train.sync_batchnorm)
     if D.is_active():
         # Each rank draws its own augmentations and dropout masks; the initial weights
         # are already alike on every rank (and DDP starts from rank 0's).
@@ -103,8 +108,6 @@ def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, r
             target.train.seed = D.rank_seed(config.train.seed)
     if config.train.channels_last:
         model.to(memory_format=channels_last_format(bundle.spatial_dims))
-    if config.train.compile:
-        model.compile_submodules()
 
     hooks = create_plugin_manager(load_entry_points=False)
     hooks.register(strategy, name=f"strategy:{strategy_spec.name}")
@@ -118,6 +121,13 @@ def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, r
     val_loader = make_loader(bundle.val, config, train=False, device=device)
     test_loader = make_loader(bundle.test, config, train=False, device=device)
     loss_fn = task.loss(config, bundle.train_labels, bundle.num_classes, device)
+    # before SyncBatchNorm and compiling: the probe trains copies of the network alone
+    precision, precision_choice = choose_run_precision(
+        config, model, device, train_loader, loss_fn, compile_setting=compile_setting)
+    if precision_choice is not None and progress:
+        write_line(precision_choice.describe())
+    model = D.sync_batchnorm(model, device, config.train.sync_batchnorm)
+    compile_network(model, compile_setting)
 
     monitor = select_monitor_metric(config.task, config.train.early_stopping.metric,
                                     available=VALIDATION_METRICS[config.task])
@@ -149,6 +159,8 @@ def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, r
         "device": str(device), "precision": precision.describe(),
         "data_source": bundle.source, "fit_wall_seconds": time.perf_counter() - tic,
     }
+    if precision_choice is not None:  # train.amp: auto on CUDA
+        run_info["precision_choice"] = precision_choice.as_dict()
     if adaptation is not None:
         run_info["domain_adaptation"] = DA.describe_method(adaptation, config)
     if target is not None:

@@ -45,6 +45,22 @@ def test_amp_compile_reports_each_variant(bench, repo_root, capsys):
     assert "fp32" in out and "1.00x" in out
     assert "n/a on this device" in out  # fp16 needs CUDA
     assert "channels_last" in out
+    assert "train.amp: auto would choose fp32 (no probe on the CPU): " in out
+
+
+def test_amp_compile_says_what_auto_would_choose(bench):
+    module = bench("amp_compile")
+    torch = __import__("torch")
+    h200 = {"fp32": 512.0, "fp16": 342.0, "bf16": 334.0, "fp32_cudagraphs": 1034.0}
+    assert module.auto_choice_line(h200, torch.device("cuda")) == (
+        "train.amp: auto would choose fp32 (fastest of fp32/bf16/fp16 above; fp16 only when "
+        "5% faster): 512.0 samples/s = 0.50x of the fastest variant, fp32_cudagraphs")
+    line = module.auto_choice_line({"fp32": 100.0, "fp16": 104.0, "bf16": 90.0},
+                                   torch.device("cuda"))
+    assert line.startswith("train.amp: auto would choose fp32 ") and line.endswith(
+        "0.96x of the fastest variant, fp16")
+    assert "choose fp16" in module.auto_choice_line({"fp32": 100.0, "fp16": 120.0},
+                                                    torch.device("cuda"))
 
 
 def test_amp_compile_rejects_an_unknown_variant(bench, repo_root):

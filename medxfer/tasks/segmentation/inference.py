@@ -16,6 +16,7 @@ from medxfer.config import RunConfig
 from medxfer.errors import ConfigError, InputSizeError
 from medxfer.progress import announced
 from medxfer.training.amp import Precision
+from medxfer.training.compiling import begin_step
 
 
 def round_up(size: Sequence[int], divisor: int) -> list[int]:
@@ -96,6 +97,7 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, config: RunCon
     roi = window_size(config, spatial, divisor)
     net = _PaddedNet(model, divisor)
     images = images.to(device, non_blocking=True)
+    begin_step(model)  # train.compile: cudagraphs
     with precision.autocast():
         if roi is None:
             logits = net(images)
