@@ -64,7 +64,7 @@ class PluginSpec(BaseModel):
 #: ``data.format``: ``auto`` or a layout of :mod:`medxfer.data.layouts` (the names of
 #: :data:`medxfer.data.datalist.FORMATS`; the first six were the only ones before).
 DataLayout = Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom", "images_masks",
-                     "nnunet", "monai_datalist", "images"]
+                     "nnunet", "monai_datalist", "images", "packed"]
 
 
 class SplitConfig(StrictModel):
@@ -160,7 +160,8 @@ class DataConfig(StrictModel):
         "folder of images), images_masks (images/ + masks/), manifest (CSV/JSON rows), "
         "monai_datalist (training/validation/testing lists), msd (imagesTr/ + labelsTr/), "
         "nnunet (imagesTr/CASE_0000 + labelsTr/, dataset.json), medmnist (.npz), dicom "
-        "(series folders). `medxfer data inspect PATH` shows which is recognised")
+        "(series folders), packed (a `medxfer data pack` folder). `medxfer data inspect PATH` "
+        "shows which is recognised")
     path: str | None = Field(
         None, description="dataset file or folder (relative to the config file; with --set, to "
         "the current folder); null: the embedded sample data for the task")
