@@ -13,6 +13,7 @@ from typing import Any
 
 from medxfer.data.datalist import Datalist
 from medxfer.data.packed_shards import INDEX_NAME, PACKED_KEY, load_index
+from medxfer.tasks import label_kind
 
 
 def read_packed(folder: Path) -> Datalist:
@@ -23,7 +24,7 @@ def read_packed(folder: Path) -> Datalist:
             missing or not the size the index records (naming it).
     """
     index = load_index(folder)
-    masks = index["task"] == "segmentation"
+    masks = label_kind(index["task"]) == "mask"
     cases = [_case(folder, sample, masks) for sample in index["samples"]]
     source = index.get("source", {})
     dl = Datalist(name=index.get("name") or folder.name, format="packed", path=str(folder),
