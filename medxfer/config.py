@@ -183,6 +183,11 @@ class DataConfig(StrictModel):
         "torch", description="training loader: torch's DataLoader, or MONAI's ThreadDataLoader "
         "(prepares the next batches in a background thread while the model trains)")
     prefetch: int = Field(2, ge=1, description="batches a thread loader prepares ahead")
+    shard_order: bool = Field(
+        False, description="packed data only (`medxfer data pack`): each training epoch visits "
+        "the shards in a seeded random order and the cases of each shard in a random order, "
+        "so a slow disk reads one shard at a time; with several processes each takes whole "
+        "shards. Another order than the default shuffle, so results differ from it")
     augment_on: Literal["cpu", "device", "batch"] = Field(
         "cpu", description="how training augmentation runs: cpu: MONAI transforms item by "
         "item in the loader; device: the same on the training GPU after the cache, in a thread "

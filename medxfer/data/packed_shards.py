@@ -167,6 +167,26 @@ def read_packed_image(case: dict[str, Any], key: str = "image") -> ImageData:
                      modality=part.get("modality"), meta=dict(part.get("meta") or {}))
 
 
+def item_shards(dataset: Any) -> list[str] | None:
+    """The shard of each item of a run's dataset of packed cases, or ``None`` when its
+    items are not packed cases.
+
+    ``dataset`` is a :class:`medxfer.data.datasets.CaseDataset` (its ``base``) or a base
+    dataset: a MONAI dataset of case dicts (its ``data``), or the 2D slices of one
+    (:class:`medxfer.data.datasets.SliceCases`: its ``index`` of (case, slice) pairs).
+    """
+    base = getattr(dataset, "base", dataset)
+    slices = getattr(base, "index", None) if hasattr(base, "axis") else None
+    if slices is not None:
+        base = base.base
+    cases = getattr(base, "data", None)
+    if not isinstance(cases, list) or not cases or \
+            not all(isinstance(c, dict) and PACKED_KEY in c for c in cases):
+        return None
+    shards = [c[PACKED_KEY]["shard"] for c in cases]
+    return [shards[case] for case, _ in slices] if slices is not None else shards
+
+
 def verify_pack(folder: Path) -> list[str]:
     """Check a pack fully: every shard's size and SHA-256 against the index, and every
     sample's members inside its shard.

@@ -200,3 +200,23 @@ def test_shard_sizes_read_as_written():
     assert parse_size("64MiB") == 64 * 2 ** 20
     assert parse_size("1.5kb") == 1500
     assert parse_size("4096") == 4096
+
+
+def test_shard_order_reads_the_training_cases_of_the_pack_shard_by_shard(classification):
+    from medxfer.data.packed_shards import item_shards
+    from medxfer.training.loaders import make_loader
+    from medxfer.training.shards import ShardOrderSampler
+
+    _, pack = classification
+    config = load_config(None, ["task=classification", f"data.path={pack}", *PLAIN,
+                                "data.shard_order=true", "train.batch_size=4"])
+    bundle = load_data(config, imagenet_norm=False)
+    loader = make_loader(bundle.train, config, train=True)
+    assert isinstance(loader.sampler, ShardOrderSampler)
+    shards = item_shards(bundle.train)
+    assert len(set(shards)) > 1
+    ids = [i for batch in loader for i in batch["id"]]
+    assert sorted(ids) == sorted(c["id"] for c in bundle.cases if c["split"] == "train")
+    runs = [shards[i] for k, i in enumerate(loader.sampler)
+            if k == 0 or shards[i] != shards[list(loader.sampler)[k - 1]]]
+    assert len(runs) == len(set(shards))  # each shard read in one go
