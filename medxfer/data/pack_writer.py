@@ -170,8 +170,12 @@ def pack_dataset(config: RunConfig, output: Path, *, shard_size: int,
         if partial.exists():
             shutil.rmtree(partial)  # what an interrupted pack left
         partial.mkdir(parents=True)
-        index = _write_shards(config, dl, cases, partial, shard_size, progress)
-        atomic_write_text(partial / INDEX_NAME, json.dumps(index, indent=1))
+        try:
+            index = _write_shards(config, dl, cases, partial, shard_size, progress)
+            atomic_write_text(partial / INDEX_NAME, json.dumps(index, indent=1))
+        except Exception:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     with reported_as_output_error(output):
         if output.exists():
             old = output.with_name(output.name + ".replaced")

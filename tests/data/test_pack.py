@@ -220,3 +220,18 @@ def test_shard_order_reads_the_training_cases_of_the_pack_shard_by_shard(classif
     runs = [shards[i] for k, i in enumerate(loader.sampler)
             if k == 0 or shards[i] != shards[list(loader.sampler)[k - 1]]]
     assert len(runs) == len(set(shards))  # each shard read in one go
+
+
+def test_a_pack_that_fails_leaves_no_partial_folder(classification, tmp_path, monkeypatch):
+    import medxfer.data.pack_writer as writer
+
+    source, _ = classification
+
+    def unreadable(case, key="image"):
+        raise DataError(f"{case[key]!r} cannot be read")
+
+    monkeypatch.setattr(writer, "read_case", unreadable)
+    with pytest.raises(DataError, match="cannot be read"):
+        pack_dataset(pack_run_config(source, None, ["data.limit=4"]), tmp_path / "pack",
+                     shard_size=10 ** 9)
+    assert list(tmp_path.iterdir()) == []
