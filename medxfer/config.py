@@ -66,7 +66,7 @@ class PluginSpec(BaseModel):
 #: ``data.format``: ``auto`` or a layout of :mod:`medxfer.data.layouts` (the names of
 #: :data:`medxfer.data.datalist.FORMATS`; the first six were the only ones before).
 DataLayout = Literal["auto", "folder", "manifest", "medmnist", "msd", "dicom", "images_masks",
-                     "nnunet", "monai_datalist", "images"]
+                     "nnunet", "monai_datalist", "images", "packed"]
 
 
 class SplitConfig(StrictModel):
@@ -162,7 +162,8 @@ class DataConfig(StrictModel):
         "folder of images), images_masks (images/ + masks/), manifest (CSV/JSON rows), "
         "monai_datalist (training/validation/testing lists), msd (imagesTr/ + labelsTr/), "
         "nnunet (imagesTr/CASE_0000 + labelsTr/, dataset.json), medmnist (.npz), dicom "
-        "(series folders). `medxfer data inspect PATH` shows which is recognised")
+        "(series folders), packed (a `medxfer data pack` folder). `medxfer data inspect PATH` "
+        "shows which is recognised")
     path: str | None = Field(
         None, description="dataset file or folder (relative to the config file; with --set, to "
         "the current folder); null: the embedded sample data for the task")
@@ -193,6 +194,11 @@ class DataConfig(StrictModel):
         "torch", description="training loader: torch's DataLoader, or MONAI's ThreadDataLoader "
         "(prepares the next batches in a background thread while the model trains)")
     prefetch: int = Field(2, ge=1, description="batches a thread loader prepares ahead")
+    shard_order: bool = Field(
+        False, description="packed data only (`medxfer data pack`): each training epoch visits "
+        "the shards in a seeded random order and the cases of each shard in a random order, "
+        "so a slow disk reads one shard at a time; with several processes each takes whole "
+        "shards. Another order than the default shuffle, so results differ from it")
     augment_on: Literal["cpu", "device", "batch"] = Field(
         "cpu", description="how training augmentation runs: cpu: MONAI transforms item by "
         "item in the loader; device: the same on the training GPU after the cache, in a thread "

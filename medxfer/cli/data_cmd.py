@@ -9,7 +9,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group to ``app``."""
-    group = typer.Typer(help="Inspect datasets; make shifted copies.", no_args_is_help=True)
+    group = typer.Typer(help="Inspect datasets; make shifted copies; pack them in shards.", no_args_is_help=True)
 
     @group.command("inspect")
     def inspect_cmd(
@@ -96,6 +96,56 @@ def register(app: typer.Typer) -> None:
                                  seed=recipe_seed if seed is None else seed)
         console.print(f"shifted copy: {written} ("
                       + ", ".join(s["name"] for s in steps) + ")", highlight=False)
+
+    @group.command("pack")
+    def pack_cmd(
+        path: Path = typer.Argument(..., help="Dataset (any layout `medxfer data inspect` "
+                                    "reads); with --verify, the pack to check."),
+        output: Path = typer.Option(None, "--output", "-o", help="The pack folder (must not "
+                                    "exist or be empty, unless --overwrite)."),
+        config: Path = typer.Option(None, "--config", "-c", help="Run config whose data.* "
+                                    "settings (split, limit, classes, format) and task "
+                                    "choose and split the cases; default: a run's defaults "
+                                    "with the task the labels show."),
+        overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. "
+                                            "--set data.split.seed=1 (repeatable)."),
+        shard_size: str = typer.Option("1GB", "--shard-size", help="Size a shard may reach "
+                                       "before the next starts (1GB, 500MB, 64MiB)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing "
+                                       "--output, once the new pack is complete."),
+        verify: bool = typer.Option(False, "--verify", help="Check the pack PATH instead: "
+                                    "every shard's size and SHA-256, every member's place."),
+    ) -> None:
+        """Write a dataset as tar shards (WebDataset naming) and an index, split as a run
+        splits it; `medxfer run --set data.path=PACK` then reads it shard by shard."""
+        from medxfer.cli.console import out
+        from medxfer.errors import ConfigError, DataError
+
+        console = out()
+        if verify:
+            from medxfer.data.packed_shards import verify_pack
+
+            if not (path / "index.json").is_file():
+                raise DataError(f"{str(path)!r} is not a pack (no index.json); give the "
+                                "folder `medxfer data pack` wrote")
+            problems = verify_pack(path)
+            if problems:
+                raise DataError(f"{problems[0]}" + (f" (and {len(problems) - 1} more "
+                                                     "problems)" if len(problems) > 1 else ""))
+            console.print(f"pack {path}: every shard matches its index", highlight=False)
+            return
+        if output is None:
+            raise ConfigError("medxfer data pack needs --output DIR (a new folder for the pack)")
+        from medxfer.data.pack_writer import pack_dataset, pack_run_config, parse_size
+        from medxfer.progress import progress
+
+        size = parse_size(shard_size)
+        cfg = pack_run_config(path, config, overrides)
+        index = pack_dataset(cfg, output, shard_size=size, overwrite=overwrite,
+                             progress=lambda n: progress("packing", n, unit="cases"))
+        counts = ", ".join(f"{s} {n}" for s, n in index["split_counts"].items())
+        console.print(f"pack: {output} ({len(index['shards'])} shards; {counts}); train on it "
+                      f"with `medxfer run --set data.path={output}`", highlight=False)
 
     app.add_typer(group, name="data")
 

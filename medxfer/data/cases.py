@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from medxfer.data.masks import read_mask
+from medxfer.data.packed_shards import PACKED_KEY, read_packed_image
 from medxfer.data.readers import (
     ImageData,
     case_series_uid,
@@ -29,6 +30,8 @@ def read_case(case: dict[str, Any], key: str = "image") -> ImageData:
         DataError: as :func:`read_image`; for a DICOM folder of several series it says
             which manifest column names the one to read.
     """
+    if PACKED_KEY in case:
+        return read_packed_image(case, key)
     try:
         if key == "label":
             return read_mask(case)

@@ -24,7 +24,7 @@ from medxfer.tasks import label_kind
 
 #: The layouts :func:`build_datalist` reads (``data.format`` values besides ``auto``).
 FORMATS = ("folder", "manifest", "medmnist", "msd", "dicom", "images_masks", "nnunet",
-           "monai_datalist", "images")
+           "monai_datalist", "images", "packed")
 #: The :attr:`Datalist.class_order` values that nobody declared: names sorted
 #: alphabetically, with the words that say so.
 IMPLICIT_CLASS_ORDERS = {"folders": "its folder names, alphabetical",

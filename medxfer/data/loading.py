@@ -367,7 +367,7 @@ def _dataset_hints(config: RunConfig) -> tuple[str | None, bool]:
     try:
         path = Path(config.data.path)
         fmt = config.data.format if config.data.format != "auto" else detect_format(path)
-        if fmt in ("msd", "nnunet"):  # the layouts that declare a modality
+        if fmt in ("msd", "nnunet", "packed"):  # the layouts that declare a modality
             return build_datalist(path, format=fmt).modality, False
         return None, fmt == "medmnist"
     except DataError:

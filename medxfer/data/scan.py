@@ -20,6 +20,7 @@ from medxfer.data.cases import read_case
 from medxfer.data.datalist import take_mask_classes
 from medxfer.data.headers import case_header, read_header
 from medxfer.data.masks import case_files, mask_summary
+from medxfer.data.packed_shards import PACKED_KEY
 from medxfer.data.readers import check_same_geometry
 from medxfer.errors import DataError
 
@@ -123,6 +124,8 @@ def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | Non
                     hashes: bool) -> CaseScan:
     scan = CaseScan(str(case["id"]), case.get("split"), str(case["image"]),
                     label=None if masks else case.get("label"))
+    if PACKED_KEY in case:
+        return _scan_packed_case(scan, case, masks=masks, num_classes=num_classes)
     try:
         files = case_files(case, "image")
         path = Path(files[0])
@@ -143,6 +146,25 @@ def _scan_file_case(case: dict[str, Any], *, masks: bool, num_classes: int | Non
             _scan_mask(scan, case, header, num_classes)
     except DataError as exc:
         scan.problem = str(exc)
+    return scan
+
+
+def _scan_packed_case(scan: CaseScan, case: dict[str, Any], *, masks: bool,
+                      num_classes: int | None) -> CaseScan:
+    """A packed case: the header facts and content hash its source's scan gave when it was
+    packed (the index keeps them), and its mask read from its shard."""
+    header = case[PACKED_KEY]["header"]
+    scan.spatial_dims, scan.channels = int(header["spatial_dims"]), int(header["channels"])
+    scan.shape, scan.dtype = tuple(header["shape"]), str(header["dtype"])
+    scan.spacing, scan.header_source = tuple(header["spacing"]), "packed"
+    scan.digest = str(case[PACKED_KEY]["digest"])
+    if masks:
+        try:
+            scan.mask = str(case["label"])
+            mask = read_case(case, "label")
+            scan.mask_values, scan.foreground = mask_summary(mask, num_classes)
+        except DataError as exc:
+            scan.problem = str(exc)
     return scan
 
 

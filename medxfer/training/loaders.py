@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from medxfer.config import RunConfig
+from medxfer.data.packed_shards import item_shards
 from medxfer.errors import ConfigError
 from medxfer.tasks import task_of
 from medxfer.training import distributed as D
@@ -111,6 +112,15 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
             sampler = shards.ShardSampler(len(dataset), D.rank(), D.world_size())
         length = len(sampler)
         shuffle = False
+    if train and config.data.shard_order:
+        if weights is not None:
+            raise ConfigError("data.shard_order and train.imbalance: balanced_sampler both choose "
+                              "the training order; set one of them")
+        sampler = shards.ShardOrderSampler(
+            _packed_item_shards(dataset, config), seed=config.train.seed,
+            rank_=D.rank() if D.is_active() else 0,
+            world=D.world_size() if D.is_active() else 1)
+        length, shuffle = len(sampler), False
     drop_last = train and length > batch_size and length % batch_size == 1
     workers = config.data.num_workers
     collate = task_of(config).collate()
@@ -142,6 +152,21 @@ def make_loader(dataset: Any, config: RunConfig, *, train: bool,
         # one (the same batches, in the same order).
         return PrefetchLoader(dataset, buffer_size=config.data.prefetch, **kwargs)
     return DataLoader(dataset, **kwargs)
+
+
+def _packed_item_shards(dataset: Any, config: RunConfig) -> list[str]:
+    """The shard of each item of a training dataset read from a pack.
+
+    Raises:
+        ConfigError: when the data is not packed (``data.shard_order`` needs shards).
+    """
+    found = item_shards(dataset)
+    if found is None:
+        raise ConfigError(f"data.shard_order reads the shards of packed data, and "
+                          f"{config.data.path or 'the sample data'!s} is not packed: pack it with "
+                          "`medxfer data pack DATA --output DIR` and set data.path to DIR, or "
+                          "set data.shard_order: false")
+    return found
 
 
 class RawItems(Dataset):

@@ -121,6 +121,61 @@ class DistributedWeightedSampler(Sampler[int]):
         return self.per_rank
 
 
+class ShardOrderSampler(Sampler[int]):
+    """Training order that reads a packed dataset shard by shard (``data.shard_order``).
+
+    Each epoch a generator seeded by ``seed + epoch`` draws an order of the shards and an
+    order of the items within each; shard by shard, in that order, each whole shard goes to
+    the rank with the fewest items so far (the lowest rank on a tie). Every rank draws the
+    same, so the ranks' items are disjoint. Shards rarely divide evenly: a rank's items past
+    ``ceil(n / world)`` go, in order, to the ranks short of it (the tail of a shard is then
+    read by another rank), and what is still short repeats a rank's first items (as
+    ``DistributedSampler`` pads), so every rank takes as many steps and every item is read
+    each epoch.
+
+    Args:
+        item_shards: The shard of each item of the dataset.
+        seed: ``train.seed``.
+        rank_: This process's rank.
+        world: The number of processes.
+    """
+
+    def __init__(self, item_shards: Sequence[str], *, seed: int, rank_: int = 0,
+                 world: int = 1) -> None:
+        groups: dict[str, list[int]] = {}
+        for index, shard in enumerate(item_shards):
+            groups.setdefault(shard, []).append(index)
+        self.groups = [groups[name] for name in sorted(groups)]
+        self.rank, self.world, self.seed, self.epoch = rank_, world, seed, 0
+        self.per_rank = math.ceil(len(item_shards) / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the order of ``epoch`` next."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        taken: list[list[int]] = [[] for _ in range(self.world)]
+        for k in torch.randperm(len(self.groups), generator=generator).tolist():
+            group = self.groups[k]
+            order = torch.randperm(len(group), generator=generator).tolist()
+            fewest = min(range(self.world), key=lambda r: len(taken[r]))
+            taken[fewest] += [group[i] for i in order]
+        spare = [i for part in taken for i in part[self.per_rank:]]
+        for part in taken:
+            del part[self.per_rank:]
+            moved = self.per_rank - len(part)
+            part += spare[:moved]
+            del spare[:moved]
+        mine = taken[self.rank] or [i for part in taken for i in part]
+        while len(mine) < self.per_rank:
+            mine = mine + mine[: self.per_rank - len(mine)]
+        return iter(mine)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
 def per_rank_batch_size(batch_size: int, world: int | None = None, *,
                         samples_per_case: int = 1) -> int:
     """Each rank's share of the global ``train.batch_size`` over ``world`` processes (this

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medxfer.data.datalist import FORMATS, Datalist, apply_declared_classes
-from medxfer.data.layouts import decathlon, dicom, folders, manifest, medmnist, paired
+from medxfer.data.layouts import decathlon, dicom, folders, manifest, medmnist, packed, paired
 from medxfer.data.layouts.common import LAYOUTS
 from medxfer.data.layouts.detect import detect_layout
 from medxfer.data.layouts.monai_datalist import read_monai_datalist
@@ -62,6 +62,8 @@ def read_layout(layout: str, path: Path, *, task: str | None = None, image_key: 
         return decathlon.read_nnunet(folder)
     if not path.is_dir():
         raise DataError(f"data.format {layout} reads a folder; {str(path)!r} is a file")
+    if layout == "packed":
+        return packed.read_packed(path)
     if layout == "images_masks":
         return paired.read_images_masks(path)
     if layout == "folder":

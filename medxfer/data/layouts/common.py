@@ -27,6 +27,8 @@ LAYOUTS = {
     "images": "a folder of image files without labels (masks beside them, NAME_mask.png, "
               "make it segmentation)",
     "dicom": "DICOM series folders (unlabelled)",
+    "packed": "a folder written by `medxfer data pack`: index.json and tar shards, read "
+              "shard by shard (its stored split is used)",
 }
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.json", "datalist.csv", "datalist.json")

@@ -20,6 +20,7 @@ from medxfer.data.layouts.common import (
     read_json,
     visible_files,
 )
+from medxfer.data.packed_shards import is_pack
 from medxfer.data.readers import _is_dicom, dicom_folders
 from medxfer.errors import DataError
 
@@ -74,6 +75,8 @@ def _json_reading(path: Path, meta: Any) -> tuple[str, str]:
 
 
 def _folder_readings(folder: Path) -> list[tuple[str, str]]:
+    if is_pack(folder):  # a pack declares itself; its shards are no other layout
+        return [("packed", "index.json of a medxfer pack")]
     declared = [n for n in MANIFEST_NAMES if (folder / n).is_file()]
     if (folder / "dataset.json").is_file():
         meta = read_json(folder / "dataset.json")
