@@ -263,7 +263,7 @@ class BudgetCache(Dataset):
     def __init__(self, cases: list[dict[str, Any]], transform: Any, *, budget: CacheBudget,
                  spill: Callable[[list[dict[str, Any]], int], Dataset],
                  label: str = "cases") -> None:
-        self.cases = cases
+        self.cases = self.data = cases  # data: the case list, named as MONAI's datasets do
         self.memory: list[dict[str, Any]] = []
         self.rest: Dataset | None = None
         kept = last_size = 0

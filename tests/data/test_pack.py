@@ -202,14 +202,16 @@ def test_shard_sizes_read_as_written():
     assert parse_size("4096") == 4096
 
 
-def test_shard_order_reads_the_training_cases_of_the_pack_shard_by_shard(classification):
+@pytest.mark.parametrize("cache", ["none", "auto"])
+def test_shard_order_reads_the_training_cases_of_the_pack_shard_by_shard(classification, cache):
     from medxfer.data.packed_shards import item_shards
     from medxfer.training.loaders import make_loader
     from medxfer.training.shards import ShardOrderSampler
 
     _, pack = classification
     config = load_config(None, ["task=classification", f"data.path={pack}", *PLAIN,
-                                "data.shard_order=true", "train.batch_size=4"])
+                                "data.shard_order=true", "train.batch_size=4",
+                                f"data.cache={cache}"])
     bundle = load_data(config, imagenet_norm=False)
     loader = make_loader(bundle.train, config, train=True)
     assert isinstance(loader.sampler, ShardOrderSampler)
