@@ -202,3 +202,18 @@ def test_renaming_a_plugin_set_in_the_file_keeps_the_files_options(tmp_path):
     path = write(tmp_path, "model:\n  backbone: {name: resnet18, pretrained: none}\n")
     config = load_config(path, ["model.backbone.name=resnet50"])
     assert config.model.backbone.kwargs == {"pretrained": "none"}
+
+
+def test_ddp_gradient_sync_options_are_validated(tmp_path):
+    ddp = load_config().train.ddp
+    assert (ddp.bucket_cap_mb, ddp.static_graph) == (25.0, False)
+    ddp = load_config(None, ["train.ddp={bucket_cap_mb: 1.5, gradient_as_bucket_view: true, "
+                             "static_graph: true}"]).train.ddp
+    assert (ddp.bucket_cap_mb, ddp.gradient_as_bucket_view, ddp.static_graph) == \
+        (1.5, True, True)
+    with pytest.raises(ConfigError, match=r"train.ddp.bucket_cap_mb: .*greater than 0"):
+        load_config(write(tmp_path, "train:\n  ddp: {bucket_cap_mb: 0}\n"))
+    with pytest.raises(ConfigError, match=r"train.ddp.static_graf: unknown key"):
+        load_config(write(tmp_path, "train:\n  ddp: {static_graf: true}\n"))
+    with pytest.raises(ConfigError, match=r"train.ddp.gradient_as_bucket_view: .*boolean"):
+        load_config(write(tmp_path, "train:\n  ddp: {gradient_as_bucket_view: sometimes}\n"))
