@@ -294,7 +294,8 @@ class DDPConfig(StrictModel):
         "of the backward (25: torch's default)")
     gradient_as_bucket_view: bool = Field(
         False, description="the gradients are views into the all-reduce buckets instead of "
-        "separate tensors: saves one copy of the gradients in memory and a copy per step")
+        "separate tensors: one copy of the gradients less in memory (no faster on CPU, "
+        "docs/performance.md)")
     static_graph: bool = Field(
         False, description="promise that every step uses the same parameters in the same "
         "way, so DDP stops searching each step's graph for unused parameters; refused with "
@@ -333,7 +334,9 @@ class TrainConfig(StrictModel):
     sync_batchnorm: bool = Field(
         False, description="distributed runs on CUDA: batch norm over the global batch "
         "(SyncBatchNorm) instead of each process's share")
-    ddp: DDPConfig = Field(default_factory=DDPConfig)
+    ddp: DDPConfig = Field(
+        default_factory=DDPConfig, description="distributed runs (--nproc): how DDP "
+        "synchronises the gradients (docs/distributed.md)")
 
 
 class LossConfig(StrictModel):

@@ -276,8 +276,8 @@ class DistributedStep:
     change (a strategy unfreezing a layer group, a plugin adding parameters to the
     optimizer): DDP only synchronises the parameters that required gradients when it was
     built. Frozen parameters stay frozen; DDP never changes ``requires_grad``. Parameters
-    a step leaves unused are allowed (``find_unused_parameters=True``; torch warns once
-    per rank when a step used them all).
+    a step leaves unused are allowed (``find_unused_parameters=True``, or a static graph;
+    torch warns once per rank when a step used them all).
 
     ``options.static_graph`` holds for the first wrapper only: a static graph promises the
     trainable parameters never change, so a rebuild drops it (and says so once) rather
@@ -334,7 +334,9 @@ class DistributedStep:
 
         self._ddp = DistributedDataParallel(
             self.step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            find_unused_parameters=True, bucket_cap_mb=self.options.bucket_cap_mb,
+            # a static graph finds the unused parameters itself, on its first step
+            find_unused_parameters=not self.static_graph,
+            bucket_cap_mb=self.options.bucket_cap_mb,
             gradient_as_bucket_view=self.options.gradient_as_bucket_view,
             static_graph=self.static_graph)
         self._signature = signature

@@ -220,6 +220,7 @@ def _ddp_options(rank: int, world: int) -> None:
         ddp = runner._ddp
         assert (ddp.bucket_bytes_cap, ddp.gradient_as_bucket_view, ddp.static_graph) == \
             (512 * 1024, True, True)
+        assert ddp.find_unused_parameters is False  # the static graph finds them itself
         mean = model[1].weight.grad.clone()
         torch.distributed.all_reduce(mean)
         torch.testing.assert_close(model[1].weight.grad, mean / world)  # alike on every rank
@@ -235,6 +236,7 @@ def _ddp_options(rank: int, world: int) -> None:
     assert len(told) == (1 if rank == 0 else 0)  # said once, by the rank that writes
     assert all("train.ddp.static_graph is off from now on" in t for t in told)
     assert runner.builds == 2 and runner._ddp.static_graph is False
+    assert runner._ddp.find_unused_parameters is True
     assert runner._ddp.gradient_as_bucket_view is True  # the other options stay
     weight = model[0].weight.grad.clone()
     torch.distributed.all_reduce(weight)
