@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_2d(root: Path, n: int) -> Path:
     """``n`` 224x224 grey PNGs, two classes (a bright disc or a bright square on smooth
-    noise), in ``root/2d_<n>/<class>/``; written once."""
+    noise; the case number in three pixels, so that no two are alike), in
+    ``root/2d_<n>/<class>/``; written once."""
     import numpy as np
     from PIL import Image
 
@@ -73,14 +74,16 @@ def make_2d(root: Path, n: int) -> Path:
         inside = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) if name == "disc" else \
             ((abs(yy - cy) < r) & (abs(xx - cx) < r))
         image[inside] = np.clip(image[inside].astype(int) + 100, 0, 255)
+        image[0, :3] = [i >> 16, (i >> 8) & 255, i & 255]  # no two images alike
         Image.fromarray(image).save(folder / name / f"{i:06d}.png", compress_level=1)
     (folder / ".complete").write_text("")
     return folder
 
 
 def make_3d(root: Path, n: int) -> Path:
-    """``n`` 96^3 int16 NIfTI volumes (MR-like intensities) and a manifest with a binary
-    label, in ``root/3d_<n>/``; written once."""
+    """``n`` 96^3 int16 NIfTI volumes (MR-like intensities; the case number in one voxel,
+    so that no two are alike) and a manifest with a binary label, in ``root/3d_<n>/``;
+    written once."""
     import nibabel as nib
     import numpy as np
 
@@ -98,6 +101,7 @@ def make_3d(root: Path, n: int) -> Path:
         if label:
             c = rng.integers(30, 66, 3)
             volume[c[0] - 10:c[0] + 10, c[1] - 10:c[1] + 10, c[2] - 10:c[2] + 10] += 300
+        volume[0, 0, 0] = i  # no two volumes alike
         nib.save(nib.Nifti1Image(volume, np.eye(4)), str(folder / "images" / f"v{i:05d}.nii.gz"))
         rows.append(f"images/v{i:05d}.nii.gz,{label}")
     (folder / "cases.csv").write_text("\n".join(rows) + "\n")

@@ -42,6 +42,7 @@ from medxfer.errors import (
 from medxfer.hookspecs import hookimpl
 from medxfer.plugin_kit.attributes import (
     OPTIONAL_FLAGS,
+    ChangesTrainableParameters,
     Describes,
     DrawsTargetBatches,
     FitsOnValidation,
@@ -50,6 +51,7 @@ from medxfer.plugin_kit.attributes import (
     RestoresStructure,
     SupportsSpatial,
     UsesPretrained,
+    changes_trainable_parameters,
     describe_plugin,
     draws_target_batches,
     fit_on_validation,
@@ -117,14 +119,16 @@ _LAZY: dict[str, tuple[str, ...]] = {
 _LAZY_SOURCE = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = sorted([
-    "BackboneCapabilities", "CheckpointError", "Combiner", "ConfigError", "DataError",
+    "BackboneCapabilities", "ChangesTrainableParameters", "CheckpointError", "Combiner",
+    "ConfigError", "DataError",
     "DOMAIN_ADAPTATION_OPTIONS", "Describes", "DomainAdaptation", "DrawsTargetBatches",
     "FeatureDistance", "FitContext", "FitsOnValidation", "FreezesBackbone", "InputSizeError",
     "KeepsPretrained", "LossTerm", "MedxferError", "MedxferWarning", "NamedPlugin",
     "OPTIONAL_FLAGS", "OUTPUT_KINDS", "OptionChecks", "PluginError", "RestoresStructure",
     "STRATEGY_OPTIONS", "Strategy", "SupportsSpatial", "USER_SOURCES", "UsesPretrained",
     "WeightFiles", "WeightsError", "as_member_probs", "backbone_groups", "backbone_name",
-    "check_weight_option", "combiner_option_error", "describe_plugin",
+    "changes_trainable_parameters", "check_weight_option", "combiner_option_error",
+    "describe_plugin",
     "draws_target_batches", "epoch_scalars", "fit_on_validation", "freezes_backbone",
     "hookimpl", "hyperparameters", "keeps_pretrained", "member_weights", "metric_tag",
     "normalise", "offline_package_file", "paired_features", "plugin_flag",

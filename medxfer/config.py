@@ -311,6 +311,24 @@ class EarlyStoppingConfig(StrictModel):
         return self
 
 
+class DDPConfig(StrictModel):
+    """Gradient synchronisation of distributed runs (``medxfer run --nproc N``): the
+    options of torch's ``DistributedDataParallel``. Single-process runs ignore them."""
+
+    bucket_cap_mb: float = Field(
+        25.0, gt=0, description="MiB of gradients all-reduced together: each bucket's "
+        "all-reduce starts as soon as the backward pass has filled it, overlapping the rest "
+        "of the backward (25: torch's default)")
+    gradient_as_bucket_view: bool = Field(
+        False, description="the gradients are views into the all-reduce buckets instead of "
+        "separate tensors: one copy of the gradients less in memory (no faster on CPU, "
+        "docs/performance.md)")
+    static_graph: bool = Field(
+        False, description="promise that every step uses the same parameters in the same "
+        "way, so DDP stops searching each step's graph for unused parameters; refused with "
+        "a strategy that changes which parameters train during the run (gradual_unfreeze)")
+
+
 class TrainConfig(StrictModel):
     """The training loop."""
 
@@ -349,6 +367,9 @@ class TrainConfig(StrictModel):
     sync_batchnorm: bool = Field(
         False, description="distributed runs on CUDA: batch norm over the global batch "
         "(SyncBatchNorm) instead of each process's share")
+    ddp: DDPConfig = Field(
+        default_factory=DDPConfig, description="distributed runs (--nproc): how DDP "
+        "synchronises the gradients (docs/distributed.md)")
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -82,7 +82,8 @@ def medxfer_register_strategies(register: RegisterFn) -> None:
     extra keys of ``strategy`` as keyword arguments and returns an object whose methods are
     lifecycle hook implementations (marked with ``medxfer.hookimpl``); the trainer registers
     that object on the run's plugin manager. Optional attributes: ``uses_pretrained``,
-    ``freezes_backbone``, ``keeps_pretrained`` and ``describe()`` (see
+    ``freezes_backbone``, ``keeps_pretrained``, ``changes_trainable_parameters`` and
+    ``describe()`` (see
     docs/plugin_hooks.md; :class:`medxfer.Strategy` sets the defaults).
 
     Args:

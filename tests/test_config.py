@@ -216,3 +216,18 @@ def test_train_compile_true_in_a_file_stays_torch_compile(tmp_path):
     config = load_config(write(tmp_path, "train:\n  compile: true\n"))
     assert config.train.compile is True
     assert yaml.safe_load(config_to_yaml(config))["train"]["compile"] is True  # saved as given
+
+
+def test_ddp_gradient_sync_options_are_validated(tmp_path):
+    ddp = load_config().train.ddp
+    assert (ddp.bucket_cap_mb, ddp.static_graph) == (25.0, False)
+    ddp = load_config(None, ["train.ddp={bucket_cap_mb: 1.5, gradient_as_bucket_view: true, "
+                             "static_graph: true}"]).train.ddp
+    assert (ddp.bucket_cap_mb, ddp.gradient_as_bucket_view, ddp.static_graph) == \
+        (1.5, True, True)
+    with pytest.raises(ConfigError, match=r"train.ddp.bucket_cap_mb: .*greater than 0"):
+        load_config(write(tmp_path, "train:\n  ddp: {bucket_cap_mb: 0}\n"))
+    with pytest.raises(ConfigError, match=r"train.ddp.static_graf: unknown key"):
+        load_config(write(tmp_path, "train:\n  ddp: {static_graf: true}\n"))
+    with pytest.raises(ConfigError, match=r"train.ddp.gradient_as_bucket_view: .*boolean"):
+        load_config(write(tmp_path, "train:\n  ddp: {gradient_as_bucket_view: sometimes}\n"))

@@ -42,6 +42,15 @@ class KeepsPretrained(Protocol):
 
 
 @runtime_checkable
+class ChangesTrainableParameters(Protocol):
+    """A strategy that makes parameters start or stop training during the run (default
+    ``False``; ``gradual_unfreeze`` sets ``True``); ``train.ddp.static_graph`` is refused
+    with it, as DDP's static graph assumes the trainable parameters never change."""
+
+    changes_trainable_parameters: bool
+
+
+@runtime_checkable
 class DrawsTargetBatches(Protocol):
     """A domain-adaptation method that says whether the trainer draws a target batch at
     every step (default ``True``); the target loader is in ``ctx.target_loader`` either way."""
@@ -97,6 +106,7 @@ OPTIONAL_FLAGS: dict[str, OptionalFlag] = {
     "uses_pretrained": OptionalFlag(True, UsesPretrained),
     "freezes_backbone": OptionalFlag(False, FreezesBackbone),
     "keeps_pretrained": OptionalFlag(False, KeepsPretrained),
+    "changes_trainable_parameters": OptionalFlag(False, ChangesTrainableParameters),
     "draws_target_batches": OptionalFlag(True, DrawsTargetBatches),
     "supports_spatial": OptionalFlag(True, SupportsSpatial),
 }
@@ -137,6 +147,12 @@ def freezes_backbone(strategy: object) -> bool:
 def keeps_pretrained(strategy: object) -> bool:
     """Whether ``strategy`` keeps or pulls towards starting weights (default ``False``)."""
     return plugin_flag(strategy, "keeps_pretrained")
+
+
+def changes_trainable_parameters(strategy: object) -> bool:
+    """Whether ``strategy`` changes which parameters train during the run (default
+    ``False``)."""
+    return plugin_flag(strategy, "changes_trainable_parameters")
 
 
 def draws_target_batches(method: object) -> bool:

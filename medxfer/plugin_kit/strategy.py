@@ -54,11 +54,14 @@ class Strategy(NamedPlugin):
             (``feature_extraction``); ``medxfer pretrain`` refuses such a strategy.
         keeps_pretrained: ``True`` when some starting weights stay frozen, or a loss pulls
             towards them; ``medxfer run`` warns when they are random (``pretrained: none``).
+        changes_trainable_parameters: ``True`` when parameters start or stop training
+            during the run (``gradual_unfreeze``); ``train.ddp.static_graph`` is refused.
     """
 
     uses_pretrained: bool = True
     freezes_backbone: bool = False
     keeps_pretrained: bool = False
+    changes_trainable_parameters: bool = False
 
     @staticmethod
     def lock_frozen_norms(ctx: FitContext) -> None:

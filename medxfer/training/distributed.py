@@ -11,7 +11,8 @@ Everything here is a no-op outside a session, so the single-process path is unch
 * Gradients: the trainer's step function runs as the forward of a :class:`StepModule`
   (network plus the plugins' extra parameters) wrapped in
   :class:`~torch.nn.parallel.DistributedDataParallel` by :class:`DistributedStep`, which
-  rebuilds the wrapper whenever the set of trainable parameters changes.
+  rebuilds the wrapper whenever the set of trainable parameters changes; ``train.ddp``
+  (:class:`medxfer.config.DDPConfig`) sets its bucket size, gradient views and static graph.
 * Outputs: only rank 0 (:func:`is_main`) writes; checkpoints and the selected model reach
   the other ranks by broadcast (:func:`from_rank_zero`, :func:`broadcast_state`), not
   through the file system.
@@ -30,7 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from medxfer.errors import ConfigError
+from medxfer.config import DDPConfig
+from medxfer.errors import ConfigError, notify
 from medxfer.training.amp import resolve_device
 
 #: Seconds a collective waits for a missing peer before failing (``MEDXFER_DIST_TIMEOUT``).
@@ -274,21 +276,31 @@ class DistributedStep:
     change (a strategy unfreezing a layer group, a plugin adding parameters to the
     optimizer): DDP only synchronises the parameters that required gradients when it was
     built. Frozen parameters stay frozen; DDP never changes ``requires_grad``. Parameters
-    a step leaves unused are allowed (``find_unused_parameters=True``; torch warns once
-    per rank when a step used them all).
+    a step leaves unused are allowed (``find_unused_parameters=True``, or a static graph;
+    torch warns once per rank when a step used them all).
+
+    ``options.static_graph`` holds for the first wrapper only: a static graph promises the
+    trainable parameters never change, so a rebuild drops it (and says so once) rather
+    than train on a promise broken.
+    :func:`medxfer.workflows.preflight.check_config` refuses it up front for a strategy
+    that declares such changes (``changes_trainable_parameters``).
 
     Args:
         model: The network.
         step_fn: The step function (called with the arguments given to this object).
         optimizer: Returns the live optimizer; its parameters outside ``model`` are synced.
         device: This rank's device.
+        options: ``train.ddp`` (default: its defaults).
     """
 
     def __init__(self, model: nn.Module, step_fn: Callable[..., Any],
-                 optimizer: Callable[[], torch.optim.Optimizer], device: torch.device) -> None:
+                 optimizer: Callable[[], torch.optim.Optimizer], device: torch.device,
+                 options: DDPConfig | None = None) -> None:
         self.step = StepModule(model, step_fn)
         self.optimizer = optimizer
         self.device = device
+        self.options = options or DDPConfig()
+        self.static_graph = self.options.static_graph
         self._ddp: nn.Module | None = None
         self._signature: tuple[int, ...] | None = None
         self.builds = 0
@@ -308,6 +320,13 @@ class DistributedStep:
         signature = _trainable_ids(list(self.step.model.parameters()) + extra)
         if self._ddp is not None and signature == self._signature:
             return
+        if self._ddp is not None and self.static_graph:
+            self.static_graph = False
+            if is_main():
+                notify("train.ddp.static_graph is off from now on: the trainable parameters "
+                       "changed during training (a strategy unfroze layers or a plugin added "
+                       "parameters to the optimizer), which a static graph does not allow; "
+                       "set train.ddp.static_graph: false for such runs")
         self._ddp = None
         gc.collect()  # drop the old reducer and its gradient hooks before building anew
         self.step.extra = nn.ParameterList(extra)
@@ -315,7 +334,11 @@ class DistributedStep:
 
         self._ddp = DistributedDataParallel(
             self.step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            find_unused_parameters=True)
+            # a static graph finds the unused parameters itself, on its first step
+            find_unused_parameters=not self.static_graph,
+            bucket_cap_mb=self.options.bucket_cap_mb,
+            gradient_as_bucket_view=self.options.gradient_as_bucket_view,
+            static_graph=self.static_graph)
         self._signature = signature
         self.builds += 1
 

@@ -160,7 +160,7 @@ class Trainer:
         self._step: Callable[..., Any] = self._step_loss
         if D.is_active():
             self._step = D.DistributedStep(ctx.model, self._step_loss, lambda: ctx.optimizer,
-                                           self.device)
+                                           self.device, self.config.train.ddp)
         # train.time_limit may lower the epochs as training goes (kept in the checkpoint)
         self.epochs = int(state.get("epochs", self.config.train.epochs)) if state \
             else self.config.train.epochs

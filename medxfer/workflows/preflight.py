@@ -15,7 +15,7 @@ from typing import Any
 
 from medxfer.config import RunConfig
 from medxfer.data.loading import network_inputs
-from medxfer.errors import MedxferError
+from medxfer.errors import ConfigError, MedxferError
 from medxfer.metrics import VALIDATION_METRICS, select_monitor_metric
 from medxfer.plugin_kit import attributes as plugin_attributes
 from medxfer.plugins import Registries, check_plugin_specs
@@ -31,14 +31,15 @@ def check_config(config: RunConfig, registries: Registries, *, machine: bool = T
                  processes: int = 1) -> Any:
     """Check the plugins and their option values, the domain-adaptation data, the
     monitored metric, that ``train.batch_size`` splits over ``processes`` in whole cases,
-    and (``machine``) that this machine has the device and precision; return the strategy
-    object.
+    that ``train.ddp.static_graph`` fits the strategy, and (``machine``) that this machine
+    has the device and precision; return the strategy object.
 
     Raises:
         ConfigError: naming the key: an unknown plugin or option, an option value the
             plugin refuses, a precision or device this machine lacks, domain adaptation
             without target data, an ``early_stopping.metric`` the task's validation does
-            not compute, or a batch that does not split.
+            not compute, a batch that does not split, or a static graph with a strategy
+            that changes which parameters train.
     """
     check_plugin_specs(config.plugin_specs(), registries)
     per_rank_batch_size(config.train.batch_size, processes,
@@ -47,6 +48,11 @@ def check_config(config: RunConfig, registries: Registries, *, machine: bool = T
         resolve_precision(config.train.amp, resolve_device(config.train.device))
     strategy = registries.strategy.create(config.strategy.name, key="strategy",
                                           **config.strategy.kwargs)
+    if config.train.ddp.static_graph and \
+            plugin_attributes.changes_trainable_parameters(strategy):
+        raise ConfigError(f"train.ddp.static_graph: strategy {config.strategy.name!r} changes "
+                          "which parameters train during the run, and DDP's static graph "
+                          "assumes they never change; set train.ddp.static_graph: false")
     create_method(config, registries)
     select_monitor_metric(config.task, config.train.early_stopping.metric,
                           available=VALIDATION_METRICS[config.task])

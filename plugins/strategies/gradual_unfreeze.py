@@ -40,6 +40,7 @@ class GradualUnfreeze(Strategy):
 
     name = "gradual_unfreeze"
     keeps_pretrained = True
+    changes_trainable_parameters = True  # so DDP's static graph is refused
 
     def __init__(self, every: int, decay: float, train_bn: bool) -> None:
         super().__init__(every=every, decay=decay, train_bn=train_bn)

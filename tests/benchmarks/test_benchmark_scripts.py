@@ -76,9 +76,39 @@ def test_ddp_scaling_runs_every_setting(bench, repo_root, capsys):
     assert module.main([str(config), "--steps", "1", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     for setting in ("1 process x 1 thread", "2 processes x 1 thread", "1 process x 2 threads",
-                    "2 processes x 1 thread, no sync", "2 processes x 1 thread, barrier only"):
+                    "2 processes x 1 thread, no sync", "2 processes x 1 thread, barrier only",
+                    "2 processes x 1 thread, DDP bucket 1 MiB",
+                    "2 processes x 1 thread, DDP gradient_as_bucket_view + static_graph"):
         assert setting in out
     assert "gloo all-reduce of the" in out and "ms barrier only" in out
+
+
+@pytest.mark.slow
+def test_ddp_scaling_pairs_the_tunings_in_one_job(bench, repo_root, capsys):
+    module = bench("ddp_scaling")
+    config = repo_root / "configs" / "sample_segmentation_2d.yaml"
+    assert module.main([str(config), "--paired", "--steps", "1", "--warmup", "1",
+                        "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "alternating blocks" in out and "vs DDP, median" in out
+    plain = next(line for line in out.splitlines() if line.startswith("2 processes x 1 thread "))
+    assert "1.000x" in plain  # plain DDP against itself
+    assert "DDP gradient_as_bucket_view + static_graph" in out
+
+
+def test_ddp_scaling_tuning_rows_set_every_ddp_option(bench):
+    module = bench("ddp_scaling")
+    tuned = [s for s in module.SETTINGS if s[3] is not None]
+    assert len(tuned) == len(module.TUNINGS)
+    for nproc, threads, sync, options in tuned:
+        assert (nproc, threads, sync) == (2, 1, "ddp")
+        assert sorted(module.ddp_overrides(options)) == sorted(
+            f"train.ddp.{key}={str(value).lower()}" for key, value in options.items())
+    assert module.ddp_overrides(None) == []  # the plain DDP row keeps the config's options
+    options = {**module.TORCH_DDP, "bucket_cap_mb": 100, "static_graph": True}
+    assert module.setting_label(2, 1, "ddp", options) == \
+        "2 processes x 1 thread, DDP bucket 100 MiB + static_graph"
+    assert module.setting_label(2, 1, "ddp", module.TORCH_DDP).endswith("DDP as torch")
 
 
 def test_data_check_prints_the_ratio_against_reading_once(bench, repo_root, capsys):

@@ -160,8 +160,13 @@ def load_test_split(run: Path):
 def test_classification_with_nproc_2_matches_a_single_process_evaluation(env, tmp_path):
     run = tmp_path / "run"
     tic = time.perf_counter()
-    done = medxfer(["run", "--nproc", "2", "--output", str(run), *CLASSIFICATION], env, tmp_path)
+    # every train.ddp option away from torch's default (static graph: full fine-tuning)
+    ddp = ["--set", "train.ddp={bucket_cap_mb: 1, gradient_as_bucket_view: true, "
+           "static_graph: true}"]
+    done = medxfer(["run", "--nproc", "2", "--output", str(run), *CLASSIFICATION, *ddp], env,
+                   tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "static_graph is off" not in done.stderr
     print(f"2-rank classification run: {time.perf_counter() - tic:.1f} s")
     assert_one_set_of_outputs(run, {"figures/confusion_matrix.png", "figures/roc_curve.png",
                                     "figures/training_curves.png"})
@@ -343,6 +348,20 @@ def test_nproc_with_a_batch_that_does_not_split_is_refused_before_launch(monkeyp
                      "--set", "train.epochs=1"]) == 2
         assert ("train.batch_size 7 is the global batch and must split evenly over 2 "
                 "processes; set it to a multiple of 2") in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_static_ddp_graph_with_gradual_unfreezing_is_refused_before_launch(monkeypatch,
+                                                                            capsys, tmp_path):
+    from medxfer.cli import launch, main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(launch, "launch_run", lambda *a: pytest.fail("torchrun was started"))
+    assert main(["run", "--nproc", "2", "--set", "strategy.name=gradual_unfreeze",
+                 "--set", "train.ddp.static_graph=true", "--set", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.ddp.static_graph: strategy 'gradual_unfreeze' changes which parameters" in err
+    assert "set train.ddp.static_graph: false" in err
     assert not any(tmp_path.iterdir())
 
 

@@ -18,6 +18,7 @@ class Declares:
     uses_pretrained = False
     freezes_backbone = True
     keeps_pretrained = True
+    changes_trainable_parameters = True
     draws_target_batches = False
     supports_spatial = False
 
@@ -79,6 +80,7 @@ def test_describe_must_return_a_dict():
 def test_the_bases_declare_the_defaults():
     assert A.uses_pretrained(medxfer.Strategy()) is True
     assert A.keeps_pretrained(medxfer.Strategy()) is False
+    assert A.changes_trainable_parameters(medxfer.Strategy()) is False
     assert A.draws_target_batches(medxfer.DomainAdaptation()) is True
     assert A.supports_spatial(medxfer.Combiner()) is True
     assert A.describe_plugin(medxfer.Strategy(lr=0.1)) == {"name": "", "lr": 0.1}

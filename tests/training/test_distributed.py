@@ -200,6 +200,53 @@ def test_ddp_step_averages_gradients_and_is_rebuilt_when_layers_unfreeze(tmp_pat
     _run_ranks(_ddp_rebuilds, tmp_path)
 
 
+def _ddp_options(rank: int, world: int) -> None:
+    import warnings
+
+    from medxfer.config import DDPConfig
+    from medxfer.errors import MedxferWarning
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    model[0].requires_grad_(False)
+    optimizer = torch.optim.SGD(model[1].parameters(), lr=0.1)
+    options = DDPConfig(bucket_cap_mb=0.5, gradient_as_bucket_view=True, static_graph=True)
+    runner = D.DistributedStep(model, lambda x: model(x).pow(2).mean(), lambda: optimizer,
+                               torch.device("cpu"), options)
+    x = torch.full((2, 3), rank + 1.0)
+    for step in range(3):  # a static graph is learnt on the first step, used from the second
+        optimizer.zero_grad(set_to_none=True)
+        runner(x).backward()
+        ddp = runner._ddp
+        assert (ddp.bucket_bytes_cap, ddp.gradient_as_bucket_view, ddp.static_graph) == \
+            (512 * 1024, True, True)
+        assert ddp.find_unused_parameters is False  # the static graph finds them itself
+        mean = model[1].weight.grad.clone()
+        torch.distributed.all_reduce(mean)
+        torch.testing.assert_close(model[1].weight.grad, mean / world)  # alike on every rank
+    # the gradients are views into DDP's flat buckets, not tensors of their own
+    assert model[1].weight.grad._base is not None
+    model[0].requires_grad_(True)  # a layer unfreezes, as no static graph allows
+    optimizer.add_param_group({"params": list(model[0].parameters())})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optimizer.zero_grad(set_to_none=True)
+        runner(x).backward()
+    told = [str(w.message) for w in caught if issubclass(w.category, MedxferWarning)]
+    assert len(told) == (1 if rank == 0 else 0)  # said once, by the rank that writes
+    assert all("train.ddp.static_graph is off from now on" in t for t in told)
+    assert runner.builds == 2 and runner._ddp.static_graph is False
+    assert runner._ddp.find_unused_parameters is True
+    assert runner._ddp.gradient_as_bucket_view is True  # the other options stay
+    weight = model[0].weight.grad.clone()
+    torch.distributed.all_reduce(weight)
+    torch.testing.assert_close(model[0].weight.grad, weight / world)
+
+
+def test_ddp_options_reach_the_wrapper_and_a_static_graph_ends_at_a_rebuild(tmp_path):
+    _run_ranks(_ddp_options, tmp_path)
+
+
 class _Items(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 5

@@ -1,5 +1,6 @@
 """Preflight: the warning for a strategy that freezes or pulls towards random starting
-weights (``medxfer run`` prints it; ``medxfer compare`` refuses such cells)."""
+weights (``medxfer run`` prints it; ``medxfer compare`` refuses such cells), and the refusal
+of DDP's static graph with a strategy that changes which parameters train."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import pytest
 
 from medxfer.config import load_config
+from medxfer.errors import ConfigError
 from medxfer.workflows.preflight import check_config, random_start_warning, starts_from_random
 from medxfer.plugins import build_registries
 
@@ -108,3 +110,15 @@ def test_inference_names_the_window_setting_the_network_refuses():
         with pytest.raises(InputSizeError, match=re.escape(f"got 16x16x16: {hint}")):
             predict_probabilities(Refuses(), images, config, device=torch.device("cpu"),
                                   precision=Precision(None, "cpu"))
+
+
+def test_a_static_ddp_graph_is_refused_with_a_strategy_that_unfreezes(registries):
+    config = load_config(None, ["strategy.name=gradual_unfreeze",
+                                "train.ddp.static_graph=true"])
+    with pytest.raises(ConfigError, match=re.escape(
+            "train.ddp.static_graph: strategy 'gradual_unfreeze' changes which parameters "
+            "train during the run")):
+        check_config(config, registries, machine=False)
+    for allowed in (["strategy.name=gradual_unfreeze"],  # no static graph
+                    ["strategy.name=partial_finetune", "train.ddp.static_graph=true"]):
+        check_config(load_config(None, allowed), registries, machine=False)

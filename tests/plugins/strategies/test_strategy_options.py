@@ -60,6 +60,7 @@ def test_defaults_are_described(strategies, name, expected):
     assert strategy.uses_pretrained is (name != "scratch")
     assert strategy.keeps_pretrained is (name not in ("full_finetune", "discriminative_lr",
                                                       "scratch"))
+    assert strategy.changes_trainable_parameters is (name == "gradual_unfreeze")
 
 
 def test_lwf_accepts_a_source_head_from_python(strategies):
