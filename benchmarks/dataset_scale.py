@@ -29,6 +29,8 @@ Usage::
 
     python benchmarks/dataset_scale.py [--sizes-2d 1000,10000,100000] [--sizes-3d 100,1000]
         [--modes auto,auto:1GB,disk,packed] [--root /tmp/medxfer_scale] [--workers 0]
+        [--json rows.json] [--figure scale.png]
+    python benchmarks/dataset_scale.py --plot rows.json --figure scale.png
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: The split of every run (and of the packs, so that they hold the same cases).
+SPLIT = {"val_fraction": 0.1, "test_fraction": 0.1}
+SPLIT_SETS = [f"data.split.{k}={v}" for k, v in SPLIT.items()]
 
 
 # -- synthetic data -------------------------------------------------------------------------
@@ -117,7 +122,8 @@ def pack(data: Path, root: Path) -> tuple[Path, float]:
     shutil.rmtree(out, ignore_errors=True)
     tic = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medxfer", "data", "pack", str(data), "--output",
-                    str(out)], check=True, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL)
+                    str(out), *(f"--set={s}" for s in SPLIT_SETS)], check=True, cwd=REPO,
+                   env=_env(), stdout=subprocess.DEVNULL)
     return out, time.perf_counter() - tic
 
 
@@ -140,7 +146,7 @@ def measure(data: Path, mode: str, budget: str, cache_dir: Path, workers: int) -
                  "cache_memory": None if budget == "default" else budget,
                  "num_workers": workers,
                  "augment": {"preset": "none"},
-                 "split": {"val_fraction": 0.1, "test_fraction": 0.1}},
+                 "split": dict(SPLIT)},
         "train": {"batch_size": 64, "threads": 1}})
     torch.set_num_threads(1)
     budgets: list = []
@@ -201,7 +207,14 @@ def main() -> None:
     parser.add_argument("--root", default="/tmp/medxfer_scale", type=Path)
     parser.add_argument("--workers", type=int, default=0, help="data.num_workers")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--figure", type=Path, help="also plot time per image and peak RSS "
+                        "against the number of cases (PNG)")
+    parser.add_argument("--plot", type=Path, metavar="JSON",
+                        help="only plot the rows of an earlier --json into --figure")
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads(args.plot.read_text()), args.figure or args.plot.with_suffix(".png"))
+        return
     args.root.mkdir(parents=True, exist_ok=True)
     sets = [("2D", int(n)) for n in args.sizes_2d.split(",") if n] + \
         [("3D", int(n)) for n in args.sizes_3d.split(",") if n]
@@ -244,6 +257,39 @@ def main() -> None:
                 print(f"  {mode:>7} {kind} {large} / {small}: {b / a:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.figure:
+        plot(rows, args.figure)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Time per image (left) and peak RSS (right) against cases, a line per set and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for kind in ("2D", "3D"):
+        for mode in dict.fromkeys(r["mode"] for r in rows):
+            mine = sorted((r["cases"], r) for r in rows
+                          if r["mode"] == mode and r["set"].startswith(kind))
+            if not mine:
+                continue
+            n = [c for c, _ in mine]
+            label = f"{kind} {mode}"
+            style = "-o" if kind == "2D" else "--s"
+            left.plot(n, [r["total_per_image_s"] * 1000 for _, r in mine], style, label=label)
+            right.plot(n, [r["peak_rss"] / 1e9 for _, r in mine], style, label=label)
+    for axis, title in ((left, "prepare + 2 epochs, ms per case"), (right, "peak RSS, GB")):
+        axis.set_xscale("log")
+        axis.set_xlabel("cases")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    left.set_yscale("log")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure: {path}")
 
 
 if __name__ == "__main__":

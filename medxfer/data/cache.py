@@ -240,7 +240,15 @@ def _preprocessed(cases: list[dict[str, Any]], transform: Any,
         return
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         collate_fn=lambda x: x, prefetch_factor=4, persistent_workers=False)
-    yield from loader
+    for index, item in loader:
+        yield index, item if isinstance(item, BaseException) else _owned(item)
+
+
+def _owned(item: dict[str, Any]) -> dict[str, Any]:
+    """A worker's case with its tensors copied into this process's own memory: a tensor
+    from a worker lives in shared memory and holds a file descriptor open while it is
+    kept, and a cache of 100k cases would run out of them (``Too many open files``)."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()}
 
 
 class BudgetCache(Dataset):

@@ -147,6 +147,20 @@ def test_auto_gives_the_uncached_items_from_memory_and_from_disk(tmp_path, n):
     assert f"the other {n - n // 2} are cached on disk as they are first read" in auto.summary
 
 
+def test_a_cache_filled_by_workers_keeps_no_file_open_per_case(tmp_path):
+    """Tensors from worker processes live in shared memory, one open file each while they
+    are kept: 100k cached images ran out of file descriptors."""
+    import os
+
+    cases = _png_cases(tmp_path, 300, size=8)
+    assert C.fill_workers(len(cases)) > 0 or os.cpu_count() == 1
+    before = len(os.listdir("/proc/self/fd"))
+    auto = cached_dataset(cases, _chain(), cache="auto", cache_dir=None, key={},
+                          budget=C.CacheBudget(total=1 << 30, source="a test"))
+    assert len(auto.memory) == 300
+    assert len(os.listdir("/proc/self/fd")) - before < 20
+
+
 def test_splits_share_one_budget_in_order(tmp_path):
     cases, chain = _png_cases(tmp_path, 12), _chain()
     budget = C.CacheBudget(total=32 * 32 * 10, source="a test")
