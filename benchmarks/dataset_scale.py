@@ -121,9 +121,12 @@ def pack(data: Path, root: Path) -> tuple[Path, float]:
         return out, float("nan")
     shutil.rmtree(out, ignore_errors=True)
     tic = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medxfer", "data", "pack", str(data), "--output",
-                    str(out), *(f"--set={s}" for s in SPLIT_SETS)], check=True, cwd=REPO,
-                   env=_env(), stdout=subprocess.DEVNULL)
+    source = data / "cases.csv" if (data / "cases.csv").exists() else data
+    done = subprocess.run([sys.executable, "-m", "medxfer", "data", "pack", str(source),
+                           "--output", str(out), *(f"--set={s}" for s in SPLIT_SETS)],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"packing {source} failed:\n{done.stderr[-3000:]}")
     return out, time.perf_counter() - tic
 
 

@@ -129,3 +129,30 @@ def test_cli_startup_prints_each_command_with_its_ratio(bench, capsys):
         line = next(line for line in out.splitlines() if line.startswith(label))
         assert line.rstrip().endswith("  -"), f"{label} imported torch or MONAI: {line}"
     assert "1.0x" in out
+
+
+@pytest.mark.slow
+def test_dataset_scale_measures_every_mode_on_small_sets(repo_root, tmp_path):
+    """Two small sets through auto, a budget that runs out, disk and packed shards: every row
+    reads every training case twice, the pack holds the same cases, the figure is drawn."""
+    import json
+    import os
+    import subprocess
+
+    rows_file, figure = tmp_path / "rows.json", tmp_path / "scale.png"
+    done = subprocess.run(
+        [sys.executable, str(repo_root / "benchmarks" / "dataset_scale.py"), "--sizes-2d", "70",
+         "--sizes-3d", "30", "--modes", "auto,auto:100kB,disk,packed", "--root",
+         str(tmp_path / "data"), "--json", str(rows_file), "--figure", str(figure)],
+        capture_output=True, text=True, cwd=repo_root, timeout=900, check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(r["set"], r["mode"]): r for r in json.loads(rows_file.read_text())}
+    assert len(rows) == 8 and figure.stat().st_size > 0
+    for (name, mode), row in rows.items():
+        assert row["train"] - 1 <= row["seen"] <= row["train"]  # a last batch of one: dropped
+        assert row["cases"] == rows[(name, "auto")]["cases"]
+    assert rows[("2D 70", "auto")]["cache_used"] == 70 * 224 * 224  # uint8, lossless
+    assert "the memory budget ran out" in " ".join(rows[("2D 70", "auto:100kB")]["cache_lines"])
+    assert rows[("2D 70", "disk")]["cache_used"] == 0
+    assert "2D 70" in done.stdout and "packed" in done.stdout
