@@ -240,6 +240,8 @@ def main() -> None:
             row.update(set=f"{kind} {n}", mode=mode, total_per_image_s=total,
                        make_s=made, pack_s=packing)
             rows.append(row)
+            if args.json:  # after every row, so that a later failure keeps what was measured
+                args.json.write_text(json.dumps(rows, indent=1))
             per = 1000 / row["cases"]
             print(f"{kind + ' ' + str(n):>10} {mode:>7} {row['prepare_s'] * per:>10.2f}ms "
                   f"{row['epoch1_s'] * 1000 / row['seen']:>9.2f}ms "
@@ -258,8 +260,6 @@ def main() -> None:
                           if r["mode"] == mode and r["set"].startswith(kind))
             for (small, a), (large, b) in itertools.pairwise(mine):
                 print(f"  {mode:>7} {kind} {large} / {small}: {b / a:.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
     if args.figure:
         plot(rows, args.figure)
 
