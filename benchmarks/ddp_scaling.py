@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tuning", action="store_true",
                         help="only the reference, DDP and DDP's tuning rows")
+    parser.add_argument("--base", action="store_true",
+                        help="only the settings without DDP's tuning rows (1 or 2 processes, "
+                        "threads, no sync, barrier only)")
     parser.add_argument("--paired", action="store_true",
                         help="DDP's tunings against plain DDP, alternating in one job")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -279,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print_paired(r["seconds"], args.steps)
         return 0
     settings = [s for s in SETTINGS if not args.tuning or s[2] == "ddp" and s[1] == 1]
+    if args.base:
+        settings = [s for s in settings if s[3] is None]
     rates: dict[int, list[float]] = {i: [] for i in range(len(settings))}
     speedups: dict[int, list[float]] = {i: [] for i in range(len(settings))}
     steps: dict[str, list[dict]] = {"ddp": [], "barrier": []}
