@@ -424,9 +424,11 @@ class EvalConfig(StrictModel):
     """Final evaluation."""
 
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0: off)")
-    threshold: Literal["val_youden", "val_f1", "val_accuracy", "fixed"] = Field(
+    threshold: Literal["val_youden", "val_f1", "val_accuracy", "val_accuracy_1se",
+                       "fixed"] = Field(
         "val_youden", description="binary decision threshold, chosen on validation only: "
-        "maximising Youden's J, F1 or accuracy, or fixed")
+        "maximising Youden's J, F1 or accuracy; val_accuracy_1se: of the thresholds within "
+        "one standard error of the best validation accuracy, the one nearest 0.5; or fixed")
     fixed_threshold: float = Field(0.5, gt=0, lt=1, description="threshold when threshold: fixed")
     tta: Literal["none", "flip"] = Field(
         "none", description="test-time augmentation (classification and regression): flip "

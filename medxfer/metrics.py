@@ -51,7 +51,7 @@ from medxfer.metric_table import (  # noqa: F401
 ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
 
-THRESHOLD_METHODS = ("val_youden", "val_f1", "val_accuracy")
+THRESHOLD_METHODS = ("val_youden", "val_f1", "val_accuracy", "val_accuracy_1se")
 #: What the per-epoch validation of a run computes, by task (``history`` keys without
 #: ``val_``): the choices of ``train.early_stopping.metric``.
 VALIDATION_METRICS = {task: metrics_for(task, validation=True) for task in TASKS}
@@ -130,6 +130,12 @@ def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> 
     return [[int(v) for v in row] for row in cm]
 
 
+def accuracy_standard_error(accuracy: float, n: int) -> float:
+    """The binomial standard error of an accuracy measured on ``n`` cases, at least one
+    case's worth (``1 / n``), so that a perfect score still has a margin."""
+    return max(math.sqrt(accuracy * (1.0 - accuracy) / n), 1.0 / n) if n else 0.0
+
+
 def choose_threshold(y_true: ArrayLike, probs: ArrayLike, method: str) -> float:
     """Choose a binary decision threshold on validation data (never on test data).
 
@@ -138,8 +144,10 @@ def choose_threshold(y_true: ArrayLike, probs: ArrayLike, method: str) -> float:
         probs: Probabilities ``[N, 2]`` (or the positive-class probability ``[N]``).
         method: ``"val_youden"`` maximises sensitivity + specificity - 1 over the ROC
             curve; ``"val_f1"`` maximises F1; ``"val_accuracy"`` maximises accuracy (of
-            the thresholds that tie, the one nearest 0.5). A fixed threshold is the
-            caller's business.
+            the thresholds that tie, the one nearest 0.5); ``"val_accuracy_1se"`` takes,
+            of the thresholds whose accuracy is within one standard error of the best
+            (:func:`accuracy_standard_error`), the one nearest 0.5: a threshold that a few
+            validation cases cannot move far. A fixed threshold is the caller's business.
 
     Returns:
         A threshold in ``[0, 1]``, used as ``probs[:, 1] >= threshold``. It is the score of
@@ -166,10 +174,13 @@ def choose_threshold(y_true: ArrayLike, probs: ArrayLike, method: str) -> float:
         warnings.warn("choose_threshold: validation labels hold a single class; using 0.5",
                       stacklevel=2)
         return 0.5
-    if method == "val_accuracy":
+    if method in ("val_accuracy", "val_accuracy_1se"):
         candidates = np.unique(np.concatenate([p, [0.5]]))
         accuracy = np.array([np.mean((p >= t) == (y == 1)) for t in candidates])
-        best = candidates[accuracy == accuracy.max()]
+        floor = accuracy.max()
+        if method == "val_accuracy_1se":
+            floor -= accuracy_standard_error(float(floor), y.size)
+        best = candidates[accuracy >= floor - 1e-12]
         return float(best[np.argmin(np.abs(best - 0.5))])
     if method == "val_youden":
         fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)

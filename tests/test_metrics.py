@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from medxfer import metrics as M
 from medxfer.errors import ConfigError
 from medxfer.metrics import (
     bootstrap_ci,
@@ -156,6 +157,28 @@ def test_accuracy_threshold_maximises_accuracy_nearest_half():
     y3 = np.array([0] * 8 + [1] * 2)
     p3 = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.55, 0.6, 0.45, 0.9])
     assert choose_threshold(y3, p3, "val_accuracy") > choose_threshold(y3, p3, "val_youden")
+
+
+def test_one_standard_error_threshold_is_nearest_half_among_nearly_best():
+    # 200 cases, separable: the most accurate threshold (0.2) gets one more case right
+    # than 0.5 does; one standard error (its one-case floor here) covers that case
+    y = np.array([0] * 100 + [1] * 100)
+    p = np.concatenate([np.linspace(0.01, 0.1, 100), [0.2], np.linspace(0.6, 0.99, 99)])
+    assert choose_threshold(y, p, "val_accuracy") == pytest.approx(0.2)
+    t = choose_threshold(y, p, "val_accuracy_1se")
+    assert t == 0.5
+    accuracy = lambda c: np.mean((p >= c) == (y == 1))  # noqa: E731
+    assert accuracy(0.2) - accuracy(t) <= M.accuracy_standard_error(1.0, y.size) + 1e-12
+    # far from the best (many cases), the rule keeps the best threshold
+    y2 = np.array([0] * 50 + [1] * 50)
+    p2 = np.concatenate([np.full(50, 0.1), np.full(40, 0.3), np.full(10, 0.9)])
+    assert choose_threshold(y2, p2, "val_accuracy_1se") == pytest.approx(0.3)
+
+
+def test_accuracy_standard_error_has_a_one_case_floor():
+    assert M.accuracy_standard_error(1.0, 50) == pytest.approx(1 / 50)
+    assert M.accuracy_standard_error(0.9, 100) == pytest.approx(0.03)
+    assert M.accuracy_standard_error(0.9, 0) == 0.0
 
 
 def test_threshold_degenerate_and_unknown_method():

@@ -224,9 +224,10 @@ def plan_decision(plan: Plan, fp: Fingerprint) -> None:
                  "accuracy is the headline (accuracy would reward answering the larger class)")
         plan.summary["headline"] = "balanced_accuracy"
     else:
-        plan.set("eval.threshold", "val_accuracy",
-                 f"the smaller class is {share} of the training cases: the threshold that is "
-                 "most accurate on validation")
+        plan.set("eval.threshold", "val_accuracy_1se",
+                 f"the smaller class is {share} of the training cases: of the thresholds "
+                 "within one standard error of the best validation accuracy, the one nearest "
+                 "0.5 (a few validation cases cannot move it far)")
         plan.summary["headline"] = "accuracy"
 
 

@@ -37,6 +37,8 @@ THRESHOLD_METHODS = {
                   "(sensitivity + specificity - 1)",
     "val_f1": "chosen on the validation set by maximising F1",
     "val_accuracy": "chosen on the validation set by maximising accuracy",
+    "val_accuracy_1se": "chosen on the validation set: of the thresholds within one standard "
+                        "error of the best accuracy, the one nearest 0.5",
     "fixed": "fixed in the config (eval.fixed_threshold)",
 }
 _LOADED_KEYS = ("loaded", "tensors_loaded", "n_loaded", "num_loaded")

@@ -144,7 +144,7 @@ def test_intensity_rule_by_what_the_images_are(changes, mode):
     assert R.intensity_rule(fingerprint(**changes))[0] == mode
 
 
-@pytest.mark.parametrize(("counts", "rule"), [({"a": 50, "b": 50}, "val_accuracy"),
+@pytest.mark.parametrize(("counts", "rule"), [({"a": 50, "b": 50}, "val_accuracy_1se"),
                                               ({"a": 89, "b": 11}, "val_youden")])
 def test_imbalance_picks_the_threshold_rule_and_the_headline(counts, rule):
     plan = Plan()
