@@ -264,10 +264,18 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
                  f"trainings: a deep ensemble of {members} networks (seeds differ)")
     elif fits < epochs:
         epochs = max(1, fits)
-    plan.set("train.epochs", epochs,
-             f"about {R.TARGET_STEPS[kind]} optimiser steps ({steps} per epoch)"
-             + (", as many as the budget allows" if epochs < R.target_epochs(kind, steps)
-                else "") + f"; an epoch takes about {epoch:.0f}s here")
+    elif task.labels_are_masks and fits > epochs:
+        epochs = min(R.EPOCH_BOUNDS[kind][1], fits)
+    target = R.target_epochs(kind, steps)
+    if epochs > target:
+        how = (f"at least {R.TARGET_STEPS[kind]} optimiser steps ({steps} per epoch), and "
+               f"masks get as many epochs as the budget allows, up to "
+               f"{R.EPOCH_BOUNDS[kind][1]}: a segmentation network keeps improving with "
+               "training where one network, not an ensemble, is planned")
+    else:
+        how = (f"about {R.TARGET_STEPS[kind]} optimiser steps ({steps} per epoch)"
+               + (", as many as the budget allows" if epochs < target else ""))
+    plan.set("train.epochs", epochs, how + f"; an epoch takes about {epoch:.0f}s here")
     limit = round(train_budget / members)
     plan.set("train.time_limit", limit,
              f"training stops within {limit}s (per network) so the run ends within the "

@@ -107,6 +107,23 @@ def test_3d_masks_get_patches_windows_and_a_3d_unet(repo_root, registries):
     assert config.model.backbone.name == "monai_unet" and config.loss.name == "dice_ce"
 
 
+def test_masks_get_the_epochs_the_budget_allows_up_to_the_bound(repo_root, registries,
+                                                               monkeypatch):
+    # the sample set has 2 steps an epoch: a small step target stands for a large dataset
+    monkeypatch.setitem(R.TARGET_STEPS, "mask", 8)
+    data = repo_root / "sample_data" / "segmentation_3d"
+    short = make_plan(data, budget=900, registries=registries, probe=fixed_probe(30.0))
+    long = make_plan(data, budget=3600, registries=registries, probe=fixed_probe(30.0))
+    capped = make_plan(data, budget=3600, registries=registries, probe=fixed_probe(1.0))
+    lo, hi = R.EPOCH_BOUNDS["mask"]
+    assert lo <= short.get("train.epochs") < long.get("train.epochs") < hi
+    assert capped.get("train.epochs") == hi
+    assert "as many epochs as the budget allows" in long.reasons["train.epochs"]
+    # the epochs still fit in the time limit at the estimated pace
+    estimate = long.summary["estimate"]
+    assert estimate["training_seconds"] <= long.get("train.time_limit") * 1.01
+
+
 def test_unlabelled_data_is_refused(tmp_path, registries):
     import numpy as np
 
