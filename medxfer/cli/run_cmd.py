@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
         budget: str | None = typer.Option(
             None, "--budget", help="With a dataset: the time the whole run may take (90s, "
             "15m, 1h30m; default 15m); the plan fits epochs, input size and ensemble into it."),
+        search: int | None = typer.Option(
+            None, "--search", help="With a dataset: first compare up to N candidate plans "
+            "(learning rate, strategy, input size, regularisation, backbone) by successive "
+            "halving on the validation split, inside the same budget, then run the best."),
     ) -> None:
         """Fine-tune a pretrained CNN on a dataset and write metrics, figures and a report.
 
@@ -58,8 +62,11 @@ def register(app: typer.Typer) -> None:
         if config is not None and is_dataset(config):
             _run_dataset(ctx, config, output, overrides, budget or DEFAULT_BUDGET,
                          resume=resume, check=check,
-                         nproc=nproc if nnodes == 1 else nproc or 1)
+                         nproc=nproc if nnodes == 1 else nproc or 1, search=search)
             return
+        if search is not None:
+            raise ConfigError(f"--search compares candidate plans for a dataset (`medxfer run "
+                              f"DATA --search {search}`); a config is run as it is written")
         if budget is not None:
             raise ConfigError(f"--budget plans a run for a dataset (`medxfer run DATA --budget "
                               f"{budget}`); a config's run is limited by train.time_limit "
@@ -133,7 +140,8 @@ def is_dataset(path: Path) -> bool:
 
 
 def _run_dataset(ctx: typer.Context, data: Path, output: Path | None, overrides: list[str],
-                 budget: str, *, resume: bool, check: bool, nproc: int | None) -> None:
+                 budget: str, *, resume: bool, check: bool, nproc: int | None,
+                 search: int | None = None) -> None:
     """``medxfer run DATA``: plan within ``--budget``, then run the plan."""
     from medxfer.planning import parse_budget
     from medxfer.workflows.plan import plan_dataset, run_dataset
@@ -144,6 +152,9 @@ def _run_dataset(ctx: typer.Context, data: Path, output: Path | None, overrides:
     if nproc is not None:
         raise ConfigError("--nproc with a dataset: plan first (`medxfer plan DATA --output "
                           "plan.yaml`), then `medxfer run plan.yaml --nproc N`")
+    if search is not None and search < 2:
+        raise ConfigError(f"--search {search}: give at least 2 candidate plans to compare "
+                          "(or leave --search out)")
     seconds = parse_budget(budget)
     registries = state_of(ctx).registries
     if check:
@@ -158,7 +169,7 @@ def _run_dataset(ctx: typer.Context, data: Path, output: Path | None, overrides:
         err().print("the plan, its plugins, data and weights are valid", highlight=False)
         return
     done = run_dataset(data, budget=seconds, output=output, registries=registries,
-                       overrides=overrides)
+                       overrides=overrides, search=search or 0)
     if done.writer:
         print_summary(done.summary, done.output)
 

@@ -69,7 +69,11 @@ class Plan:
                  "# and run it with `medxfer run plan.yaml`. Rules and evidence: docs/plan.md.",
                  "#"]
         for key, value in self.summary.items():
-            if key != "fingerprint":
+            if key == "search":
+                lines.append(f"# search: {value['winner']} won of {len(value['candidates'])} "
+                             f"candidate plans on validation ({value['seconds']:.0f}s; each "
+                             "candidate's scores are in plan.json)")
+            elif key != "fingerprint":
                 lines.append(f"# {key}: {_inline(value)}")
         lines.append("")
         _emit(self.config, "", lines, self.reasons, 0)

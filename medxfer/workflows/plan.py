@@ -47,11 +47,14 @@ def plan_dataset(path: str | os.PathLike[str], *, budget: float, output: Path | 
 
 def run_dataset(path: str | os.PathLike[str], *, budget: float, output: Path | None = None,
                 device: str = "auto", registries: Registries | None = None,
-                format: str = "auto", overrides: Sequence[str] = ()) -> FolderRun:
+                format: str = "auto", overrides: Sequence[str] = (),
+                search: int = 0) -> FolderRun:
     """Plan a run on ``path`` and train it, all within ``budget`` seconds.
 
     ``overrides`` (``--set key=value``) apply on top of the plan, and are said in the
-    plan's reasons.
+    plan's reasons. ``search`` (``--search N``, at least 2) first compares up to N
+    candidate plans on validation (:func:`medxfer.workflows.plan_search.search_plan`)
+    inside the same budget, and runs the winner.
 
     Returns:
         What :func:`medxfer.workflows.run_folder.train_in_folder` returns.
@@ -68,6 +71,19 @@ def run_dataset(path: str | os.PathLike[str], *, budget: float, output: Path | N
         plan.config = raw
     config = validate_config(raw, source="the plan", overrides=list(overrides))
     strategy = check_config(config, registries)
+    if search:
+        from medxfer.locking import locked_folder
+        from medxfer.workflows.plan_search import search_plan
+        from medxfer.workflows.run_folder import check_output_dir, default_output_dir
+
+        output = Path(output) if output is not None else default_output_dir()
+        with locked_folder(output):  # a used folder is refused now, not after the search
+            check_output_dir(output, False)
+        search_plan(plan, search, registries=registries,
+                    workdir=output.parent / f".{output.name}.search-{os.getpid()}",
+                    fixed=[text.split("=", 1)[0].strip() for text in overrides])
+        config = validate_config(plan.config, source="the plan", overrides=list(overrides))
+        strategy = check_config(config, registries)
     plan.summary["planning_seconds"] = round(time.perf_counter() - tic, 1)
     files = {PLAN_YAML: plan.to_yaml(), PLAN_JSON: json.dumps(plan.record(), indent=2)}
     return train_in_folder(config, output, registries=registries, resume=False,

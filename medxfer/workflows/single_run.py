@@ -53,6 +53,23 @@ def train_single(config: RunConfig, run_dir: Path, *, registries: Registries, re
                              progress=progress, cache_dir=cache_dir)
 
 
+def fit_for_validation(config: RunConfig, run_dir: Path, *,
+                       registries: Registries) -> dict[str, Any]:
+    """Train one network of ``config`` into ``run_dir`` and score it on validation only:
+    no test evaluation, report or loggers (what ``--search`` compares candidates by).
+
+    Returns:
+        ``best_score`` (the monitored validation metric, higher is better: a metric to
+        minimise is negated), ``best_value`` (the metric as measured), ``best_epoch``,
+        ``monitor``, ``epochs_run`` and ``train_seconds``.
+    """
+    config = config.model_copy(update={"tracking": []})
+    with reporting(False):
+        result = _train_single(config, run_dir, registries=registries, resume=False,
+                               progress=False, cache_dir=None, evaluate=False)
+    return result
+
+
 def create_loggers(config: RunConfig, registries: Registries) -> list[tuple[str, Any]]:
     """The run's loggers (``tracking``), each with the name it is registered under."""
     return [(f"logger:{spec.name}:{index}",
@@ -61,7 +78,8 @@ def create_loggers(config: RunConfig, registries: Registries) -> list[tuple[str,
 
 
 def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, resume: bool,
-                  progress: bool, cache_dir: Path | None) -> dict[str, Any]:
+                  progress: bool, cache_dir: Path | None,
+                  evaluate: bool = True) -> dict[str, Any]:
     adaptation = DA.create_method(config, registries)
     main = D.is_main()
     progress = progress and main
@@ -148,6 +166,11 @@ def _train_single(config: RunConfig, run_dir: Path, *, registries: Registries, r
                       draw_target_batches=plugin_attributes.draws_target_batches(adaptation))
     tic = time.perf_counter()
     result = trainer.fit(resume=resume)
+    if not evaluate:
+        best = result.history[result.best_epoch - 1] if result.history else {}
+        return {"best_score": result.best_score, "best_epoch": result.best_epoch,
+                "monitor": result.monitor, "best_value": best.get(result.monitor),
+                "epochs_run": len(result.history), "train_seconds": result.train_seconds}
     if main:
         model.load_state_dict(load_model_weights(run_dir / BEST_WEIGHTS))
     D.broadcast_state(model)
