@@ -16,6 +16,7 @@ for the caller to show (:func:`notify_once`).
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -64,7 +65,8 @@ def check_before_training(dl: Any, cases: list[dict[str, Any]], *, channels: str
             raise DataError(f"{dl.describe()}: every training case has the target "
                             f"{next(iter(values), None)!r}; a regression needs targets that "
                             "differ: check data.label_key")
-    return duplicate_files(scans, official=dl.medmnist is not None) + warnings
+    return duplicate_files(scans, official=dl.medmnist is not None,
+                           class_names=dl.class_names) + warnings
 
 
 def refuse_problems(scans: list[CaseScan]) -> None:
@@ -98,13 +100,16 @@ def refuse_mixed_images(scans: list[CaseScan], channels: str = "auto") -> None:
         expect.check_counts(scan.spatial_dims, scan.channels, {"image": scan.image, "id": scan.id})
 
 
-def duplicate_files(scans: list[CaseScan], *, official: bool = False) -> list[str]:
-    """Refuse a file (by content) in two splits; warn of copies within one split.
+def duplicate_files(scans: list[CaseScan], *, official: bool = False,
+                    class_names: list[str] | None = None) -> list[str]:
+    """Refuse a file (by content) in two splits; warn of copies within one split, and of
+    copies that carry different labels.
 
     Args:
         scans: The scanned cases.
         official: The split is the dataset's published one (MedMNIST), whose copies across
             splits are warned about, not refused.
+        class_names: Class names in label order (the warnings name classes with them).
 
     Raises:
         DataError: naming both files and their splits.
@@ -130,6 +135,17 @@ def duplicate_files(scans: list[CaseScan], *, official: bool = False) -> list[st
                         f"split (e.g. {a.id} in {a.split} and {b.id} in {b.split}); kept, as "
                         "published results use this split, but its test metrics are slightly "
                         "optimistic")
+    conflicting = [g for g in groups
+                   if len({repr(s.label) for s in g if s.label is not None}) > 1]
+    if conflicting:
+        a = conflicting[0][0]
+        b = next(s for s in conflicting[0] if repr(s.label) != repr(a.label))
+        warnings.append(f"{len(conflicting)} image{' has' if len(conflicting) == 1 else 's have'}"
+                        f" an identical copy with another label (e.g. {a.image!r} labelled "
+                        f"{_label(a.label, class_names)} and {b.image!r} labelled "
+                        f"{_label(b.label, class_names)}): one of the two "
+                        "labels is wrong, or the image cannot tell the classes apart; both are "
+                        "kept; delete or relabel one to train on one answer")
     within = [g for g in groups if len({s.split for s in g}) == 1]
     if within:
         g = within[0]
@@ -138,6 +154,15 @@ def duplicate_files(scans: list[CaseScan], *, official: bool = False) -> list[st
                         f"of the same split (e.g. {g[0].image!r} and {g[1].image!r}); they "
                         "count twice in training or in the metrics")
     return warnings
+
+
+def _label(label: Any, class_names: list[str] | None) -> str:
+    """A class label as its name where the names are known, else as stored."""
+    if isinstance(label, numbers.Integral):
+        index = int(label)
+        return repr(class_names[index]) if class_names and 0 <= index < len(class_names) \
+            else str(index)
+    return repr(label)
 
 
 def _images(n: int) -> str:

@@ -207,7 +207,8 @@ def _warnings(dl: Datalist, scans: list[CaseScan]) -> list[str]:
             warnings.append(f"{len(empty)} of {len(scans)} masks are empty (all background), "
                             f"e.g. {empty[0].image!r}")
     try:
-        warnings += duplicate_files(scans, official=dl.medmnist is not None)
+        warnings += duplicate_files(scans, official=dl.medmnist is not None,
+                                    class_names=dl.class_names)
     except DataError:
         pass  # a problem (see _label_problems)
     unsplit = [s for s in scans if s.split is None and s.digest]

@@ -139,14 +139,14 @@ def _shown(value: Any) -> str:
 
 
 def _apply_winner(plan: Plan, winner: Candidate, record: dict[str, Any], count: int) -> None:
-    scores = ", ".join(f"{c['label']} {_shown(c['rounds'][-1]['best_value'])}"
+    scores = ", ".join(f"{c['label']} {_shown(c['rounds'][-1]['best_value'])} "
+                       f"({c['rounds'][-1]['epochs']} epochs)"
                        for c in record["candidates"] if c["rounds"])
+    said = f"validation {record['monitor']} of each candidate's last round: {scores}"
     for key, value in winner.changes.items():
-        plan.set(key, value, f"chosen by --search {count} on validation ({winner.why}); "
-                             f"last round's {record['monitor']}: {scores}")
+        plan.set(key, value, f"chosen by --search {count} ({winner.why}); {said}")
     if not winner.changes:
-        plan.summary["search_note"] = (f"--search {count} kept the plan as it was; "
-                                       f"last round's {record['monitor']}: {scores}")
+        plan.summary["search_note"] = f"--search {count} kept the plan as it was; {said}"
 
 
 def _refit(plan: Plan, seconds: float, epoch_seconds: float) -> None:

@@ -68,6 +68,17 @@ def test_the_same_image_in_two_splits_is_refused(tmp_path):
         load_data(_config(path), imagenet_norm=False)
 
 
+def test_copies_with_different_labels_are_warned_naming_both(tmp_path):
+    splits = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
+    path = _manifest(tmp_path, [0, 1, 0, 1, 0, 1, 0, 1], splits, same=(0, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_data(_config(path), imagenet_norm=False)
+    shown = [str(w.message) for w in caught if issubclass(w.category, MedxferWarning)]
+    assert any("1 image has an identical copy with another label" in m and "i0.png" in m
+               and "i1.png" in m for m in shown), shown
+
+
 def test_copies_within_one_split_and_few_validation_cases_are_warned_once(tmp_path):
     splits = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
     path = _manifest(tmp_path, [0, 1, 0, 1, 0, 1, 0, 1], splits, same=(0, 2))
