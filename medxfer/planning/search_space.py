@@ -20,6 +20,7 @@ from medxfer.errors import ConfigError
 from medxfer.planning import rules as R
 from medxfer.planning.plan import Plan
 from medxfer.plugins import Registries
+from medxfer.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _variants(plan: Plan, registries: Registries) -> list[Candidate]:
     decay = float(plan.get("train.optimizer.weight_decay", 1e-4))
     backbone = plan.get("model.backbone") or {}
     pretrained = backbone.get("pretrained", "none") not in (None, "none")
-    masks = plan.get("task") == "segmentation"
+    masks = get_task(plan.get("task", "classification")).labels_are_masks
     out = [Candidate("lr/3", f"a smaller learning rate ({lr / 3:.2g})",
                      {"train.optimizer.lr": lr / 3}),
            Candidate("lr*3", f"a larger learning rate ({lr * 3:.2g})",
