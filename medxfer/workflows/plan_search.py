@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medxfer.config import validate_config
-from medxfer.errors import ConfigError
+from medxfer.errors import ConfigError, TrainingError
 from medxfer.planning.plan import Plan
 from medxfer.planning.search_space import Candidate, candidate_plans
 from medxfer.plugins import Registries
@@ -94,7 +94,10 @@ def search_plan(plan: Plan, count: int, *, registries: Registries, workdir: Path
                 row = _fit_candidate(plan, candidates[i], epochs, epoch_seconds, fit,
                                      registries, workdir / f"round{round_index + 1}_{i}")
                 record["candidates"][i]["rounds"].append(row)
-                if progress:
+                if progress and row["best_score"] is None:
+                    write_line(f"search round {round_index + 1}/{rounds}: "
+                               f"{candidates[i].label}: diverged, dropped")
+                elif progress:
                     write_line(f"search round {round_index + 1}/{rounds}: "
                                f"{candidates[i].label}: {row['monitor']} "
                                f"{_shown(row['best_value'])} after {row['epochs_run']} "
@@ -123,7 +126,12 @@ def _fit_candidate(plan: Plan, candidate: Candidate, epochs: int, epoch_seconds:
     raw.setdefault("ensemble", {})["members"] = 1
     raw.setdefault("eval", {})["bootstrap"] = 0
     config = validate_config(raw, source=f"the search's candidate {candidate.label!r}")
-    result = fit(config, folder, registries=registries)
+    try:
+        result = fit(config, folder, registries=registries)
+    except TrainingError as exc:  # a candidate that diverges drops out; the search goes on
+        return {"epochs": epochs, "best_score": None, "best_value": "diverged",
+                "best_epoch": None, "monitor": config.train.early_stopping.metric,
+                "epochs_run": None, "train_seconds": None, "error": str(exc)}
     return {"epochs": epochs, **{k: result.get(k) for k in (
         "best_score", "best_value", "best_epoch", "monitor", "epochs_run", "train_seconds")}}
 

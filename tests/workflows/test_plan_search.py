@@ -94,3 +94,22 @@ def test_the_search_uses_its_share_of_the_training_time(registries, tmp_path):
                 progress=False)
     planned_cost = sum(epochs for _, _, epochs, _ in fit.calls) * epoch
     assert planned_cost <= SEARCH_SHARE * training + 1e-6
+
+
+def test_a_candidate_that_diverges_drops_out_and_the_search_goes_on(registries, tmp_path):
+    from medxfer.errors import TrainingError
+
+    plan = new_plan(registries)
+    lr = plan.get("train.optimizer.lr")
+    scored = scored_by_lr(lr * 3)
+
+    def fit(config, folder, *, registries):
+        if config.train.optimizer.lr > lr * 2:
+            raise TrainingError("training diverged in epoch 1")
+        return scored(config, folder, registries=registries)
+
+    record = search_plan(plan, 3, registries=registries, workdir=tmp_path / "s", fit=fit,
+                         progress=False)
+    assert record["winner"] != "lr*3"
+    dropped = next(c for c in record["candidates"] if c["label"] == "lr*3")
+    assert dropped["rounds"][0]["best_value"] == "diverged"
