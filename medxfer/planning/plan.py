@@ -41,11 +41,7 @@ class Plan:
 
     def set(self, key: str, value: Any, reason: str) -> None:
         """Set the dotted config ``key`` to ``value`` for ``reason``."""
-        node = self.config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_dotted(self.config, key, value)
         self.reasons[key] = reason
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -91,6 +87,16 @@ class Plan:
         for key, reason in self.reasons.items():
             rows.append((key, _inline(self.get(key)), reason))
         return rows
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` (``train.optimizer.lr``) of the nested ``config`` to
+    ``value``, making the sections on the way."""
+    node = config
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
 
 
 def _inline(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from medxfer.config import validate_config
 from medxfer.errors import ConfigError
 from medxfer.planning import rules as R
-from medxfer.planning.plan import Plan
+from medxfer.planning.plan import Plan, set_dotted
 from medxfer.plugins import Registries
 from medxfer.tasks import get_task
 
@@ -35,11 +35,7 @@ class Candidate:
         """A copy of the nested ``config`` with this candidate's changes."""
         out = copy.deepcopy(config)
         for key, value in self.changes.items():
-            node = out
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = copy.deepcopy(value)
+            set_dotted(out, key, copy.deepcopy(value))
         return out
 
 
