@@ -355,7 +355,13 @@ class TrainConfig(StrictModel):
     time_limit: float | None = Field(
         None, gt=0, description="seconds training (with its validation) may take: after each "
         "epoch the epochs are lowered, never raised, to what fits in the time left at the pace "
-        "so far, and the learning-rate schedule follows (null: no limit)")
+        "so far, and the learning-rate schedule follows (null: no limit); raised only up to "
+        "train.max_epochs")
+    max_epochs: int | None = Field(
+        None, ge=1, description="with train.time_limit: when the epochs run faster than "
+        "planned, the epochs may be raised to what fits in the time left, up to this many; "
+        "raised only in the first half of training, while the learning rate is still high "
+        "(null: never raised)")
     ema: float | None = Field(
         None, gt=0, lt=1, description="exponential moving average of the weights with this "
         "decay per step (e.g. 0.99); validation, the best checkpoint and the delivered model "
@@ -383,6 +389,18 @@ class TrainConfig(StrictModel):
         if isinstance(value, str) and value.strip().lower() not in words:
             raise ValueError("give false, true, default or cudagraphs")
         return value
+
+    @model_validator(mode="after")
+    def _check_max_epochs(self) -> TrainConfig:
+        if self.max_epochs is None:
+            return self
+        if self.time_limit is None:
+            raise ValueError("train.max_epochs raises the epochs to fill train.time_limit; "
+                             "give train.time_limit (seconds) too, or leave max_epochs out")
+        if self.max_epochs < self.epochs:
+            raise ValueError(f"train.max_epochs ({self.max_epochs}) is below train.epochs "
+                             f"({self.epochs}); give at least {self.epochs}, or leave it out")
+        return self
 
     @model_validator(mode="after")
     def _check_compile(self) -> TrainConfig:

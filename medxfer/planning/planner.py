@@ -280,6 +280,12 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
     plan.set("train.time_limit", limit,
              f"training stops within {limit}s (per network) so the run ends within the "
              "budget; if epochs run slower than measured, fewer are run")
+    most = R.EPOCH_BOUNDS[kind][1] if task.labels_are_masks else target
+    if members == 1 and epochs < most:
+        plan.set("train.max_epochs", most,
+                 f"the budget, not the rule, set {epochs} epochs: if the first epochs run "
+                 f"faster than the probe measured (it times a few steps, and a busy machine "
+                 f"slows them), training raises them to what fits, up to {most}")
     plan.summary.update(probe=probes, estimate={
         "seconds_per_epoch": round(epoch, 1), "epochs": epochs, "members": members,
         "training_seconds": round(epochs * epoch * members),

@@ -30,9 +30,11 @@ def add_plan_section(content: Any, summary: Mapping[str, Any]) -> None:
                      f"network(s), {estimate.get('training_seconds')} s of training{took}.")
     limited = summary.get("time_limit")
     if isinstance(limited, Mapping):
-        notes.append(f"train.time_limit lowered the epochs from "
-                     f"{limited.get('epochs_configured')} to {limited.get('epochs')}: they ran "
-                     "slower than the probe measured.")
+        configured, run = limited.get("epochs_configured"), limited.get("epochs")
+        raised = isinstance(configured, int) and isinstance(run, int) and run > configured
+        notes.append(f"train.time_limit {'raised' if raised else 'lowered'} the epochs from "
+                     f"{configured} to {run}: they ran {'faster' if raised else 'slower'} "
+                     "than the probe measured.")
     if plan.get("headline"):
         notes.append(f"Headline metric for this data: {plan['headline'].replace('_', ' ')}.")
     content.plan_notes = notes

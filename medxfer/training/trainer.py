@@ -161,7 +161,8 @@ class Trainer:
         if D.is_active():
             self._step = D.DistributedStep(ctx.model, self._step_loss, lambda: ctx.optimizer,
                                            self.device, self.config.train.ddp)
-        # train.time_limit may lower the epochs as training goes (kept in the checkpoint)
+        # train.time_limit may lower the epochs as training goes, and raise them up to
+        # train.max_epochs (the count is kept in the checkpoint)
         self.epochs = int(state.get("epochs", self.config.train.epochs)) if state \
             else self.config.train.epochs
         ctx.max_epochs = self.epochs
@@ -176,8 +177,9 @@ class Trainer:
         final_epoch = self.epochs - 1
         stopped = False
         try:
-            for epoch in range(start_epoch, self.config.train.epochs):
-                if epoch >= self.epochs:  # lowered by train.time_limit
+            most = max(self.config.train.epochs, self.config.train.max_epochs or 0)
+            for epoch in range(start_epoch, most):
+                if epoch >= self.epochs:  # lowered (or not raised) by train.time_limit
                     break
                 ctx.epoch = epoch
                 tic = time.perf_counter()
@@ -245,18 +247,27 @@ class Trainer:
                          extra)
 
     def _fit_time_limit(self, epoch: int, seconds: float) -> bool:
-        """Lower the epochs to what fits in ``train.time_limit`` at the pace so far (the
-        mean time of the epochs run); returns whether they changed.
+        """Fit the epochs to ``train.time_limit`` at the pace so far (the mean time of the
+        epochs run); returns whether they changed.
 
-        ``seconds`` is the training and validation time of the epochs up to ``epoch``.
+        Lowered whenever they do not fit. Raised, up to ``train.max_epochs``, only in the
+        first half of training and by at least a tenth (or one epoch), so that the
+        learning-rate schedule is stretched while the rate is still high and does not
+        follow every small change of pace. ``seconds`` is the training and validation time
+        of the epochs up to ``epoch``.
         """
         limit = self.config.train.time_limit
         if not limit or epoch + 1 >= self.epochs:
             return False
         pace = seconds / (epoch + 1)
         fit = epoch + 1 + int(max(limit - seconds, 0.0) // pace)
+        if fit > self.epochs:
+            most = self.config.train.max_epochs
+            early = 2 * (epoch + 1) <= self.epochs
+            enough = fit >= self.epochs + max(1, self.epochs // 10)
+            fit = min(fit, most) if most is not None and early and enough else self.epochs
         fit = D.from_rank_zero(fit)  # one decision for every rank of a distributed run
-        if fit >= self.epochs:
+        if fit == self.epochs:
             return False
         self.epochs = fit
         return True

@@ -122,7 +122,8 @@ def _fit_candidate(plan: Plan, candidate: Candidate, epochs: int, epoch_seconds:
                    fit: Fit, registries: Registries, folder: Path) -> dict[str, Any]:
     raw = candidate.apply(plan.config)
     raw.setdefault("train", {}).update(
-        epochs=epochs, time_limit=max(1, math.ceil(epochs * epoch_seconds * CANDIDATE_SLACK)))
+        epochs=epochs, time_limit=max(1, math.ceil(epochs * epoch_seconds * CANDIDATE_SLACK)),
+        max_epochs=None)  # a round trains its epochs, never more
     raw.setdefault("ensemble", {})["members"] = 1
     raw.setdefault("eval", {})["bootstrap"] = 0
     config = validate_config(raw, source=f"the search's candidate {candidate.label!r}")

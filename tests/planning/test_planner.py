@@ -82,6 +82,10 @@ def test_epochs_follow_the_measured_speed_and_the_budget(repo_root, registries):
     assert tight.get("train.epochs") < roomy.get("train.epochs") * max(
         roomy.get("ensemble.members", 1), 1) or tight.get("train.epochs") < 8
     assert "as many as the budget allows" in tight.reasons["train.epochs"]
+    # the budget cut the rule's epochs: faster epochs may raise them back, never past it
+    if tight.get("ensemble.members", 1) in (None, 1):
+        assert tight.get("train.epochs") < tight.get("train.max_epochs")
+    assert roomy.get("train.max_epochs") is None
 
 
 def test_a_budget_too_short_for_one_epoch_says_how_long_is_needed(repo_root, registries):
@@ -122,6 +126,10 @@ def test_masks_get_the_epochs_the_budget_allows_up_to_the_bound(repo_root, regis
     # the epochs still fit in the time limit at the estimated pace
     estimate = long.summary["estimate"]
     assert estimate["training_seconds"] <= long.get("train.time_limit") * 1.01
+    # the budget set the epochs: training may raise them up to the bound if it runs faster
+    assert long.get("train.max_epochs") == hi
+    assert "raises them to what fits, up to" in long.reasons["train.max_epochs"]
+    assert capped.get("train.max_epochs") is None  # the bound itself was planned
 
 
 def test_unlabelled_data_is_refused(tmp_path, registries):

@@ -37,3 +37,27 @@ def test_the_time_limit_must_be_positive():
 
     with pytest.raises(ConfigError, match="train.time_limit"):
         load_config(None, ["train.time_limit=0"])
+
+
+@pytest.mark.slow
+def test_epochs_that_run_faster_than_planned_are_raised_up_to_max_epochs(tmp_path):
+    config = load_config(None, [*TINY, "train.epochs=2", "train.time_limit=100000",
+                                "train.max_epochs=4"])
+    summary = run_pipeline(config, tmp_path / "run", progress=False)
+    assert summary["epochs_run"] == 4
+    assert summary["time_limit"] == {"seconds": 100000, "epochs_configured": 2, "epochs": 4}
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    # the schedule was stretched to the new end: the last epoch's rate is the lowest
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["lr"] < history[0]["lr"]
+
+
+@pytest.mark.parametrize("keys, words", [
+    (["train.max_epochs=10"], "give train.time_limit"),
+    (["train.epochs=5", "train.time_limit=60", "train.max_epochs=3"], "below train.epochs"),
+])
+def test_max_epochs_needs_a_time_limit_and_at_least_the_epochs(keys, words):
+    from medxfer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        load_config(None, keys)
