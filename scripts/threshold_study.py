@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-RULES = ("val_accuracy", "val_accuracy_1se", "val_youden", "fixed_0.5")
+RULES = ("val_accuracy", "val_accuracy_1se", "val_accuracy_1se_balanced", "val_youden",
+         "fixed_0.5")
 
 
 def threshold_for(rule: str, y: np.ndarray, p: np.ndarray) -> float:
@@ -29,7 +30,23 @@ def threshold_for(rule: str, y: np.ndarray, p: np.ndarray) -> float:
 
     if rule == "fixed_0.5":
         return 0.5
+    if rule not in M.THRESHOLD_METHODS:  # a variant under study, not (yet) in medxfer
+        return _accuracy_1se_balanced(y, p)
     return M.choose_threshold(y, p, rule)
+
+
+def _accuracy_1se_balanced(y: np.ndarray, p: np.ndarray) -> float:
+    """Of the thresholds within one standard error of the best accuracy, the one with the
+    best balanced accuracy (ties: nearest 0.5)."""
+    from medxfer import metrics as M
+
+    candidates = np.unique(np.concatenate([p, [0.5]]))
+    accuracy = np.array([np.mean((p >= t) == (y == 1)) for t in candidates])
+    best = accuracy.max()
+    keep = candidates[accuracy >= best - M.accuracy_standard_error(float(best), y.size) - 1e-12]
+    balanced = np.array([scores(y, p, t)[1] for t in keep])
+    top = keep[balanced >= balanced.max() - 1e-12]
+    return float(top[np.argmin(np.abs(top - 0.5))])
 
 
 def scores(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
