@@ -73,14 +73,14 @@ def run_dataset(path: str | os.PathLike[str], *, budget: float, output: Path | N
     strategy = check_config(config, registries)
     if search:
         from medxfer.locking import locked_folder
-        from medxfer.workflows.plan_search import search_plan
+        from medxfer.workflows.plan_search import search_plan, search_workdir
         from medxfer.workflows.run_folder import check_output_dir, default_output_dir
 
         output = Path(output) if output is not None else default_output_dir()
         with locked_folder(output):  # a used folder is refused now, not after the search
             check_output_dir(output, False)
         search_plan(plan, search, registries=registries,
-                    workdir=output.parent / f".{output.name}.search-{os.getpid()}",
+                    workdir=search_workdir(output),
                     fixed=[text.split("=", 1)[0].strip() for text in overrides])
         config = validate_config(plan.config, source="the plan", overrides=list(overrides))
         strategy = check_config(config, registries)

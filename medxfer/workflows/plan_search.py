@@ -10,7 +10,9 @@ the training time left is fitted again (epochs, ensemble members, ``train.time_l
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -116,6 +118,34 @@ def search_plan(plan: Plan, count: int, *, registries: Registries, workdir: Path
     _refit(plan, training - spent, epoch_seconds)
     plan.summary["search"] = record
     return record
+
+
+def search_workdir(output: Path) -> Path:
+    """The scratch folder of a search for the run folder ``output``:
+    ``.NAME.search-PID`` beside it, removed when the search ends.
+
+    Work folders of earlier searches for ``output`` whose process is gone (killed before
+    it could remove its folder) are removed first, and each removal is said.
+    """
+    output = Path(output)
+    for folder in sorted(output.parent.glob(f".{glob.escape(output.name)}.search-*")):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and not folder.is_symlink() and pid.isdigit() and \
+                not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            write_line(f"removed {folder}: the work folder of a search whose process "
+                       f"({pid}) ended without removing it")
+    return output.parent / f".{output.name}.search-{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its folder alone
+    return True
 
 
 def _fit_candidate(plan: Plan, candidate: Candidate, epochs: int, epoch_seconds: float,

@@ -113,3 +113,24 @@ def test_a_candidate_that_diverges_drops_out_and_the_search_goes_on(registries, 
     assert record["winner"] != "lr*3"
     dropped = next(c for c in record["candidates"] if c["label"] == "lr*3")
     assert dropped["rounds"][0]["best_value"] == "diverged"
+
+
+def test_work_folders_of_killed_searches_are_removed_and_live_ones_kept(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from medxfer.workflows.plan_search import search_workdir
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = tmp_path / f".run.search-{ended.stdout.strip()}"
+    (dead / "round1_0").mkdir(parents=True)
+    live = tmp_path / f".run.search-{os.getppid()}"  # a process that is running
+    live.mkdir()
+    other = tmp_path / ".other.search-1"  # another run folder's search
+    other.mkdir()
+    workdir = search_workdir(tmp_path / "run")
+    assert workdir == tmp_path / f".run.search-{os.getpid()}"
+    assert not dead.exists() and live.is_dir() and other.is_dir()
+    assert f"removed {dead}" in capsys.readouterr().err
