@@ -200,7 +200,12 @@ class Trainer:
                 self.hooks.medxfer_epoch_end(ctx=ctx, epoch=epoch, metrics=metrics)
                 seconds += time.perf_counter() - tic
                 metrics["seconds"] = seconds
+                before, refit = self.epochs, None
                 if self._fit_time_limit(epoch, seconds):
+                    refit = (f"train.time_limit: {before} -> {self.epochs} epochs, "
+                             f"{format_duration(seconds / (epoch + 1))} each so far, "
+                             f"{format_duration(self.config.train.time_limit - seconds)} "
+                             "of the limit left")
                     total_steps = self._steps_per_epoch() * self.epochs
                     ctx.total_steps, ctx.max_epochs = total_steps, self.epochs
                     final_epoch = self.epochs - 1
@@ -211,6 +216,8 @@ class Trainer:
                 if self.progress:
                     print_epoch(metrics, epochs=self.epochs, monitor=self.monitor,
                                 seconds_per_epoch=seconds / len(history))
+                    if refit:
+                        write_line(refit)
                 score = self._score(metrics)
                 if keep_last or score > best_score or best_index < 0:
                     best_score, best_index, bad_epochs = score, epoch, 0
