@@ -464,6 +464,12 @@ class EnsembleConfig(StrictModel):
     members: int = Field(
         1, ge=1, le=32, description="networks to train, member k with seed train.seed * members "
         "+ k; their class probabilities (regression: outputs) are averaged (1: one network)")
+    time_limit: float | None = Field(
+        None, gt=0, description="seconds the members may take together: they are trained "
+        "in turn while the next one fits in the time left at the mean time of those before "
+        "(at least one is trained; each member's train.time_limit is at most the time "
+        "left), so `members` is the most; the ensemble is of the members trained (null: "
+        "every member)")
 
 
 class RunConfig(StrictModel):
@@ -523,6 +529,9 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _check_ensemble(self) -> RunConfig:
         if self.ensemble.members == 1:
+            if self.ensemble.time_limit is not None:
+                raise ValueError("ensemble.time_limit fits the members of an ensemble into "
+                                 "a time; with ensemble.members 1 use train.time_limit")
             return self
         if self.task == "segmentation":
             raise ValueError("ensemble.members > 1 trains classification and regression "

@@ -256,12 +256,17 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
                  f"its input five times, and the budget allows {epochs} epochs at this size")
     fits = int(train_budget // epoch)
     members = 1
-    if task.supports_deep_ensembles and n_train <= R.ENSEMBLE_MAX_CASES and \
-            fits >= R.MIN_MEMBERS * epochs:
-        members = min(R.MAX_MEMBERS, fits // epochs)
-        plan.set("ensemble.members", members,
-                 f"few training cases ({n_train}) and time for {fits // epochs} full "
-                 f"trainings: a deep ensemble of {members} networks (seeds differ)")
+    if task.supports_deep_ensembles and n_train <= R.ENSEMBLE_MAX_CASES and fits >= epochs:
+        members = min(R.MAX_MEMBERS, fits // epochs)  # what the probe expects
+        plan.set("ensemble.members", R.MAX_MEMBERS,
+                 f"few training cases ({n_train}): a deep ensemble of up to "
+                 f"{R.MAX_MEMBERS} networks (seeds differ), trained in turn while the next "
+                 f"fits in the time (ensemble.time_limit); the probe expects time for "
+                 f"{fits // epochs} full training(s)")
+        plan.set("ensemble.time_limit", round(train_budget),
+                 f"the members train within {round(train_budget)}s together, so the run "
+                 "ends within the budget; how many fit is decided by the time the first "
+                 "ones take, not by the probe alone")
     elif fits < epochs:
         epochs = max(1, fits)
     elif task.labels_are_masks and fits > epochs:
@@ -276,12 +281,14 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
         how = (f"about {R.TARGET_STEPS[kind]} optimiser steps ({steps} per epoch)"
                + (", as many as the budget allows" if epochs < target else ""))
     plan.set("train.epochs", epochs, how + f"; an epoch takes about {epoch:.0f}s here")
-    limit = round(train_budget / members)
+    limit = round(train_budget)
     plan.set("train.time_limit", limit,
-             f"training stops within {limit}s (per network) so the run ends within the "
-             "budget; if epochs run slower than measured, fewer are run")
+             f"training stops within {limit}s" + (
+                 " (a member: at most the ensemble's time left)" if members > 1 else "")
+             + " so the run ends within the budget; if epochs run slower than measured, "
+             "fewer are run")
     most = R.EPOCH_BOUNDS[kind][1] if task.labels_are_masks else target
-    if members == 1 and epochs < most:
+    if plan.get("ensemble.members", 1) in (None, 1) and epochs < most:
         plan.set("train.max_epochs", most,
                  f"the budget, not the rule, set {epochs} epochs: if the first epochs run "
                  f"faster than the probe measured (it times a few steps, and a busy machine "

@@ -44,10 +44,12 @@ IMBALANCED = 0.2
 TARGET_STEPS = {"class": 500, "value": 500, "mask": 2000}
 #: ... within these epoch bounds.
 EPOCH_BOUNDS = {"class": (8, 30), "value": (8, 30), "mask": (4, 100)}
-#: Datasets with at most this many training cases get a deep ensemble when the budget
-#: holds at least ``MIN_MEMBERS`` full trainings.
+#: Datasets with at most this many training cases get a deep ensemble of up to
+#: ``MAX_MEMBERS`` networks when the budget holds at least one full training: the members
+#: are trained in turn while the next one fits (``ensemble.time_limit``), so how many is
+#: decided by the speed of the run itself, not by the probe alone.
 ENSEMBLE_MAX_CASES = 2000
-MIN_MEMBERS, MAX_MEMBERS = 3, 5
+MAX_MEMBERS = 5
 
 
 def round_to(value: float, multiple: int) -> int:

@@ -43,6 +43,11 @@ def add_members_section(content: Any, summary: Mapping[str, Any]) -> None:
         "member is an ordinary run in its folder (its own report there), with its own "
         "decision threshold chosen on validation; the ensemble's threshold is chosen on "
         "validation from the averaged outputs.")
+    most, trained = info.get("members_most"), info.get("members")
+    if isinstance(most, int) and isinstance(trained, int) and most > trained:
+        content.member_notes.append(
+            f"{trained} of up to {most} members were trained: ensemble.time_limit "
+            f"({_seconds(info.get('time_limit'))} s) left too little time for another.")
 
 
 def _seconds(value: Any) -> str:

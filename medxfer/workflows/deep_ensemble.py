@@ -16,6 +16,7 @@ the others start; then the ensemble is evaluated again.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from medxfer import report as R
-from medxfer.config import EnsembleConfig, RunConfig, write_resolved_config
+from medxfer.config import EnsembleConfig, RunConfig, load_config, write_resolved_config
 from medxfer.data import load_data
 from medxfer.errors import CheckpointError, ConfigError
 from medxfer.models import EnsembleNetwork
 from medxfer.planning.plan import read_plan
 from medxfer.plugins import Registries
+from medxfer.progress import format_duration, write_line
 from medxfer.tasks import task_of
 from medxfer.training import distributed as D
 from medxfer.training.amp import resolve_device, resolve_precision
@@ -89,10 +91,22 @@ def run_deep_ensemble(config: RunConfig, run_dir: Path, *, registries: Registrie
         if not resume:
             write_resolved_config(config, run_dir)
     dirs = member_dirs(run_dir, config.ensemble.members)
+    limit = config.ensemble.time_limit
+    spent: list[float] = []  # seconds each member took (finished ones, in order)
     for k, path in enumerate(dirs):
         state = D.from_rank_zero(member_state(path) if main else None)
         if state == "done":
+            spent.append(D.from_rank_zero(member_seconds(path) if main else None))
             continue
+        if limit is not None and state == "new" and spent and \
+                sum(spent) + sum(spent) / len(spent) > limit:
+            dirs = dirs[:k]  # the next member would not fit: the ensemble is those trained
+            if progress and main:
+                write_line(f"ensemble.time_limit: {k} of up to {config.ensemble.members} "
+                           f"members trained; another would take about "
+                           f"{format_duration(sum(spent) / len(spent))} and "
+                           f"{format_duration(max(limit - sum(spent), 0.0))} are left")
+            break
         if progress and main:
             from rich.console import Console
 
@@ -100,10 +114,31 @@ def run_deep_ensemble(config: RunConfig, run_dir: Path, *, registries: Registrie
                 f"ensemble member {k + 1}/{len(dirs)} (seed {member_seed(config, k)}): {path}",
                 highlight=False)
         resume_member = state == "resume"
-        member = resolve_run_config(member_config(config, k), path, resume_member)
+        member = member_config(config, k)
+        if limit is not None:  # a member may not take more than the time left
+            own = member.train.time_limit
+            if resume_member:  # the limit it started with (its checkpoint counts the time)
+                own = load_config(path / "config.yaml").train.time_limit
+            else:
+                left = max(limit - sum(spent), 1.0)
+                own = left if own is None else min(own, left)
+            member = member.model_copy(update={"train": member.train.model_copy(
+                update={"time_limit": own})})
+        member = resolve_run_config(member, path, resume_member)
+        tic = time.perf_counter()
         train_single(member, path, registries=registries, resume=resume_member,
                      progress=progress, cache_dir=run_dir / "cache")
+        spent.append(D.from_rank_zero(time.perf_counter() - tic))
     return evaluate_deep_ensemble(config, run_dir, dirs, registries=registries)
+
+
+def member_seconds(path: Path) -> float:
+    """The seconds a finished member took (its ``fit_wall_seconds``, or its training time)."""
+    try:
+        summary = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    return float(summary.get("fit_wall_seconds") or summary.get("train_seconds") or 0.0)
 
 
 def evaluate_deep_ensemble(config: RunConfig, run_dir: Path, dirs: list[Path], *,
@@ -233,6 +268,7 @@ def ensemble_info(config: RunConfig, run_dir: Path, dirs: list[Path],
                        if all(isinstance(x, (int, float)) for x in v)}
     combine = "mean of the members' class probabilities" \
         if task_of(config).labels_are_classes else "mean of the members' outputs"
-    return {"members": len(dirs), "combine": combine, "seeds": seeds,
+    return {"members": len(dirs), "members_most": config.ensemble.members,
+            "time_limit": config.ensemble.time_limit, "combine": combine, "seeds": seeds,
             "train_seconds_sum": float(sum(f["train_seconds"] for f in facts)),
             "member_runs": members, "member_mean": mean}

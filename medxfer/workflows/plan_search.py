@@ -66,8 +66,9 @@ def search_plan(plan: Plan, count: int, *, registries: Registries, workdir: Path
     tic = time.perf_counter()
     estimate = plan.summary["estimate"]
     epoch_seconds = float(estimate["seconds_per_epoch"])
-    members = int(plan.get("ensemble.members", 1) or 1)
-    training = float(plan.get("train.time_limit")) * members
+    together = plan.get("ensemble.time_limit")
+    training = float(together) if together else float(plan.get("train.time_limit")) * int(
+        plan.get("ensemble.members", 1) or 1)
     planned_epochs = int(plan.get("train.epochs"))
     candidates = candidate_plans(plan, registries, count, fixed=fixed or [])
     rounds = max(1, math.ceil(math.log2(len(candidates))))
@@ -154,7 +155,7 @@ def _fit_candidate(plan: Plan, candidate: Candidate, epochs: int, epoch_seconds:
     raw.setdefault("train", {}).update(
         epochs=epochs, time_limit=max(1, math.ceil(epochs * epoch_seconds * CANDIDATE_SLACK)),
         max_epochs=None)  # a round trains its epochs, never more
-    raw.setdefault("ensemble", {})["members"] = 1
+    raw["ensemble"] = {"members": 1}
     raw.setdefault("eval", {})["bootstrap"] = 0
     config = validate_config(raw, source=f"the search's candidate {candidate.label!r}")
     try:
@@ -194,18 +195,26 @@ def _refit(plan: Plan, seconds: float, epoch_seconds: float) -> None:
     members = int(plan.get("ensemble.members", 1) or 1)
     seconds = max(seconds, epoch_seconds)
     fits = int(seconds // epoch_seconds)
-    if members > 1 and fits < members * epochs:
+    together = members > 1 and plan.get("ensemble.time_limit")
+    if together and fits >= epochs:  # as many members as fit in the time left
+        plan.set("ensemble.time_limit", round(seconds),
+                 f"after the search, the members train within {round(seconds)}s together, "
+                 f"the time the search left (about {fits // epochs} full training(s))")
+        members = min(members, fits // epochs)
+    elif members > 1 and fits < members * epochs:
         members = max(1, fits // epochs)
         plan.set("ensemble.members", members,
                  f"after the search, time for {members} full training(s) of {epochs} epochs")
+        if together:
+            plan.set("ensemble.time_limit", None, "after the search, one network")
     if members == 1 and fits < epochs:
         epochs = max(1, fits)
         plan.set("train.epochs", epochs, f"after the search, the {epochs} epoch(s) that fit "
                                          "in the time left")
-    limit = round(seconds / members)
+    limit = round(seconds if together else seconds / members)
     plan.set("train.time_limit", limit,
-             f"training stops within {limit}s (per network), the time the search left, so "
-             "the run ends within the budget")
+             f"training stops within {limit}s" + ("" if together else " (per network)")
+             + ", the time the search left, so the run ends within the budget")
     plan.summary["estimate"] = {**plan.summary["estimate"], "epochs": epochs,
                                 "members": members,
                                 "training_seconds": round(epochs * epoch_seconds * members)}

@@ -97,7 +97,9 @@ def test_a_budget_too_short_for_one_epoch_says_how_long_is_needed(repo_root, reg
 def test_few_cases_and_a_large_budget_give_a_deep_ensemble(repo_root, registries):
     data = repo_root / "sample_data" / "classification"
     plan = make_plan(data, budget=3600, registries=registries, probe=fixed_probe(0.01))
-    assert R.MIN_MEMBERS <= plan.get("ensemble.members") <= R.MAX_MEMBERS
+    assert plan.get("ensemble.members") == R.MAX_MEMBERS
+    assert plan.get("ensemble.time_limit") == plan.get("train.time_limit")
+    assert 1 <= plan.summary["estimate"]["members"] <= R.MAX_MEMBERS
     assert "deep ensemble" in plan.reasons["ensemble.members"]
 
 

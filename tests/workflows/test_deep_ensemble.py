@@ -176,3 +176,38 @@ def test_regression_ensemble_averages_outputs(tmp_path, repo_root):
 def test_unsupported_ensembles_are_refused_when_the_config_loads(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, ["ensemble.members=2", *overrides])
+
+
+@pytest.mark.slow
+def test_members_stop_when_the_next_would_not_fit_in_the_ensemble_time_limit(tmp_path):
+    config = load_config(None, [*QUICK, "ensemble.members=3", "ensemble.time_limit=0.5"])
+    run = tmp_path / "run"
+    summary = run_pipeline(config, run, progress=False)
+    # member 0 always trains; it took longer than the whole limit, so no other fits
+    assert summary["ensemble"]["members"] == 1 and summary["ensemble"]["members_most"] == 3
+    assert sorted(p.name for p in (run / "members").iterdir()) == ["m0"]
+    member = yaml.safe_load((run / "members" / "m0" / "config.yaml").read_text())
+    assert member["train"]["time_limit"] == 1.0  # the time left, at least a second
+    assert "1 of up to 3 members were trained" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_generous_ensemble_time_limit_trains_every_member_and_resumes_one(tmp_path):
+    config = load_config(None, [*QUICK, "ensemble.members=2", "ensemble.time_limit=100000"])
+    run = tmp_path / "run"
+    summary = run_pipeline(config, run, progress=False)
+    assert summary["ensemble"]["members"] == 2
+    limits = [yaml.safe_load((run / "members" / m / "config.yaml").read_text())["train"]
+              ["time_limit"] for m in ("m0", "m1")]
+    assert limits[0] == 100000 and limits[1] < 100000  # the second gets what is left
+    # killed while member 1 trained: it continues with the limit it started with
+    for name in ("metrics.json", "report.html"):
+        (run / "members" / "m1" / name).unlink()
+    (run / "metrics.json").unlink()
+    resumed = run_pipeline(load_config(run / "config.yaml"), run, resume=True, progress=False)
+    assert resumed["ensemble"]["members"] == 2
+
+
+def test_an_ensemble_time_limit_needs_an_ensemble():
+    with pytest.raises(ConfigError, match="ensemble.time_limit"):
+        load_config(None, ["ensemble.time_limit=60"])
