@@ -1,7 +1,9 @@
 """Plot a budget sweep of planned runs: the test metrics of each run against its budget.
 
 Each run is a folder written by ``medxfer run DATA --budget B``; its ``metrics.json`` holds
-the plan (the budget) and the test metrics. Runs are grouped into one line per dataset.
+the plan (the budget) and the test metrics. Runs are grouped into one line per dataset;
+several runs of one budget (seeds) give their mean ± standard deviation, each run a faint
+dot.
 
     python scripts/budget_sweep_figure.py --output docs/figures/plan_budget_sweep.png \
         BreastMNIST=runs/breast_5m,runs/breast_15m,runs/breast_45m \
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,9 +51,18 @@ def main() -> None:
         for item in args.series:
             name, _, dirs = item.partition("=")
             points = sweep_points([Path(d) for d in dirs.split(",") if d], metric)
-            budgets, values, _ = zip(*points)
-            ax.plot(budgets, values, marker="o", label=name)
-            for budget, value, trained in points:
+            groups = _by_budget(points)
+            budgets = sorted(groups)
+            means = [float(np.mean([v for v, _ in groups[b]])) for b in budgets]
+            spread = [float(np.std([v for v, _ in groups[b]])) for b in budgets]
+            seeds = sorted({len(groups[b]) for b in budgets})
+            line = ax.errorbar(budgets, means, yerr=spread, marker="o", capsize=3,
+                               label=f"{name} ({'/'.join(map(str, seeds))} run(s) a budget)")
+            for budget in budgets:  # each run, faint, beside the mean
+                ax.scatter([budget] * len(groups[budget]), [v for v, _ in groups[budget]],
+                           s=10, alpha=0.35, color=line[0].get_color())
+            for budget, value in zip(budgets, means):
+                trained = float(np.mean([t for _, t in groups[budget]]))
                 ax.annotate(f"{trained:.0f} min", (budget, value), textcoords="offset points",
                             xytext=(4, -10), fontsize=7, color="0.35")
         ax.set_xscale("log")
@@ -62,11 +74,20 @@ def main() -> None:
         ax.set_ylabel(f"test {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("medxfer run DATA --budget B (seed 0)", fontsize=10)
+    fig.suptitle("medxfer run DATA --budget B (mean ± sd over seeds)",
+                 fontsize=10)
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output)
     print(f"wrote {args.output}")
+
+
+def _by_budget(points: list[tuple[float, float, float]]) -> dict[float, list[tuple[float, float]]]:
+    """The runs' (metric, training minutes) grouped by budget."""
+    groups: dict[float, list[tuple[float, float]]] = {}
+    for budget, value, trained in points:
+        groups.setdefault(budget, []).append((value, trained))
+    return groups
 
 
 def _budgets(item: str) -> list[float]:
