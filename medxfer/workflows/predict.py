@@ -153,7 +153,9 @@ def load_run(run_dir: str | Path, *, registries: Registries | None = None,
                               "it was not written by `medxfer run`")
     registries = registries or build_registries()
     members = ensemble_size(sidecar)
-    if members > 1:  # ensemble.members: the members' networks, outputs averaged
+    # ensemble.members: the members' networks, outputs averaged (ensemble.time_limit can
+    # leave an ensemble of one: it is saved as an ensemble all the same)
+    if members > 1 or isinstance(sidecar.get("ensemble"), dict):
         model: TransferNetwork | SegmentationNetwork | EnsembleNetwork = EnsembleNetwork(
             [build_run_network(config, sidecar, registries) for _ in range(members)])
     else:

@@ -189,6 +189,11 @@ def test_members_stop_when_the_next_would_not_fit_in_the_ensemble_time_limit(tmp
     member = yaml.safe_load((run / "members" / "m0" / "config.yaml").read_text())
     assert member["train"]["time_limit"] == 1.0  # the time left, at least a second
     assert "1 of up to 3 members were trained" in (run / "report.md").read_text()
+    from medxfer.models import EnsembleNetwork
+    from medxfer.workflows.predict import load_run
+
+    loaded = load_run(run)  # an ensemble of one loads as the ensemble it was saved as
+    assert isinstance(loaded.model, EnsembleNetwork) and len(loaded.model.members) == 1
 
 
 @pytest.mark.slow
