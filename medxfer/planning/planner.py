@@ -284,7 +284,8 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
     limit = round(train_budget)
     plan.set("train.time_limit", limit,
              f"training stops within {limit}s" + (
-                 " (a member: at most the ensemble's time left)" if members > 1 else "")
+                 " (a member: at most the ensemble's time left)"
+                 if (plan.get("ensemble.members") or 1) > 1 else "")
              + " so the run ends within the budget; if epochs run slower than measured, "
              "fewer are run")
     most = R.EPOCH_BOUNDS[kind][1] if task.labels_are_masks else target
