@@ -256,7 +256,9 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
                  f"its input five times, and the budget allows {epochs} epochs at this size")
     fits = int(train_budget // epoch)
     members = 1
-    if task.supports_deep_ensembles and n_train <= R.ENSEMBLE_MAX_CASES and fits >= epochs:
+    ensemble = task.supports_deep_ensembles and n_train <= R.ENSEMBLE_MAX_CASES and \
+        fits >= epochs
+    if ensemble:
         members = min(R.MAX_MEMBERS, fits // epochs)  # what the probe expects
         plan.set("ensemble.members", R.MAX_MEMBERS,
                  f"few training cases ({n_train}): a deep ensemble of up to "
@@ -284,12 +286,11 @@ def fit_budget(plan: Plan, fp: Fingerprint, registries: Registries, *, budget: f
     limit = round(train_budget)
     plan.set("train.time_limit", limit,
              f"training stops within {limit}s" + (
-                 " (a member: at most the ensemble's time left)"
-                 if (plan.get("ensemble.members") or 1) > 1 else "")
+                 " (a member: at most the ensemble's time left)" if ensemble else "")
              + " so the run ends within the budget; if epochs run slower than measured, "
              "fewer are run")
     most = R.EPOCH_BOUNDS[kind][1] if task.labels_are_masks else target
-    if plan.get("ensemble.members", 1) in (None, 1) and epochs < most:
+    if not ensemble and epochs < most:
         plan.set("train.max_epochs", most,
                  f"the budget, not the rule, set {epochs} epochs: if the first epochs run "
                  f"faster than the probe measured (it times a few steps, and a busy machine "

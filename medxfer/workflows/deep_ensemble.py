@@ -98,13 +98,13 @@ def run_deep_ensemble(config: RunConfig, run_dir: Path, *, registries: Registrie
         if state == "done":
             spent.append(D.from_rank_zero(member_seconds(path) if main else None))
             continue
-        if limit is not None and state == "new" and spent and \
-                sum(spent) + sum(spent) / len(spent) > limit:
+        next_one = sum(spent) / len(spent) if spent else 0.0  # at the mean time so far
+        if limit is not None and state == "new" and sum(spent) + next_one > limit:
             dirs = dirs[:k]  # the next member would not fit: the ensemble is those trained
             if progress and main:
                 write_line(f"ensemble.time_limit: {k} of up to {config.ensemble.members} "
                            f"members trained; another would take about "
-                           f"{format_duration(sum(spent) / len(spent))} and "
+                           f"{format_duration(next_one)} and "
                            f"{format_duration(max(limit - sum(spent), 0.0))} are left")
             break
         if progress and main:

@@ -144,8 +144,8 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # someone else's process: leave its folder alone
+    except OSError:  # e.g. no permission: someone else's process; leave its folder alone
+        return True
     return True
 
 
@@ -207,6 +207,7 @@ def _refit(plan: Plan, seconds: float, epoch_seconds: float) -> None:
                  f"after the search, time for {members} full training(s) of {epochs} epochs")
         if together:
             plan.set("ensemble.time_limit", None, "after the search, one network")
+            together = False
     if members == 1 and fits < epochs:
         epochs = max(1, fits)
         plan.set("train.epochs", epochs, f"after the search, the {epochs} epoch(s) that fit "
